@@ -1,0 +1,58 @@
+/*
+ * err.c - first-error-wins error records (see err.h).
+ */
+#include "err.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+enum adp_err adp_error_set(struct adp_error *err, enum adp_err code, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL)
+        return code;
+    if (err->code != ADP_OK)
+        return err->code;
+    err->code = code;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+void adp_error_clear(struct adp_error *err)
+{
+    if (err != NULL)
+        memset(err, 0, sizeof(*err));
+}
+
+const char *adp_strerror(enum adp_err code)
+{
+    switch (code) {
+    case ADP_OK:
+        return "ok";
+    case ADP_ENOMEM:
+        return "out of memory";
+    case ADP_ECONFIG:
+        return "configuration error";
+    case ADP_EUSAGE:
+        return "usage error";
+    case ADP_ENET:
+        return "network error";
+    case ADP_ETLS:
+        return "TLS error";
+    case ADP_EHTTP:
+        return "HTTP error";
+    case ADP_EPARSE:
+        return "parse error";
+    case ADP_EMAP:
+        return "mapping error";
+    case ADP_EIO:
+        return "I/O error";
+    case ADP_EAUTH:
+        return "authorization error";
+    }
+    return "unknown error";
+}

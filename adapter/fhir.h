@@ -1,0 +1,61 @@
+/*
+ * fhir.h - FHIR R4 REST client on top of http.h: read, search with paging
+ * (next links treated as opaque), conditional update, create, and
+ * OperationOutcome diagnostics in errors.
+ */
+#ifndef ADP_FHIR_H
+#define ADP_FHIR_H
+
+#include <jansson.h>
+
+#include "err.h"
+#include "http.h"
+
+struct fhir_client;
+
+/* base_url without trailing slash is stored (a trailing slash is removed);
+ * http is borrowed and must outlive the client. */
+enum adp_err fhir_client_new(const char *base_url, struct http_client *http,
+                             struct fhir_client **out, struct adp_error *err);
+void fhir_client_free(struct fhir_client *fc);
+const char *fhir_base(const struct fhir_client *fc);
+
+/* GET [base]/type/id -> *out new reference.  404 -> ADP_EHTTP, status 404. */
+enum adp_err fhir_read(struct fhir_client *fc, const char *type, const char *id,
+                       json_t **out, struct adp_error *err);
+
+/*
+ * Search type with query (already encoded "a=b&c=d"), follow every `next`
+ * link to the end, and append each entry.resource with search.mode != outcome
+ * to `into` (borrowed array, grows).  A query longer than 1,500 characters
+ * is sent as POST [base]/type/_search (form-encoded).  max_pages (0: 1000)
+ * bounds the walk; exceeding it fails.
+ */
+enum adp_err fhir_search_all(struct fhir_client *fc, const char *type, const char *query,
+                             json_t *into, int max_pages, struct adp_error *err);
+
+struct fhir_write {
+    long status;           /* HTTP status */
+    char id[128];          /* logical id of the written resource */
+    char version[64];      /* meta.versionId or "" */
+};
+
+/* PUT [base]/type?query with resource (borrowed).  Errors carry the
+ * OperationOutcome diagnostics in err->msg and the status in err->http_status. */
+enum adp_err fhir_conditional_update(struct fhir_client *fc, const char *type,
+                                     const char *query, json_t *resource,
+                                     struct fhir_write *out, struct adp_error *err);
+
+/* PUT [base]/type/id (resource must carry that id). */
+enum adp_err fhir_update(struct fhir_client *fc, const char *type, const char *id,
+                         json_t *resource, struct fhir_write *out, struct adp_error *err);
+
+/* POST [base]/type. */
+enum adp_err fhir_create(struct fhir_client *fc, const char *type, json_t *resource,
+                         struct fhir_write *out, struct adp_error *err);
+
+/* Format the diagnostics of an OperationOutcome body (or a short excerpt of
+ * a non-FHIR body, never more than 200 characters) into buf. */
+void fhir_outcome_text(const char *body, char *buf, size_t len);
+
+#endif

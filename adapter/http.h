@@ -1,0 +1,81 @@
+/*
+ * http.h - the only module that includes <curl/curl.h>.
+ *
+ * Built on libcurl's multi interface from the start: requests are submitted
+ * and driven by http_client_run(); http_do() is the blocking convenience
+ * (submit one, run until it completes).  Connections are reused, gzip is
+ * accepted, and each response body is capped at max_body bytes.
+ */
+#ifndef ADP_HTTP_H
+#define ADP_HTTP_H
+
+#include <stddef.h>
+
+#include "err.h"
+
+struct http_opts {
+    long connect_timeout_ms;   /* 0: 10 s */
+    long total_timeout_ms;     /* 0: 60 s */
+    size_t max_body;           /* 0: 64 MiB */
+    const char *user_agent;    /* NULL: "dnmbc-adapter" */
+    /* TLS (issue 4 extends): */
+    const char *ca_file;       /* NULL: system store */
+    const char *client_cert;
+    const char *client_key;
+    int insecure;              /* 1: no peer/host verification (loudly logged) */
+    /* Added to every request when not NULL, e.g. "Authorization: Bearer ...". */
+    const char *auth_header;
+};
+
+struct http_response {
+    long status;               /* 0 when no response arrived */
+    char *body;                /* NUL-terminated, owned; free with http_response_free */
+    size_t len;
+    char *content_type;        /* owned or NULL */
+    char *location;            /* Location / Content-Location header, owned or NULL */
+    char *etag;                /* owned or NULL */
+    long retry_after_s;        /* -1 when absent */
+};
+
+struct http_client;
+
+/* Completion callback for http_submit: rc is ADP_OK when a response arrived
+ * (any status); resp is borrowed for the duration of the call. */
+typedef void (*http_done_fn)(void *userdata, enum adp_err rc,
+                             const struct http_response *resp, const struct adp_error *err);
+
+enum adp_err http_client_new(const struct http_opts *o, struct http_client **out,
+                             struct adp_error *err);
+void http_client_free(struct http_client *c);
+
+/* Queue a request.  method "GET" "PUT" "POST" "DELETE"; body may be NULL
+ * (copied); content_type for the body (NULL: application/fhir+json);
+ * extra_headers: NULL-terminated array of "Name: value" or NULL. */
+enum adp_err http_submit(struct http_client *c, const char *method, const char *url,
+                         const char *const *extra_headers, const char *body,
+                         const char *content_type, http_done_fn done, void *userdata,
+                         struct adp_error *err);
+
+/* Drive transfers until all queued requests completed (or until a signal
+ * flag pointed to by stop becomes non-zero, when stop is not NULL). */
+enum adp_err http_client_run(struct http_client *c, volatile int *stop,
+                             struct adp_error *err);
+
+/* Blocking: one request, response written to *resp (caller frees with
+ * http_response_free).  Network / TLS failures return ADP_ENET / ADP_ETLS
+ * with curl's message. */
+enum adp_err http_do(struct http_client *c, const char *method, const char *url,
+                     const char *const *extra_headers, const char *body,
+                     const char *content_type, struct http_response *resp,
+                     struct adp_error *err);
+
+void http_response_free(struct http_response *r);
+
+/* Percent-encode s for a URL query value. New string (free()) or NULL. */
+char *http_escape(const char *s);
+
+/* Process-wide init/cleanup (curl_global_init); call once from main. */
+int http_global_init(void);
+void http_global_cleanup(void);
+
+#endif

@@ -13,9 +13,14 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS  ?= -O2 -g
+PREFIX  ?= /usr/local
+# Where the binary looks for mappings when the configuration does not say.
+MAPPINGS_DIR ?= mappings
+VERSION := 0.1.0
 CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
            -Wall -Wextra -Wpedantic -Werror -Wshadow -Wstrict-prototypes \
-           -Wmissing-prototypes -Wformat=2 $(PKG_CFLAGS)
+           -Wmissing-prototypes -Wformat=2 $(PKG_CFLAGS) \
+           -DDNMBC_MAPPINGS_DIR='"$(MAPPINGS_DIR)"' -DDNMBC_VERSION='"$(VERSION)"'
 LDLIBS  += $(PKG_LIBS) -lm
 
 BUILD   := build
@@ -26,9 +31,8 @@ LIB     := $(BUILD)/libadapter.a
 UNITSRC := $(wildcard tests/unit/test_*.c)
 UNITBIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNITSRC))
 
-PREFIX  ?= /usr/local
 
-.PHONY: all unit test demo clean configtest
+.PHONY: all deps build-tests unit test demo clean configtest
 
 all: dnmbc-adapter
 
@@ -46,15 +50,24 @@ dnmbc-adapter: $(BUILD)/obj/main.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB) $(wildcard tests/unit/*.h) | $(BUILD)/tests
-	$(CC) $(CFLAGS) -Wno-missing-prototypes -Iadapter -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -Wno-missing-prototypes -iquote adapter -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
 
-unit: $(UNITBIN) dnmbc-adapter
+# deps installs missing Debian packages (sudo when not root); the recursive
+# make re-reads pkg-config after the install.
+deps:
+	@bash .ci/install-deps
+
+build-tests: $(UNITBIN) dnmbc-adapter
+
+unit: build-tests
 	@tests/run-tests.sh --unit-only
 
-test: $(UNITBIN) dnmbc-adapter
+test: deps
+	@$(MAKE) --no-print-directory build-tests
 	@tests/run-tests.sh
 
-demo: dnmbc-adapter
+demo: deps
+	@$(MAKE) --no-print-directory dnmbc-adapter
 	@tests/demo.sh
 
 configtest: dnmbc-adapter

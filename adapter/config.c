@@ -1,0 +1,312 @@
+/*
+ * config.c - load and validate the configuration (see config.h).
+ *
+ * The file is parsed with jansson (duplicates rejected), walked section by
+ * section against a table of known keys, so an unknown key or a wrong type
+ * is an error naming the file and "section.key".
+ */
+#include "config.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+enum ktype { K_STR, K_INT, K_BOOL, K_STRLIST };
+
+struct key {
+    const char *section;
+    const char *name;
+    enum ktype type;
+    size_t off;      /* offset into struct config */
+    long min, max;   /* K_INT range */
+};
+
+#define OFF(f) offsetof(struct config, f)
+
+static const struct key keys[] = {
+    {"fhir", "base_url", K_STR, OFF(base_url), 0, 0},
+    {"fhir", "connect_timeout_s", K_INT, OFF(connect_timeout_s), 1, 600},
+    {"fhir", "timeout_s", K_INT, OFF(timeout_s), 1, 3600},
+    {"fhir", "page_size", K_INT, OFF(page_size), 1, 1000},
+    {"fhir", "max_pages", K_INT, OFF(max_pages), 1, 100000},
+    {"fhir", "max_response_mb", K_INT, OFF(max_response_mb), 1, 4096},
+    {"tls", "ca_file", K_STR, OFF(ca_file), 0, 0},
+    {"tls", "client_cert", K_STR, OFF(client_cert), 0, 0},
+    {"tls", "client_key", K_STR, OFF(client_key), 0, 0},
+    {"tls", "insecure", K_BOOL, OFF(tls_insecure), 0, 0},
+    {"auth", "mode", K_STR, OFF(auth_mode), 0, 0},
+    {"auth", "bearer_token_file", K_STR, OFF(bearer_token_file), 0, 0},
+    {"output", "canonical_base", K_STR, OFF(canonical_base), 0, 0},
+    {"output", "write_provenance", K_BOOL, OFF(write_provenance), 0, 0},
+    {"mappings", "dir", K_STR, OFF(mappings_dir), 0, 0},
+    {"mappings", "thresholds", K_STR, OFF(thresholds_file), 0, 0},
+    {"mappings", "extra", K_STRLIST, OFF(extra_mappings), 0, 0},
+    {"state", "path", K_STR, OFF(state_path), 0, 0},
+    {"daemon", "interval_s", K_INT, OFF(interval_s), 1, 86400},
+    {"daemon", "overlap_s", K_INT, OFF(overlap_s), 0, 86400},
+    {"log", "level", K_STR, OFF(log_level), 0, 0},
+};
+
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+const char *const config_keys[] = {
+    "fhir.base_url",     "fhir.connect_timeout_s", "fhir.timeout_s",
+    "fhir.page_size",    "fhir.max_pages",         "fhir.max_response_mb",
+    "tls.ca_file",       "tls.client_cert",        "tls.client_key",
+    "tls.insecure",      "auth.mode",              "auth.bearer_token_file",
+    "output.canonical_base", "output.write_provenance", "mappings.dir",
+    "mappings.thresholds", "mappings.extra",       "state.path",
+    "daemon.interval_s", "daemon.overlap_s",       "log.level",
+    NULL};
+
+enum adp_err config_set_str(char **field, const char *val, struct adp_error *err)
+{
+    char *copy = NULL;
+
+    if (val != NULL) {
+        copy = strdup(val);
+        if (copy == NULL)
+            return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    }
+    free(*field);
+    *field = copy;
+    return ADP_OK;
+}
+
+static enum adp_err set_defaults(struct config *cfg, struct adp_error *err)
+{
+    enum adp_err rc;
+
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->connect_timeout_s = 10;
+    cfg->timeout_s = 60;
+    cfg->page_size = 100;
+    cfg->max_pages = 1000;
+    cfg->max_response_mb = 64;
+    cfg->write_provenance = 1;
+    cfg->interval_s = 300;
+    cfg->overlap_s = 300;
+    if ((rc = config_set_str(&cfg->auth_mode, "none", err)) != ADP_OK ||
+        (rc = config_set_str(&cfg->canonical_base,
+                             "https://dnmbc-adapter.example.org/fhir", err)) != ADP_OK ||
+        (rc = config_set_str(&cfg->mappings_dir, DNMBC_MAPPINGS_DIR, err)) != ADP_OK ||
+        (rc = config_set_str(&cfg->state_path, "dnmbc-adapter.state", err)) != ADP_OK ||
+        (rc = config_set_str(&cfg->log_level, "info", err)) != ADP_OK)
+        return rc;
+    return ADP_OK;
+}
+
+static enum adp_err apply_key(const char *path, const struct key *k, json_t *v,
+                              struct config *cfg, struct adp_error *err)
+{
+    char *base = (char *)cfg + k->off;
+    size_t i;
+    json_t *item;
+    enum adp_err rc;
+
+    switch (k->type) {
+    case K_STR:
+        if (json_is_null(v))
+            return config_set_str((char **)(void *)base, NULL, err);
+        if (!json_is_string(v))
+            return adp_error_set(err, ADP_ECONFIG, "%s: %s.%s: expected a string", path,
+                                 k->section, k->name);
+        return config_set_str((char **)(void *)base, json_string_value(v), err);
+    case K_INT:
+        if (!json_is_integer(v) || json_integer_value(v) < k->min ||
+            json_integer_value(v) > k->max)
+            return adp_error_set(err, ADP_ECONFIG,
+                                 "%s: %s.%s: expected an integer from %ld to %ld", path,
+                                 k->section, k->name, k->min, k->max);
+        if (k->off == OFF(page_size) || k->off == OFF(max_pages))
+            *(int *)(void *)base = (int)json_integer_value(v);
+        else
+            *(long *)(void *)base = (long)json_integer_value(v);
+        return ADP_OK;
+    case K_BOOL:
+        if (!json_is_boolean(v))
+            return adp_error_set(err, ADP_ECONFIG, "%s: %s.%s: expected true or false",
+                                 path, k->section, k->name);
+        *(int *)(void *)base = json_is_true(v);
+        return ADP_OK;
+    case K_STRLIST:
+        if (!json_is_array(v) || json_array_size(v) > CONFIG_MAX_EXTRA_MAPPINGS)
+            return adp_error_set(err, ADP_ECONFIG,
+                                 "%s: %s.%s: expected an array of at most %d file names",
+                                 path, k->section, k->name, CONFIG_MAX_EXTRA_MAPPINGS);
+        json_array_foreach(v, i, item)
+        {
+            if (!json_is_string(item))
+                return adp_error_set(err, ADP_ECONFIG, "%s: %s.%s[%zu]: expected a string",
+                                     path, k->section, k->name, i);
+            rc = config_set_str(&cfg->extra_mappings[cfg->nextra_mappings],
+                                json_string_value(item), err);
+            if (rc != ADP_OK)
+                return rc;
+            cfg->nextra_mappings++;
+        }
+        return ADP_OK;
+    }
+    return ADP_OK;
+}
+
+static enum adp_err load_file(const char *path, struct config *cfg, struct adp_error *err)
+{
+    json_error_t jerr;
+    json_t *root, *sect, *v;
+    const char *sname, *kname;
+    enum adp_err rc = ADP_OK;
+    size_t i;
+
+    root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL)
+        return adp_error_set(err, ADP_ECONFIG, "%s:%d:%d: %s", path, jerr.line,
+                             jerr.column, jerr.text);
+    if (!json_is_object(root)) {
+        rc = adp_error_set(err, ADP_ECONFIG, "%s: expected a JSON object", path);
+        goto out;
+    }
+    json_object_foreach(root, sname, sect)
+    {
+        int known_section = 0;
+
+        for (i = 0; i < NKEYS; i++)
+            if (strcmp(keys[i].section, sname) == 0)
+                known_section = 1;
+        if (!known_section) {
+            rc = adp_error_set(err, ADP_ECONFIG, "%s: unknown section '%s'", path, sname);
+            goto out;
+        }
+        if (!json_is_object(sect)) {
+            rc = adp_error_set(err, ADP_ECONFIG, "%s: section '%s' must be an object", path,
+                               sname);
+            goto out;
+        }
+        json_object_foreach(sect, kname, v)
+        {
+            const struct key *k = NULL;
+
+            for (i = 0; i < NKEYS; i++)
+                if (strcmp(keys[i].section, sname) == 0 && strcmp(keys[i].name, kname) == 0)
+                    k = &keys[i];
+            if (k == NULL) {
+                rc = adp_error_set(err, ADP_ECONFIG, "%s: unknown key '%s.%s'", path, sname,
+                                   kname);
+                goto out;
+            }
+            rc = apply_key(path, k, v, cfg, err);
+            if (rc != ADP_OK)
+                goto out;
+        }
+    }
+out:
+    json_decref(root);
+    return rc;
+}
+
+static enum adp_err read_secret_file(const char *path, char **out, struct adp_error *err)
+{
+    FILE *fp;
+    char buf[8192];
+    size_t n;
+
+    fp = fopen(path, "r");
+    if (fp == NULL)
+        return adp_error_set(err, ADP_ECONFIG, "auth.bearer_token_file: cannot open %s",
+                             path);
+    n = fread(buf, 1, sizeof(buf) - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    if (n == 0)
+        return adp_error_set(err, ADP_ECONFIG, "auth.bearer_token_file: %s is empty", path);
+    return config_set_str(out, buf, err);
+}
+
+enum adp_err config_load(const char *path, struct config *cfg, struct adp_error *err)
+{
+    enum adp_err rc;
+    const char *env;
+
+    rc = set_defaults(cfg, err);
+    if (rc != ADP_OK)
+        return rc;
+    if (path != NULL) {
+        rc = load_file(path, cfg, err);
+        if (rc != ADP_OK)
+            return rc;
+    }
+    if ((env = getenv("DNMBC_BASE_URL")) != NULL && env[0] != '\0' &&
+        (rc = config_set_str(&cfg->base_url, env, err)) != ADP_OK)
+        return rc;
+    if ((env = getenv("DNMBC_STATE")) != NULL && env[0] != '\0' &&
+        (rc = config_set_str(&cfg->state_path, env, err)) != ADP_OK)
+        return rc;
+    if ((env = getenv("DNMBC_LOG_LEVEL")) != NULL && env[0] != '\0' &&
+        (rc = config_set_str(&cfg->log_level, env, err)) != ADP_OK)
+        return rc;
+    if ((env = getenv("DNMBC_BEARER_TOKEN")) != NULL && env[0] != '\0') {
+        if ((rc = config_set_str(&cfg->bearer_token, env, err)) != ADP_OK)
+            return rc;
+    } else if (cfg->bearer_token_file != NULL) {
+        rc = read_secret_file(cfg->bearer_token_file, &cfg->bearer_token, err);
+        if (rc != ADP_OK)
+            return rc;
+    }
+    return ADP_OK;
+}
+
+enum adp_err config_check(const struct config *cfg, struct adp_error *err)
+{
+    if (cfg->base_url != NULL && strncmp(cfg->base_url, "https://", 8) != 0 &&
+        strncmp(cfg->base_url, "http://", 7) != 0)
+        return adp_error_set(err, ADP_ECONFIG,
+                             "fhir.base_url: must start with https:// or http://");
+    if (strcmp(cfg->auth_mode, "none") != 0 && strcmp(cfg->auth_mode, "bearer") != 0)
+        return adp_error_set(err, ADP_ECONFIG,
+                             "auth.mode: '%s' is not supported (none, bearer)",
+                             cfg->auth_mode);
+    if (strcmp(cfg->auth_mode, "bearer") == 0 && cfg->bearer_token == NULL)
+        return adp_error_set(err, ADP_ECONFIG,
+                             "auth.mode is bearer but no token: set auth.bearer_token_file "
+                             "or DNMBC_BEARER_TOKEN");
+    if ((cfg->client_cert == NULL) != (cfg->client_key == NULL))
+        return adp_error_set(err, ADP_ECONFIG,
+                             "tls.client_cert and tls.client_key go together");
+    if (strncmp(cfg->canonical_base, "http://", 7) != 0 &&
+        strncmp(cfg->canonical_base, "https://", 8) != 0)
+        return adp_error_set(err, ADP_ECONFIG, "output.canonical_base: must be an http(s) URL");
+    if (log_level_parse(cfg->log_level) < 0)
+        return adp_error_set(err, ADP_ECONFIG,
+                             "log.level: '%s' is not one of error, warn, info, debug",
+                             cfg->log_level);
+    return ADP_OK;
+}
+
+void config_free(struct config *cfg)
+{
+    int i;
+
+    free(cfg->base_url);
+    free(cfg->ca_file);
+    free(cfg->client_cert);
+    free(cfg->client_key);
+    free(cfg->auth_mode);
+    free(cfg->bearer_token_file);
+    if (cfg->bearer_token != NULL)
+        memset(cfg->bearer_token, 0, strlen(cfg->bearer_token));
+    free(cfg->bearer_token);
+    free(cfg->canonical_base);
+    free(cfg->mappings_dir);
+    free(cfg->thresholds_file);
+    for (i = 0; i < cfg->nextra_mappings; i++)
+        free(cfg->extra_mappings[i]);
+    free(cfg->state_path);
+    free(cfg->log_level);
+    memset(cfg, 0, sizeof(*cfg));
+}

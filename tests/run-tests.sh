@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Runs every test of the project and ends with one line "N passed, N failed".
+#
+#   tests/run-tests.sh              unit tests, then Node-driven tests (test FHIR
+#                                   server glue, synthetic data, offline CLI,
+#                                   integration against the test FHIR server)
+#   tests/run-tests.sh --unit-only  only the C unit tests
+#
+# Called by `make test` / `make unit` after the build.  Exit status 1 when any
+# test failed.
+set -u
+cd "$(dirname "$0")/.."
+
+passed=0
+failed=0
+failures=()
+
+count_cmocka() { # name, output, exit status
+    local name=$1 out=$2 status=$3 p f
+    p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -n 1)
+    f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -n 1)
+    p=${p:-0}
+    f=${f:-0}
+    if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then
+        f=1 # crashed or failed outside a test
+    fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+    [ "$f" -gt 0 ] && failures+=("$name")
+    printf '%-40s %4d passed, %d failed\n' "$name" "$p" "$f"
+}
+
+count_tap() { # name, output, exit status
+    local name=$1 out=$2 status=$3 p f
+    p=$(printf '%s\n' "$out" | sed -n 's/^# pass \([0-9]*\)$/\1/p' | tail -n 1)
+    f=$(printf '%s\n' "$out" | sed -n 's/^# fail \([0-9]*\)$/\1/p' | tail -n 1)
+    p=${p:-0}
+    f=${f:-0}
+    if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then
+        f=1
+    fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+    [ "$f" -gt 0 ] && failures+=("$name")
+    printf '%-40s %4d passed, %d failed\n' "$name" "$p" "$f"
+}
+
+logdir=build/test-logs
+mkdir -p "$logdir"
+
+for t in build/tests/test_*; do
+    [ -x "$t" ] || continue
+    name=$(basename "$t")
+    out=$("$t" 2>&1)
+    status=$?
+    printf '%s\n' "$out" >"$logdir/$name.log"
+    count_cmocka "unit/$name" "$out" "$status"
+done
+
+if [ "${1:-}" != "--unit-only" ]; then
+    if [ ! -d tests/fhir-server/node_modules ]; then
+        npm ci --prefix tests/fhir-server --no-audit --no-fund --loglevel=error >"$logdir/npm-ci.log" 2>&1 ||
+            { echo "npm ci failed, see $logdir/npm-ci.log"; failed=$((failed + 1)); }
+    fi
+    for suite in tests/fhir-server/test tests/synth/test tests/integration; do
+        [ -d "$suite" ] || continue
+        files=$(find "$suite" -maxdepth 1 -name '*.test.js' | sort)
+        [ -n "$files" ] || continue
+        name=${suite#tests/}
+        # shellcheck disable=SC2086
+        out=$(node --test --test-reporter=tap --test-concurrency=1 $files 2>&1)
+        status=$?
+        printf '%s\n' "$out" >"$logdir/${name//\//_}.log"
+        count_tap "$name" "$out" "$status"
+    done
+fi
+
+if [ ${#failures[@]} -gt 0 ]; then
+    echo "failing suites (logs in $logdir): ${failures[*]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -70,7 +70,11 @@ enum factor {
 };
 #define FAC_FIRST_DISFAVOURING FAC_TNBC
 
-/* Rules that can fire; each has a stable id and text (engine_rule_*). */
+/* Rules that can fire; each has a stable id and text (rule_code, rule_text).
+ * fired[] semantics: a step rule (R1-R4, R5, R6, R7) fires when it decides
+ * the outcome; a curative-lrt criterion (RULE_LRT_*) fires when it is
+ * satisfied (for performance status also when unverified); criteria that
+ * fail are reported through crit_* instead. */
 enum rule_id {
     RULE_NA_NO_PRIMARY = 0, RULE_NA_NO_METASTASIS, RULE_NA_NOT_DE_NOVO,
     RULE_INSUFF_SUBTYPE, RULE_INSUFF_SITES,
@@ -78,6 +82,10 @@ enum rule_id {
     RULE_LRT_LOW_BURDEN, RULE_LRT_NOT_TNBC, RULE_LRT_PS,
     RULE_CURATIVE_LRT, RULE_CONTINUE,
     RULE_PALLIATIVE,
+    /* Added after the first layout (kept last so earlier values do not move):
+     * metastasis present but the dates cannot place it within the de novo
+     * window, so neither "de novo" nor "recurrent" can be decided. */
+    RULE_INSUFF_DE_NOVO,
     RULE_COUNT
 };
 
@@ -144,5 +152,10 @@ const char *factor_code(enum factor f);
 const char *factor_text(enum factor f);      /* with citation */
 const char *systemic_text(enum systemic s);
 const char *benefit_code(enum benefit b);    /* "low" "moderate" "high" */
+const char *criterion_code(enum criterion_state c); /* "met" "not-met" "unverified" ... */
+
+/* The caveat every plan proposing local therapy carries (clinical-rules.md
+ * §2): randomised trials disagree; a proposal for the tumour board. */
+const char *engine_lrt_caveat(void);
 
 #endif

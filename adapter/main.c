@@ -262,6 +262,7 @@ static int cmd_offline(struct adapter *ad, const struct args *a, int explain)
     ctx.patient_id = patient_id ? patient_id : "unknown";
     ctx.now = now;
     ctx.software_version = DNMBC_VERSION;
+    ctx.params = &ad->params;
     if (explain) {
         char *text = emit_explain(&ctx, &f, &d, report);
 

@@ -583,6 +583,7 @@ enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run
     ctx.now = now;
     ctx.software_version = DNMBC_VERSION;
     ctx.device_ref = NULL; /* set by write_provenance once the Device exists */
+    ctx.params = &a->params;
 
     memset(&sp, 0, sizeof(sp));
     snprintf(sp.rec, sizeof(sp.rec), "%s", rec_code(d.rec));

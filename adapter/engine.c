@@ -1,0 +1,823 @@
+/*
+ * engine.c - the pure decision algorithm (clinical-rules.md §1-§5).
+ *
+ * Pipeline place: mapping.c fills a struct features from FHIR resources;
+ * features_derive() turns it into the derived values of §1; engine_run()
+ * applies §2 in order, adds §3 therapy, §4 factors, the benefit likelihood
+ * and the §5 models; emit.c turns the struct decision into FHIR.
+ *
+ * Pure: no allocation, no I/O, no logging, no clock.  Every threshold comes
+ * from struct rule_params (mappings/thresholds.json).  Unknown is never read
+ * as negative.
+ *
+ * Choices this file makes where clinical-rules.md leaves one open (each is
+ * repeated at the code that implements it):
+ *  - Distant metastasis is "recorded" when a site, an unsited metastasis, a
+ *    clinical M1 or a stage IV group is recorded.  M1 / stage IV without a
+ *    site is the §2 step 2 case "metastasis recorded without any site".
+ *  - De novo with undatable evidence: any dated evidence (site onset,
+ *    unsited metastasis, M1, stage IV) within the window decides "de novo",
+ *    so undated sites plus a dated stage IV / M1 at diagnosis are de novo.
+ *    Otherwise, any undated evidence (or an unknown diagnosis date) leaves
+ *    de novo unknown, which leads to insufficient-data with the dates to
+ *    obtain (RULE_INSUFF_DE_NOVO) - never to "not de novo".  Only when all
+ *    evidence is dated and later than the window is the disease recurrent.
+ *  - ECOG and Karnofsky both known and disagreeing: the more recently dated
+ *    one wins (performance status changes); when the dates are equal or
+ *    either is undated, the worse one wins, because good performance is a
+ *    requirement for curative-lrt.
+ *  - HER2: IHC 0/1+/3+ decides alone (§1 table); ISH modifies only IHC 2+;
+ *    ISH alone decides when IHC is unknown; the overall interpretation is
+ *    used only when neither IHC nor ISH is known.
+ *  - Responses with unknown dates are ignored (they cannot be placed after
+ *    diagnosis).  When the diagnosis date is unknown, de novo is unknown and
+ *    the patient stops at insufficient-data anyway.
+ *  - Bone-only counts identified sites only (an extra unsited record is
+ *    most often the same disease coded generically).  "Solitary" bone-only
+ *    of MF07-01 cannot be told apart: the features carry no lesion count.
+ *  - §3 therapy accompanies steps 3-6 (for second-line it names the
+ *    subtype's therapy family); insufficient-data proposes none.
+ *  - §4 factors are not reported for not-applicable; "RS < 18" only in
+ *    ER+/HER2- disease (the TBCRC 013 subgroup); "ECOG >= 2" includes
+ *    Karnofsky below the threshold.
+ */
+#include "engine.h"
+
+#include "models.h"
+
+#include <stddef.h>
+
+/* ---- §1 derived features ---------------------------------------------- */
+
+/* Parse four-two-two digits from "YYYY-MM-DD" written by feat_format_date. */
+static int ymd_of_day(long day, long *y, int *m, int *d)
+{
+    char buf[32];
+    long v[3] = {0, 0, 0};
+    int i = 0, k = 0;
+
+    feat_format_date(day, buf, sizeof(buf));
+    if (buf[0] == '-')
+        return -1; /* negative years: not a plausible birth or diagnosis */
+    for (; buf[k] != '\0' && i < 3; k++) {
+        if (buf[k] >= '0' && buf[k] <= '9')
+            v[i] = v[i] * 10 + (buf[k] - '0');
+        else if (buf[k] == '-')
+            i++;
+        else
+            return -1;
+    }
+    if (i != 2)
+        return -1;
+    *y = v[0];
+    *m = (int)v[1];
+    *d = (int)v[2];
+    return 0;
+}
+
+/* Completed years between birth and diagnosis; -1 when unknown. */
+static int age_at(long birth, long diag)
+{
+    long by, dy;
+    int bm, bd, dm, dd;
+    long age;
+
+    if (birth == FEAT_NO_DATE || diag == FEAT_NO_DATE || diag < birth)
+        return -1;
+    if (ymd_of_day(birth, &by, &bm, &bd) != 0 || ymd_of_day(diag, &dy, &dm, &dd) != 0)
+        return -1;
+    age = dy - by;
+    if (dm < bm || (dm == bm && dd < bd))
+        age--;
+    return age >= 0 && age <= 150 ? (int)age : -1;
+}
+
+/* A receptor value counts only when its sources did not conflict. */
+static enum receptor rcp(enum receptor v, const struct fsrc *s)
+{
+    return s->conflict ? RCP_UNKNOWN : v;
+}
+
+static enum tri tri_of(enum tri v, const struct fsrc *s)
+{
+    return s->conflict ? TRI_UNKNOWN : v;
+}
+
+static enum receptor derive_hr(const struct features *f)
+{
+    enum receptor er = rcp(f->er, &f->er_src), pr = rcp(f->pr, &f->pr_src);
+
+    /* ER-/PR+ is HR+: either receptor positive suffices. */
+    if (er == RCP_POS || pr == RCP_POS)
+        return RCP_POS;
+    if (er == RCP_NEG && pr == RCP_NEG)
+        return RCP_NEG;
+    return RCP_UNKNOWN; /* includes ER equivocal and one receptor untested */
+}
+
+static enum receptor derive_her2(const struct features *f)
+{
+    int ihc = f->her2_ihc_src.conflict ? -1 : f->her2_ihc;
+    enum tri ish = tri_of(f->her2_ish, &f->her2_ish_src);
+    enum receptor overall = rcp(f->her2_overall, &f->her2_overall_src);
+
+    switch (ihc) {
+    case 3:
+        return RCP_POS;
+    case 0:
+    case 1:
+        return RCP_NEG;
+    case 2:
+        if (ish == TRI_YES)
+            return RCP_POS;
+        if (ish == TRI_NO)
+            return RCP_NEG;
+        return RCP_EQUIVOCAL;
+    default:
+        break;
+    }
+    /* IHC unknown: ISH alone decides. */
+    if (ish == TRI_YES)
+        return RCP_POS;
+    if (ish == TRI_NO)
+        return RCP_NEG;
+    /* Neither IHC nor ISH: the reported interpretation, if any. */
+    if (overall == RCP_POS || overall == RCP_NEG || overall == RCP_EQUIVOCAL)
+        return overall;
+    return RCP_UNKNOWN;
+}
+
+static enum subtype derive_subtype(enum receptor hr, enum receptor her2)
+{
+    if (hr == RCP_POS && her2 == RCP_NEG)
+        return SUB_HRPOS_HER2NEG;
+    if (hr == RCP_POS && her2 == RCP_POS)
+        return SUB_HRPOS_HER2POS;
+    if (hr == RCP_NEG && her2 == RCP_POS)
+        return SUB_HRNEG_HER2POS;
+    if (hr == RCP_NEG && her2 == RCP_NEG)
+        return SUB_TNBC;
+    return SUB_UNKNOWN; /* HR unknown, HER2 unknown or equivocal */
+}
+
+static int m1_recorded(const struct features *f)
+{
+    return !f->m_src.conflict && f->m_cat == 1;
+}
+
+static int stage_iv_recorded(const struct features *f)
+{
+    return tri_of(f->stage_iv, &f->stage_src) == TRI_YES;
+}
+
+/* Fold one piece of metastasis evidence into the de novo tally. */
+static void de_novo_evidence(long date, long diag, int window, int *within, int *later,
+                             int *undated)
+{
+    if (date == FEAT_NO_DATE || diag == FEAT_NO_DATE)
+        (*undated)++;
+    else if (date - diag <= (long)window)
+        (*within)++; /* includes metastasis documented before the primary */
+    else
+        (*later)++;
+}
+
+static enum tri derive_de_novo(const struct features *f, const struct rule_params *p)
+{
+    long diag = f->primary_src.date;
+    int within = 0, later = 0, undated = 0;
+    int i;
+
+    for (i = 0; i < SITE_COUNT; i++)
+        if (f->site_present[i])
+            de_novo_evidence(f->site_src[i].date, diag, p->de_novo_window_days, &within,
+                             &later, &undated);
+    if (f->metastasis_unsited)
+        de_novo_evidence(f->metastasis_unsited_src.date, diag, p->de_novo_window_days,
+                         &within, &later, &undated);
+    if (m1_recorded(f))
+        de_novo_evidence(f->m_src.date, diag, p->de_novo_window_days, &within, &later,
+                         &undated);
+    if (stage_iv_recorded(f))
+        de_novo_evidence(f->stage_src.date, diag, p->de_novo_window_days, &within, &later,
+                         &undated);
+
+    if (within > 0)
+        return TRI_YES;
+    if (undated > 0)
+        return TRI_UNKNOWN; /* undated evidence might have been at diagnosis */
+    if (later > 0)
+        return TRI_NO;  /* first documented after the window: recurrent MBC */
+    return TRI_UNKNOWN; /* no metastasis at all */
+}
+
+/* Latest response on or after diagnosis; ties on date go to the later
+ * index (the later-recorded entry).  Undated entries are ignored. */
+static void derive_response(const struct features *f, struct derived *d)
+{
+    long diag = f->primary_src.date;
+    int i, n = f->nresponses;
+
+    d->response = RESP_NONE;
+    d->response_date = FEAT_NO_DATE;
+    d->response_index = -1;
+    if (n > FEAT_MAX_RESPONSES)
+        n = FEAT_MAX_RESPONSES;
+    for (i = 0; i < n; i++) {
+        const struct response_obs *r = &f->responses[i];
+
+        if (r->value == RESP_NONE || r->date == FEAT_NO_DATE)
+            continue;
+        if (diag != FEAT_NO_DATE && r->date < diag)
+            continue;
+        if (d->response_index < 0 || r->date >= d->response_date) {
+            d->response = r->value;
+            d->response_date = r->date;
+            d->response_index = i;
+        }
+    }
+}
+
+static enum tri derive_ps(const struct features *f, const struct rule_params *p)
+{
+    int ecog = f->ecog_src.conflict ? -1 : f->ecog;
+    int kps = f->karnofsky_src.conflict ? -1 : f->karnofsky;
+    enum tri by_ecog = TRI_UNKNOWN, by_kps = TRI_UNKNOWN;
+    long de = f->ecog_src.date, dk = f->karnofsky_src.date;
+
+    if (ecog >= 0 && ecog <= 5)
+        by_ecog = ecog <= p->ecog_good_max ? TRI_YES : TRI_NO;
+    if (kps >= 0 && kps <= 100)
+        by_kps = kps >= p->karnofsky_good_min ? TRI_YES : TRI_NO;
+    if (by_kps == TRI_UNKNOWN)
+        return by_ecog;
+    if (by_ecog == TRI_UNKNOWN || by_ecog == by_kps)
+        return by_kps;
+    /* Both known, they disagree: the more recent wins; else the worse. */
+    if (de != FEAT_NO_DATE && dk != FEAT_NO_DATE && de != dk)
+        return de > dk ? by_ecog : by_kps;
+    return TRI_NO;
+}
+
+void features_derive(const struct features *f, const struct rule_params *p,
+                     struct derived *out)
+{
+    struct derived d;
+    int i;
+
+    d.age = age_at(f->birth_date, f->primary_src.date);
+    d.hr = derive_hr(f);
+    d.her2 = derive_her2(f);
+    d.subtype = derive_subtype(d.hr, d.her2);
+
+    d.site_count = 0;
+    d.visceral_count = 0;
+    for (i = 0; i < SITE_COUNT; i++) {
+        if (!f->site_present[i])
+            continue;
+        d.site_count++;
+        if (site_is_visceral((enum site)i))
+            d.visceral_count++;
+    }
+    /* Bone-only looks at identified sites only: an additional unsited
+     * metastasis record is most often the same disease coded generically. */
+    d.bone_only = d.site_count == 1 && f->site_present[SITE_BONE];
+    d.brain = f->site_present[SITE_BRAIN] != 0;
+    d.metastatic = d.site_count > 0 || f->metastasis_unsited || m1_recorded(f) ||
+                   stage_iv_recorded(f);
+    d.de_novo = d.metastatic ? derive_de_novo(f, p) : TRI_UNKNOWN;
+    d.m1 = models_lin_m1(f->site_present);
+    derive_response(f, &d);
+    d.ps_good = derive_ps(f, p);
+    *out = d;
+}
+
+/* ---- §2-§4 decision --------------------------------------------------- */
+
+static enum systemic systemic_for(enum subtype s)
+{
+    switch (s) {
+    case SUB_HRPOS_HER2NEG:
+        return SYS_ENDOCRINE_CDK46;
+    case SUB_HRPOS_HER2POS:
+        return SYS_ANTIHER2_CHEMO_ENDO;
+    case SUB_HRNEG_HER2POS:
+        return SYS_ANTIHER2_CHEMO;
+    case SUB_TNBC:
+        return SYS_CHEMO;
+    case SUB_UNKNOWN:
+        break;
+    }
+    return SYS_NONE;
+}
+
+/* §3: the subtype's therapy and the options to flag. */
+static void decide_systemic(const struct features *f, struct decision *o)
+{
+    enum subtype s = o->d.subtype;
+
+    o->systemic = systemic_for(s);
+    if (o->systemic == SYS_NONE)
+        return;
+    o->opt_pi3k = s == SUB_HRPOS_HER2NEG && tri_of(f->pik3ca, &f->pik3ca_src) == TRI_YES;
+    o->opt_parp = (s == SUB_HRPOS_HER2NEG || s == SUB_TNBC) &&
+                  tri_of(f->gbrca, &f->gbrca_src) == TRI_YES;
+    o->opt_immuno = s == SUB_TNBC && tri_of(f->pdl1, &f->pdl1_src) == TRI_YES;
+}
+
+/* §4: favouring and disfavouring factors (reported, not required). */
+static void decide_factors(const struct features *f, const struct rule_params *p,
+                           struct decision *o)
+{
+    const struct derived *d = &o->d;
+    int *fac = o->factors;
+    int grade = f->grade_src.conflict ? -1 : f->grade;
+    double size = f->tumour_size_src.conflict ? -1 : f->tumour_size_mm;
+    double rs = f->rs_src.conflict ? -1 : f->rs;
+
+    fac[FAC_BONE_ONLY] = d->bone_only;
+    fac[FAC_M1A] = d->m1 == M1_A;
+    fac[FAC_HR_POS] = d->hr == RCP_POS;
+    fac[FAC_HR_POS_HER2_NEG] = d->subtype == SUB_HRPOS_HER2NEG;
+    fac[FAC_HER2_POS] = d->her2 == RCP_POS;
+    fac[FAC_AGE_LT_55] = d->age >= 0 && d->age < p->age_favour_mf07;
+    fac[FAC_AGE_LT_50] = d->age >= 0 && d->age < p->age_favour_shien;
+    fac[FAC_TUMOUR_LE_5CM] = size >= 0 && size <= p->tumour_size_favour_mm;
+    fac[FAC_GRADE_1_2] = grade == 1 || grade == 2;
+    fac[FAC_NO_LVI] = tri_of(f->lvi, &f->lvi_src) == TRI_NO;
+    fac[FAC_NO_COMORBIDITY] = tri_of(f->comorbidity, &f->comorbidity_src) == TRI_NO;
+    /* TBCRC 013 showed RS prognostic in ER+/HER2- only: the factor is
+     * reported for that population (models.rs_applicable). */
+    fac[FAC_RS_LT_18] = o->models.rs_applicable && rs >= 0 && rs < p->rs_low_below;
+
+    fac[FAC_TNBC] = d->subtype == SUB_TNBC;
+    fac[FAC_BRAIN] = d->brain;
+    fac[FAC_M1C_LIVER_PLUS] = f->site_present[SITE_LIVER] && d->site_count > 1;
+    fac[FAC_MULTI_VISCERAL] = d->visceral_count > p->max_visceral_sites;
+    /* "ECOG >= 2" includes Karnofsky below the threshold (read as ECOG >= 2). */
+    fac[FAC_ECOG_GE_2] = d->ps_good == TRI_NO;
+    fac[FAC_PROGRESSION] = d->response == RESP_PD;
+}
+
+/* §2 step 5: the three criteria of a favourable profile. */
+static void decide_criteria(const struct rule_params *p, struct decision *o)
+{
+    const struct derived *d = &o->d;
+
+    o->crit_low_burden = !d->brain && d->visceral_count <= p->max_visceral_sites &&
+                                 d->site_count <= p->max_sites
+                             ? CRIT_MET
+                             : CRIT_NOT_MET;
+    o->crit_not_tnbc = d->subtype != SUB_TNBC ? CRIT_MET : CRIT_NOT_MET;
+    if (d->ps_good == TRI_YES)
+        o->crit_ps = CRIT_MET;
+    else if (d->ps_good == TRI_NO)
+        o->crit_ps = CRIT_NOT_MET;
+    else
+        o->crit_ps = CRIT_UNVERIFIED;
+    o->fired[RULE_LRT_LOW_BURDEN] = o->crit_low_burden == CRIT_MET;
+    o->fired[RULE_LRT_NOT_TNBC] = o->crit_not_tnbc == CRIT_MET;
+    o->fired[RULE_LRT_PS] = o->crit_ps == CRIT_MET || o->crit_ps == CRIT_UNVERIFIED;
+}
+
+/* §2 steps 1-6 in order; returns the primary recommendation. */
+static enum rec decide_primary(const struct features *f, const struct rule_params *p,
+                               struct decision *o)
+{
+    const struct derived *d = &o->d;
+    int insufficient = 0;
+
+    /* 1. not-applicable.  A primary that is not recorded as present (absent
+     * or unknown) is "no breast primary". */
+    if (f->primary != TRI_YES) {
+        o->na_reason = NA_NO_PRIMARY;
+        o->fired[RULE_NA_NO_PRIMARY] = 1;
+        return REC_NOT_APPLICABLE;
+    }
+    if (!d->metastatic) {
+        o->na_reason = NA_NO_METASTASIS;
+        o->fired[RULE_NA_NO_METASTASIS] = 1;
+        return REC_NOT_APPLICABLE;
+    }
+    if (d->de_novo == TRI_NO) {
+        o->na_reason = NA_NOT_DE_NOVO;
+        o->fired[RULE_NA_NOT_DE_NOVO] = 1;
+        return REC_NOT_APPLICABLE;
+    }
+
+    /* 2. insufficient-data: list everything to obtain, not just the first. */
+    if (d->subtype == SUB_UNKNOWN) {
+        o->fired[RULE_INSUFF_SUBTYPE] = 1;
+        if (d->hr == RCP_UNKNOWN)
+            o->missing[MISS_RECEPTORS] = 1;
+        if (d->her2 == RCP_EQUIVOCAL)
+            o->missing[MISS_HER2_ISH] = 1;
+        else if (d->her2 == RCP_UNKNOWN)
+            o->missing[MISS_HER2] = 1;
+        insufficient = 1;
+    }
+    if (d->site_count == 0) {
+        o->fired[RULE_INSUFF_SITES] = 1;
+        o->missing[MISS_SITES] = 1;
+        insufficient = 1;
+    }
+    if (d->de_novo == TRI_UNKNOWN) {
+        o->fired[RULE_INSUFF_DE_NOVO] = 1;
+        o->missing[MISS_DIAGNOSIS_DATE] = 1;
+        insufficient = 1;
+    }
+    if (insufficient)
+        return REC_INSUFFICIENT_DATA;
+
+    /* 3. upfront-systemic: no response assessment yet. */
+    if (d->response == RESP_NONE) {
+        o->fired[RULE_UPFRONT] = 1;
+        return REC_UPFRONT_SYSTEMIC;
+    }
+    /* 4. second-line-systemic: the latest response is progression. */
+    if (d->response == RESP_PD) {
+        o->fired[RULE_SECOND_LINE] = 1;
+        return REC_SECOND_LINE_SYSTEMIC;
+    }
+    /* 5. curative-lrt: no progression and all three criteria. */
+    decide_criteria(p, o);
+    if (o->crit_low_burden == CRIT_MET && o->crit_not_tnbc == CRIT_MET &&
+        o->crit_ps != CRIT_NOT_MET) {
+        o->fired[RULE_CURATIVE_LRT] = 1;
+        if (o->crit_ps == CRIT_UNVERIFIED)
+            o->missing[MISS_PERFORMANCE_STATUS] = 1;
+        return REC_CURATIVE_LRT;
+    }
+    /* 6. continue-systemic. */
+    o->fired[RULE_CONTINUE] = 1;
+    return REC_CONTINUE_SYSTEMIC;
+}
+
+static void clear_decision(struct decision *o)
+{
+    int i;
+
+    o->rec = REC_NOT_APPLICABLE;
+    o->palliative = 0;
+    o->na_reason = NA_NONE;
+    for (i = 0; i < RULE_COUNT; i++)
+        o->fired[i] = 0;
+    for (i = 0; i < MISS_COUNT; i++)
+        o->missing[i] = 0;
+    for (i = 0; i < FAC_COUNT; i++)
+        o->factors[i] = 0;
+    o->crit_low_burden = CRIT_NOT_EVALUATED;
+    o->crit_not_tnbc = CRIT_NOT_EVALUATED;
+    o->crit_ps = CRIT_NOT_EVALUATED;
+    o->systemic = SYS_NONE;
+    o->opt_pi3k = 0;
+    o->opt_parp = 0;
+    o->opt_immuno = 0;
+    o->benefit = BENEFIT_LOW;
+}
+
+void engine_run(const struct features *f, const struct rule_params *p,
+                struct decision *out)
+{
+    struct decision o;
+
+    clear_decision(&o);
+    features_derive(f, p, &o.d);
+    models_run(f, &o.d, p, &o.models);
+    o.rec = decide_primary(f, p, &o);
+
+    /* palliative-lrt: symptomatic primary, added to steps 2-6 only. */
+    if (o.rec != REC_NOT_APPLICABLE &&
+        tri_of(f->symptomatic_primary, &f->symptomatic_src) == TRI_YES) {
+        o.palliative = 1;
+        o.fired[RULE_PALLIATIVE] = 1;
+    }
+
+    /* §3: the subtype's therapy accompanies every plan that treats (steps
+     * 3-6; for second-line it names the subtype's therapy family, the line
+     * and agent being the oncologist's choice).  insufficient-data proposes
+     * no therapy until the missing items are known. */
+    if (o.rec != REC_NOT_APPLICABLE && o.rec != REC_INSUFFICIENT_DATA)
+        decide_systemic(f, &o);
+
+    /* §4 factors describe candidates for local therapy: not reported for a
+     * patient outside the scope (nothing is posted for not-applicable). */
+    if (o.rec != REC_NOT_APPLICABLE)
+        decide_factors(f, p, &o);
+
+    if (o.rec == REC_CURATIVE_LRT)
+        o.benefit = (o.d.bone_only || o.d.m1 == M1_A) && o.d.hr == RCP_POS
+                        ? BENEFIT_HIGH
+                        : BENEFIT_MODERATE;
+    else
+        o.benefit = BENEFIT_LOW;
+    *out = o;
+}
+
+/* ---- vocabulary (§6) -------------------------------------------------- */
+
+const char *rec_code(enum rec r)
+{
+    switch (r) {
+    case REC_NOT_APPLICABLE:
+        return "not-applicable";
+    case REC_INSUFFICIENT_DATA:
+        return "insufficient-data";
+    case REC_UPFRONT_SYSTEMIC:
+        return "upfront-systemic";
+    case REC_SECOND_LINE_SYSTEMIC:
+        return "second-line-systemic";
+    case REC_CONTINUE_SYSTEMIC:
+        return "continue-systemic";
+    case REC_CURATIVE_LRT:
+        return "curative-lrt";
+    case REC_COUNT:
+        break;
+    }
+    return "unknown";
+}
+
+const char *rec_display(enum rec r)
+{
+    switch (r) {
+    case REC_NOT_APPLICABLE:
+        return "Not applicable (not de novo metastatic breast cancer)";
+    case REC_INSUFFICIENT_DATA:
+        return "Insufficient data to recommend";
+    case REC_UPFRONT_SYSTEMIC:
+        return "Upfront systemic therapy; reassess response before deciding on local "
+               "therapy";
+    case REC_SECOND_LINE_SYSTEMIC:
+        return "Second-line or further systemic therapy";
+    case REC_CONTINUE_SYSTEMIC:
+        return "Continue systemic therapy";
+    case REC_CURATIVE_LRT:
+        return "Curative-intent locoregional therapy for tumour board discussion";
+    case REC_COUNT:
+        break;
+    }
+    return "unknown";
+}
+
+const char *rule_code(enum rule_id r)
+{
+    switch (r) {
+    case RULE_NA_NO_PRIMARY:
+        return "R1-no-primary";
+    case RULE_NA_NO_METASTASIS:
+        return "R1-no-metastasis";
+    case RULE_NA_NOT_DE_NOVO:
+        return "R1-not-de-novo";
+    case RULE_INSUFF_SUBTYPE:
+        return "R2-subtype-unknown";
+    case RULE_INSUFF_SITES:
+        return "R2-sites-unknown";
+    case RULE_INSUFF_DE_NOVO:
+        return "R2-de-novo-undetermined";
+    case RULE_UPFRONT:
+        return "R3-upfront-systemic";
+    case RULE_SECOND_LINE:
+        return "R4-second-line-systemic";
+    case RULE_LRT_LOW_BURDEN:
+        return "R5a-low-burden";
+    case RULE_LRT_NOT_TNBC:
+        return "R5b-not-tnbc";
+    case RULE_LRT_PS:
+        return "R5c-performance-status";
+    case RULE_CURATIVE_LRT:
+        return "R5-curative-lrt";
+    case RULE_CONTINUE:
+        return "R6-continue-systemic";
+    case RULE_PALLIATIVE:
+        return "R7-palliative-lrt";
+    case RULE_COUNT:
+        break;
+    }
+    return "unknown";
+}
+
+const char *rule_text(enum rule_id r)
+{
+    switch (r) {
+    case RULE_NA_NO_PRIMARY:
+        return "No breast primary is recorded: the patient is outside the scope of de "
+               "novo metastatic breast cancer.";
+    case RULE_NA_NO_METASTASIS:
+        return "No distant metastasis is recorded: the patient is outside the scope of "
+               "de novo metastatic breast cancer.";
+    case RULE_NA_NOT_DE_NOVO:
+        return "The first distant metastasis was documented after the de novo window "
+               "that follows the primary diagnosis: recurrent metastatic breast cancer "
+               "is out of scope.";
+    case RULE_INSUFF_SUBTYPE:
+        return "The subtype is unknown (HR or HER2 unknown, or HER2 equivocal): obtain "
+               "the missing receptor testing before a plan can be tailored.";
+    case RULE_INSUFF_SITES:
+        return "A distant metastasis is recorded without any site: staging imaging is "
+               "needed to define the metastatic sites.";
+    case RULE_INSUFF_DE_NOVO:
+        return "The dates of the primary diagnosis and of the metastases do not "
+               "establish whether the metastasis was present at diagnosis (de novo) or "
+               "appeared later.";
+    case RULE_UPFRONT:
+        return "No response assessment is recorded yet: systemic therapy first, "
+               "tailored to subtype; reassess response after 3-9 months [Rao 2008; "
+               "E2108 used 4-8 months] and decide on local therapy at that assessment.";
+    case RULE_SECOND_LINE:
+        return "The latest response assessment shows progression: second-line or "
+               "further systemic therapy; no local therapy for survival.";
+    case RULE_LRT_LOW_BURDEN:
+        return "Low metastatic burden: no brain metastasis, at most one visceral organ "
+               "site and at most 3 organ sites [Xiong 2018: <=3 sites; Wang 2019: harm "
+               "with multiple visceral sites; Lin 2019: M1a best].";
+    case RULE_LRT_NOT_TNBC:
+        return "Not triple-negative [Pons-Tostivint 2019: no OS effect of LRT in TNBC; "
+               "Tan 2016: no added benefit in HR-].";
+    case RULE_LRT_PS:
+        return "Performance status ECOG 0-1 or Karnofsky >= 70 when known; when "
+               "unknown, confirm performance status (criterion unverified).";
+    case RULE_CURATIVE_LRT:
+        return "No progression on systemic therapy and a favourable profile: surgery of "
+               "the primary aiming at clear margins [Rapiti 2006], then radiotherapy to "
+               "the breast/chest wall and regional nodes [Altundag; Kim 2019; Arciero "
+               "2019], and resection or ablation of distant metastases where feasible, "
+               "above all when HR+ [Tan 2016]; systemic therapy continues.";
+    case RULE_CONTINUE:
+        return "No progression but the profile is not favourable: continue systemic "
+               "therapy; early local therapy did not improve survival in responders "
+               "[E2108: 3-year OS 68.4% vs 67.9%] and is reserved for local progression.";
+    case RULE_PALLIATIVE:
+        return "The primary is symptomatic: surgery and/or radiotherapy of the primary "
+               "for local control, whatever the systemic status [review, Fig. 1].";
+    case RULE_COUNT:
+        break;
+    }
+    return "unknown rule";
+}
+
+const char *missing_text(enum missing_item m)
+{
+    switch (m) {
+    case MISS_RECEPTORS:
+        return "ER/PR testing of the primary or a metastasis";
+    case MISS_HER2:
+        return "HER2 testing of the primary or a metastasis";
+    case MISS_HER2_ISH:
+        return "ISH for HER2 IHC 2+";
+    case MISS_SITES:
+        return "staging imaging to define metastatic sites";
+    case MISS_PERFORMANCE_STATUS:
+        return "confirm performance status (ECOG or Karnofsky)";
+    case MISS_DIAGNOSIS_DATE:
+        return "dates of the primary diagnosis and of the first distant metastasis (or "
+               "of stage IV / M1) to establish de novo presentation";
+    case MISS_COUNT:
+        break;
+    }
+    return "unknown item";
+}
+
+const char *factor_code(enum factor f)
+{
+    switch (f) {
+    case FAC_BONE_ONLY:
+        return "bone-only";
+    case FAC_M1A:
+        return "m1a";
+    case FAC_HR_POS:
+        return "hr-positive";
+    case FAC_HR_POS_HER2_NEG:
+        return "hr-positive-her2-negative";
+    case FAC_HER2_POS:
+        return "her2-positive";
+    case FAC_AGE_LT_55:
+        return "age-under-55";
+    case FAC_AGE_LT_50:
+        return "age-under-50";
+    case FAC_TUMOUR_LE_5CM:
+        return "tumour-5cm-or-less";
+    case FAC_GRADE_1_2:
+        return "grade-1-2";
+    case FAC_NO_LVI:
+        return "no-lvi";
+    case FAC_NO_COMORBIDITY:
+        return "no-comorbidity";
+    case FAC_RS_LT_18:
+        return "rs-under-18";
+    case FAC_TNBC:
+        return "tnbc";
+    case FAC_BRAIN:
+        return "brain-metastasis";
+    case FAC_M1C_LIVER_PLUS:
+        return "liver-plus-other-sites";
+    case FAC_MULTI_VISCERAL:
+        return "multiple-visceral-sites";
+    case FAC_ECOG_GE_2:
+        return "ecog-2-or-more";
+    case FAC_PROGRESSION:
+        return "progression";
+    case FAC_COUNT:
+        break;
+    }
+    return "unknown";
+}
+
+const char *factor_text(enum factor f)
+{
+    switch (f) {
+    case FAC_BONE_ONLY:
+        return "Bone-only metastasis [MF07-01: HR 0.47 for solitary bone-only; Rapiti "
+               "2006; Wang 2019]";
+    case FAC_M1A:
+        return "M1a: a single site other than brain or liver [Lin 2019]";
+    case FAC_HR_POS:
+        return "Hormone receptor positive [MF07-01: HR 0.64; Tan 2016]";
+    case FAC_HR_POS_HER2_NEG:
+        return "HER2 negative with HR positive [MF07-01: HR 0.64 for HER2-negative]";
+    case FAC_HER2_POS:
+        return "HER2 positive [Pons-Tostivint 2019]";
+    case FAC_AGE_LT_55:
+        return "Age under 55 at diagnosis [MF07-01: HR 0.57]";
+    case FAC_AGE_LT_50:
+        return "Age under 50 at diagnosis [Shien 2009]";
+    case FAC_TUMOUR_LE_5CM:
+        return "Primary tumour 5 cm or less [Xiong 2018]";
+    case FAC_GRADE_1_2:
+        return "Histologic grade 1-2";
+    case FAC_NO_LVI:
+        return "No lymphovascular invasion";
+    case FAC_NO_COMORBIDITY:
+        return "No significant comorbidity [Rashaan 2012]";
+    case FAC_RS_LT_18:
+        return "21-gene recurrence score below 18 in ER+/HER2- disease, prognostic only "
+               "[TBCRC 013]";
+    case FAC_TNBC:
+        return "Triple-negative [Pons-Tostivint 2019: no OS effect of LRT in TNBC]";
+    case FAC_BRAIN:
+        return "Brain metastasis [Lin 2019: M1c]";
+    case FAC_M1C_LIVER_PLUS:
+        return "Liver plus other metastatic sites [Lin 2019: M1c]";
+    case FAC_MULTI_VISCERAL:
+        return "Two or more visceral metastatic sites [Wang 2019]";
+    case FAC_ECOG_GE_2:
+        return "Performance status ECOG 2 or worse (or Karnofsky below 70)";
+    case FAC_PROGRESSION:
+        return "Progression on systemic therapy";
+    case FAC_COUNT:
+        break;
+    }
+    return "unknown factor";
+}
+
+const char *systemic_text(enum systemic s)
+{
+    switch (s) {
+    case SYS_ENDOCRINE_CDK46:
+        return "Endocrine therapy with a CDK4/6 inhibitor [PALATINE design]";
+    case SYS_ANTIHER2_CHEMO_ENDO:
+        return "Anti-HER2 therapy with chemotherapy; endocrine therapy for maintenance";
+    case SYS_ANTIHER2_CHEMO:
+        return "Anti-HER2 therapy with chemotherapy";
+    case SYS_CHEMO:
+        return "Chemotherapy";
+    case SYS_NONE:
+        break;
+    }
+    return "none";
+}
+
+const char *benefit_code(enum benefit b)
+{
+    switch (b) {
+    case BENEFIT_LOW:
+        return "low";
+    case BENEFIT_MODERATE:
+        return "moderate";
+    case BENEFIT_HIGH:
+        return "high";
+    }
+    return "unknown";
+}
+
+const char *criterion_code(enum criterion_state c)
+{
+    switch (c) {
+    case CRIT_NOT_EVALUATED:
+        return "not-evaluated";
+    case CRIT_MET:
+        return "met";
+    case CRIT_NOT_MET:
+        return "not-met";
+    case CRIT_UNVERIFIED:
+        return "unverified";
+    }
+    return "unknown";
+}
+
+const char *engine_lrt_caveat(void)
+{
+    return "Randomised trials disagree on local therapy of the primary in de novo "
+           "metastatic breast cancer (MF07-01 positive; TATA, ABCSG-28 and E2108 "
+           "negative for survival; E2108 showed better local control): this is a "
+           "proposal for the multidisciplinary tumour board, not an order.";
+}

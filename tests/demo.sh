@@ -18,7 +18,7 @@ echo "   $base"
 
 echo "== generating and loading synthetic patients"
 node tests/synth/generate.js --out "$out/synth" >/dev/null
-node tests/fhir-server/load.js --base "$base" "$out/synth"
+node tests/fhir-server/load.js --base "$base" "$out"/synth/patient-*.json
 
 echo "== dnmbc-adapter sync"
 ./dnmbc-adapter sync --base-url "$base" --state "$out/demo.state"

@@ -34,6 +34,19 @@ enum adp_err fhir_read(struct fhir_client *fc, const char *type, const char *id,
 enum adp_err fhir_search_all(struct fhir_client *fc, const char *type, const char *query,
                              json_t *into, int max_pages, struct adp_error *err);
 
+/* One search page: fails with ADP_EPARSE "<what>: not a searchset Bundle"
+ * unless page is a Bundle of type searchset; appends (new references) each
+ * entry.resource whose search.mode is not "outcome" to acc; *next is set to
+ * the link[relation=next].url (borrowed from page) or NULL. */
+enum adp_err fhir_page_collect(const char *what, json_t *page, json_t *acc,
+                               const char **next, struct adp_error *err);
+
+/* Like fhir_search_all, but only the first page: its next link is ignored
+ * (for "_sort=-_lastUpdated&_count=1" style probes). */
+enum adp_err fhir_search_first_page(struct fhir_client *fc, const char *type,
+                                    const char *query, json_t *into,
+                                    struct adp_error *err);
+
 struct fhir_write {
     long status;           /* HTTP status */
     char id[128];          /* logical id of the written resource */
@@ -57,5 +70,17 @@ enum adp_err fhir_create(struct fhir_client *fc, const char *type, json_t *resou
 /* Format the diagnostics of an OperationOutcome body (or a short excerpt of
  * a non-FHIR body, never more than 200 characters) into buf. */
 void fhir_outcome_text(const char *body, char *buf, size_t len);
+
+/* 1 when both URLs are absolute http(s) URLs with the same scheme, host and
+ * port (default ports filled in, case-insensitive host); 0 otherwise.  Used
+ * to refuse `next` links that would carry credentials to another server. */
+int fhir_same_origin(const char *a, const char *b);
+
+/* Parse a Location / Content-Location header ".../type/id" or
+ * ".../type/id/_history/vid" (absolute or relative) into id and version
+ * ("" when absent).  0 on success, -1 when it does not name a resource of
+ * that type; id and ver are written only on success. */
+int fhir_parse_location(const char *loc, const char *type, char *id, size_t idlen,
+                        char *ver, size_t verlen);
 
 #endif

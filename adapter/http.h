@@ -10,6 +10,7 @@
 #define ADP_HTTP_H
 
 #include <stddef.h>
+#include <time.h>
 
 #include "err.h"
 
@@ -57,19 +58,29 @@ enum adp_err http_submit(struct http_client *c, const char *method, const char *
                          struct adp_error *err);
 
 /* Drive transfers until all queued requests completed (or until a signal
- * flag pointed to by stop becomes non-zero, when stop is not NULL). */
+ * flag pointed to by stop becomes non-zero, when stop is not NULL).  Every
+ * submitted request gets its done callback exactly once: when stopped, the
+ * unfinished ones complete with ADP_ENET "interrupted" and run returns
+ * ADP_ENET.  Requests never run are dropped by http_client_free without a
+ * callback. */
 enum adp_err http_client_run(struct http_client *c, volatile int *stop,
                              struct adp_error *err);
 
 /* Blocking: one request, response written to *resp (caller frees with
- * http_response_free).  Network / TLS failures return ADP_ENET / ADP_ETLS
- * with curl's message. */
+ * http_response_free).  Requests queued earlier with http_submit are driven
+ * too (their callbacks run).  Network / TLS failures return ADP_ENET / ADP_ETLS
+ * with curl's message (a malformed URL or a scheme other than http/https:
+ * ADP_ECONFIG; a body over max_body: ADP_EHTTP). */
 enum adp_err http_do(struct http_client *c, const char *method, const char *url,
                      const char *const *extra_headers, const char *body,
                      const char *content_type, struct http_response *resp,
                      struct adp_error *err);
 
 void http_response_free(struct http_response *r);
+
+/* Parse a Retry-After header value: delay-seconds, or an HTTP-date turned
+ * into seconds after now (0 when already past).  -1 when unparseable. */
+long http_retry_after_parse(const char *value, time_t now);
 
 /* Percent-encode s for a URL query value. New string (free()) or NULL. */
 char *http_escape(const char *s);

@@ -229,7 +229,7 @@ enum adp_err sync_changed(struct adapter *a, const char *since, char ***ids, int
             return adp_error_set(err, ADP_ENOMEM, "out of memory");
         for (t = 0; t < 3 && rc == ADP_OK; t++) {
             snprintf(query, sizeof(query), "_sort=-_lastUpdated&_count=1");
-            rc = fhir_search_all(a->fhir, types[t], query, found, 1, err);
+            rc = fhir_search_first_page(a->fhir, types[t], query, found, err);
         }
         json_array_foreach(found, i, res)
         {

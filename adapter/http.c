@@ -1,0 +1,781 @@
+/*
+ * http.c - HTTP transport of the adapter; the only file that includes
+ * <curl/curl.h>.
+ *
+ * Every request is an easy handle added to the client's one CURLM.  The
+ * multi handle owns the connection cache, so consecutive requests to the
+ * same server reuse the kept-alive connection; a share handle adds TLS
+ * session and DNS reuse.  http_client_run() drives the multi handle until
+ * every queued request has completed and calls each request's done
+ * callback exactly once.  Concurrency (several requests in flight) needs no
+ * change here: callers simply submit more than one before running.
+ *
+ * Security: TLS peer and host verification are on unless `insecure` is set
+ * (which is logged as a warning on every client creation), TLS 1.2 is the
+ * minimum, only http and https are allowed, redirects are never followed
+ * (FHIR paging links are followed by fhir.c after an origin check).  URLs
+ * can contain patient ids, so they are logged at debug level only, and no
+ * request header is ever logged (the Authorization header lives there).
+ */
+#include "http.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <curl/curl.h>
+
+#include "log.h"
+
+#define HTTP_DEFAULT_CONNECT_MS 10000L
+#define HTTP_DEFAULT_TOTAL_MS 60000L
+#define HTTP_DEFAULT_MAX_BODY ((size_t)64 * 1024 * 1024)
+#define HTTP_DEFAULT_UA "dnmbc-adapter"
+/* A transfer slower than 1 byte/s for this long is a dead peer. */
+#define HTTP_LOW_SPEED_TIME_S 30L
+#define HTTP_POLL_MS 1000
+
+struct http_req {
+    struct http_client *client;
+    CURL *easy;
+    struct curl_slist *headers;
+    char *body; /* request body copy; libcurl does not copy POSTFIELDS */
+    char method[16];
+    struct http_response resp;
+    size_t cap;       /* allocated size of resp.body */
+    int too_big;      /* write callback refused data over max_body */
+    int alloc_failed; /* a callback could not allocate */
+    http_done_fn done;
+    void *userdata;
+    /* http_do(): the response moves here instead of going to a callback. */
+    struct http_response *move_to;
+    struct adp_error *move_err;
+    enum adp_err *move_rc;
+    struct http_req *prev, *next;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+struct http_client {
+    CURLM *multi;
+    CURLSH *share;
+    long connect_timeout_ms;
+    long total_timeout_ms;
+    size_t max_body;
+    char *user_agent;
+    char *ca_file;
+    char *client_cert;
+    char *client_key;
+    char *auth_header;
+    int insecure;
+    struct http_req *reqs; /* every submitted request not yet completed */
+};
+
+static const char *HTTP_COMPONENT = "http";
+
+static void response_init(struct http_response *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->retry_after_s = -1;
+}
+
+void http_response_free(struct http_response *r)
+{
+    if (r == NULL)
+        return;
+    free(r->body);
+    free(r->content_type);
+    free(r->location);
+    free(r->etag);
+    response_init(r);
+}
+
+static char *dup_or_null(const char *s, int *failed)
+{
+    char *d;
+
+    if (s == NULL)
+        return NULL;
+    d = strdup(s);
+    if (d == NULL)
+        *failed = 1;
+    return d;
+}
+
+long http_retry_after_parse(const char *value, time_t now)
+{
+    const char *p;
+    char *end;
+    long secs;
+    time_t t;
+
+    if (value == NULL)
+        return -1;
+    while (*value == ' ' || *value == '\t')
+        value++;
+    if (*value == '\0')
+        return -1;
+    if (isdigit((unsigned char)*value)) {
+        errno = 0;
+        secs = strtol(value, &end, 10);
+        for (p = end; *p == ' ' || *p == '\t'; p++)
+            ;
+        if (errno != 0 || *p != '\0')
+            return -1;
+        return secs;
+    }
+    /* An HTTP-date (RFC 9110 section 10.2.3); curl_getdate parses all three
+     * historic forms. */
+    t = curl_getdate(value, NULL);
+    if (t == (time_t)-1)
+        return -1;
+    if (t <= now)
+        return 0;
+    return (long)(t - now);
+}
+
+/* Header lines of the final response only: an interim 1xx response restarts
+ * the collection (its headers belong to another status line). */
+static void headers_reset(struct http_response *r)
+{
+    free(r->content_type);
+    free(r->location);
+    free(r->etag);
+    r->content_type = NULL;
+    r->location = NULL;
+    r->etag = NULL;
+    r->retry_after_s = -1;
+}
+
+static int header_is(const char *line, size_t n, const char *name, const char **value,
+                     size_t *vlen)
+{
+    size_t nl = strlen(name);
+    const char *v, *e;
+
+    if (n <= nl || line[nl] != ':' || strncasecmp(line, name, nl) != 0)
+        return 0;
+    v = line + nl + 1;
+    e = line + n;
+    while (v < e && (*v == ' ' || *v == '\t'))
+        v++;
+    while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    *value = v;
+    *vlen = (size_t)(e - v);
+    return 1;
+}
+
+static int set_header_value(char **slot, const char *v, size_t n)
+{
+    char *s = malloc(n + 1);
+
+    if (s == NULL)
+        return -1;
+    memcpy(s, v, n);
+    s[n] = '\0';
+    free(*slot);
+    *slot = s;
+    return 0;
+}
+
+static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
+{
+    struct http_req *q = ud;
+    size_t n = size * nitems;
+    const char *v;
+    size_t vl;
+    char tmp[128];
+    int rc = 0;
+
+    if (n >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
+        headers_reset(&q->resp);
+        return n;
+    }
+    if (header_is(buf, n, "Content-Type", &v, &vl)) {
+        rc = set_header_value(&q->resp.content_type, v, vl);
+    } else if (header_is(buf, n, "Location", &v, &vl)) {
+        /* Location wins over Content-Location. */
+        rc = set_header_value(&q->resp.location, v, vl);
+    } else if (header_is(buf, n, "Content-Location", &v, &vl)) {
+        if (q->resp.location == NULL)
+            rc = set_header_value(&q->resp.location, v, vl);
+    } else if (header_is(buf, n, "ETag", &v, &vl)) {
+        rc = set_header_value(&q->resp.etag, v, vl);
+    } else if (header_is(buf, n, "Retry-After", &v, &vl)) {
+        if (vl < sizeof(tmp)) {
+            memcpy(tmp, v, vl);
+            tmp[vl] = '\0';
+            q->resp.retry_after_s = http_retry_after_parse(tmp, time(NULL));
+        }
+    }
+    if (rc != 0) {
+        q->alloc_failed = 1;
+        return 0; /* aborts the transfer */
+    }
+    return n;
+}
+
+static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud)
+{
+    struct http_req *q = ud;
+    size_t n = size * nmemb;
+    size_t need, ncap;
+    char *nb;
+
+    if (n > q->client->max_body || q->resp.len > q->client->max_body - n) {
+        q->too_big = 1;
+        return 0; /* CURLE_WRITE_ERROR */
+    }
+    need = q->resp.len + n + 1;
+    if (need > q->cap) {
+        ncap = q->cap != 0 ? q->cap : 16384;
+        while (ncap < need)
+            ncap *= 2;
+        if (ncap > q->client->max_body + 1)
+            ncap = q->client->max_body + 1;
+        nb = realloc(q->resp.body, ncap);
+        if (nb == NULL) {
+            q->alloc_failed = 1;
+            return 0;
+        }
+        q->resp.body = nb;
+        q->cap = ncap;
+    }
+    memcpy(q->resp.body + q->resp.len, data, n);
+    q->resp.len += n;
+    q->resp.body[q->resp.len] = '\0';
+    return n;
+}
+
+static int is_tls_error(CURLcode cc)
+{
+    switch (cc) {
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CLIENTCERT:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* TLS failures are ADP_ETLS, a URL we can never fetch is a configuration
+ * error, everything else (DNS, connect, reset, timeout) is ADP_ENET.
+ * With TLS 1.3 a server that rejects our client certificate (or lacks one
+ * it requires) says so in an alert after the handshake, which curl reports
+ * as a receive/send error; curl's message then names the alert. */
+static enum adp_err error_class(CURLcode cc, const char *errbuf)
+{
+    if (is_tls_error(cc))
+        return ADP_ETLS;
+    if ((cc == CURLE_RECV_ERROR || cc == CURLE_SEND_ERROR) &&
+        strstr(errbuf, " alert ") != NULL)
+        return ADP_ETLS;
+    if (cc == CURLE_UNSUPPORTED_PROTOCOL || cc == CURLE_URL_MALFORMAT)
+        return ADP_ECONFIG;
+    return ADP_ENET;
+}
+
+static void req_free(struct http_req *q)
+{
+    if (q == NULL)
+        return;
+    if (q->easy != NULL) {
+        if (q->client != NULL && q->client->multi != NULL)
+            curl_multi_remove_handle(q->client->multi, q->easy);
+        curl_easy_cleanup(q->easy);
+    }
+    curl_slist_free_all(q->headers);
+    free(q->body);
+    http_response_free(&q->resp);
+    free(q);
+}
+
+static void req_unlink(struct http_client *c, struct http_req *q)
+{
+    if (q->prev != NULL)
+        q->prev->next = q->next;
+    else
+        c->reqs = q->next;
+    if (q->next != NULL)
+        q->next->prev = q->prev;
+    q->prev = q->next = NULL;
+}
+
+/* Hand the outcome of q to its owner (callback or http_do target), then free
+ * q.  The request must already be unlinked. */
+static void req_finish(struct http_req *q, enum adp_err rc, const struct adp_error *e)
+{
+    if (rc == ADP_OK && q->resp.body == NULL) {
+        /* Promise a NUL-terminated body even when the response had none. */
+        q->resp.body = calloc(1, 1);
+        if (q->resp.body == NULL) {
+            struct adp_error oom = {ADP_ENOMEM, 0, "out of memory"};
+            req_finish(q, ADP_ENOMEM, &oom);
+            return;
+        }
+    }
+    if (q->move_to != NULL) {
+        *q->move_rc = rc;
+        if (rc == ADP_OK) {
+            *q->move_to = q->resp;
+            response_init(&q->resp);
+        } else if (q->move_err != NULL) {
+            if (adp_error_set(q->move_err, e->code, "%s", e->msg) == e->code &&
+                q->move_err->http_status == 0)
+                q->move_err->http_status = e->http_status;
+        }
+    } else if (q->done != NULL) {
+        q->done(q->userdata, rc, rc == ADP_OK ? &q->resp : NULL, e);
+    }
+    req_free(q);
+}
+
+static void req_complete(struct http_client *c, struct http_req *q, CURLcode cc)
+{
+    struct adp_error e;
+    enum adp_err rc = ADP_OK;
+    long status = 0;
+
+    adp_error_clear(&e);
+    curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &status);
+    q->resp.status = status;
+    e.http_status = (int)status;
+    if (q->too_big) {
+        rc = adp_error_set(&e, ADP_EHTTP, "%s: response larger than %zu bytes", q->method,
+                           c->max_body);
+    } else if (q->alloc_failed) {
+        rc = adp_error_set(&e, ADP_ENOMEM, "%s: out of memory reading response",
+                           q->method);
+    } else if (cc != CURLE_OK) {
+        /* curl's error buffer names host and port, never the path or query. */
+        rc = adp_error_set(&e, error_class(cc, q->errbuf), "%s: %s (curl %d)", q->method,
+                           q->errbuf[0] != '\0' ? q->errbuf : curl_easy_strerror(cc),
+                           (int)cc);
+    }
+    if (rc != ADP_OK)
+        log_debug(HTTP_COMPONENT, "%s failed: %s", q->method, e.msg);
+    else
+        log_debug(HTTP_COMPONENT, "%s -> HTTP %ld, %zu bytes", q->method, status,
+                  q->resp.len);
+    req_unlink(c, q);
+    req_finish(q, rc, &e);
+}
+
+static int has_header(const char *const *hdrs, const char *name)
+{
+    size_t nl = strlen(name);
+
+    for (; hdrs != NULL && *hdrs != NULL; hdrs++)
+        if (strncasecmp(*hdrs, name, nl) == 0 && (*hdrs)[nl] == ':')
+            return 1;
+    return 0;
+}
+
+static int slist_add(struct curl_slist **l, const char *s)
+{
+    struct curl_slist *n = curl_slist_append(*l, s);
+
+    if (n == NULL)
+        return -1;
+    *l = n;
+    return 0;
+}
+
+static enum adp_err build_headers(struct http_client *c, struct http_req *q,
+                                  const char *const *extra, const char *content_type,
+                                  int has_body, struct adp_error *err)
+{
+    const char *const *h;
+    char ct[256];
+
+    for (h = extra; h != NULL && *h != NULL; h++)
+        if (slist_add(&q->headers, *h) != 0)
+            goto oom;
+    if (!has_header(extra, "Accept") &&
+        slist_add(&q->headers, "Accept: application/fhir+json") != 0)
+        goto oom;
+    if (has_body && !has_header(extra, "Content-Type")) {
+        if (snprintf(ct, sizeof(ct), "Content-Type: %s",
+                     content_type != NULL ? content_type : "application/fhir+json") >=
+            (int)sizeof(ct))
+            return adp_error_set(err, ADP_EUSAGE, "http: content type too long");
+        if (slist_add(&q->headers, ct) != 0)
+            goto oom;
+    }
+    /* No "Expect: 100-continue" round trip before large PUT/POST bodies. */
+    if (has_body && slist_add(&q->headers, "Expect:") != 0)
+        goto oom;
+    if (c->auth_header != NULL && !has_header(extra, "Authorization") &&
+        slist_add(&q->headers, c->auth_header) != 0)
+        goto oom;
+    return ADP_OK;
+oom:
+    return adp_error_set(err, ADP_ENOMEM, "http: out of memory");
+}
+
+#define SETOPT(opt, val)                                                                 \
+    do {                                                                                 \
+        cc = curl_easy_setopt(q->easy, opt, val);                                        \
+        if (cc != CURLE_OK) {                                                            \
+            optname = #opt;                                                              \
+            goto setopt_failed;                                                          \
+        }                                                                                \
+    } while (0)
+
+static enum adp_err configure_easy(struct http_client *c, struct http_req *q,
+                                   const char *url, struct adp_error *err)
+{
+    CURLcode cc;
+    const char *optname = "";
+
+    SETOPT(CURLOPT_PRIVATE, (void *)q);
+    SETOPT(CURLOPT_URL, url);
+    SETOPT(CURLOPT_NOSIGNAL, 1L);
+    SETOPT(CURLOPT_ERRORBUFFER, q->errbuf);
+#if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85.0 */
+    SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
+    SETOPT(CURLOPT_ACCEPT_ENCODING, "");
+    SETOPT(CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+    SETOPT(CURLOPT_TIMEOUT_MS, c->total_timeout_ms);
+    SETOPT(CURLOPT_LOW_SPEED_LIMIT, 1L);
+    SETOPT(CURLOPT_LOW_SPEED_TIME, HTTP_LOW_SPEED_TIME_S);
+    SETOPT(CURLOPT_USERAGENT, c->user_agent);
+    SETOPT(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    SETOPT(CURLOPT_SSL_VERIFYPEER, c->insecure ? 0L : 1L);
+    SETOPT(CURLOPT_SSL_VERIFYHOST, c->insecure ? 0L : 2L);
+    if (c->ca_file != NULL)
+        SETOPT(CURLOPT_CAINFO, c->ca_file);
+    if (c->client_cert != NULL)
+        SETOPT(CURLOPT_SSLCERT, c->client_cert);
+    if (c->client_key != NULL)
+        SETOPT(CURLOPT_SSLKEY, c->client_key);
+    if (c->share != NULL)
+        SETOPT(CURLOPT_SHARE, c->share);
+    SETOPT(CURLOPT_HEADERFUNCTION, header_cb);
+    SETOPT(CURLOPT_HEADERDATA, (void *)q);
+    SETOPT(CURLOPT_WRITEFUNCTION, write_cb);
+    SETOPT(CURLOPT_WRITEDATA, (void *)q);
+    SETOPT(CURLOPT_HTTPHEADER, q->headers);
+
+    if (strcmp(q->method, "GET") == 0) {
+        SETOPT(CURLOPT_HTTPGET, 1L);
+    } else if (strcmp(q->method, "HEAD") == 0) {
+        SETOPT(CURLOPT_NOBODY, 1L);
+    } else if (strcmp(q->method, "DELETE") == 0) {
+        SETOPT(CURLOPT_CUSTOMREQUEST, "DELETE");
+    } else {
+        /* POST, PUT, PATCH: body from memory (a copy owned by q). */
+        SETOPT(CURLOPT_POSTFIELDSIZE_LARGE,
+               (curl_off_t)(q->body != NULL ? strlen(q->body) : 0));
+        SETOPT(CURLOPT_POSTFIELDS, q->body != NULL ? q->body : "");
+        if (strcmp(q->method, "POST") != 0)
+            SETOPT(CURLOPT_CUSTOMREQUEST, q->method);
+    }
+    return ADP_OK;
+setopt_failed:
+    return adp_error_set(err, ADP_ECONFIG, "http: %s: %s", optname,
+                         curl_easy_strerror(cc));
+}
+
+#undef SETOPT
+
+static int method_known(const char *m)
+{
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"};
+    size_t i;
+
+    for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (strcmp(m, known[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static enum adp_err submit_req(struct http_client *c, const char *method, const char *url,
+                               const char *const *extra_headers, const char *body,
+                               const char *content_type, http_done_fn done,
+                               void *userdata, struct http_req **out,
+                               struct adp_error *err)
+{
+    struct http_req *q = NULL;
+    enum adp_err rc;
+    CURLMcode mc;
+    int has_body;
+
+    if (c == NULL || method == NULL || url == NULL || !method_known(method))
+        return adp_error_set(err, ADP_EUSAGE, "http: bad request arguments");
+    q = calloc(1, sizeof(*q));
+    if (q == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "http: out of memory");
+    q->client = c;
+    response_init(&q->resp);
+    snprintf(q->method, sizeof(q->method), "%s", method);
+    q->done = done;
+    q->userdata = userdata;
+    has_body = strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+               strcmp(method, "PATCH") == 0;
+    if (has_body && body != NULL) {
+        q->body = strdup(body);
+        if (q->body == NULL) {
+            rc = adp_error_set(err, ADP_ENOMEM, "http: out of memory");
+            goto fail;
+        }
+    }
+    q->easy = curl_easy_init();
+    if (q->easy == NULL) {
+        rc = adp_error_set(err, ADP_ENOMEM, "http: curl_easy_init failed");
+        goto fail;
+    }
+    rc = build_headers(c, q, extra_headers, content_type, has_body, err);
+    if (rc != ADP_OK)
+        goto fail;
+    rc = configure_easy(c, q, url, err);
+    if (rc != ADP_OK)
+        goto fail;
+    mc = curl_multi_add_handle(c->multi, q->easy);
+    if (mc != CURLM_OK) {
+        rc = adp_error_set(err, ADP_ENOMEM, "http: %s", curl_multi_strerror(mc));
+        goto fail;
+    }
+    log_debug(HTTP_COMPONENT, "%s %s queued", method, url);
+    q->next = c->reqs;
+    if (c->reqs != NULL)
+        c->reqs->prev = q;
+    c->reqs = q;
+    if (out != NULL)
+        *out = q;
+    return ADP_OK;
+fail:
+    /* Not added to the multi handle yet: req_free must not remove it. */
+    if (q->easy != NULL) {
+        curl_easy_cleanup(q->easy);
+        q->easy = NULL;
+    }
+    req_free(q);
+    return rc;
+}
+
+enum adp_err http_submit(struct http_client *c, const char *method, const char *url,
+                         const char *const *extra_headers, const char *body,
+                         const char *content_type, http_done_fn done, void *userdata,
+                         struct adp_error *err)
+{
+    return submit_req(c, method, url, extra_headers, body, content_type, done, userdata,
+                      NULL, err);
+}
+
+/* Collect finished transfers; returns how many completed. */
+static int drain_done(struct http_client *c)
+{
+    CURLMsg *m;
+    int left, n = 0;
+    struct http_req *q;
+    char *priv;
+
+    while ((m = curl_multi_info_read(c->multi, &left)) != NULL) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        priv = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
+        q = (struct http_req *)(void *)priv;
+        /* m is invalid once the handle is removed: read the result first. */
+        req_complete(c, q, m->data.result);
+        n++;
+    }
+    return n;
+}
+
+/* Fail every request still queued with the same error (run aborted). */
+static void fail_all(struct http_client *c, const struct adp_error *e)
+{
+    struct http_req *q;
+
+    while ((q = c->reqs) != NULL) {
+        req_unlink(c, q);
+        req_finish(q, e->code, e);
+    }
+}
+
+enum adp_err http_client_run(struct http_client *c, volatile int *stop,
+                             struct adp_error *err)
+{
+    struct adp_error e;
+    CURLMcode mc;
+    int running = 0;
+
+    if (c == NULL)
+        return adp_error_set(err, ADP_EUSAGE, "http: no client");
+    adp_error_clear(&e);
+    while (c->reqs != NULL) {
+        if (stop != NULL && *stop) {
+            adp_error_set(&e, ADP_ENET, "http: interrupted");
+            break;
+        }
+        mc = curl_multi_perform(c->multi, &running);
+        if (mc != CURLM_OK) {
+            adp_error_set(&e, ADP_ENET, "http: %s", curl_multi_strerror(mc));
+            break;
+        }
+        drain_done(c);
+        if (c->reqs == NULL)
+            break;
+        if (running == 0)
+            continue; /* perform again: a finished handle left nothing to wait on */
+        mc = curl_multi_poll(c->multi, NULL, 0, HTTP_POLL_MS, NULL);
+        if (mc != CURLM_OK) {
+            adp_error_set(&e, ADP_ENET, "http: %s", curl_multi_strerror(mc));
+            break;
+        }
+    }
+    if (e.code != ADP_OK) {
+        /* Every submitted request still gets its callback exactly once. */
+        fail_all(c, &e);
+        return adp_error_set(err, e.code, "%s", e.msg);
+    }
+    return ADP_OK;
+}
+
+enum adp_err http_do(struct http_client *c, const char *method, const char *url,
+                     const char *const *extra_headers, const char *body,
+                     const char *content_type, struct http_response *resp,
+                     struct adp_error *err)
+{
+    struct http_req *q = NULL;
+    struct http_response tmp;
+    struct adp_error local;
+    enum adp_err rc, req_rc = ADP_ENET;
+
+    adp_error_clear(&local);
+    response_init(&tmp);
+    rc = submit_req(c, method, url, extra_headers, body, content_type, NULL, NULL, &q,
+                    err);
+    if (rc != ADP_OK)
+        return rc;
+    q->move_to = &tmp;
+    q->move_err = &local;
+    q->move_rc = &req_rc;
+    rc = http_client_run(c, NULL, err);
+    if (rc != ADP_OK) {
+        http_response_free(&tmp);
+        return rc;
+    }
+    if (req_rc != ADP_OK) {
+        rc = adp_error_set(err, local.code, "%s", local.msg);
+        if (err != NULL && rc == local.code && err->http_status == 0)
+            err->http_status = local.http_status;
+        http_response_free(&tmp);
+        return rc;
+    }
+    *resp = tmp;
+    return ADP_OK;
+}
+
+enum adp_err http_client_new(const struct http_opts *o, struct http_client **out,
+                             struct adp_error *err)
+{
+    struct http_client *c;
+    struct http_opts dflt;
+    char ua[128];
+    int failed = 0;
+
+    if (o == NULL) {
+        memset(&dflt, 0, sizeof(dflt));
+        o = &dflt;
+    }
+    if (o->connect_timeout_ms < 0 || o->total_timeout_ms < 0)
+        return adp_error_set(err, ADP_ECONFIG, "http: negative timeout");
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "http: out of memory");
+    c->connect_timeout_ms =
+        o->connect_timeout_ms != 0 ? o->connect_timeout_ms : HTTP_DEFAULT_CONNECT_MS;
+    c->total_timeout_ms =
+        o->total_timeout_ms != 0 ? o->total_timeout_ms : HTTP_DEFAULT_TOTAL_MS;
+    c->max_body = o->max_body != 0 ? o->max_body : HTTP_DEFAULT_MAX_BODY;
+    c->insecure = o->insecure;
+    snprintf(ua, sizeof(ua), "%s",
+             o->user_agent != NULL ? o->user_agent : HTTP_DEFAULT_UA);
+    c->user_agent = dup_or_null(ua, &failed);
+    c->ca_file = dup_or_null(o->ca_file, &failed);
+    c->client_cert = dup_or_null(o->client_cert, &failed);
+    c->client_key = dup_or_null(o->client_key, &failed);
+    c->auth_header = dup_or_null(o->auth_header, &failed);
+    c->multi = curl_multi_init();
+    c->share = curl_share_init();
+    if (failed || c->multi == NULL || c->share == NULL) {
+        http_client_free(c);
+        return adp_error_set(err, ADP_ENOMEM, "http: out of memory");
+    }
+    /* Single-threaded use: no lock callbacks are needed. */
+    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    if (c->insecure)
+        log_warn(HTTP_COMPONENT, "TLS CERTIFICATE AND HOST VERIFICATION ARE DISABLED "
+                                 "(insecure): any server can impersonate the FHIR server "
+                                 "and receive credentials and patient data");
+    *out = c;
+    return ADP_OK;
+}
+
+void http_client_free(struct http_client *c)
+{
+    struct http_req *q;
+
+    if (c == NULL)
+        return;
+    /* Requests never run are dropped without calling their callbacks. */
+    while ((q = c->reqs) != NULL) {
+        req_unlink(c, q);
+        req_free(q);
+    }
+    if (c->multi != NULL)
+        curl_multi_cleanup(c->multi);
+    if (c->share != NULL)
+        curl_share_cleanup(c->share);
+    free(c->user_agent);
+    free(c->ca_file);
+    free(c->client_cert);
+    free(c->client_key);
+    free(c->auth_header);
+    free(c);
+}
+
+char *http_escape(const char *s)
+{
+    char *e, *d;
+
+    if (s == NULL)
+        return NULL;
+    /* A NULL handle is accepted since curl 7.82.0. */
+    e = curl_easy_escape(NULL, s, (int)strlen(s));
+    if (e == NULL)
+        return NULL;
+    d = strdup(e);
+    curl_free(e);
+    return d;
+}
+
+int http_global_init(void)
+{
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+}
+
+void http_global_cleanup(void) { curl_global_cleanup(); }

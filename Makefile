@@ -57,7 +57,10 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB) $(wildcard tests/unit/*.h) | $(BUILD)/te
 deps:
 	@bash .ci/install-deps
 
-build-tests: $(UNITBIN) dnmbc-adapter
+build-tests: $(UNITBIN) dnmbc-adapter $(BUILD)/fhir_client_check
+
+$(BUILD)/fhir_client_check: tests/integration/fhir_client_check.c $(LIB)
+	$(CC) $(CFLAGS) -Wno-missing-prototypes -iquote adapter -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
 unit: build-tests
 	@tests/run-tests.sh --unit-only

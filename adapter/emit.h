@@ -18,6 +18,10 @@ struct emit_ctx {
     const char *now;              /* FHIR dateTime of this evaluation */
     const char *software_version; /* e.g. "0.1.0" */
     const char *device_ref;       /* "Device/<id>" or NULL: author in Provenance */
+    /* Optional (may be NULL): the thresholds the decision was made with, so
+     * that the plan can state the reassessment interval.  When NULL the plan
+     * quotes the engine's rule text instead of printing the months. */
+    const struct rule_params *params;
 };
 
 /* Identifier system used for our business identifiers:
@@ -34,7 +38,8 @@ char *emit_hash_extension_url(const struct emit_ctx *c);
  * rec is not REC_NOT_APPLICABLE.  Both carry the business identifier and the
  * decision-hash extension; hash_out (65 bytes) receives the SHA-256 hex of
  * their content excluding time fields, so an unchanged decision gives the
- * same hash at any time.  Returns 0, or -1 on allocation failure.
+ * same hash at any time.  Returns 0, or -1 on allocation failure (and when
+ * d->rec is REC_NOT_APPLICABLE, which has no plan); nothing is written then.
  */
 int emit_outputs(const struct emit_ctx *c, const struct features *f,
                  const struct decision *d, json_t **careplan, json_t **risk,

@@ -10,6 +10,15 @@
 #include "err.h"
 
 /*
+ * Transaction and batch entries may identify a resource by fullUrl only
+ * (e.g. "urn:uuid:...") instead of an id.  For such entries the array holds
+ * a shallow copy of the resource carrying the fullUrl under this member, and
+ * mapping_extract() uses it as the resource's reference key.  The name cannot
+ * clash with a FHIR element (FHIR names never start with "__").
+ */
+#define BUNDLE_REF_KEY "__fullUrl"
+
+/*
  * Check that doc is a Bundle of type searchset, collection, transaction or
  * batch holding one patient's resources, and collect its resources.
  *   *resources: new reference, JSON array of borrowed-then-increfed resources

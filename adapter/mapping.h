@@ -1,5 +1,5 @@
 /*
- * mapping.h - editable mapping tables (mappings/*.json) that turn FHIR
+ * mapping.h - editable mapping tables (the JSON files in mappings/) that turn FHIR
  * codings into dnMBC features (features.h).
  *
  * The tables are data: a new code needs no C.  Loading is strict: an unknown

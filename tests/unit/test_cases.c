@@ -1,0 +1,488 @@
+/*
+ * test_cases.c - golden cases: every tests/cases/<name>/ holds input.json
+ * (a Bundle) and expected_features.json, a compact object listing only the
+ * features the case is about, e.g.
+ *   {"description": "...", "er": "positive", "sites": ["bone"], "her2_ihc": 2,
+ *    "m_date": "2021-01-03", "responses": ["PR@2021-06-01"],
+ *    "issues": ["fragment"], "unmapped": ["Observation|http://loinc.org|2532-0|2"]}
+ * or {"bundle_error": "fragment"} when the Bundle must be rejected.
+ * Unknown features are written "unknown".  An expected key the runner does
+ * not know fails the case (a typo never passes silently).  The key list is
+ * in tests/cases/README.md.
+ */
+#include <dirent.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "bundle.h"
+#include "mapping.h"
+
+#ifndef MAPPINGS_DIR
+#define MAPPINGS_DIR "mappings"
+#endif
+#ifndef CASES_DIR
+#define CASES_DIR "tests/cases"
+#endif
+
+static struct mapping *M;
+
+static const char *env_or(const char *name, const char *def)
+{
+    const char *v = getenv(name);
+
+    return v != NULL && v[0] != '\0' ? v : def;
+}
+
+static json_t *date_json(long d)
+{
+    char buf[16];
+
+    if (d == FEAT_NO_DATE)
+        return json_string("unknown");
+    feat_format_date(d, buf, sizeof(buf));
+    return json_string(buf);
+}
+
+static json_t *tri_json(enum tri t)
+{
+    return json_string(t == TRI_YES ? "yes" : t == TRI_NO ? "no" : "unknown");
+}
+
+static json_t *num_json(double v, int known)
+{
+    return known ? json_real(v) : json_string("unknown");
+}
+
+static json_t *srcs_json(const struct fsrc *s)
+{
+    json_t *a = json_array();
+    int i;
+
+    for (i = 0; i < s->nsrc; i++)
+        json_array_append_new(a, json_string(s->src[i]));
+    return a;
+}
+
+/* Every comparable feature of f as JSON. */
+static json_t *actual_json(const struct features *f, json_t *rep)
+{
+    static const char *const lat[] = {"unknown", "left", "right", "bilateral"};
+    static const char *const hist[] = {"unknown", "ductal", "lobular", "other"};
+    json_t *o = json_object(), *a, *sd, *u;
+    char buf[64];
+    size_t k;
+    int i;
+
+    json_object_set_new(o, "birth_date", date_json(f->birth_date));
+    json_object_set_new(o, "primary", tri_json(f->primary));
+    json_object_set_new(o, "primary_date", date_json(f->primary_src.date));
+    json_object_set_new(o, "primary_ref", json_string(f->primary_ref));
+    json_object_set_new(o, "primary_srcs", srcs_json(&f->primary_src));
+    json_object_set_new(o, "laterality", json_string(lat[f->laterality]));
+    json_object_set_new(o, "histology", json_string(hist[f->histology]));
+    a = json_array();
+    sd = json_object();
+    for (i = 0; i < SITE_COUNT; i++)
+        if (f->site_present[i]) {
+            json_array_append_new(a, json_string(site_name((enum site)i)));
+            json_object_set_new(sd, site_name((enum site)i),
+                                date_json(f->site_src[i].date));
+        }
+    json_object_set_new(o, "sites", a);
+    json_object_set_new(o, "site_dates", sd);
+    json_object_set_new(o, "metastasis_unsited", json_boolean(f->metastasis_unsited));
+    json_object_set_new(o, "metastasis_unsited_date",
+                        date_json(f->metastasis_unsited_src.date));
+    json_object_set_new(o, "t", num_json(f->t_cat, f->t_cat >= 0));
+    json_object_set_new(o, "t4d", json_boolean(f->t4d));
+    json_object_set_new(o, "n", num_json(f->n_cat, f->n_cat >= 0));
+    json_object_set_new(o, "m", num_json(f->m_cat, f->m_cat >= 0));
+    json_object_set_new(o, "m_date", date_json(f->m_src.date));
+    json_object_set_new(o, "stage_iv", tri_json(f->stage_iv));
+    json_object_set_new(o, "stage_date", date_json(f->stage_src.date));
+    json_object_set_new(o, "tumour_size_mm",
+                        num_json(f->tumour_size_mm, f->tumour_size_mm >= 0));
+    json_object_set_new(o, "grade", num_json(f->grade, f->grade >= 0));
+    json_object_set_new(o, "lvi", tri_json(f->lvi));
+    json_object_set_new(o, "er", json_string(receptor_name(f->er)));
+    json_object_set_new(o, "pr", json_string(receptor_name(f->pr)));
+    json_object_set_new(o, "her2_ihc", num_json(f->her2_ihc, f->her2_ihc >= 0));
+    json_object_set_new(o, "her2_ish", tri_json(f->her2_ish));
+    json_object_set_new(o, "her2_overall", json_string(receptor_name(f->her2_overall)));
+    json_object_set_new(o, "ki67", num_json(f->ki67_pct, f->ki67_pct >= 0));
+    json_object_set_new(o, "pdl1", tri_json(f->pdl1));
+    json_object_set_new(o, "rs", num_json(f->rs, f->rs >= 0));
+    json_object_set_new(o, "gbrca", tri_json(f->gbrca));
+    json_object_set_new(o, "pik3ca", tri_json(f->pik3ca));
+    json_object_set_new(o, "ecog", num_json(f->ecog, f->ecog >= 0));
+    json_object_set_new(o, "karnofsky", num_json(f->karnofsky, f->karnofsky >= 0));
+    a = json_array();
+    for (i = 0; i < f->nresponses; i++) {
+        char d[16];
+
+        feat_format_date(f->responses[i].date, d, sizeof(d));
+        snprintf(buf, sizeof(buf), "%s@%s", response_name(f->responses[i].value), d);
+        json_array_append_new(a, json_string(buf));
+    }
+    json_object_set_new(o, "responses", a);
+    json_object_set_new(o, "symptomatic", tri_json(f->symptomatic_primary));
+    json_object_set_new(o, "comorbidity", tri_json(f->comorbidity));
+    json_object_set_new(o, "comorbidity_srcs", srcs_json(&f->comorbidity_src));
+    json_object_set_new(o, "ca153", num_json(f->ca153, f->ca153 >= 0));
+    json_object_set_new(o, "alp", num_json(f->alp, f->alp >= 0));
+    a = json_array();
+#define CONFLICT(name, s)                                                                \
+    if ((s).conflict)                                                                    \
+    json_array_append_new(a, json_string(name))
+    CONFLICT("laterality", f->laterality_src);
+    CONFLICT("histology", f->histology_src);
+    CONFLICT("t", f->t_src);
+    CONFLICT("n", f->n_src);
+    CONFLICT("m", f->m_src);
+    CONFLICT("stage_iv", f->stage_src);
+    CONFLICT("tumour_size_mm", f->tumour_size_src);
+    CONFLICT("grade", f->grade_src);
+    CONFLICT("lvi", f->lvi_src);
+    CONFLICT("er", f->er_src);
+    CONFLICT("pr", f->pr_src);
+    CONFLICT("her2_ihc", f->her2_ihc_src);
+    CONFLICT("her2_ish", f->her2_ish_src);
+    CONFLICT("her2_overall", f->her2_overall_src);
+    CONFLICT("ki67", f->ki67_src);
+    CONFLICT("pdl1", f->pdl1_src);
+    CONFLICT("rs", f->rs_src);
+    CONFLICT("gbrca", f->gbrca_src);
+    CONFLICT("pik3ca", f->pik3ca_src);
+    CONFLICT("ecog", f->ecog_src);
+    CONFLICT("karnofsky", f->karnofsky_src);
+    CONFLICT("ca153", f->ca153_src);
+    CONFLICT("alp", f->alp_src);
+#undef CONFLICT
+    json_object_set_new(o, "conflicts", a);
+    a = json_array();
+    json_array_foreach (json_object_get(rep, "unmapped"), k, u) {
+        char line[512];
+
+        snprintf(line, sizeof(line), "%s|%s|%s|%lld",
+                 json_string_value(json_object_get(u, "resourceType")),
+                 json_string_value(json_object_get(u, "system")),
+                 json_string_value(json_object_get(u, "code")),
+                 (long long)json_integer_value(json_object_get(u, "count")));
+        json_array_append_new(a, json_string(line));
+    }
+    json_object_set_new(o, "unmapped", a);
+    return o;
+}
+
+static int cmp_json_str(const void *a, const void *b)
+{
+    const char *x = json_string_value(*(json_t *const *)a);
+    const char *y = json_string_value(*(json_t *const *)b);
+
+    return strcmp(x ? x : "", y ? y : "");
+}
+
+/* Order-independent comparison for the set-valued keys. */
+static int same_set(json_t *x, json_t *y)
+{
+    size_t n = json_array_size(x), i;
+    json_t **a, **b;
+    int ok = 1;
+
+    if (!json_is_array(x) || !json_is_array(y) || n != json_array_size(y))
+        return 0;
+    a = calloc(n + 1, sizeof(*a));
+    b = calloc(n + 1, sizeof(*b));
+    assert_non_null(a);
+    assert_non_null(b);
+    for (i = 0; i < n; i++) {
+        a[i] = json_array_get(x, i);
+        b[i] = json_array_get(y, i);
+    }
+    qsort(a, n, sizeof(*a), cmp_json_str);
+    qsort(b, n, sizeof(*b), cmp_json_str);
+    for (i = 0; i < n; i++)
+        if (!json_equal(a[i], b[i]))
+            ok = 0;
+    free(a);
+    free(b);
+    return ok;
+}
+
+static int same_value(const char *key, json_t *want, json_t *got)
+{
+    if (json_is_number(want) && json_is_number(got))
+        return fabs(json_number_value(want) - json_number_value(got)) < 1e-6;
+    if (!strcmp(key, "sites") || !strcmp(key, "conflicts") || !strcmp(key, "unmapped") ||
+        !strcmp(key, "primary_srcs") || !strcmp(key, "comorbidity_srcs"))
+        return same_set(want, got);
+    return json_equal(want, got);
+}
+
+static json_t *load(const char *dir, const char *file)
+{
+    char path[1024];
+    json_error_t jerr;
+    json_t *v;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    v = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (v == NULL)
+        fail_msg("%s:%d: %s", path, jerr.line, jerr.text);
+    return v;
+}
+
+static void run_case(void **state)
+{
+    const char *dir = *state;
+    json_t *input = load(dir, "input.json"), *exp = load(dir, "expected_features.json");
+    json_t *res = NULL, *rep = NULL, *act = NULL, *want;
+    const char *pid = NULL, *key;
+    struct adp_error err = {0};
+    struct features f;
+    enum adp_err rc;
+    int failures = 0;
+    char why[700] = "";
+
+    rc = bundle_resources(input, &res, &pid, &err);
+    want = json_object_get(exp, "bundle_error");
+    if (want != NULL) {
+        if (rc == ADP_OK || strstr(err.msg, json_string_value(want)) == NULL)
+            snprintf(why, sizeof(why), "expected bundle error '%s', got %d '%s'",
+                     json_string_value(want), rc, err.msg);
+        goto out;
+    }
+    if (rc != ADP_OK) {
+        snprintf(why, sizeof(why), "bundle: %s", err.msg);
+        goto out;
+    }
+    if (mapping_extract(M, res, &f, &rep, &err) != ADP_OK) {
+        snprintf(why, sizeof(why), "extract: %s", err.msg);
+        goto out;
+    }
+    act = actual_json(&f, rep);
+    json_object_foreach (exp, key, want) {
+        json_t *got;
+
+        if (!strcmp(key, "description"))
+            continue;
+        if (!strcmp(key, "issues")) {
+            size_t i, k;
+            json_t *frag, *is;
+
+            json_array_foreach (want, i, frag) {
+                int found = 0;
+
+                json_array_foreach (json_object_get(rep, "issues"), k, is) {
+                    if (strstr(json_string_value(json_object_get(is, "message")),
+                               json_string_value(frag)) != NULL)
+                        found = 1;
+                }
+                if (!found) {
+                    print_error("%s: no issue contains '%s'\n", dir,
+                                json_string_value(frag));
+                    failures++;
+                }
+            }
+            continue;
+        }
+        got = json_object_get(act, key);
+        if (got == NULL) {
+            print_error("%s: unknown expected key '%s'\n", dir, key);
+            failures++;
+            continue;
+        }
+        if (!same_value(key, want, got)) {
+            char *w = json_dumps(want, JSON_ENCODE_ANY | JSON_COMPACT);
+            char *g = json_dumps(got, JSON_ENCODE_ANY | JSON_COMPACT);
+
+            print_error("%s: %s: expected %s, got %s\n", dir, key, w, g);
+            free(w);
+            free(g);
+            failures++;
+        }
+    }
+    if (failures > 0)
+        snprintf(why, sizeof(why), "%d mismatches", failures);
+out:
+    json_decref(act);
+    json_decref(rep);
+    json_decref(res);
+    json_decref(input);
+    json_decref(exp);
+    if (why[0] != '\0')
+        fail_msg("%s: %s", dir, why);
+}
+
+/*
+ * Robustness: in every case's resources, replace each JSON value (to depth 5)
+ * in turn by a value of each wrong type.  Extraction must still succeed: bad
+ * fields become issues, never a crash or an error.
+ */
+static long mutations;
+
+static void extract_ok(json_t *resources)
+{
+    struct adp_error err = {0};
+    struct features f;
+    json_t *rep = NULL;
+
+    assert_int_equal(mapping_extract(M, resources, &f, &rep, &err), ADP_OK);
+    assert_non_null(rep);
+    json_decref(rep);
+    mutations++;
+}
+
+static void mutate_walk(json_t *resources, json_t *node, int depth)
+{
+    json_t *repl[6];
+    size_t i, r;
+    const char *key;
+    json_t *v;
+    void *tmp;
+
+    if (depth > 5)
+        return;
+    repl[0] = json_integer(7);
+    repl[1] = json_string("x");
+    repl[2] = json_array();
+    repl[3] = json_object();
+    repl[4] = json_null();
+    repl[5] = json_true();
+    if (json_is_object(node)) {
+        json_object_foreach_safe (node, tmp, key, v) {
+            json_t *old = json_incref(v);
+
+            for (r = 0; r < 6; r++) {
+                json_object_set(node, key, repl[r]);
+                extract_ok(resources);
+            }
+            json_object_set(node, key, old);
+            mutate_walk(resources, old, depth + 1);
+            json_decref(old);
+        }
+    } else if (json_is_array(node)) {
+        for (i = 0; i < json_array_size(node); i++) {
+            json_t *old = json_incref(json_array_get(node, i));
+
+            for (r = 0; r < 6; r++) {
+                json_array_set(node, i, repl[r]);
+                extract_ok(resources);
+            }
+            json_array_set(node, i, old);
+            mutate_walk(resources, old, depth + 1);
+            json_decref(old);
+        }
+    }
+    for (r = 0; r < 6; r++)
+        json_decref(repl[r]);
+}
+
+static void mutate_case(void **state)
+{
+    const char *dir = *state;
+    json_t *input = load(dir, "input.json"), *res = NULL;
+    const char *pid = NULL;
+    struct adp_error err = {0};
+    size_t i;
+
+    if (bundle_resources(input, &res, &pid, &err) == ADP_OK) {
+        for (i = 0; i < json_array_size(res); i++)
+            mutate_walk(res, json_array_get(res, i), 0);
+        assert_true(mutations > 0);
+    }
+    json_decref(res);
+    json_decref(input);
+}
+
+static int setup(void **state)
+{
+    struct adp_error err = {0};
+
+    (void)state;
+    if (mapping_load(env_or("ADP_MAPPINGS_DIR", MAPPINGS_DIR), NULL, 0, &M, &err) !=
+        ADP_OK) {
+        fprintf(stderr, "mapping_load: %s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    mapping_free(M);
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int main(void)
+{
+    const char *root = env_or("ADP_CASES_DIR", CASES_DIR);
+    struct CMUnitTest *tests = NULL;
+    char **dirs = NULL;
+    size_t n = 0, cap = 0, i;
+    struct dirent *de;
+    DIR *d = opendir(root);
+    int rc;
+
+    if (d == NULL) {
+        fprintf(stderr, "cannot open %s\n", root);
+        return 1;
+    }
+    while ((de = readdir(d)) != NULL) {
+        char path[1024];
+        FILE *fp;
+
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s/expected_features.json", root, de->d_name);
+        fp = fopen(path, "r");
+        if (fp == NULL)
+            continue;
+        fclose(fp);
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            dirs = realloc(dirs, cap * sizeof(*dirs));
+            if (dirs == NULL)
+                return 1;
+        }
+        snprintf(path, sizeof(path), "%s/%s", root, de->d_name);
+        dirs[n++] = strdup(path);
+    }
+    closedir(d);
+    if (n == 0) {
+        fprintf(stderr, "no cases under %s\n", root);
+        return 1;
+    }
+    qsort(dirs, n, sizeof(*dirs), cmp_str);
+    tests = calloc(2 * n, sizeof(*tests));
+    if (tests == NULL)
+        return 1;
+    for (i = 0; i < n; i++) {
+        tests[i].name = dirs[i];
+        tests[i].test_func = run_case;
+        tests[i].initial_state = dirs[i];
+        tests[n + i].name = "wrong-type mutations";
+        tests[n + i].test_func = mutate_case;
+        tests[n + i].initial_state = dirs[i];
+    }
+    rc = _cmocka_run_group_tests("cases", tests, 2 * n, setup, teardown);
+    for (i = 0; i < n; i++)
+        free(dirs[i]);
+    free(dirs);
+    free(tests);
+    return rc;
+}

@@ -1527,29 +1527,60 @@ out:
     return rc;
 }
 
+/*
+ * Cohort tokens.  A code of a system that is normalised (ICD-10-CM loses its
+ * dot in many feeds) or known under aliases (OIDs, WHO ICD-10) is searched
+ * without a system, in both the written and the normalised form, so that
+ * "C50.912", "C50912" and the same code under an OID all come back; the
+ * mapping then decides what each Condition really is.
+ */
+static int cohort_token(const struct mapping *m, int i, char *buf, size_t len, int variant)
+{
+    const char *sys = m->cohort[i].system;
+    const char *code = m->cohort[i].code;
+    int si = sys_lookup(m, sys), j, loose = 0;
+    char norm[128];
+
+    if (si >= 0 && m->sys[si].norm != 0)
+        loose = 1;
+    for (j = 0; si >= 0 && j < m->nalias && !loose; j++)
+        if (m->alias[j].sys == si)
+            loose = 1;
+    if (!loose)
+        return variant == 0 ? snprintf(buf, len, "%s|%s", sys, code) : -1;
+    if (variant == 0)
+        return snprintf(buf, len, "%s", code);
+    if (code_norm(m, sys, code, norm, sizeof(norm)) != 0 || strcmp(norm, code) == 0)
+        return -1;
+    return snprintf(buf, len, "%s", norm);
+}
+
 char *mapping_cohort_codes(const struct mapping *m)
 {
     size_t len = 1, o = 0;
-    int i, j;
-    char *s;
+    int i, v, n;
+    char tok[512];
+    char *s, *p;
 
     for (i = 0; i < m->ncohort; i++)
-        len += strlen(m->cohort[i].system) + strlen(m->cohort[i].code) + 2;
+        len += 2 * (strlen(m->cohort[i].system) + strlen(m->cohort[i].code) + 2);
     s = malloc(len);
     if (s == NULL)
         return NULL;
     s[0] = '\0';
     for (i = 0; i < m->ncohort; i++) {
-        int dup = 0;
-
-        for (j = 0; j < i; j++)
-            if (!strcmp(m->cohort[i].system, m->cohort[j].system) &&
-                !strcmp(m->cohort[i].code, m->cohort[j].code))
-                dup = 1;
-        if (dup)
-            continue;
-        o += (size_t)sprintf(s + o, "%s%s|%s", o ? "," : "", m->cohort[i].system,
-                             m->cohort[i].code);
+        for (v = 0; v < 2; v++) {
+            n = cohort_token(m, i, tok, sizeof(tok), v);
+            if (n < 0 || (size_t)n >= sizeof(tok))
+                continue;
+            /* skip tokens already listed */
+            for (p = s; (p = strstr(p, tok)) != NULL; p++)
+                if ((p == s || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
+                    break;
+            if (p != NULL)
+                continue;
+            o += (size_t)snprintf(s + o, len - o, "%s%s", o ? "," : "", tok);
+        }
     }
     return s;
 }

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Start, stop and reset the test FHIR server (tests/fhir-server).
+#
+#   tests/lib/fhir-server.sh start DIR   start on an ephemeral 127.0.0.1 port;
+#                                        DIR gets port, pid, log; prints the
+#                                        base URL once /metadata answers
+#   tests/lib/fhir-server.sh stop DIR    stop the server whose pid is in DIR
+#   tests/lib/fhir-server.sh reset DIR   empty its repository, faults, stats
+#   tests/lib/fhir-server.sh url DIR     print its base URL
+#
+# Needs node (20+) and, the first time, npm: node_modules is installed with
+# `npm ci` from the committed package-lock.json only when it is missing.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+srvdir=$(cd "$here/../fhir-server" && pwd)
+start_timeout=${FHIR_SERVER_START_TIMEOUT:-30}
+
+die() {
+	printf 'fhir-server.sh: %s\n' "$*" >&2
+	exit 1
+}
+
+usage() {
+	printf 'usage: %s start|stop|reset|url DIR\n' "$0" >&2
+	exit 2
+}
+
+base_url() {
+	local dir=$1 port
+	[ -s "$dir/port" ] || die "no port file in $dir (server not started?)"
+	port=$(tr -d '[:space:]' <"$dir/port")
+	case $port in
+	'' | *[!0-9]*) die "bad port in $dir/port: $port" ;;
+	esac
+	printf 'http://127.0.0.1:%s/fhir/R4\n' "$port"
+}
+
+alive() {
+	local pid=$1
+	kill -0 "$pid" 2>/dev/null
+}
+
+ensure_deps() {
+	if [ ! -d "$srvdir/node_modules/@medplum/fhir-router" ]; then
+		command -v npm >/dev/null || die "npm not found (needed once to install tests/fhir-server/node_modules)"
+		npm ci --prefix "$srvdir" --no-audit --no-fund --loglevel=error >/dev/null ||
+			die "npm ci --prefix $srvdir failed"
+	fi
+}
+
+cmd_start() {
+	local dir=$1 pid url i
+	command -v node >/dev/null || die "node not found"
+	command -v curl >/dev/null || die "curl not found"
+	mkdir -p "$dir"
+	dir=$(cd "$dir" && pwd)
+	if [ -s "$dir/pid" ] && alive "$(cat "$dir/pid")"; then
+		die "a server is already running from $dir (pid $(cat "$dir/pid"))"
+	fi
+	ensure_deps
+	rm -f "$dir/port" "$dir/pid"
+	node "$srvdir/server.js" --port 0 --port-file "$dir/port" --pid-file "$dir/pid" \
+		>>"$dir/log" 2>&1 </dev/null &
+	pid=$!
+	i=0
+	while :; do
+		if ! alive "$pid"; then
+			tail -n 20 "$dir/log" >&2 || true
+			die "server exited during start-up (log: $dir/log)"
+		fi
+		if [ -s "$dir/port" ]; then
+			url=$(base_url "$dir")
+			if curl -fsS -o /dev/null --max-time 2 "$url/metadata" 2>/dev/null; then
+				break
+			fi
+		fi
+		i=$((i + 1))
+		if [ "$i" -ge $((start_timeout * 10)) ]; then
+			kill "$pid" 2>/dev/null || true
+			die "server did not answer /metadata within ${start_timeout}s (log: $dir/log)"
+		fi
+		sleep 0.1
+	done
+	printf '%s\n' "$pid" >"$dir/pid"
+	printf '%s\n' "$url"
+}
+
+cmd_stop() {
+	local dir=$1 pid i
+	[ -s "$dir/pid" ] || return 0
+	pid=$(tr -d '[:space:]' <"$dir/pid")
+	case $pid in
+	'' | *[!0-9]*) die "bad pid in $dir/pid: $pid" ;;
+	esac
+	if alive "$pid"; then
+		kill "$pid" 2>/dev/null || true
+		i=0
+		while alive "$pid"; do
+			i=$((i + 1))
+			if [ "$i" -ge 100 ]; then
+				kill -9 "$pid" 2>/dev/null || true
+				break
+			fi
+			sleep 0.1
+		done
+	fi
+	rm -f "$dir/pid" "$dir/port"
+}
+
+cmd_reset() {
+	local dir=$1 url
+	url=$(base_url "$dir")
+	curl -fsS -o /dev/null --max-time 10 -X POST "${url%/fhir/R4}/\$test/reset" ||
+		die "reset failed ($url)"
+}
+
+[ $# -eq 2 ] || usage
+case $1 in
+start) cmd_start "$2" ;;
+stop) cmd_stop "$2" ;;
+reset) cmd_reset "$2" ;;
+url) base_url "$2" ;;
+*) usage ;;
+esac

@@ -24,6 +24,7 @@ static void with_overlap(const char *watermark, long overlap_s, char *out, size_
     struct tm tm;
     time_t t;
     int y, mo, d, h = 0, mi = 0, s = 0;
+    const char *frac;
 
     if (watermark[0] == '\0' ||
         sscanf(watermark, "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &s) < 3) {
@@ -39,7 +40,13 @@ static void with_overlap(const char *watermark, long overlap_s, char *out, size_
     tm.tm_sec = s;
     t = timegm(&tm) - overlap_s;
     gmtime_r(&t, &tm);
-    strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    /* keep the fraction of a second: the server's instants have one */
+    frac = strchr(watermark, '.');
+    if (frac != NULL && strlen(out) + strspn(frac + 1, "0123456789") + 3 < len)
+        snprintf(out + strlen(out), len - strlen(out), ".%.*s", (int)strspn(frac + 1, "0123456789"),
+                 frac + 1);
+    snprintf(out + strlen(out), len - strlen(out), "Z");
 }
 
 static int cycle(struct adapter *a, volatile sig_atomic_t *quit)

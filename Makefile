@@ -32,7 +32,7 @@ UNITSRC := $(wildcard tests/unit/test_*.c)
 UNITBIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNITSRC))
 
 
-.PHONY: all deps build-tests unit test demo clean configtest
+.PHONY: all deps build-tests unit test demo clean configtest certs check-certs
 
 all: dnmbc-adapter
 
@@ -72,6 +72,13 @@ test: deps
 demo: deps
 	@$(MAKE) --no-print-directory dnmbc-adapter
 	@tests/demo.sh
+
+# Development TLS certificates in certs/out (git-ignored); see certs/README.md.
+certs:
+	@bash certs/make-certs.sh
+
+check-certs: certs
+	@bash certs/check-certs.sh
 
 configtest: dnmbc-adapter
 	./dnmbc-adapter -n

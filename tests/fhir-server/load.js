@@ -2,8 +2,10 @@
 'use strict';
 // Posts FHIR transaction (or batch) Bundles to a FHIR base URL.
 //
-//   node load.js --base URL [--quiet] FILE_OR_DIR...
+//   node load.js --base URL [--cacert FILE] [--cert FILE --key FILE] [--quiet] FILE_OR_DIR...
 //
+// For an https base, --cacert names the CA to trust and --cert/--key the
+// client certificate for mutual TLS.
 // Each *.json file (directories are read recursively, in name order) is
 // POSTed to the base as application/fhir+json; in a directory, JSON files
 // that are not Bundles (a generator's manifest.json) are skipped. A non-2xx answer, or a batch
@@ -11,24 +13,38 @@
 // OperationOutcome. Exits 1 if anything failed, 2 on bad usage.
 
 const fs = require('node:fs');
+const http = require('node:http');
+const https = require('node:https');
 const path = require('node:path');
 
 function usage(message) {
   if (message) {
     process.stderr.write('load.js: ' + message + '\n');
   }
-  process.stderr.write('usage: node load.js --base URL [--quiet] FILE_OR_DIR...\n');
+  process.stderr.write(
+    'usage: node load.js --base URL [--cacert FILE] [--cert FILE --key FILE] [--quiet] FILE_OR_DIR...\n'
+  );
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const opts = { base: undefined, quiet: false, inputs: [] };
+  const opts = { base: undefined, quiet: false, inputs: [], tls: {} };
+  const tlsFlags = { '--cacert': 'ca', '--cert': 'cert', '--key': 'key' };
   for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--base') {
+    if (argv[i] === '--base' || tlsFlags[argv[i]]) {
       if (i + 1 >= argv.length) {
-        usage('--base needs a value');
+        usage(argv[i] + ' needs a value');
       }
-      opts.base = argv[++i].replace(/\/+$/, '');
+      const v = argv[++i];
+      if (argv[i - 1] === '--base') {
+        opts.base = v.replace(/\/+$/, '');
+      } else {
+        try {
+          opts.tls[tlsFlags[argv[i - 1]]] = fs.readFileSync(v);
+        } catch (err) {
+          usage('cannot read ' + v + ': ' + err.message);
+        }
+      }
     } else if (argv[i] === '--quiet') {
       opts.quiet = true;
     } else if (argv[i] === '-h' || argv[i] === '--help') {
@@ -44,6 +60,9 @@ function parseArgs(argv) {
   }
   if (opts.inputs.length === 0) {
     usage('no input files');
+  }
+  if (Boolean(opts.tls.cert) !== Boolean(opts.tls.key)) {
+    usage('--cert and --key go together');
   }
   return opts;
 }
@@ -78,7 +97,35 @@ function describeOutcome(oo) {
     .join('; ');
 }
 
-async function postFile(base, file, explicit) {
+// POSTs text as FHIR JSON; resolves to { status, text }.
+function post(url, text, tls) {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const lib = u.protocol === 'https:' ? https : http;
+    const req = lib.request(
+      u,
+      {
+        method: 'POST',
+        headers: {
+          'Content-Type': 'application/fhir+json',
+          Accept: 'application/fhir+json',
+          'Content-Length': Buffer.byteLength(text),
+        },
+        ...(u.protocol === 'https:' ? tls : {}),
+      },
+      (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+      }
+    );
+    req.on('error', reject);
+    req.end(text);
+  });
+}
+
+async function postFile(base, file, explicit, tls) {
   let text;
   let bundle;
   try {
@@ -95,22 +142,18 @@ async function postFile(base, file, explicit) {
   }
   let res;
   try {
-    res = await fetch(base, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/fhir+json', Accept: 'application/fhir+json' },
-      body: text,
-    });
+    res = await post(base, text, tls);
   } catch (err) {
-    return [`${file}: POST ${base} failed: ${err.cause ? err.cause.message : err.message}`];
+    return [`${file}: POST ${base} failed: ${err.message}`];
   }
-  const body = await res.text();
+  const body = res.text;
   let json;
   try {
     json = JSON.parse(body);
   } catch {
     json = body.slice(0, 500);
   }
-  if (!res.ok) {
+  if (res.status < 200 || res.status > 299) {
     return [`${file}: HTTP ${res.status}: ${describeOutcome(json)}`];
   }
   const errors = [];
@@ -135,7 +178,7 @@ async function main() {
   let skipped = 0;
   const start = Date.now();
   for (const { file, explicit } of files) {
-    const errors = await postFile(opts.base, file, explicit);
+    const errors = await postFile(opts.base, file, explicit, opts.tls);
     if (errors === undefined) {
       skipped += 1;
       if (!opts.quiet) {

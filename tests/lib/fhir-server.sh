@@ -8,8 +8,17 @@
 #   tests/lib/fhir-server.sh reset DIR   empty its repository, faults, stats
 #   tests/lib/fhir-server.sh url DIR     print its base URL
 #
-# Needs node (20+) and, the first time, npm: node_modules is installed with
-# `npm ci` from the committed package-lock.json only when it is missing.
+# HTTPS: with FHIR_SERVER_TLS_DIR set to a directory laid out like
+# certs/out (server.pem, server.key, ca.pem, client.pem, client.key) the
+# server serves https://127.0.0.1:PORT/fhir/R4 with server.pem; with
+# FHIR_SERVER_MTLS=1 as well it requires a client certificate signed by
+# ca.pem. FHIR_SERVER_TLS_NAME picks another certificate of that directory
+# (e.g. wrong-host or expired: NAME.pem and NAME.key) for tests that expect
+# the adapter to refuse it. DIR then also gets curlrc, the curl options that
+# reach the server (with `insecure` when the certificate is not server.pem).
+#
+# Needs node (20+), curl and, the first time, npm: node_modules is installed
+# with `npm ci` from the committed package-lock.json only when it is missing.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,13 +36,25 @@ usage() {
 }
 
 base_url() {
-	local dir=$1 port
+	local dir=$1 port scheme=http
 	[ -s "$dir/port" ] || die "no port file in $dir (server not started?)"
 	port=$(tr -d '[:space:]' <"$dir/port")
 	case $port in
 	'' | *[!0-9]*) die "bad port in $dir/port: $port" ;;
 	esac
-	printf 'http://127.0.0.1:%s/fhir/R4\n' "$port"
+	[ ! -s "$dir/curlrc" ] || scheme=https
+	printf '%s://127.0.0.1:%s/fhir/R4\n' "$scheme" "$port"
+}
+
+# curl with the TLS options the server in DIR needs, if any.
+dcurl() {
+	local dir=$1
+	shift
+	if [ -s "$dir/curlrc" ]; then
+		curl -K "$dir/curlrc" "$@"
+	else
+		curl "$@"
+	fi
 }
 
 alive() {
@@ -59,8 +80,27 @@ cmd_start() {
 		die "a server is already running from $dir (pid $(cat "$dir/pid"))"
 	fi
 	ensure_deps
-	rm -f "$dir/port" "$dir/pid"
-	node "$srvdir/server.js" --port 0 --port-file "$dir/port" --pid-file "$dir/pid" \
+	rm -f "$dir/port" "$dir/pid" "$dir/curlrc"
+	local -a tlsargs=()
+	if [ -n "${FHIR_SERVER_TLS_DIR:-}" ]; then
+		local t
+		local name=${FHIR_SERVER_TLS_NAME:-server}
+		t=$(cd "$FHIR_SERVER_TLS_DIR" && pwd) || die "no directory $FHIR_SERVER_TLS_DIR"
+		for f in "$name.pem" "$name.key" ca.pem; do
+			[ -r "$t/$f" ] || die "cannot read $t/$f"
+		done
+		tlsargs=(--tls-cert "$t/$name.pem" --tls-key "$t/$name.key")
+		printf 'cacert = "%s"\n' "$t/ca.pem" >"$dir/curlrc"
+		[ "$name" = server ] || printf 'insecure\n' >>"$dir/curlrc"
+		if [ "${FHIR_SERVER_MTLS:-0}" = 1 ]; then
+			for f in client.pem client.key; do
+				[ -r "$t/$f" ] || die "cannot read $t/$f"
+			done
+			tlsargs+=(--tls-client-ca "$t/ca.pem")
+			printf 'cert = "%s"\nkey = "%s"\n' "$t/client.pem" "$t/client.key" >>"$dir/curlrc"
+		fi
+	fi
+	node "$srvdir/server.js" --port 0 --port-file "$dir/port" --pid-file "$dir/pid" ${tlsargs[@]+"${tlsargs[@]}"} \
 		>>"$dir/log" 2>&1 </dev/null &
 	pid=$!
 	i=0
@@ -71,7 +111,7 @@ cmd_start() {
 		fi
 		if [ -s "$dir/port" ]; then
 			url=$(base_url "$dir")
-			if curl -fsS -o /dev/null --max-time 2 "$url/metadata" 2>/dev/null; then
+			if dcurl "$dir" -fsS -o /dev/null --max-time 2 "$url/metadata" 2>/dev/null; then
 				break
 			fi
 		fi
@@ -105,13 +145,13 @@ cmd_stop() {
 			sleep 0.1
 		done
 	fi
-	rm -f "$dir/pid" "$dir/port"
+	rm -f "$dir/pid" "$dir/port" "$dir/curlrc"
 }
 
 cmd_reset() {
 	local dir=$1 url
 	url=$(base_url "$dir")
-	curl -fsS -o /dev/null --max-time 10 -X POST "${url%/fhir/R4}/\$test/reset" ||
+	dcurl "$dir" -fsS -o /dev/null --max-time 10 -X POST "${url%/fhir/R4}/\$test/reset" ||
 		die "reset failed ($url)"
 }
 

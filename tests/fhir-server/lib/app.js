@@ -5,6 +5,7 @@
 // test-support endpoints under /$test/.
 
 const http = require('node:http');
+const https = require('node:https');
 const {
   OperationOutcomeError,
   getReferenceString,
@@ -429,16 +430,28 @@ class FhirTestApp {
 }
 
 // Starts a server on 127.0.0.1; resolves to { server, app, port, baseUrl }.
+// With options.tls = { cert, key, clientCa } (PEM text) it serves HTTPS, and
+// with clientCa it also requires a client certificate signed by that CA.
 function startServer(options = {}) {
   const app = new FhirTestApp(options);
-  const server = http.createServer(app.listener());
+  const tls = options.tls;
+  const server = tls
+    ? https.createServer(
+        {
+          cert: tls.cert,
+          key: tls.key,
+          ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}),
+        },
+        app.listener()
+      )
+    : http.createServer(app.listener());
   server.keepAliveTimeout = 5000;
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port || 0, '127.0.0.1', () => {
       server.removeListener('error', reject);
       const { port } = server.address();
-      app.setBaseUrl(`http://127.0.0.1:${port}`);
+      app.setBaseUrl(`${tls ? 'https' : 'http'}://127.0.0.1:${port}`);
       resolve({ server, app, port, baseUrl: app.baseUrl });
     });
   });

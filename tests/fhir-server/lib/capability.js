@@ -2,9 +2,11 @@
 // The CapabilityStatement served at GET [base]/metadata. Medplum's
 // fhir-router has no /metadata route, so this is ours. It is generated from
 // the same @medplum/core schema that routing, validation and search use, so
-// it lists exactly the resource types and search parameters the server knows.
+// it lists exactly the resource types the server knows and the search
+// parameters it can evaluate (not number, quantity, composite or special).
 
 const { getResourceTypes, getSearchParameters } = require('@medplum/core');
+const { MATCHABLE_TYPES } = require('./repo');
 
 const TYPE_INTERACTIONS = ['read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'create', 'search-type'];
 
@@ -22,7 +24,7 @@ function buildCapabilityStatement(options) {
       conditionalUpdate: true,
       conditionalDelete: 'single',
       searchParam: Object.values(getSearchParameters(type) || {})
-        .filter((sp) => sp.code !== '_compartment')
+        .filter((sp) => sp.code !== '_compartment' && MATCHABLE_TYPES.has(sp.type))
         .map((sp) => ({ name: sp.code, type: sp.type }))
         .sort((a, b) => a.name.localeCompare(b.name)),
     }));

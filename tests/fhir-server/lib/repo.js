@@ -567,4 +567,4 @@ class IndexedMemoryRepository extends MemoryRepository {
   }
 }
 
-module.exports = { IndexedMemoryRepository };
+module.exports = { IndexedMemoryRepository, MATCHABLE_TYPES };

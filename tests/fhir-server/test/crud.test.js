@@ -23,6 +23,9 @@ test('metadata is a CapabilityStatement listing conditional update and our searc
   assert.equal(cp.conditionalUpdate, true);
   assert.ok(cp.interaction.some((i) => i.code === 'update'));
   assert.ok(cp.searchParam.some((p) => p.name === 'subject' && p.type === 'reference'));
+  const obs = rest.resource.find((r) => r.type === 'Observation');
+  assert.ok(obs.searchParam.some((p) => p.name === 'code' && p.type === 'token'));
+  assert.ok(!obs.searchParam.some((p) => p.name === 'value-quantity'), 'unsupported parameter types are not listed');
 });
 
 test('create then read, vread; server assigns id and meta', async () => {

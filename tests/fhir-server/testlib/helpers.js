@@ -10,7 +10,7 @@ const path = require('node:path');
 const SERVER = path.join(__dirname, '..', 'server.js');
 const FHIR_JSON = 'application/fhir+json';
 
-async function startServer(extraArgs = []) {
+async function startServer(extraArgs = [], { scheme = 'http' } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fhir-test-'));
   const portFile = path.join(dir, 'port');
   const child = spawn(process.execPath, [SERVER, '--port', '0', '--port-file', portFile, '--quiet', ...extraArgs], {
@@ -18,6 +18,10 @@ async function startServer(extraArgs = []) {
   });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
+  // Never leave a server behind, even if the test process dies early.
+  const killOnExit = () => child.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  child.once('exit', () => process.removeListener('exit', killOnExit));
   const deadline = Date.now() + 30000;
   while (!fs.existsSync(portFile)) {
     if (child.exitCode !== null) {
@@ -30,7 +34,7 @@ async function startServer(extraArgs = []) {
     await new Promise((r) => setTimeout(r, 50));
   }
   const port = Number(fs.readFileSync(portFile, 'utf8').trim());
-  const origin = `http://127.0.0.1:${port}`;
+  const origin = `${scheme}://127.0.0.1:${port}`;
   return {
     port,
     origin,

@@ -11,6 +11,11 @@
  * wildcard patterns, so extraction never re-parses a table.  Codes are
  * normalised the same way at load and at extraction (system aliases,
  * ICD-10 dots, HGNC: prefix, case), as declared in the systems table.
+ *
+ * Site-local files (mappings.extra) load after the shipped ones and are
+ * checked the same way; each entry and table row remembers its file and
+ * index, so that a local definition meeting a shipped one is refused with
+ * both named.  The coverage report (map, sync --report) is built here too.
  */
 #include "mapping.h"
 
@@ -61,6 +66,10 @@ enum fid {
     F_COMORBIDITY,
     F_CA153,
     F_ALP,
+    F_HER2_ISH_RATIO,  /* HER2/CEP17 ratio >= 2.0: yes / no (combined in finish) */
+    F_HER2_ISH_COPIES, /* mean HER2 copies per nucleus >= 4.0: yes / no */
+    F_NOTTINGHAM,      /* Nottingham score 3..9, offered as grade */
+    F_MET_HISTORY,     /* HistoryOfMetastaticCancer: yes = metastasis, site unknown */
     F_IGNORE,
     F_COUNT
 };
@@ -134,6 +143,10 @@ static const struct featdef feats[F_COUNT] = {
     [F_COMORBIDITY] = {"comorbidity", VT_TRI, 0, 0, NULL, FK_PRESENCE, 0, 0},
     [F_CA153] = {"ca153", VT_NUMBER, 0, 0, NULL, FK_LATEST, 0, 0},
     [F_ALP] = {"alp", VT_NUMBER, 0, 0, NULL, FK_LATEST, 0, 0},
+    [F_HER2_ISH_RATIO] = {"her2-ish-ratio", VT_TRI, 0, 0, NULL, FK_LATEST, 0, 0},
+    [F_HER2_ISH_COPIES] = {"her2-ish-copies", VT_TRI, 0, 0, NULL, FK_LATEST, 0, 0},
+    [F_NOTTINGHAM] = {"nottingham-score", VT_INT, 3, 9, NULL, FK_LATEST, 0, 0},
+    [F_MET_HISTORY] = {"metastasis-history", VT_TRI, 0, 0, NULL, FK_LATEST, 0, 0},
     [F_IGNORE] = {"ignore", VT_ANY, 0, 0, NULL, FK_NONE, 0, 0},
 };
 
@@ -301,11 +314,15 @@ struct entry {
     int above_known, below_known;
     char *issue;
     int active_only;
+    int local;        /* from a site-local file (mappings.extra) */
+    char origin[112]; /* "file entry N" for conflict messages */
 };
 
 struct tval {
     int table;
     char *value;
+    int local;
+    char origin[160]; /* "file value table 'x' entry N" */
 };
 
 struct pattern {
@@ -333,6 +350,8 @@ struct mapping {
     int nalias, capalias;
     char **tables;
     int ntables, captables;
+    int *table_local; /* per table: defined by a site-local file */
+    int captlocal;
     struct tval *tvals;
     int ntvals, captvals;
     struct entry *ents;
@@ -461,6 +480,7 @@ void mapping_free(struct mapping *m)
     for (i = 0; i < m->ntables; i++)
         free(m->tables[i]);
     free(m->tables);
+    free(m->table_local);
     for (i = 0; i < m->ntvals; i++)
         free(m->tvals[i].value);
     free(m->tvals);
@@ -595,6 +615,7 @@ struct lctx {
     struct mapping *m;
     struct adp_error *err;
     const char *file; /* short name for messages */
+    int local;        /* 1 while loading a site-local (extra) file */
 };
 
 static enum adp_err cfg_err(struct lctx *c, const char *what, int n, const char *code,
@@ -826,6 +847,18 @@ static enum adp_err add_pattern(struct lctx *c, const char *prefix, const char *
     return ADP_OK;
 }
 
+static int table_is_local(const struct mapping *m, int t)
+{
+    return m->table_local != NULL && t < m->ntables && m->table_local[t];
+}
+
+/* A site-local definition that meets a shipped one is a conflict: a local
+ * file may add codes, never redefine what is shipped. */
+static int conflicts_shipped(const struct lctx *c, int other_local)
+{
+    return c->local && !other_local;
+}
+
 static enum adp_err load_tables(struct lctx *c, json_t *obj)
 {
     static const char *const keys[] = {"system", "codes", "text", "value",
@@ -833,26 +866,35 @@ static enum adp_err load_tables(struct lctx *c, json_t *obj)
     struct mapping *m = c->m;
     const char *name, *k;
     json_t *rows, *row, *cv;
+    struct slot *sl;
     size_t i, j;
     char key[600], norm[256];
 
     if (!json_is_object(obj))
         return cfg_err(c, "value_tables", 0, NULL, "'value_tables' must be an object");
     json_object_foreach (obj, name, rows) {
-        int t;
+        int t = table_lookup(m, name);
 
-        if (table_lookup(m, name) >= 0)
+        /* A site-local file may add rows to a shipped table (new local answer
+         * codes); anywhere else a second definition is an error. */
+        if (t >= 0 && !(c->local && !table_is_local(m, t)))
             return adp_error_set(c->err, ADP_ECONFIG,
                                  "%s: value table '%s' defined twice", c->file, name);
         if (!json_is_array(rows))
             return adp_error_set(c->err, ADP_ECONFIG,
                                  "%s: value table '%s' must be an array", c->file, name);
-        if (grow((void **)&m->tables, &m->captables, m->ntables, sizeof(char *)) != 0)
-            return nomem(c);
-        m->tables[m->ntables] = xstrdup(name);
-        if (m->tables[m->ntables] == NULL)
-            return nomem(c);
-        t = m->ntables++;
+        if (t < 0) {
+            if (grow((void **)&m->tables, &m->captables, m->ntables, sizeof(char *)) !=
+                    0 ||
+                grow((void **)&m->table_local, &m->captlocal, m->ntables, sizeof(int)) !=
+                    0)
+                return nomem(c);
+            m->tables[m->ntables] = xstrdup(name);
+            if (m->tables[m->ntables] == NULL)
+                return nomem(c);
+            m->table_local[m->ntables] = c->local;
+            t = m->ntables++;
+        }
         json_array_foreach (rows, i, row) {
             const char *sys = NULL, *val, *src;
             json_t *codes, *texts;
@@ -884,6 +926,9 @@ static enum adp_err load_tables(struct lctx *c, json_t *obj)
             m->tvals[m->ntvals].value = xstrdup(val);
             if (m->tvals[m->ntvals].value == NULL)
                 return nomem(c);
+            m->tvals[m->ntvals].local = c->local;
+            snprintf(m->tvals[m->ntvals].origin, sizeof(m->tvals[m->ntvals].origin),
+                     "%.60s value table '%.40s' entry %d", c->file, name, (int)i);
             id = m->ntvals++;
             if (codes != NULL) {
                 if (!json_is_array(codes) || json_array_size(codes) == 0)
@@ -909,7 +954,12 @@ static enum adp_err load_tables(struct lctx *c, json_t *obj)
                         continue;
                     }
                     snprintf(key, sizeof(key), "V|%d|%s|%s", t, sys, norm);
-                    if (hash_find(m, key) != NULL)
+                    if ((sl = hash_find(m, key)) != NULL && sl->n > 0 &&
+                        conflicts_shipped(c, m->tvals[sl->ids[0]].local))
+                        return cfg_err(c, what, (int)i, code,
+                                       "conflicts with shipped %s (same code)",
+                                       m->tvals[sl->ids[0]].origin);
+                    if (sl != NULL)
                         return cfg_err(c, what, (int)i, code,
                                        "duplicate code in table '%s'", name);
                     if (hash_add(m, key, id) != 0)
@@ -932,7 +982,12 @@ static enum adp_err load_tables(struct lctx *c, json_t *obj)
                     for (; *tx && n + 1 < sizeof(key); tx++)
                         key[n++] = (char)tolower((unsigned char)*tx);
                     key[n] = '\0';
-                    if (hash_find(m, key) != NULL)
+                    if ((sl = hash_find(m, key)) != NULL && sl->n > 0 &&
+                        conflicts_shipped(c, m->tvals[sl->ids[0]].local))
+                        return cfg_err(c, what, (int)i, json_string_value(cv),
+                                       "conflicts with shipped %s (same text)",
+                                       m->tvals[sl->ids[0]].origin);
+                    if (sl != NULL)
                         return cfg_err(c, what, (int)i, json_string_value(cv),
                                        "duplicate text in table '%s'", name);
                     if (hash_add(m, key, id) != 0)
@@ -1062,6 +1117,8 @@ static enum adp_err load_entry(struct lctx *c, int n, json_t *o, int resource)
     id = m->nents++;
     e->feature = f;
     e->resource = resource;
+    e->local = c->local;
+    snprintf(e->origin, sizeof(e->origin), "%.80s entry %d", c->file, n);
 
     s = json_string_value(json_object_get(o, "where"));
     e->where = W_CODE;
@@ -1071,8 +1128,14 @@ static enum adp_err load_entry(struct lctx *c, int n, json_t *o, int resource)
                            "unknown 'where' (expected code, bodySite, extension or "
                            "stage.summary)");
     }
-    if (e->where != W_CODE && resource != RES_CONDITION)
-        return cfg_err(c, "entry", n, code0, "'where' %s is only for Condition",
+    /* Observations match on code, or (presence only) on an extension's
+     * valueCodeableConcept, e.g. the mCODE Comorbidities related condition. */
+    if (e->where != W_CODE && resource != RES_CONDITION &&
+        !(e->where == W_EXTENSION && json_is_string(json_object_get(o, "transform")) &&
+          strcmp(json_string_value(json_object_get(o, "transform")), "presence") == 0))
+        return cfg_err(c, "entry", n, code0,
+                       "'where' %s is only for Condition (Observation: extension with "
+                       "presence)",
                        where_names[e->where]);
     jv = json_object_get(o, "url");
     if (e->where == W_EXTENSION) {
@@ -1305,6 +1368,14 @@ static enum adp_err load_entry(struct lctx *c, int n, json_t *o, int resource)
                 struct pattern *p = &m->pats[j];
 
                 if (p->prefix[0] == 'E' && strcmp(p->prefix, base) == 0 &&
+                    strcmp(p->pat, norm) == 0 &&
+                    conflicts_shipped(c, m->ents[p->id].local))
+                    return cfg_err(c, "entry", n, code,
+                                   "conflicts with shipped %s (same pattern, feature "
+                                   "'%s')",
+                                   m->ents[p->id].origin,
+                                   feats[m->ents[p->id].feature].name);
+                if (p->prefix[0] == 'E' && strcmp(p->prefix, base) == 0 &&
                     strcmp(p->pat, norm) == 0 && m->ents[p->id].feature == f &&
                     same_when(m->ents[p->id].when_json, e->when_json))
                     return cfg_err(c, "entry", n, code,
@@ -1321,6 +1392,10 @@ static enum adp_err load_entry(struct lctx *c, int n, json_t *o, int resource)
 
             if (sl->ids[j] == id)
                 return cfg_err(c, "entry", n, code, "duplicate code within the entry");
+            if (conflicts_shipped(c, o2->local))
+                return cfg_err(c, "entry", n, code,
+                               "conflicts with shipped %s (same code, feature '%s')",
+                               o2->origin, feats[o2->feature].name);
             if (o2->feature == f && same_when(o2->when_json, e->when_json))
                 return cfg_err(c, "entry", n, code, "duplicate code for feature '%s'",
                                fname);
@@ -1498,6 +1573,7 @@ enum adp_err mapping_load(const char *dir, const char *const *extra, int nextra,
             if (v == NULL)
                 continue;
             c.file = files[i].name;
+            c.local = i >= nnames;
             rc = pass == 0   ? load_systems(&c, v)
                  : pass == 1 ? load_tables(&c, v)
                              : load_entries(&c, v);
@@ -1593,6 +1669,7 @@ struct acc {
     struct val v;
     struct fsrc s;
     char first_ref[FEAT_REF_LEN]; /* FK_PRESENCE: resource with the earliest date */
+    int rank; /* status rank of the winning value: amended / corrected = 1 */
 };
 
 struct hit {
@@ -1613,6 +1690,8 @@ struct xctx {
     struct acc unsited;
     const char *ref;
     char refbuf[FEAT_REF_LEN];
+    int rank; /* of the resource in hand: 1 for an amended / corrected Observation */
+    long birth; /* Patient.birthDate as a day (for onsetAge), or FEAT_NO_DATE */
 };
 
 static void issue(struct xctx *x, const char *field, const char *fmt, ...)
@@ -1703,16 +1782,27 @@ static void offer_latest(struct xctx *x, int f, struct acc *a, const struct val 
 {
     char b1[32], b2[32];
 
-    if (!a->has || date > a->s.date) {
+    /* The latest date wins; at the same date an amended / corrected result
+     * supersedes the original one instead of conflicting with it. */
+    if (!a->has || date > a->s.date || (date == a->s.date && x->rank > a->rank)) {
         a->has = 1;
         a->v = *v;
+        a->rank = x->rank;
         fsrc_reset(&a->s, date, x->ref);
         a->s.known = 1;
         return;
     }
-    if (date < a->s.date)
+    if (date < a->s.date || x->rank < a->rank)
         return;
     if (val_eq(f, &a->v, v)) {
+        fsrc_add(&a->s, x->ref);
+        return;
+    }
+    /* Synchronous primaries of the left and the right breast (fhir-codes.md
+     * §15 gotcha 5: the contralateral breast may be a second primary): the
+     * disease is bilateral, not a conflict. */
+    if (f == F_LATERALITY && !a->s.conflict && a->v.i + v->i == 1) {
+        a->v.i = 2; /* left 0 + right 1 -> bilateral */
         fsrc_add(&a->s, x->ref);
         return;
     }
@@ -1752,6 +1842,17 @@ static void offer_presence(struct xctx *x, struct acc *a, long date)
 static void offer(struct xctx *x, int f, const struct val *v, long date)
 {
     struct features *out = x->f;
+
+    if (f == F_NOTTINGHAM) {
+        /* Nottingham score 3-5 is grade 1, 6-7 grade 2, 8-9 grade 3
+         * (fhir-codes.md §5, histologic grade). */
+        struct val g;
+
+        memset(&g, 0, sizeof(g));
+        g.i = v->i <= 5 ? 1 : v->i <= 7 ? 2 : 3;
+        offer_latest(x, F_GRADE, &x->acc[F_GRADE], &g, date);
+        return;
+    }
 
     switch (feats[f].kind) {
     case FK_LATEST:
@@ -1947,6 +2048,54 @@ static void add_site(struct xctx *x, int site, long date)
     offer_presence(x, &x->sites[site], date);
 }
 
+static void stage_text(struct xctx *x, json_t *sum, long date);
+static int table_text(struct xctx *x, const struct entry *e, const char *s, struct val *v);
+
+/* Condition.onsetAge (an Age in years, UCUM "a") as a day, from the birth
+ * date (fhir-codes.md §1.1); FEAT_NO_DATE when absent or unusable. */
+static long onset_age(struct xctx *x, json_t *res)
+{
+    json_t *age = json_object_get(res, "onsetAge"), *val;
+    const char *unit;
+
+    if (age == NULL)
+        return FEAT_NO_DATE;
+    val = json_object_get(age, "value");
+    unit = json_string_value(json_object_get(age, "code"));
+    if (unit == NULL)
+        unit = json_string_value(json_object_get(age, "unit"));
+    if (!json_is_number(val) || json_number_value(val) < 0 ||
+        json_number_value(val) > 130) {
+        issue(x, "onsetAge", "field 'onsetAge.value' must be a number of years");
+        return FEAT_NO_DATE;
+    }
+    if (unit == NULL || (strcmp(unit, "a") != 0 && strcasecmp(unit, "years") != 0 &&
+                         strcasecmp(unit, "year") != 0 && strcasecmp(unit, "yr") != 0)) {
+        issue(x, "onsetAge", "unknown unit '%s' in onsetAge (expected a)",
+              unit ? unit : "");
+        return FEAT_NO_DATE;
+    }
+    if (x->birth == FEAT_NO_DATE) {
+        issue(x, "onsetAge", "onsetAge without a Patient.birthDate: date unknown");
+        return FEAT_NO_DATE;
+    }
+    {
+        /* the birthday of that age, then the fraction of a year in days */
+        double years = floor(json_number_value(val));
+        char b[16], d[24];
+        long day;
+
+        feat_format_date(x->birth, b, sizeof(b));
+        snprintf(d, sizeof(d), "%04d%s", atoi(b) + (int)years, b + 4);
+        if (feat_parse_date(d, &day) != 0) { /* 29 February in a common year */
+            snprintf(d, sizeof(d), "%04d%.4s28", atoi(b) + (int)years, b + 4);
+            if (feat_parse_date(d, &day) != 0)
+                return FEAT_NO_DATE;
+        }
+        return day + (long)floor((json_number_value(val) - years) * 365.2425);
+    }
+}
+
 static void proc_condition(struct xctx *x, json_t *res)
 {
     static const char *const bad_ver[] = {"refuted", "entered-in-error", NULL};
@@ -1968,6 +2117,8 @@ static void proc_condition(struct xctx *x, json_t *res)
     active = !cc_has_code(json_object_get(res, "clinicalStatus"), inactive);
 
     date = parse_date_field(x, res, "onsetDateTime");
+    if (date == FEAT_NO_DATE)
+        date = onset_age(x, res);
     if (date == FEAT_NO_DATE)
         date = period_start(x, res, "onsetPeriod");
     if (date == FEAT_NO_DATE)
@@ -2008,9 +2159,13 @@ static void proc_condition(struct xctx *x, json_t *res)
         json_t *st;
 
         json_array_foreach (v, k, st) {
-            if (json_is_object(st))
-                match_cc(x, "Condition|stage.summary", json_object_get(st, "summary"),
-                         "stage.summary", hits, &nhits);
+            json_t *sum = json_is_object(st) ? json_object_get(st, "summary") : NULL;
+
+            if (sum == NULL)
+                continue;
+            if (match_cc(x, "Condition|stage.summary", sum, "stage.summary", hits,
+                         &nhits) == 0)
+                stage_text(x, sum, date);
         }
     }
     ext = json_object_get(res, "extension");
@@ -2100,6 +2255,32 @@ static void proc_condition(struct xctx *x, json_t *res)
         if (e->active_only && !active)
             continue;
         offer(x, f, &e->fixed, date);
+    }
+}
+
+/*
+ * Condition.stage.summary with no recognised coding but a text ("Stage IV",
+ * fhir-codes.md §4.6 EHR text-only): read the text with the value tables of
+ * the stage-group Observation entries.
+ */
+static void stage_text(struct xctx *x, json_t *sum, long date)
+{
+    const char *text = json_string_value(json_object_get(sum, "text"));
+    int i;
+
+    if (text == NULL)
+        return;
+    for (i = 0; i < x->m->nents; i++) {
+        const struct entry *e = &x->m->ents[i];
+        struct val v;
+
+        if (e->feature != F_STAGE || e->resource != RES_OBSERVATION || e->ntables == 0)
+            continue;
+        memset(&v, 0, sizeof(v));
+        if (table_text(x, e, text, &v) == 1) {
+            offer(x, F_STAGE, &v, date);
+            return;
+        }
     }
 }
 
@@ -2339,6 +2520,62 @@ static int table_interp(struct xctx *x, const struct entry *e, json_t *src, stru
 
 /* Compute the value of one entry for an Observation (or its component).
  * Returns 1 value, 0 recognised without value, -1 not recognised. */
+/*
+ * Free text made of codes, e.g. valueString "cT2 cN1 cM1" (fhir-codes.md
+ * §4.6, EHR text-only): each word is looked up as a code of every declared
+ * system in the entry's value tables.  One value, or several words that agree,
+ * give the value; words that disagree are an issue and leave it unknown.
+ * Returns 1 with *v set, 0 (recognised, unusable) or -1 (nothing matched).
+ */
+static int table_tokens(struct xctx *x, const struct entry *e, const char *s,
+                        struct val *v)
+{
+    const struct mapping *m = x->m;
+    char tok[64];
+    const char *found = NULL;
+    int t, si;
+
+    while (*s != '\0') {
+        size_t n = 0;
+
+        while (*s == ' ' || *s == ',' || *s == ';' || *s == '/')
+            s++;
+        while (*s != '\0' && *s != ' ' && *s != ',' && *s != ';' && *s != '/') {
+            if (n + 1 < sizeof(tok))
+                tok[n++] = *s;
+            s++;
+        }
+        tok[n] = '\0';
+        if (n == 0)
+            continue;
+        for (t = 0; t < e->ntables; t++) {
+            for (si = 0; si < m->nsys; si++) {
+                json_t *c = json_pack("{s:s, s:s}", "system", m->sys[si].uri, "code", tok);
+                int id;
+
+                if (c == NULL) {
+                    x->oom = 1;
+                    return 0;
+                }
+                id = table_coding(m, e->tables[t], c);
+                json_decref(c);
+                if (id < 0)
+                    continue;
+                if (found != NULL && strcmp(found, m->tvals[id].value) != 0) {
+                    issue(x, "valueString",
+                          "valueString names both '%s' and '%s' for %s; value unknown",
+                          found, m->tvals[id].value, feats[e->feature].name);
+                    return 0;
+                }
+                found = m->tvals[id].value;
+            }
+        }
+    }
+    if (found == NULL)
+        return -1;
+    return parse_value(e->feature, found, v) == 1 ? 1 : 0;
+}
+
 static int obs_value(struct xctx *x, const struct entry *e, json_t *obs, struct val *v)
 {
     json_t *src = obs, *jv;
@@ -2448,8 +2685,19 @@ static int obs_value(struct xctx *x, const struct entry *e, json_t *obs, struct 
         jv = json_object_get(src, "valueString");
         if (json_is_string(jv)) {
             r = table_text(x, e, json_string_value(jv), v);
+            if (r < 0)
+                r = table_tokens(x, e, json_string_value(jv), v);
             if (r >= 0)
                 return r;
+        }
+        jv = json_object_get(src, "valueBoolean");
+        if (jv != NULL && feats[e->feature].vt == VT_TRI) {
+            if (!json_is_boolean(jv)) {
+                issue(x, "valueBoolean", "field 'valueBoolean' must be a boolean");
+                return 0;
+            }
+            v->i = json_is_true(jv) ? TRI_YES : TRI_NO;
+            return 1;
         }
         return table_interp(x, e, src, v);
     case TR_PRESENCE:
@@ -2457,6 +2705,41 @@ static int obs_value(struct xctx *x, const struct entry *e, json_t *obs, struct 
         break;
     }
     return -1;
+}
+
+/* Presence entries on an Observation's extensions (valueCodeableConcept):
+ * the mCODE Comorbidities Observation names each comorbid condition in
+ * extension[comorbidConditionPresent]. */
+static void obs_extensions(struct xctx *x, json_t *res, long date)
+{
+    struct hit hits[MAX_HITS];
+    json_t *ext = json_object_get(res, "extension"), *v;
+    size_t k;
+    int nhits = 0, i;
+
+    if (ext != NULL && !json_is_array(ext)) {
+        issue(x, "extension", "field 'extension' must be an array");
+        return;
+    }
+    json_array_foreach (ext, k, v) {
+        const char *url = json_string_value(json_object_get(v, "url"));
+        char resw[400];
+
+        if (url == NULL)
+            continue;
+        snprintf(resw, sizeof(resw), "Observation|extension:%s", url);
+        match_cc(x, resw, json_object_get(v, "valueCodeableConcept"), "extension", hits,
+                 &nhits);
+    }
+    for (i = 0; i < nhits; i++) {
+        const struct entry *e = &x->m->ents[hits[i].entry];
+
+        if (e->issue != NULL)
+            issue(x, "extension", "%s", e->issue);
+        if (e->fixed_known && e->feature != F_IGNORE &&
+            feats[e->feature].kind != FK_CLASSIFY)
+            offer(x, e->feature, &e->fixed, date);
+    }
 }
 
 static void proc_observation(struct xctx *x, json_t *res)
@@ -2476,6 +2759,8 @@ static void proc_observation(struct xctx *x, json_t *res)
     for (k = 0; st != NULL && skip_status[k] != NULL; k++)
         if (strcmp(json_string_value(st), skip_status[k]) == 0)
             return;
+    x->rank = st != NULL && (strcmp(json_string_value(st), "amended") == 0 ||
+                             strcmp(json_string_value(st), "corrected") == 0);
     date = parse_date_field(x, res, "effectiveDateTime");
     if (date == FEAT_NO_DATE)
         date = period_start(x, res, "effectivePeriod");
@@ -2488,6 +2773,7 @@ static void proc_observation(struct xctx *x, json_t *res)
             report_unmapped_cc(x, "Observation", code);
         return;
     }
+    obs_extensions(x, res, date);
     if (json_object_get(res, "dataAbsentReason") != NULL)
         return; /* recognised, value absent: unknown, never negative */
     for (i = 0; i < nhits; i++) {
@@ -2553,6 +2839,48 @@ static void copy_latest(struct acc *a, struct fsrc *s)
         *s = a->s;
 }
 
+/*
+ * HER2 ISH from its numbers when no ISH result is coded (fhir-codes.md §6.3):
+ * amplified needs a HER2/CEP17 ratio >= 2.0 AND a mean HER2 copy number
+ * >= 4.0 (the two thresholds are in the mapping entries); ratio < 2.0 with
+ * copies < 4.0 is not amplified; the other groups depend on IHC and leave
+ * ISH unknown, with an issue.
+ */
+static void ish_from_counts(struct xctx *x)
+{
+    struct acc *r = &x->acc[F_HER2_ISH_RATIO], *c = &x->acc[F_HER2_ISH_COPIES];
+    struct fsrc *s = &x->f->her2_ish_src;
+    int i;
+
+    if (!(r->has && r->s.known) || !(c->has && c->s.known)) {
+        if ((r->has && r->s.known) || (c->has && c->s.known)) {
+            x->ref = (r->has && r->s.known) ? r->s.src[0] : c->s.src[0];
+            issue(x, "her2-ish", "HER2 ISH %s without the %s: ISH stays unknown",
+                  (r->has && r->s.known) ? "ratio" : "copy number",
+                  (r->has && r->s.known) ? "copy number" : "ratio");
+        }
+        return;
+    }
+    if (r->v.i == TRI_YES && c->v.i == TRI_YES)
+        x->f->her2_ish = TRI_YES;
+    else if (r->v.i == TRI_NO && c->v.i == TRI_NO)
+        x->f->her2_ish = TRI_NO;
+    memset(s, 0, sizeof(*s));
+    s->date = r->s.date > c->s.date ? r->s.date : c->s.date;
+    for (i = 0; i < r->s.nsrc; i++)
+        fsrc_add(s, r->s.src[i]);
+    for (i = 0; i < c->s.nsrc; i++)
+        fsrc_add(s, c->s.src[i]);
+    if (x->f->her2_ish != TRI_UNKNOWN) {
+        s->known = 1;
+        return;
+    }
+    x->ref = r->s.src[0];
+    issue(x, "her2-ish",
+          "HER2 ISH ratio and copy number fall in a group that depends on IHC; ISH "
+          "stays unknown");
+}
+
 static void finish(struct xctx *x)
 {
     struct features *f = x->f;
@@ -2573,6 +2901,19 @@ static void finish(struct xctx *x)
     if (x->unsited.has) {
         f->metastasis_unsited = 1;
         f->metastasis_unsited_src = x->unsited.s;
+    }
+    /* mCODE HistoryOfMetastaticCancer true: a distant metastasis without a
+     * site, unless a Condition names the sites. */
+    a = &x->acc[F_MET_HISTORY];
+    if (a->has && a->s.known && a->v.i == TRI_YES && !x->unsited.has) {
+        int any = 0;
+
+        for (i = 0; i < SITE_COUNT; i++)
+            any |= x->sites[i].has;
+        if (!any) {
+            f->metastasis_unsited = 1;
+            f->metastasis_unsited_src = a->s;
+        }
     }
 #define KNOWN(F) (x->acc[F].has && x->acc[F].s.known)
     copy_latest(&x->acc[F_LATERALITY], &f->laterality_src);
@@ -2627,6 +2968,8 @@ static void finish(struct xctx *x)
     copy_latest(&x->acc[F_HER2_ISH], &f->her2_ish_src);
     if (KNOWN(F_HER2_ISH))
         f->her2_ish = (enum tri)x->acc[F_HER2_ISH].v.i;
+    else if (!x->acc[F_HER2_ISH].has)
+        ish_from_counts(x);
     copy_latest(&x->acc[F_HER2_OVERALL], &f->her2_overall_src);
     if (KNOWN(F_HER2_OVERALL))
         f->her2_overall = (enum receptor)x->acc[F_HER2_OVERALL].v.i;
@@ -2696,6 +3039,16 @@ enum adp_err mapping_extract(const struct mapping *m, json_t *resources,
     for (k = 0; k < SITE_COUNT; k++)
         x->sites[k].s.date = FEAT_NO_DATE;
     x->unsited.s.date = FEAT_NO_DATE;
+    x->birth = FEAT_NO_DATE;
+    json_array_foreach (resources, i, res) {
+        const char *type = json_string_value(json_object_get(res, "resourceType"));
+        const char *bd = json_string_value(json_object_get(res, "birthDate"));
+        long day;
+
+        if (type != NULL && strcmp(type, "Patient") == 0 && bd != NULL &&
+            feat_parse_date(bd, &day) == 0)
+            x->birth = day;
+    }
     if (report != NULL) {
         x->unmapped = json_object();
         x->issues = json_array();
@@ -2711,12 +3064,14 @@ enum adp_err mapping_extract(const struct mapping *m, json_t *resources,
             continue;
         if (strcmp(type, "Condition") == 0) {
             x->ref = resource_ref(x, res, type);
+            x->rank = 0;
             proc_condition(x, res);
         } else if (strcmp(type, "Observation") == 0) {
             x->ref = resource_ref(x, res, type);
             proc_observation(x, res);
         } else if (strcmp(type, "Patient") == 0) {
             x->ref = resource_ref(x, res, type);
+            x->rank = 0;
             proc_patient(x, res);
         }
         if (x->oom)
@@ -2762,4 +3117,305 @@ out:
     }
     free(x);
     return rc;
+}
+
+/*
+ * Coverage report (map / sync --report): the unmapped codings per patient
+ * and in total, so that an analyst sees which local codes to add.
+ */
+json_t *mapping_coverage_new(void)
+{
+    return json_pack("{s:[], s:[], s:i}", "patients", "total", "issues", 0);
+}
+
+static int cov_cmp(const void *a, const void *b)
+{
+    json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+    long long cx = json_integer_value(json_object_get(x, "count"));
+    long long cy = json_integer_value(json_object_get(y, "count"));
+    int r;
+
+    if (cx != cy)
+        return cx > cy ? -1 : 1;
+    r = strcmp(json_string_value(json_object_get(x, "resourceType")),
+               json_string_value(json_object_get(y, "resourceType")));
+    if (r == 0)
+        r = strcmp(json_string_value(json_object_get(x, "system")),
+                   json_string_value(json_object_get(y, "system")));
+    if (r == 0)
+        r = strcmp(json_string_value(json_object_get(x, "code")),
+                   json_string_value(json_object_get(y, "code")));
+    return r;
+}
+
+/* Sort a JSON array of unmapped rows: most frequent first, then by key. */
+static int cov_sort(json_t *arr)
+{
+    size_t n = json_array_size(arr), i;
+    json_t **v;
+
+    if (n < 2)
+        return 0;
+    v = malloc(n * sizeof(*v));
+    if (v == NULL)
+        return -1;
+    for (i = 0; i < n; i++)
+        v[i] = json_incref(json_array_get(arr, i));
+    qsort(v, n, sizeof(*v), cov_cmp);
+    json_array_clear(arr);
+    for (i = 0; i < n; i++)
+        if (json_array_append_new(arr, v[i]) != 0) {
+            for (; i < n; i++)
+                json_decref(v[i]);
+            free(v);
+            return -1;
+        }
+    free(v);
+    return 0;
+}
+
+static int cov_same(json_t *a, json_t *b)
+{
+    static const char *const k[] = {"resourceType", "system", "code"};
+    int i;
+
+    for (i = 0; i < 3; i++)
+        if (strcmp(json_string_value(json_object_get(a, k[i])),
+                   json_string_value(json_object_get(b, k[i]))) != 0)
+            return 0;
+    return 1;
+}
+
+enum adp_err mapping_coverage_add(json_t *cov, const char *patient, json_t *report,
+                                  struct adp_error *err)
+{
+    json_t *um = json_object_get(report, "unmapped");
+    json_t *total = json_object_get(cov, "total");
+    json_t *rows = NULL, *row, *t;
+    size_t i, j, nissues = json_array_size(json_object_get(report, "issues"));
+
+    rows = json_deep_copy(json_is_array(um) ? um : json_array());
+    if (rows == NULL || cov_sort(rows) != 0)
+        goto nomem;
+    if (json_array_append_new(json_object_get(cov, "patients"),
+                              json_pack("{s:s, s:O, s:i}", "patient",
+                                        patient ? patient : "unknown", "unmapped", rows,
+                                        "issues", (int)nissues)) != 0)
+        goto nomem;
+    json_object_set_new(cov, "issues",
+                        json_integer(json_integer_value(json_object_get(cov, "issues")) +
+                                     (json_int_t)nissues));
+    json_array_foreach (rows, i, row) {
+        json_t *found = NULL;
+
+        json_array_foreach (total, j, t) {
+            if (cov_same(t, row)) {
+                found = t;
+                break;
+            }
+        }
+        if (found != NULL) {
+            json_object_set_new(
+                found, "count",
+                json_integer(json_integer_value(json_object_get(found, "count")) +
+                             json_integer_value(json_object_get(row, "count"))));
+            json_object_set_new(
+                found, "patients",
+                json_integer(json_integer_value(json_object_get(found, "patients")) + 1));
+            if (json_string_length(json_object_get(found, "display")) == 0)
+                json_object_set(found, "display", json_object_get(row, "display"));
+            continue;
+        }
+        t = json_deep_copy(row);
+        if (t == NULL || json_object_set_new(t, "patients", json_integer(1)) != 0 ||
+            json_array_append_new(total, t) != 0)
+            goto nomem;
+    }
+    if (cov_sort(total) != 0)
+        goto nomem;
+    json_decref(rows);
+    return ADP_OK;
+nomem:
+    json_decref(rows);
+    return adp_error_set(err, ADP_ENOMEM, "coverage report: out of memory");
+}
+
+/* Make *buf hold at least need bytes (doubling); -1 on failure. */
+static int grow_str(char **buf, size_t *cap, size_t need)
+{
+    size_t nc = *cap ? *cap : 256;
+    char *nb;
+
+    if (need <= *cap)
+        return 0;
+    while (nc < need)
+        nc *= 2;
+    nb = realloc(*buf, nc);
+    if (nb == NULL)
+        return -1;
+    *buf = nb;
+    *cap = nc;
+    return 0;
+}
+
+/* Append printf output to a growing string; returns -1 on failure. */
+static int cov_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int cov_printf(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    for (;;) {
+        va_start(ap, fmt);
+        n = vsnprintf(*buf + *len, *cap - *len, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return -1;
+        if ((size_t)n < *cap - *len) {
+            *len += (size_t)n;
+            return 0;
+        }
+        if (grow_str(buf, cap, *len + (size_t)n + 1) != 0)
+            return -1;
+    }
+}
+
+static int cov_rows(char **b, size_t *l, size_t *c, json_t *rows, int total)
+{
+    size_t i;
+    json_t *r;
+
+    json_array_foreach (rows, i, r) {
+        const char *sys = json_string_value(json_object_get(r, "system"));
+        const char *disp = json_string_value(json_object_get(r, "display"));
+
+        if (cov_printf(b, l, c, "  %-12s %s|%s  \"%s\"  count %lld",
+                       json_string_value(json_object_get(r, "resourceType")),
+                       sys && sys[0] ? sys : "(no system)",
+                       json_string_value(json_object_get(r, "code")), disp ? disp : "",
+                       (long long)json_integer_value(json_object_get(r, "count"))) != 0)
+            return -1;
+        if (total && cov_printf(b, l, c, "  patients %lld",
+                                (long long)json_integer_value(
+                                    json_object_get(r, "patients"))) != 0)
+            return -1;
+        if (cov_printf(b, l, c, "\n") != 0)
+            return -1;
+    }
+    return 0;
+}
+
+char *mapping_coverage_text(json_t *cov)
+{
+    json_t *pats = json_object_get(cov, "patients"), *p, *total;
+    size_t i, len = 0, cap = 0;
+    char *buf = NULL;
+    int with = 0;
+
+    total = json_object_get(cov, "total");
+    if (grow_str(&buf, &cap, 1024) != 0)
+        return NULL;
+    buf[0] = '\0';
+    json_array_foreach (pats, i, p) {
+        json_t *rows = json_object_get(p, "unmapped");
+
+        if (json_array_size(rows) > 0)
+            with++;
+        if (cov_printf(&buf, &len, &cap,
+                       "patient %s: %zu unmapped coding(s), %lld issue(s)\n",
+                       json_string_value(json_object_get(p, "patient")),
+                       json_array_size(rows),
+                       (long long)json_integer_value(json_object_get(p, "issues"))) != 0 ||
+            cov_rows(&buf, &len, &cap, rows, 0) != 0)
+            goto fail;
+    }
+    if (cov_printf(&buf, &len, &cap,
+                   "total: %zu distinct unmapped coding(s) in %d of %zu patient(s), "
+                   "%lld issue(s)\n",
+                   json_array_size(total), with, json_array_size(pats),
+                   (long long)json_integer_value(json_object_get(cov, "issues"))) != 0 ||
+        cov_rows(&buf, &len, &cap, total, 1) != 0)
+        goto fail;
+    return buf;
+fail:
+    free(buf);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Observation codes (issue 7: restrict the per-patient search)        */
+
+/* Append token tok to the list s (cap bytes) unless already listed. */
+static int obs_add(char **s, size_t *cap, size_t *o, const char *tok)
+{
+    size_t n = strlen(tok);
+    char *p, *q;
+
+    for (p = *s; (p = strstr(p, tok)) != NULL; p++)
+        if ((p == *s || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
+            return 0;
+    if (*o + n + 2 > *cap) {
+        size_t nc = (*cap + n + 2) * 2;
+
+        q = realloc(*s, nc);
+        if (q == NULL)
+            return -1;
+        *s = q;
+        *cap = nc;
+    }
+    *o += (size_t)snprintf(*s + *o, *cap - *o, "%s%s", *o ? "," : "", tok);
+    return 0;
+}
+
+char *mapping_observation_codes(const struct mapping *m)
+{
+    static const char pfx[] = "E|Observation|code|";
+    size_t cap = 256, o = 0, i;
+    char *s, *sys, *code, tok[1300], key[600];
+    int j, si, loose, bad = 0;
+
+    for (j = 0; j < m->npats; j++)
+        if (strncmp(m->pats[j].prefix, pfx, sizeof(pfx) - 1) == 0)
+            return calloc(1, 1); /* a pattern cannot be a code= list */
+    s = malloc(cap);
+    if (s == NULL)
+        return NULL;
+    s[0] = '\0';
+    for (i = 0; i < m->nslots && !bad; i++) {
+        if (m->slots[i].key == NULL || strncmp(m->slots[i].key, pfx, sizeof(pfx) - 1) != 0 ||
+            strlen(m->slots[i].key) >= sizeof(key))
+            continue;
+        snprintf(key, sizeof(key), "%s", m->slots[i].key + sizeof(pfx) - 1);
+        code = strrchr(key, '|');
+        if (code == NULL)
+            continue;
+        *code++ = '\0';
+        sys = key;
+        si = sys_lookup(m, sys);
+        loose = si >= 0 && (m->sys[si].norm != 0 || m->sys[si].strip_prefix != NULL);
+        for (j = 0; si >= 0 && j < m->nalias && !loose; j++)
+            if (m->alias[j].sys == si)
+                loose = 1;
+        /* normalised or aliased systems: system-less, like the cohort codes */
+        snprintf(tok, sizeof(tok), "%s%s%s", loose ? "" : sys, loose ? "" : "|", code);
+        if (obs_add(&s, &cap, &o, tok) != 0)
+            bad = 1;
+        if (!bad && si >= 0 && (m->sys[si].norm & NORM_STRIP_DOTS) && strlen(code) > 3 &&
+            strchr(code, '.') == NULL) {
+            /* the dotted form of an ICD-style code as sent by most servers */
+            snprintf(tok, sizeof(tok), "%.3s.%s", code, code + 3);
+            bad = obs_add(&s, &cap, &o, tok) != 0;
+        }
+        if (!bad && si >= 0 && m->sys[si].strip_prefix != NULL) {
+            snprintf(tok, sizeof(tok), "%s%s", m->sys[si].strip_prefix, code);
+            bad = obs_add(&s, &cap, &o, tok) != 0;
+        }
+    }
+    if (bad) {
+        free(s);
+        return NULL;
+    }
+    return s;
 }

@@ -48,4 +48,31 @@ enum adp_err mapping_extract(const struct mapping *m, json_t *resources,
  */
 char *mapping_cohort_codes(const struct mapping *m);
 
+/*
+ * The codes of every Observation.code entry, as a comma-separated FHIR token
+ * list (new string, free(); NULL on no memory) for Observation?code=...:
+ * "system|code" for plain systems, the bare code (and its dotted or
+ * prefixed form) for aliased or normalised ones, as mapping_cohort_codes.
+ * "" when an Observation entry uses a code pattern: the search cannot then
+ * be restricted.
+ */
+char *mapping_observation_codes(const struct mapping *m);
+
+/*
+ * Coverage report for `map` and `sync --report`: the codings no mapping
+ * recognised, per patient and in total.
+ *   mapping_coverage_new(): new reference,
+ *     {"patients":[{"patient","unmapped":[rows],"issues":n}],
+ *      "total":[rows + "patients"], "issues":n}; a row is
+ *     {system, code, display, resourceType, count}.  NULL on no memory.
+ *   mapping_coverage_add(): adds one patient's mapping_extract() report
+ *     (borrowed) under the id patient (copied).  ADP_ENOMEM only.
+ *   mapping_coverage_text(): the report for a human (new string, free()),
+ *     NULL on no memory.
+ */
+json_t *mapping_coverage_new(void);
+enum adp_err mapping_coverage_add(json_t *cov, const char *patient, json_t *report,
+                                  struct adp_error *err);
+char *mapping_coverage_text(json_t *cov);
+
 #endif

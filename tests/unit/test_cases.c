@@ -167,6 +167,41 @@ static json_t *actual_json(const struct features *f, json_t *rep)
     CONFLICT("alp", f->alp_src);
 #undef CONFLICT
     json_object_set_new(o, "conflicts", a);
+    /* Provenance: the resources each feature came from. */
+    a = json_object();
+#define SRC(name, s) json_object_set_new(a, name, srcs_json(&(s)))
+    SRC("birth_date", f->birth_src);
+    SRC("primary", f->primary_src);
+    SRC("laterality", f->laterality_src);
+    SRC("histology", f->histology_src);
+    SRC("metastasis_unsited", f->metastasis_unsited_src);
+    SRC("t", f->t_src);
+    SRC("n", f->n_src);
+    SRC("m", f->m_src);
+    SRC("stage_iv", f->stage_src);
+    SRC("tumour_size_mm", f->tumour_size_src);
+    SRC("grade", f->grade_src);
+    SRC("lvi", f->lvi_src);
+    SRC("er", f->er_src);
+    SRC("pr", f->pr_src);
+    SRC("her2_ihc", f->her2_ihc_src);
+    SRC("her2_ish", f->her2_ish_src);
+    SRC("her2_overall", f->her2_overall_src);
+    SRC("ki67", f->ki67_src);
+    SRC("pdl1", f->pdl1_src);
+    SRC("rs", f->rs_src);
+    SRC("gbrca", f->gbrca_src);
+    SRC("pik3ca", f->pik3ca_src);
+    SRC("ecog", f->ecog_src);
+    SRC("karnofsky", f->karnofsky_src);
+    SRC("symptomatic", f->symptomatic_src);
+    SRC("comorbidity", f->comorbidity_src);
+    SRC("ca153", f->ca153_src);
+    SRC("alp", f->alp_src);
+    for (i = 0; i < SITE_COUNT; i++)
+        SRC(site_name((enum site)i), f->site_src[i]);
+#undef SRC
+    json_object_set_new(o, "srcs", a);
     a = json_array();
     json_array_foreach (json_object_get(rep, "unmapped"), k, u) {
         char line[512];
@@ -219,6 +254,18 @@ static int same_set(json_t *x, json_t *y)
 
 static int same_value(const char *key, json_t *want, json_t *got)
 {
+    if (!strcmp(key, "srcs")) { /* {"er": ["Observation/1"], ...}: listed ones only */
+        const char *k;
+        json_t *w;
+
+        if (!json_is_object(want))
+            return 0;
+        json_object_foreach (want, k, w) {
+            if (json_object_get(got, k) == NULL || !same_set(w, json_object_get(got, k)))
+                return 0;
+        }
+        return 1;
+    }
     if (json_is_number(want) && json_is_number(got))
         return fabs(json_number_value(want) - json_number_value(got)) < 1e-6;
     if (!strcmp(key, "sites") || !strcmp(key, "conflicts") || !strcmp(key, "unmapped") ||

@@ -1226,8 +1226,18 @@ static const struct badcase bad_cases[] = {
      "unknown-feature.json: entry 0 (code 254837009): unknown feature 'tumour-color'"},
     {"duplicate-code.json",
      "duplicate-code.json: entry 1 (code 12345-6): duplicate code for feature 'er'"},
-    {"duplicate-dotless.json", "duplicate-dotless.json: entry 0 (code C50911): duplicate "
-                               "code for feature 'primary'"},
+    {"duplicate-dotless.json",
+     "duplicate-dotless.json: entry 0 (code C50911): conflicts with shipped "
+     "conditions.json entry"},
+    {"local-conflict-feature.json",
+     "local-conflict-feature.json: entry 0 (code 85337-4): conflicts with shipped "
+     "receptors.json entry 0 (same code, feature 'er')"},
+    {"local-conflict-table.json",
+     "local-conflict-table.json: value table 'result' entry 0 (code LA6576-8): conflicts "
+     "with shipped values.json value table 'result' entry 0"},
+    {"local-conflict-pattern.json",
+     "local-conflict-pattern.json: entry 0 (code C50*): conflicts with shipped "
+     "conditions.json entry"},
     {"unknown-transform.json",
      "unknown-transform.json: entry 0 (code 6768-6): unknown transform 'logarithm'"},
     {"bad-system-uri.json",
@@ -1249,6 +1259,9 @@ static const struct badcase bad_cases[] = {
     {"duplicate-table-code.json",
      "value table 'result2' entry 1 (code LA6576-8): duplicate code"},
     {"condition-only-feature.json", "feature 'metastasis' applies to Condition only"},
+    {"observation-where-bodysite.json",
+     "observation-where-bodysite.json: entry 0 (code 10200004): 'where' bodySite is only for "
+     "Condition"},
 };
 
 static void strict_loading(void **state)
@@ -1272,6 +1285,47 @@ static void strict_loading(void **state)
                      rc, err.msg, bad_cases[i].fragment);
         assert_null(m);
     }
+}
+
+/* A site-local file that only adds codes (and rows to a shipped value table)
+ * is accepted, and its codes are recognised. */
+static void local_file_adds_codes(void **state)
+{
+    const char *dir = env_or("ADP_FIXTURES_DIR", FIXTURES_DIR);
+    char path[512];
+    const char *extra[1];
+    struct mapping *m = NULL;
+    struct adp_error err = {0};
+    struct features f;
+    json_t *res, *rep = NULL;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/map/site-extra.json", dir);
+    extra[0] = path;
+    if (mapping_load(env_or("ADP_MAPPINGS_DIR", MAPPINGS_DIR), extra, 1, &m, &err) !=
+        ADP_OK)
+        fail_msg("site-extra.json rejected: %s", err.msg);
+    assert_int_equal(mapping_count(m), mapping_count(M) + 4);
+    res = json_loads("[{\"resourceType\":\"Observation\",\"id\":\"o1\",\"status\":"
+                     "\"final\",\"effectiveDateTime\":\"2024-01-02\",\"code\":{\"coding\":"
+                     "[{\"system\":\"http://hospital.example.org/codes/lab\",\"code\":"
+                     "\"er-status\"}]},\"valueCodeableConcept\":{\"coding\":[{\"system\":"
+                     "\"http://hospital.example.org/codes/lab\",\"code\":\"POS\"}]}}]",
+                     0, NULL);
+    assert_non_null(res);
+    assert_int_equal(mapping_extract(m, res, &f, &rep, &err), ADP_OK);
+    assert_int_equal(f.er, RCP_POS);
+    assert_string_equal(f.er_src.src[0], "Observation/o1");
+    assert_int_equal(json_array_size(json_object_get(rep, "unmapped")), 0);
+    /* the shipped tables alone do not know the local code */
+    json_decref(rep);
+    rep = NULL;
+    assert_int_equal(mapping_extract(M, res, &f, &rep, &err), ADP_OK);
+    assert_int_equal(f.er, RCP_UNKNOWN);
+    assert_int_equal(json_array_size(json_object_get(rep, "unmapped")), 1);
+    json_decref(rep);
+    json_decref(res);
+    mapping_free(m);
 }
 
 static void load_missing_dir(void **state)
@@ -1326,6 +1380,7 @@ int main(void)
         cmocka_unit_test(patient_and_refs),
         cmocka_unit_test(no_report_ok),
         cmocka_unit_test(extract_allocation_failures),
+        cmocka_unit_test(local_file_adds_codes),
         cmocka_unit_test(cohort_codes),
         cmocka_unit_test(strict_loading),
         cmocka_unit_test(load_missing_dir),

@@ -1,0 +1,972 @@
+/*
+ * server.c - the health, metrics and notification listener (see server.h).
+ *
+ * libmicrohttpd runs one internal polling thread, so the handlers below
+ * never run concurrently with each other; what they share with the sync
+ * loop (the notification queue, the "started" flag) is behind s->lock, and
+ * the metrics have their own lock.  The readiness probe has its own HTTP
+ * client, used only from the listener thread.
+ */
+#include "server.h"
+
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "preflight.h"
+
+#define MAX_BODY (1024 * 1024)
+#define MAX_QUEUE 10000
+#define READY_CACHE_S 1.0
+
+struct server {
+    struct MHD_Daemon *mhd;
+    struct metrics *metrics;       /* borrowed */
+    /* copied from the configuration at start (SIGHUP does not change them) */
+    char *base_url;                /* NULL: no FHIR server to probe */
+    char *state_path;
+    char *auth_mode;
+    int preflight_mode;
+    int write_provenance;
+    char *secret;
+    char *tls_cert_pem;
+    char *tls_key_pem;
+    int port;
+    long heartbeat_s;
+    struct http_client *probe;     /* listener thread only */
+    /* readiness cache (listener thread only) */
+    double ready_at;
+    int ready_ok;
+    char ready_why[600];
+    /* shared with the sync loop, under lock */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int started;
+    char auth_error[300];          /* "" when authorised */
+    char **queue;
+    int nqueue;
+    int catchup;
+    double last_notification;      /* monotonic seconds, 0 = none yet */
+    int heartbeat_gap_reported;
+    long long last_event;          /* highest event number seen, -1 = none */
+    char subscription[256];
+};
+
+struct upload {
+    char *data;
+    size_t len;
+    int too_big;
+};
+
+static const char *const kind_names[] = {"handshake", "heartbeat", "empty", "id-only",
+                                         "full-resource"};
+
+/* ---- notification parsing -------------------------------------------- */
+
+/* "Type/id" from a reference or URL ("http://x/fhir/Observation/1/_history/2"). */
+static int ref_from_url(const char *url, char *out, size_t len)
+{
+    char buf[512];
+    char *parts[64];
+    int n = 0, i;
+    char *p, *save = NULL;
+
+    if (url == NULL || strlen(url) >= sizeof(buf))
+        return -1;
+    snprintf(buf, sizeof(buf), "%s", url);
+    p = strchr(buf, '?');
+    if (p != NULL)
+        *p = '\0';
+    for (p = strtok_r(buf, "/", &save); p != NULL && n < 64; p = strtok_r(NULL, "/", &save))
+        parts[n++] = p;
+    for (i = n - 1; i >= 1; i--) {
+        if (strcmp(parts[i - 1], "_history") == 0 || strcmp(parts[i], "_history") == 0)
+            continue;
+        if (i >= 2 && strcmp(parts[i - 1], "_history") == 0)
+            continue;
+        /* parts[i-1] must look like a resource type: capitalised letters */
+        if (parts[i - 1][0] >= 'A' && parts[i - 1][0] <= 'Z') {
+            snprintf(out, len, "%s/%s", parts[i - 1], parts[i]);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* The patient a resource belongs to, as "Patient/id", else "Type/id" of
+ * the resource itself (the sync loop reads it to find the patient). */
+static int resource_ref(json_t *res, char *out, size_t len)
+{
+    static const char *const fields[] = {"subject", "patient"};
+    const char *type = json_string_value(json_object_get(res, "resourceType"));
+    const char *id = json_string_value(json_object_get(res, "id"));
+    size_t i;
+
+    if (type == NULL)
+        return -1;
+    if (strcmp(type, "Patient") == 0 && id != NULL) {
+        snprintf(out, len, "Patient/%s", id);
+        return 0;
+    }
+    for (i = 0; i < 2; i++) {
+        const char *r =
+            json_string_value(json_object_get(json_object_get(res, fields[i]), "reference"));
+        char tmp[300];
+
+        if (r != NULL && ref_from_url(r, tmp, sizeof(tmp)) == 0 &&
+            strncmp(tmp, "Patient/", 8) == 0) {
+            snprintf(out, len, "%s", tmp);
+            return 0;
+        }
+    }
+    if (id != NULL) {
+        snprintf(out, len, "%s/%s", type, id);
+        return 0;
+    }
+    return -1;
+}
+
+static long long num_value(json_t *v)
+{
+    if (json_is_integer(v))
+        return (long long)json_integer_value(v);
+    if (json_is_string(v))
+        return strtoll(json_string_value(v), NULL, 10);
+    return -1;
+}
+
+static void note_event(struct notify_info *ni, long long n)
+{
+    if (n < 0)
+        return;
+    if (ni->first_event < 0 || n < ni->first_event)
+        ni->first_event = n;
+    if (n > ni->last_event)
+        ni->last_event = n;
+}
+
+static void add_ref(json_t *refs, const char *ref)
+{
+    size_t i;
+    json_t *v;
+
+    json_array_foreach(refs, i, v) if (strcmp(json_string_value(v), ref) == 0) return;
+    json_array_append_new(refs, json_string(ref));
+}
+
+/* R4 backport status: Parameters with parameter[name]; R4B/R5:
+ * SubscriptionStatus.  Fills type, counters and focus references. */
+static const char *read_status(json_t *st, struct notify_info *ni, json_t *focus)
+{
+    const char *rt = json_string_value(json_object_get(st, "resourceType"));
+    const char *type = NULL;
+    size_t i, j;
+    json_t *p, *part;
+    char ref[300];
+
+    if (rt != NULL && strcmp(rt, "SubscriptionStatus") == 0) {
+        type = json_string_value(json_object_get(st, "type"));
+        ni->events_since = num_value(json_object_get(st, "eventsSinceSubscriptionStart"));
+        {
+            const char *sub = json_string_value(
+                json_object_get(json_object_get(st, "subscription"), "reference"));
+
+            snprintf(ni->subscription, sizeof(ni->subscription), "%s", sub ? sub : "");
+        }
+        json_array_foreach(json_object_get(st, "notificationEvent"), i, p)
+        {
+            const char *f =
+                json_string_value(json_object_get(json_object_get(p, "focus"), "reference"));
+
+            note_event(ni, num_value(json_object_get(p, "eventNumber")));
+            if (f != NULL && ref_from_url(f, ref, sizeof(ref)) == 0)
+                add_ref(focus, ref);
+        }
+        return type;
+    }
+    json_array_foreach(json_object_get(st, "parameter"), i, p)
+    {
+        const char *name = json_string_value(json_object_get(p, "name"));
+
+        if (name == NULL)
+            continue;
+        if (strcmp(name, "type") == 0) {
+            type = json_string_value(json_object_get(p, "valueCode"));
+        } else if (strcmp(name, "events-since-subscription-start") == 0) {
+            json_t *v = json_object_get(p, "valueString");
+
+            if (v == NULL)
+                v = json_object_get(p, "valueUnsignedInt");
+            if (v == NULL)
+                v = json_object_get(p, "valueInteger64");
+            ni->events_since = num_value(v);
+        } else if (strcmp(name, "subscription") == 0) {
+            const char *r = json_string_value(
+                json_object_get(json_object_get(p, "valueReference"), "reference"));
+
+            snprintf(ni->subscription, sizeof(ni->subscription), "%s", r ? r : "");
+        } else if (strcmp(name, "notification-event") == 0) {
+            json_array_foreach(json_object_get(p, "part"), j, part)
+            {
+                const char *pn = json_string_value(json_object_get(part, "name"));
+
+                if (pn == NULL)
+                    continue;
+                if (strcmp(pn, "event-number") == 0) {
+                    json_t *v = json_object_get(part, "valueString");
+
+                    if (v == NULL)
+                        v = json_object_get(part, "valueUnsignedInt");
+                    note_event(ni, num_value(v));
+                } else if (strcmp(pn, "focus") == 0) {
+                    const char *f = json_string_value(
+                        json_object_get(json_object_get(part, "valueReference"), "reference"));
+
+                    if (f != NULL && ref_from_url(f, ref, sizeof(ref)) == 0)
+                        add_ref(focus, ref);
+                }
+            }
+        }
+    }
+    return type;
+}
+
+enum adp_err server_parse_notification(const char *body, size_t len, const char *path_ref,
+                                       struct notify_info *out, struct adp_error *err)
+{
+    struct notify_info ni;
+    json_t *doc = NULL, *focus = NULL;
+    json_error_t jerr;
+    const char *rt, *btype;
+    size_t i, blank = 0;
+    char ref[300];
+    enum adp_err rc = ADP_OK;
+
+    memset(&ni, 0, sizeof(ni));
+    ni.events_since = ni.first_event = ni.last_event = -1;
+    ni.refs = json_array();
+    focus = json_array();
+    if (ni.refs == NULL || focus == NULL) {
+        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+        goto out;
+    }
+    while (blank < len && (body[blank] == ' ' || body[blank] == '\n' || body[blank] == '\r' ||
+                           body[blank] == '\t'))
+        blank++;
+    if (blank == len) {
+        /* R4 empty notification: something matching the criteria changed */
+        ni.kind = path_ref ? NOTIFY_ID_ONLY : NOTIFY_EMPTY;
+        if (path_ref != NULL)
+            add_ref(ni.refs, path_ref);
+        goto done;
+    }
+    doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (doc == NULL || !json_is_object(doc)) {
+        rc = adp_error_set(err, ADP_EPARSE, "notification: not a JSON object%s%s",
+                           doc ? "" : ": ", doc ? "" : jerr.text);
+        goto out;
+    }
+    rt = json_string_value(json_object_get(doc, "resourceType"));
+    btype = json_string_value(json_object_get(doc, "type"));
+    if (rt == NULL) {
+        rc = adp_error_set(err, ADP_EPARSE, "notification: no resourceType");
+        goto out;
+    }
+    if (strcmp(rt, "Bundle") == 0 && btype != NULL &&
+        (strcmp(btype, "history") == 0 || strcmp(btype, "subscription-notification") == 0)) {
+        json_t *entries = json_object_get(doc, "entry");
+        json_t *st = json_object_get(json_array_get(entries, 0), "resource");
+        const char *type;
+        int with_resource = 0, without = 0;
+
+        if (st == NULL) {
+            rc = adp_error_set(err, ADP_EPARSE,
+                               "notification: Bundle.entry[0] has no subscription status");
+            goto out;
+        }
+        type = read_status(st, &ni, focus);
+        if (type == NULL) {
+            rc = adp_error_set(err, ADP_EPARSE,
+                               "notification: subscription status has no type");
+            goto out;
+        }
+        if (strcmp(type, "handshake") == 0) {
+            ni.kind = NOTIFY_HANDSHAKE;
+            goto done;
+        }
+        if (strcmp(type, "heartbeat") == 0) {
+            ni.kind = NOTIFY_HEARTBEAT;
+            goto done;
+        }
+        if (strcmp(type, "event-notification") != 0 && strcmp(type, "query-event") != 0) {
+            rc = adp_error_set(err, ADP_EPARSE,
+                               "notification: status type '%s' is not handled", type);
+            goto out;
+        }
+        for (i = 1; i < json_array_size(entries); i++) {
+            json_t *e = json_array_get(entries, i);
+            json_t *res = json_object_get(e, "resource");
+            const char *url = json_string_value(json_object_get(e, "fullUrl"));
+
+            if (url == NULL)
+                url = json_string_value(
+                    json_object_get(json_object_get(e, "request"), "url"));
+            if (res != NULL && resource_ref(res, ref, sizeof(ref)) == 0) {
+                with_resource = 1;
+                add_ref(ni.refs, ref);
+            } else if (url != NULL && ref_from_url(url, ref, sizeof(ref)) == 0) {
+                without = 1;
+                add_ref(ni.refs, ref);
+            }
+        }
+        if (with_resource)
+            ni.kind = NOTIFY_FULL_RESOURCE;
+        else if (without)
+            ni.kind = NOTIFY_ID_ONLY;
+        else
+            ni.kind = NOTIFY_EMPTY;
+        if (json_array_size(ni.refs) == 0) {
+            json_t *fv;
+
+            json_array_foreach(focus, i, fv) add_ref(ni.refs, json_string_value(fv));
+        }
+        goto done;
+    }
+    /* R4 rest-hook with a payload: the resource itself */
+    if (resource_ref(doc, ref, sizeof(ref)) != 0) {
+        if (path_ref == NULL) {
+            rc = adp_error_set(err, ADP_EPARSE,
+                               "notification: %s without id, subject or patient", rt);
+            goto out;
+        }
+        snprintf(ref, sizeof(ref), "%s", path_ref);
+    }
+    ni.kind = NOTIFY_FULL_RESOURCE;
+    add_ref(ni.refs, ref);
+    goto done;
+done:
+    *out = ni;
+    ni.refs = NULL;
+out:
+    json_decref(ni.refs);
+    json_decref(focus);
+    json_decref(doc);
+    return rc;
+}
+
+/* ---- queue shared with the sync loop ---------------------------------- */
+
+/* Called with s->lock held. */
+static void queue_ref(struct server *s, const char *ref)
+{
+    int i;
+    char *copy;
+
+    for (i = 0; i < s->nqueue; i++)
+        if (strcmp(s->queue[i], ref) == 0)
+            return;
+    if (s->nqueue >= MAX_QUEUE) {
+        s->catchup = 1; /* too much at once: a poll covers it */
+        return;
+    }
+    copy = strdup(ref);
+    if (copy == NULL) {
+        s->catchup = 1;
+        return;
+    }
+    if (s->nqueue % 64 == 0) {
+        char **nq = realloc(s->queue, (size_t)(s->nqueue + 64) * sizeof(*nq));
+
+        if (nq == NULL) {
+            free(copy);
+            s->catchup = 1;
+            return;
+        }
+        s->queue = nq;
+    }
+    s->queue[s->nqueue++] = copy;
+}
+
+int server_take(struct server *s, char ***refs, int *catchup)
+{
+    int n;
+
+    *refs = NULL;
+    *catchup = 0;
+    if (s == NULL)
+        return 0;
+    pthread_mutex_lock(&s->lock);
+    if (s->heartbeat_s > 0 && s->last_notification > 0 && !s->heartbeat_gap_reported &&
+        metrics_now() - s->last_notification > 2.0 * (double)s->heartbeat_s) {
+        s->heartbeat_gap_reported = 1;
+        s->catchup = 1;
+        log_warn("notify", "no notification or heartbeat for over %lds (2 x server.heartbeat_s):"
+                           " catch-up poll",
+                 2 * s->heartbeat_s);
+        metrics_inc(s->metrics, MET_CATCHUP, 0);
+    }
+    *refs = s->queue;
+    n = s->nqueue;
+    *catchup = s->catchup;
+    s->queue = NULL;
+    s->nqueue = 0;
+    s->catchup = 0;
+    pthread_mutex_unlock(&s->lock);
+    metrics_set_gauge(s->metrics, MET_NOTIFY_QUEUE, 0);
+    return n;
+}
+
+void server_free_refs(char **refs, int n)
+{
+    int i;
+
+    for (i = 0; i < n; i++)
+        free(refs[i]);
+    free(refs);
+}
+
+void server_wait(struct server *s, long timeout_ms)
+{
+    struct timespec ts;
+
+    if (s == NULL) {
+        ts.tv_sec = timeout_ms / 1000;
+        ts.tv_nsec = (timeout_ms % 1000) * 1000000L;
+        nanosleep(&ts, NULL);
+        return;
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->lock);
+    if (s->nqueue == 0 && !s->catchup)
+        pthread_cond_timedwait(&s->cond, &s->lock, &ts);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void server_set_started(struct server *s, int started)
+{
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->started = started;
+    pthread_mutex_unlock(&s->lock);
+}
+
+void server_set_auth_error(struct server *s, const char *msg)
+{
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->lock);
+    snprintf(s->auth_error, sizeof(s->auth_error), "%s", msg ? msg : "");
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- handlers ---------------------------------------------------------- */
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned int status,
+                             const char *ctype, const char *text)
+{
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+
+    r = MHD_create_response_from_buffer(strlen(text), (void *)(uintptr_t)text,
+                                        MHD_RESPMEM_MUST_COPY);
+    if (r == NULL)
+        return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", ctype);
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    if (status == 401)
+        MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"dnmbc-adapter notify\"");
+    ret = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned int status,
+                                  const char *fmt_status, const char *detail)
+{
+    char buf[1024];
+    json_t *o = json_pack("{s:s,s:s}", "status", fmt_status, "detail", detail ? detail : "");
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    enum MHD_Result ret;
+
+    snprintf(buf, sizeof(buf), "%s\n", text ? text : "{}");
+    free(text);
+    json_decref(o);
+    ret = reply(c, status, "application/json", buf);
+    return ret;
+}
+
+/* State file writable: the file, or its directory when it does not exist. */
+static int state_writable(const char *path, char *why, size_t len)
+{
+    char dir[1024];
+    char *slash;
+
+    if (access(path, F_OK) == 0) {
+        if (access(path, W_OK) == 0)
+            return 1;
+        snprintf(why, len, "state file %.400s is not writable", path);
+        return 0;
+    }
+    snprintf(dir, sizeof(dir), "%s", path);
+    slash = strrchr(dir, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    if (access(dir, W_OK) == 0)
+        return 1;
+    snprintf(why, len, "state directory %.400s is not writable", dir);
+    return 0;
+}
+
+static void probe_ready(struct server *s)
+{
+    struct adp_error err;
+    struct preflight pf;
+    int started, mode = s->preflight_mode;
+    char auth_error[300];
+
+    pthread_mutex_lock(&s->lock);
+    started = s->started;
+    snprintf(auth_error, sizeof(auth_error), "%s", s->auth_error);
+    pthread_mutex_unlock(&s->lock);
+    s->ready_ok = 0;
+    if (!started) {
+        snprintf(s->ready_why, sizeof(s->ready_why), "starting: preflight not done yet");
+        return;
+    }
+    if (auth_error[0] != '\0') {
+        snprintf(s->ready_why, sizeof(s->ready_why), "token not obtainable: %s", auth_error);
+        return;
+    }
+    if (s->state_path != NULL &&
+        !state_writable(s->state_path, s->ready_why, sizeof(s->ready_why)))
+        return;
+    if (s->probe == NULL || s->base_url == NULL) {
+        s->ready_ok = 1;
+        snprintf(s->ready_why, sizeof(s->ready_why), "ready (no FHIR server configured)");
+        return;
+    }
+    adp_error_clear(&err);
+    if (preflight_run(s->probe, s->base_url, s->auth_mode,
+                      mode == PREFLIGHT_STRICT ? PREFLIGHT_STRICT : PREFLIGHT_ADAPT,
+                      s->write_provenance, &pf, &err) != ADP_OK &&
+        !(mode == PREFLIGHT_OFF && (err.code == ADP_ECONFIG || err.code == ADP_EPARSE))) {
+        snprintf(s->ready_why, sizeof(s->ready_why), "FHIR server: %s", err.msg);
+        return;
+    }
+    s->ready_ok = 1;
+    snprintf(s->ready_why, sizeof(s->ready_why), "ready");
+}
+
+static int secret_ok(struct server *s, struct MHD_Connection *c)
+{
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    size_t i, n, m;
+    unsigned char diff = 0;
+
+    if (h == NULL || strncmp(h, "Bearer ", 7) != 0)
+        return 0;
+    h += 7;
+    n = strlen(h);
+    m = strlen(s->secret);
+    /* constant time in the secret's length */
+    for (i = 0; i < m; i++)
+        diff |= (unsigned char)(s->secret[i] ^ (i < n ? h[i] : 0));
+    return diff == 0 && n == m;
+}
+
+static enum MHD_Result handle_notify(struct server *s, struct MHD_Connection *c,
+                                     const char *url, struct upload *up)
+{
+    struct notify_info ni;
+    struct adp_error err;
+    char path_ref[300];
+    const char *pref = NULL;
+    size_t i;
+    json_t *v;
+    int gap = 0, catchup = 0;
+
+    if (s->secret == NULL)
+        return reply_json(c, 403, "forbidden",
+                          "notifications are not enabled: set server.notify_secret_file");
+    if (!secret_ok(s, c)) {
+        metrics_inc(s->metrics, MET_NOTIFY_REJECTED, 0);
+        log_warn("notify", "rejected a notification: wrong or missing shared secret");
+        return reply_json(c, 401, "unauthorized", "wrong or missing shared secret");
+    }
+    if (up->too_big) {
+        metrics_inc(s->metrics, MET_NOTIFY_REJECTED, 0);
+        return reply_json(c, 413, "too large", "notification body over 1 MiB");
+    }
+    if (strncmp(url, "/notify/", 8) == 0 && url[8] != '\0') {
+        if (ref_from_url(url + 8, path_ref, sizeof(path_ref)) == 0)
+            pref = path_ref;
+    }
+    adp_error_clear(&err);
+    if (server_parse_notification(up->data ? up->data : "", up->len, pref, &ni, &err) !=
+        ADP_OK) {
+        metrics_inc(s->metrics, MET_NOTIFY_REJECTED, 0);
+        log_warn("notify", "rejected a notification: %s", err.msg);
+        return reply_json(c, 400, "invalid", err.msg);
+    }
+    metrics_inc(s->metrics, MET_NOTIFY, (int)ni.kind);
+    pthread_mutex_lock(&s->lock);
+    s->last_notification = metrics_now();
+    s->heartbeat_gap_reported = 0;
+    if (strcmp(ni.subscription, s->subscription) != 0) {
+        /* another (or a re-created) subscription: its numbering starts anew */
+        snprintf(s->subscription, sizeof(s->subscription), "%s", ni.subscription);
+        s->last_event = -1;
+    }
+    if (ni.kind == NOTIFY_HANDSHAKE) {
+        s->last_event = ni.events_since >= 0 ? ni.events_since : s->last_event;
+    } else if (ni.kind == NOTIFY_HEARTBEAT) {
+        if (s->last_event >= 0 && ni.events_since > s->last_event)
+            gap = 1;
+        if (ni.events_since >= 0)
+            s->last_event = ni.events_since;
+    } else {
+        if (s->last_event >= 0 && ni.first_event > s->last_event + 1)
+            gap = 1;
+        if (ni.last_event > s->last_event)
+            s->last_event = ni.last_event;
+        if (ni.events_since > s->last_event)
+            s->last_event = ni.events_since;
+        json_array_foreach(ni.refs, i, v) queue_ref(s, json_string_value(v));
+        if (json_array_size(ni.refs) == 0)
+            catchup = 1;
+    }
+    if (gap || catchup)
+        s->catchup = 1;
+    metrics_set_gauge(s->metrics, MET_NOTIFY_QUEUE, s->nqueue);
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    if (gap) {
+        metrics_inc(s->metrics, MET_CATCHUP, 0);
+        log_warn("notify", "notification events were missed: catch-up poll");
+    } else if (catchup) {
+        metrics_inc(s->metrics, MET_CATCHUP, 0);
+    }
+    log_info("notify", "%s notification: %zu resource(s) queued%s", kind_names[ni.kind],
+             json_array_size(ni.refs), catchup || gap ? ", catch-up poll" : "");
+    json_decref(ni.refs);
+    return reply_json(c, 200, "accepted", kind_names[ni.kind]);
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
+                               const char *method, const char *version,
+                               const char *upload_data, size_t *upload_data_size,
+                               void **con_cls)
+{
+    struct server *s = cls;
+    struct upload *up = *con_cls;
+    int is_post = strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0;
+    int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+
+    (void)version;
+    if (up == NULL) {
+        up = calloc(1, sizeof(*up));
+        if (up == NULL)
+            return MHD_NO;
+        *con_cls = up;
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        if (!up->too_big) {
+            if (up->len + *upload_data_size > MAX_BODY) {
+                up->too_big = 1;
+            } else {
+                char *nd = realloc(up->data, up->len + *upload_data_size + 1);
+
+                if (nd == NULL)
+                    return MHD_NO;
+                up->data = nd;
+                memcpy(up->data + up->len, upload_data, *upload_data_size);
+                up->len += *upload_data_size;
+                up->data[up->len] = '\0';
+            }
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (strcmp(url, "/healthz") == 0 && is_get)
+        return reply(c, 200, "text/plain; charset=utf-8", "ok\n");
+    if (strcmp(url, "/readyz") == 0 && is_get) {
+        if (metrics_now() - s->ready_at > READY_CACHE_S || s->ready_at == 0) {
+            probe_ready(s);
+            s->ready_at = metrics_now();
+        }
+        return reply_json(c, s->ready_ok ? 200 : 503, s->ready_ok ? "ready" : "not ready",
+                          s->ready_why);
+    }
+    if (strcmp(url, "/metrics") == 0 && is_get) {
+        char *text = NULL;
+        struct adp_error err;
+        enum MHD_Result ret;
+
+        adp_error_clear(&err);
+        if (metrics_render(s->metrics, &text, &err) != ADP_OK)
+            return reply(c, 500, "text/plain", "cannot render metrics\n");
+        ret = reply(c, 200, "text/plain; version=0.0.4; charset=utf-8", text);
+        free(text);
+        return ret;
+    }
+    if ((strcmp(url, "/notify") == 0 || strncmp(url, "/notify/", 8) == 0) && is_post)
+        return handle_notify(s, c, url, up);
+    if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 ||
+        strcmp(url, "/metrics") == 0 || strncmp(url, "/notify", 7) == 0)
+        return reply_json(c, 405, "method not allowed", method);
+    return reply_json(c, 404, "not found", "endpoints: /healthz /readyz /metrics /notify");
+}
+
+static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    struct upload *up = *con_cls;
+
+    (void)cls;
+    (void)c;
+    (void)toe;
+    if (up != NULL) {
+        free(up->data);
+        free(up);
+        *con_cls = NULL;
+    }
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char line[512];
+
+    (void)cls;
+    vsnprintf(line, sizeof(line), fmt, ap);
+    line[strcspn(line, "\n")] = '\0';
+    log_warn("listener", "%s", line);
+}
+
+/* ---- start / stop ------------------------------------------------------ */
+
+static char *slurp(const char *path, struct adp_error *err, const char *what)
+{
+    FILE *fp = fopen(path, "rb");
+    char *buf;
+    long n;
+
+    if (fp == NULL) {
+        adp_error_set(err, ADP_ECONFIG, "%s: cannot open %s", what, path);
+        return NULL;
+    }
+    if (fseek(fp, 0, SEEK_END) != 0 || (n = ftell(fp)) < 0 || n > 1024 * 1024 ||
+        fseek(fp, 0, SEEK_SET) != 0) {
+        fclose(fp);
+        adp_error_set(err, ADP_ECONFIG, "%s: cannot read %s", what, path);
+        return NULL;
+    }
+    buf = malloc((size_t)n + 1);
+    if (buf == NULL || fread(buf, 1, (size_t)n, fp) != (size_t)n) {
+        free(buf);
+        fclose(fp);
+        adp_error_set(err, ADP_ECONFIG, "%s: cannot read %s", what, path);
+        return NULL;
+    }
+    buf[n] = '\0';
+    fclose(fp);
+    return buf;
+}
+
+/* Split "HOST:PORT", "[V6]:PORT", ":PORT" or "PORT". */
+static int split_listen(const char *spec, char *host, size_t hlen, char *port, size_t plen)
+{
+    const char *colon;
+
+    if (spec[0] == '[') {
+        const char *end = strchr(spec, ']');
+
+        if (end == NULL || end[1] != ':')
+            return -1;
+        snprintf(host, hlen, "%.*s", (int)(end - spec - 1), spec + 1);
+        snprintf(port, plen, "%s", end + 2);
+    } else if ((colon = strrchr(spec, ':')) != NULL) {
+        if (colon == spec)
+            snprintf(host, hlen, "127.0.0.1");
+        else
+            snprintf(host, hlen, "%.*s", (int)(colon - spec), spec);
+        snprintf(port, plen, "%s", colon + 1);
+    } else {
+        snprintf(host, hlen, "127.0.0.1");
+        snprintf(port, plen, "%s", spec);
+    }
+    if (port[0] == '\0' || strspn(port, "0123456789") != strlen(port) || atol(port) > 65535)
+        return -1;
+    return 0;
+}
+
+enum adp_err server_start(const struct server_opts *o, struct metrics *m,
+                          struct server **out, struct adp_error *err)
+{
+    struct server *s;
+    char host[256], port[16];
+    struct addrinfo hints, *ai = NULL;
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    const union MHD_DaemonInfo *info;
+    enum adp_err rc = ADP_OK;
+    int gai;
+
+    if (o->listen == NULL || split_listen(o->listen, host, sizeof(host), port, sizeof(port)) != 0)
+        return adp_error_set(err, ADP_ECONFIG,
+                             "server.listen: '%s' is not HOST:PORT (e.g. 127.0.0.1:9464)",
+                             o->listen ? o->listen : "");
+    if ((o->tls_cert == NULL) != (o->tls_key == NULL))
+        return adp_error_set(err, ADP_ECONFIG, "server.tls_cert and server.tls_key go together");
+    s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    s->metrics = m;
+    if (o->cfg != NULL) {
+        const struct config *cfg = o->cfg;
+
+        if ((cfg->base_url && (s->base_url = strdup(cfg->base_url)) == NULL) ||
+            (cfg->state_path && (s->state_path = strdup(cfg->state_path)) == NULL) ||
+            (s->auth_mode = strdup(cfg->auth_mode ? cfg->auth_mode : "none")) == NULL) {
+            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+            goto fail;
+        }
+        s->preflight_mode = preflight_mode_parse(cfg->preflight);
+        s->write_provenance = cfg->write_provenance;
+    }
+    s->heartbeat_s = o->heartbeat_s;
+    s->last_event = -1;
+    if (o->notify_secret != NULL && (s->secret = strdup(o->notify_secret)) == NULL) {
+        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (o->tls_cert != NULL) {
+        s->tls_cert_pem = slurp(o->tls_cert, err, "server.tls_cert");
+        if (s->tls_cert_pem == NULL) {
+            rc = err->code;
+            goto fail;
+        }
+        s->tls_key_pem = slurp(o->tls_key, err, "server.tls_key");
+        if (s->tls_key_pem == NULL) {
+            rc = err->code;
+            goto fail;
+        }
+        flags |= MHD_USE_TLS;
+    }
+    if (o->cfg != NULL && o->cfg->base_url != NULL) {
+        struct http_opts ho;
+
+        memset(&ho, 0, sizeof(ho));
+        ho.connect_timeout_ms = 2000;
+        ho.total_timeout_ms = 5000;
+        ho.user_agent = "dnmbc-adapter/" DNMBC_VERSION " readiness";
+        ho.ca_file = o->cfg->ca_file;
+        ho.client_cert = o->cfg->client_cert;
+        ho.client_key = o->cfg->client_key;
+        ho.insecure = o->cfg->tls_insecure;
+        ho.pinned_public_key = o->cfg->pinned_public_key;
+        ho.proxy = o->cfg->proxy;
+        rc = http_client_new(&ho, &s->probe, err);
+        if (rc != ADP_OK)
+            goto fail;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
+    gai = getaddrinfo(host, port, &hints, &ai);
+    if (gai != 0 || ai == NULL) {
+        rc = adp_error_set(err, ADP_ECONFIG, "server.listen: cannot resolve '%s': %s", host,
+                           gai_strerror(gai));
+        goto fail;
+    }
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    if (s->tls_cert_pem != NULL)
+        s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handler, s, MHD_OPTION_SOCK_ADDR,
+                                  ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, completed, s,
+                                  MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+                                  MHD_OPTION_CONNECTION_LIMIT, 64u,
+                                  MHD_OPTION_CONNECTION_TIMEOUT, 30u,
+                                  MHD_OPTION_HTTPS_MEM_CERT, s->tls_cert_pem,
+                                  MHD_OPTION_HTTPS_MEM_KEY, s->tls_key_pem, MHD_OPTION_END);
+    else
+        s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handler, s, MHD_OPTION_SOCK_ADDR,
+                                  ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, completed, s,
+                                  MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+                                  MHD_OPTION_CONNECTION_LIMIT, 64u,
+                                  MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (s->mhd == NULL) {
+        rc = adp_error_set(err, ADP_ECONFIG,
+                           "server.listen: cannot listen on %s (address in use, not local, "
+                           "or a bad TLS certificate/key)",
+                           o->listen);
+        goto fail;
+    }
+    info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info != NULL ? (int)info->port : atoi(port);
+    log_info("listener", "listening on %s://%s%s%s:%d (/healthz /readyz /metrics /notify)",
+             s->tls_cert_pem ? "https" : "http", strchr(host, ':') ? "[" : "", host,
+             strchr(host, ':') ? "]" : "", s->port);
+    *out = s;
+    return ADP_OK;
+fail:
+    server_stop(s);
+    return rc;
+}
+
+int server_port(const struct server *s)
+{
+    return s ? s->port : 0;
+}
+
+void server_stop(struct server *s)
+{
+    if (s == NULL)
+        return;
+    if (s->mhd != NULL)
+        MHD_stop_daemon(s->mhd);
+    http_client_free(s->probe);
+    free(s->base_url);
+    free(s->state_path);
+    free(s->auth_mode);
+    server_free_refs(s->queue, s->nqueue);
+    if (s->secret != NULL)
+        memset(s->secret, 0, strlen(s->secret));
+    free(s->secret);
+    free(s->tls_cert_pem);
+    if (s->tls_key_pem != NULL)
+        memset(s->tls_key_pem, 0, strlen(s->tls_key_pem));
+    free(s->tls_key_pem);
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}

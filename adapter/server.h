@@ -1,0 +1,86 @@
+/*
+ * server.h - the daemon's small HTTP listener (libmicrohttpd, its own
+ * thread): GET /healthz, GET /readyz, GET /metrics, POST /notify.
+ *
+ * /notify is a FHIR Subscription rest-hook endpoint.  It accepts R4
+ * Subscription notifications (an empty POST, or the changed resource as the
+ * body, also as PUT /notify/Type/id) and R4/R4B Subscriptions Backport
+ * notification Bundles (type history, a Parameters or SubscriptionStatus
+ * first, payload empty, id-only or full-resource).  The affected patients
+ * are queued for the sync loop at once; a notification that cannot name
+ * its patient (empty payload), a gap in event numbers or a missed heartbeat
+ * requests a catch-up poll instead.  A shared secret, sent by the FHIR
+ * server as "Authorization: Bearer SECRET" (Subscription.channel.header),
+ * is required; a wrong or missing one gets 401.
+ *
+ * The queue is the only state shared with the sync loop; it is guarded by
+ * a mutex and signalled with a condition variable.
+ */
+#ifndef ADP_SERVER_H
+#define ADP_SERVER_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "err.h"
+
+struct config;
+struct metrics;
+
+struct server_opts {
+    const char *listen;          /* "HOST:PORT", ":PORT" or "PORT" (host 127.0.0.1) */
+    const char *tls_cert;        /* PEM file; with tls_key: HTTPS */
+    const char *tls_key;
+    const char *notify_secret;   /* NULL: /notify answers 403 (not enabled) */
+    long heartbeat_s;            /* expected heartbeat period; 0: not tracked */
+    const struct config *cfg;    /* read during server_start only: what the readiness
+                                  * probe needs (state path, FHIR server, TLS) is copied */
+};
+
+struct server;
+
+/* Bind and start the listener thread.  m (borrowed, may be NULL) is
+ * rendered by /metrics.  *out free with server_stop. */
+enum adp_err server_start(const struct server_opts *o, struct metrics *m,
+                          struct server **out, struct adp_error *err);
+/* The bound port (useful with port 0). */
+int server_port(const struct server *s);
+/* Stop the thread, close the socket, free everything (NULL is a no-op). */
+void server_stop(struct server *s);
+
+/* The sync loop tells readiness what it knows: 1 once the configuration is
+ * loaded and the first preflight passed. */
+void server_set_started(struct server *s, int started);
+/* The sync loop reports authorisation trouble (a token could not be
+ * obtained, 401/403): msg, or NULL once requests are authorised again.
+ * /readyz is unready while a message is set. */
+void server_set_auth_error(struct server *s, const char *msg);
+
+/* Take what was queued: *refs a new array of new strings "Type/id" (free
+ * with server_free_refs), *catchup 1 when a catch-up poll was requested
+ * (gap, missed heartbeat, empty payload).  Returns the number of refs. */
+int server_take(struct server *s, char ***refs, int *catchup);
+void server_free_refs(char **refs, int n);
+/* Sleep until something is queued or timeout_ms passed. */
+void server_wait(struct server *s, long timeout_ms);
+
+/* What a notification body says (for tests and for the listener). */
+enum notify_kind { NOTIFY_HANDSHAKE = 0, NOTIFY_HEARTBEAT, NOTIFY_EMPTY, NOTIFY_ID_ONLY,
+                   NOTIFY_FULL_RESOURCE };
+
+struct notify_info {
+    enum notify_kind kind;
+    json_t *refs;             /* new array of "Type/id" strings: patients or resources */
+    long long events_since;   /* events-since-subscription-start, -1 when absent */
+    long long first_event;    /* lowest event number carried, -1 when none */
+    long long last_event;     /* highest event number carried, -1 when none */
+    char subscription[256];   /* Subscription reference, "" when absent */
+};
+
+/* Parse a notification body (len 0: an empty R4 notification); path_ref
+ * is "Type/id" from PUT /notify/Type/id or NULL.  On success fill *out
+ * (free out->refs with json_decref). */
+enum adp_err server_parse_notification(const char *body, size_t len, const char *path_ref,
+                                       struct notify_info *out, struct adp_error *err);
+
+#endif

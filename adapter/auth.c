@@ -203,10 +203,13 @@ static int der_int(const unsigned char **p, const unsigned char *end, size_t hal
 int auth_ecdsa_der_to_raw(const unsigned char *der, size_t len, size_t half,
                           unsigned char *out)
 {
-    const unsigned char *p = der, *end = der + len;
+    const unsigned char *p = der, *end;
     size_t seq;
 
-    if (der == NULL || len < 2 || *p++ != 0x30 || der_len(&p, end, &seq) != 0 ||
+    if (der == NULL || len < 2)
+        return -1;
+    end = der + len;
+    if (*p++ != 0x30 || der_len(&p, end, &seq) != 0 ||
         p + seq != end)
         return -1;
     if (der_int(&p, end, half, out) != 0 || der_int(&p, end, half, out + half) != 0)

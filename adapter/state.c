@@ -8,15 +8,21 @@
  */
 #include "state.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
 
-#define STATE_SCHEMA_VERSION 1
+#define STATE_SCHEMA_VERSION 2
 
 struct state {
     sqlite3 *db;
+    int lock_fd;                 /* -1 when not locked */
     char path[512];
 };
 
@@ -38,6 +44,30 @@ static const char *const migrations[STATE_SCHEMA_VERSION] = {
     "  risk_id TEXT NOT NULL DEFAULT '',"
     "  risk_version TEXT NOT NULL DEFAULT '',"
     "  updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')));",
+    /* 1 -> 2: input hash, outbox, dead letters */
+    "ALTER TABLE patient ADD COLUMN input_hash TEXT NOT NULL DEFAULT '';"
+    "CREATE TABLE outbox ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  patient_id TEXT NOT NULL UNIQUE,"
+    "  kind TEXT NOT NULL,"
+    "  decision_hash TEXT NOT NULL,"
+    "  careplan TEXT,"
+    "  risk TEXT,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  last_error TEXT NOT NULL DEFAULT '',"
+    "  created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')));"
+    "CREATE TABLE dead_letter ("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  patient_id TEXT NOT NULL UNIQUE,"
+    "  kind TEXT NOT NULL,"
+    "  decision_hash TEXT NOT NULL,"
+    "  careplan TEXT,"
+    "  risk TEXT,"
+    "  attempts INTEGER NOT NULL,"
+    "  http_status INTEGER NOT NULL DEFAULT 0,"
+    "  last_error TEXT NOT NULL DEFAULT '',"
+    "  outcome TEXT NOT NULL DEFAULT '',"
+    "  failed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')));",
 };
 
 static enum adp_err migrate(struct state *st, struct adp_error *err)
@@ -74,7 +104,61 @@ static enum adp_err migrate(struct state *st, struct adp_error *err)
     return ADP_OK;
 }
 
+/* Exclusive lock on "<path>.lock" (kept open; the kernel drops it when the
+ * process dies, so a SIGKILL never leaves a stale lock). */
+static enum adp_err take_lock(struct state *st, struct adp_error *err)
+{
+    char lp[600], pid[32] = "";
+    ssize_t n;
+    int len;
+
+    snprintf(lp, sizeof(lp), "%s.lock", st->path);
+    st->lock_fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (st->lock_fd < 0)
+        return adp_error_set(err, ADP_EIO, "state %s: cannot open lock file %s: %s",
+                             st->path, lp, strerror(errno));
+    if (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+
+        n = pread(st->lock_fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        close(st->lock_fd);
+        st->lock_fd = -1;
+        if (e == EWOULDBLOCK)
+            return adp_error_set(err, ADP_EIO,
+                                 "state %s is in use by another dnmbc-adapter (pid %s); "
+                                 "refusing to start a second instance",
+                                 st->path, pid[0] ? pid : "unknown");
+        return adp_error_set(err, ADP_EIO, "state %s: cannot lock %s: %s", st->path, lp,
+                             strerror(e));
+    }
+    len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    /* the pid is for the message above only: failing to write it is harmless */
+    if (ftruncate(st->lock_fd, 0) == 0 && pwrite(st->lock_fd, pid, (size_t)len, 0) != len)
+        pid[0] = '\0';
+    return ADP_OK;
+}
+
+/* Busy handler: 200 us steps for up to 5 s (25,000 calls). */
+static int busy_wait(void *ud, int calls)
+{
+    struct timespec ts = {0, 200000L};
+
+    (void)ud;
+    if (calls >= 25000)
+        return 0;
+    nanosleep(&ts, NULL);
+    return 1;
+}
+
 enum adp_err state_open(const char *path, struct state **out, struct adp_error *err)
+{
+    return state_open_ex(path, STATE_LOCK, out, err);
+}
+
+enum adp_err state_open_ex(const char *path, int flags, struct state **out,
+                           struct adp_error *err)
 {
     struct state *st;
     enum adp_err rc;
@@ -82,14 +166,23 @@ enum adp_err state_open(const char *path, struct state **out, struct adp_error *
     st = calloc(1, sizeof(*st));
     if (st == NULL)
         return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    st->lock_fd = -1;
     snprintf(st->path, sizeof(st->path), "%s", path);
+    if (flags & STATE_LOCK) {
+        rc = take_lock(st, err);
+        if (rc != ADP_OK)
+            goto fail;
+    }
     if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
         SQLITE_OK) {
         rc = db_error(st, "open", err);
         goto fail;
     }
-    sqlite3_busy_timeout(st->db, 5000);
-    if (sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL,
+    /* Pool workers hold one connection each (issue 7): a writer waits in
+     * short steps for the others' few-millisecond transactions, not in
+     * sqlite3_busy_timeout's growing sleeps. */
+    sqlite3_busy_handler(st->db, busy_wait, NULL);
+    if (sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", NULL,
                      NULL, NULL) != SQLITE_OK) {
         rc = db_error(st, "set WAL mode", err);
         goto fail;
@@ -109,6 +202,8 @@ void state_close(struct state *st)
     if (st == NULL)
         return;
     sqlite3_close(st->db);
+    if (st->lock_fd >= 0)
+        close(st->lock_fd); /* releases the flock */
     free(st);
 }
 
@@ -166,7 +261,8 @@ enum adp_err state_get_patient(struct state *st, const char *patient_id,
     *found = 0;
     if (sqlite3_prepare_v2(st->db,
                            "SELECT decision_hash, rec, careplan_id, careplan_version, "
-                           "risk_id, risk_version FROM patient WHERE patient_id = ?1",
+                           "risk_id, risk_version, input_hash FROM patient "
+                           "WHERE patient_id = ?1",
                            -1, &q, NULL) != SQLITE_OK)
         return db_error(st, "read patient", err);
     sqlite3_bind_text(q, 1, patient_id, -1, SQLITE_TRANSIENT);
@@ -179,6 +275,7 @@ enum adp_err state_get_patient(struct state *st, const char *patient_id,
         col(q, 3, out->careplan_version, sizeof(out->careplan_version));
         col(q, 4, out->risk_id, sizeof(out->risk_id));
         col(q, 5, out->risk_version, sizeof(out->risk_version));
+        col(q, 6, out->input_hash, sizeof(out->input_hash));
         *found = 1;
     }
     sqlite3_finalize(q);
@@ -196,11 +293,12 @@ enum adp_err state_put_patient(struct state *st, const char *patient_id,
     if (sqlite3_prepare_v2(
             st->db,
             "INSERT INTO patient(patient_id, decision_hash, rec, careplan_id, "
-            "careplan_version, risk_id, risk_version) VALUES(?1,?2,?3,?4,?5,?6,?7) "
+            "careplan_version, risk_id, risk_version, input_hash) "
+            "VALUES(?1,?2,?3,?4,?5,?6,?7,?8) "
             "ON CONFLICT(patient_id) DO UPDATE SET decision_hash = excluded.decision_hash, "
             "rec = excluded.rec, careplan_id = excluded.careplan_id, "
             "careplan_version = excluded.careplan_version, risk_id = excluded.risk_id, "
-            "risk_version = excluded.risk_version, "
+            "risk_version = excluded.risk_version, input_hash = excluded.input_hash, "
             "updated_at = strftime('%Y-%m-%dT%H:%M:%SZ','now')",
             -1, &q, NULL) != SQLITE_OK)
         return db_error(st, "write patient", err);
@@ -211,9 +309,365 @@ enum adp_err state_put_patient(struct state *st, const char *patient_id,
     sqlite3_bind_text(q, 5, p->careplan_version, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(q, 6, p->risk_id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(q, 7, p->risk_version, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(q, 8, p->input_hash, -1, SQLITE_TRANSIENT);
     r = sqlite3_step(q);
     sqlite3_finalize(q);
     if (r != SQLITE_DONE)
         return db_error(st, "write patient", err);
     return ADP_OK;
+}
+
+/* Run one statement with text parameters (NULL binds SQL NULL); *changes
+ * receives sqlite3_changes when not NULL. */
+static enum adp_err exec_text(struct state *st, const char *what, const char *sql,
+                              const char *const *params, int nparams, int *changes,
+                              struct adp_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    int r, i;
+
+    if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK)
+        return db_error(st, what, err);
+    for (i = 0; i < nparams; i++) {
+        if (params[i] == NULL)
+            sqlite3_bind_null(q, i + 1);
+        else
+            sqlite3_bind_text(q, i + 1, params[i], -1, SQLITE_TRANSIENT);
+    }
+    r = sqlite3_step(q);
+    sqlite3_finalize(q);
+    if (r != SQLITE_DONE && r != SQLITE_ROW)
+        return db_error(st, what, err);
+    if (changes != NULL)
+        *changes = sqlite3_changes(st->db);
+    return ADP_OK;
+}
+
+static enum adp_err tx(struct state *st, const char *sql, struct adp_error *err)
+{
+    if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        return db_error(st, sql, err);
+    return ADP_OK;
+}
+
+enum adp_err state_forget_patient(struct state *st, const char *patient_id,
+                                  struct adp_error *err)
+{
+    const char *p[1] = {patient_id};
+    enum adp_err rc;
+
+    rc = tx(st, "BEGIN IMMEDIATE", err);
+    if (rc != ADP_OK)
+        return rc;
+    if ((rc = exec_text(st, "forget patient", "DELETE FROM patient WHERE patient_id = ?1",
+                        p, 1, NULL, err)) != ADP_OK ||
+        (rc = exec_text(st, "forget patient", "DELETE FROM outbox WHERE patient_id = ?1",
+                        p, 1, NULL, err)) != ADP_OK ||
+        (rc = exec_text(st, "forget patient",
+                        "DELETE FROM dead_letter WHERE patient_id = ?1", p, 1, NULL,
+                        err)) != ADP_OK) {
+        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    return tx(st, "COMMIT", err);
+}
+
+enum adp_err state_outbox_put(struct state *st, const char *patient_id, const char *kind,
+                              const char *decision_hash, const char *careplan,
+                              const char *risk, struct adp_error *err)
+{
+    const char *p[5] = {patient_id, kind, decision_hash, careplan, risk};
+
+    /* A newer decision replaces the old one but keeps its attempt count. */
+    return exec_text(st, "write outbox",
+                     "INSERT INTO outbox(patient_id, kind, decision_hash, careplan, risk) "
+                     "VALUES(?1,?2,?3,?4,?5) ON CONFLICT(patient_id) DO UPDATE SET "
+                     "kind = excluded.kind, decision_hash = excluded.decision_hash, "
+                     "careplan = excluded.careplan, risk = excluded.risk",
+                     p, 5, NULL, err);
+}
+
+enum adp_err state_outbox_get(struct state *st, const char *patient_id,
+                              struct state_outbox *out, int *found, struct adp_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    int r;
+
+    *found = 0;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT patient_id, kind, decision_hash, attempts, last_error, "
+                           "created_at FROM outbox WHERE patient_id = ?1",
+                           -1, &q, NULL) != SQLITE_OK)
+        return db_error(st, "read outbox", err);
+    sqlite3_bind_text(q, 1, patient_id, -1, SQLITE_TRANSIENT);
+    r = sqlite3_step(q);
+    if (r == SQLITE_ROW) {
+        memset(out, 0, sizeof(*out));
+        col(q, 0, out->patient_id, sizeof(out->patient_id));
+        col(q, 1, out->kind, sizeof(out->kind));
+        col(q, 2, out->decision_hash, sizeof(out->decision_hash));
+        out->attempts = sqlite3_column_int(q, 3);
+        col(q, 4, out->last_error, sizeof(out->last_error));
+        col(q, 5, out->created_at, sizeof(out->created_at));
+        *found = 1;
+    }
+    sqlite3_finalize(q);
+    if (r != SQLITE_ROW && r != SQLITE_DONE)
+        return db_error(st, "read outbox", err);
+    return ADP_OK;
+}
+
+enum adp_err state_outbox_failed(struct state *st, const char *patient_id,
+                                 const char *last_error, int *attempts,
+                                 struct adp_error *err)
+{
+    const char *p[2] = {patient_id, last_error};
+    struct state_outbox o;
+    enum adp_err rc;
+    int found = 0;
+
+    rc = exec_text(st, "update outbox",
+                   "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 "
+                   "WHERE patient_id = ?1",
+                   p, 2, NULL, err);
+    if (rc == ADP_OK)
+        rc = state_outbox_get(st, patient_id, &o, &found, err);
+    if (rc == ADP_OK)
+        *attempts = found ? o.attempts : 0;
+    return rc;
+}
+
+enum adp_err state_outbox_done(struct state *st, const char *patient_id,
+                               struct adp_error *err)
+{
+    const char *p[1] = {patient_id};
+
+    return exec_text(st, "clear outbox", "DELETE FROM outbox WHERE patient_id = ?1", p, 1,
+                     NULL, err);
+}
+
+enum adp_err state_outbox_list(struct state *st, char ***ids, int *n,
+                               struct adp_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    char **out = NULL, **grown;
+    int count = 0, cap = 0, r, i;
+    enum adp_err rc = ADP_OK;
+
+    if (sqlite3_prepare_v2(st->db, "SELECT patient_id FROM outbox ORDER BY seq", -1, &q,
+                           NULL) != SQLITE_OK)
+        return db_error(st, "list outbox", err);
+    while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(q, 0);
+
+        if (count == cap) {
+            cap = cap ? cap * 2 : 16;
+            grown = realloc(out, (size_t)cap * sizeof(*out));
+            if (grown == NULL) {
+                rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+                goto out;
+            }
+            out = grown;
+        }
+        out[count] = strdup(t != NULL ? (const char *)t : "");
+        if (out[count] == NULL) {
+            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+            goto out;
+        }
+        count++;
+    }
+    if (r != SQLITE_DONE) {
+        rc = db_error(st, "list outbox", err);
+        goto out;
+    }
+    *ids = out;
+    *n = count;
+    out = NULL;
+out:
+    sqlite3_finalize(q);
+    if (out != NULL) {
+        for (i = 0; i < count; i++)
+            free(out[i]);
+        free(out);
+    }
+    return rc;
+}
+
+enum adp_err state_outbox_count(struct state *st, int *n, struct adp_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    int r;
+
+    if (sqlite3_prepare_v2(st->db, "SELECT count(*) FROM outbox", -1, &q, NULL) !=
+        SQLITE_OK)
+        return db_error(st, "count outbox", err);
+    r = sqlite3_step(q);
+    if (r == SQLITE_ROW)
+        *n = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    if (r != SQLITE_ROW)
+        return db_error(st, "count outbox", err);
+    return ADP_OK;
+}
+
+enum adp_err state_dead_letter(struct state *st, const char *patient_id, const char *kind,
+                               const char *decision_hash, int attempts, int http_status,
+                               const char *last_error, const char *outcome,
+                               struct adp_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    const char *p[1] = {patient_id};
+    enum adp_err rc;
+    int r;
+
+    rc = tx(st, "BEGIN IMMEDIATE", err);
+    if (rc != ADP_OK)
+        return rc;
+    if (sqlite3_prepare_v2(
+            st->db,
+            "INSERT INTO dead_letter(patient_id, kind, decision_hash, careplan, risk, "
+            "attempts, http_status, last_error, outcome) "
+            "SELECT ?1, ?2, ?3, (SELECT careplan FROM outbox WHERE patient_id = ?1), "
+            "(SELECT risk FROM outbox WHERE patient_id = ?1), ?4, ?5, ?6, ?7 "
+            "WHERE 1 ON CONFLICT(patient_id) DO UPDATE SET kind = excluded.kind, "
+            "decision_hash = excluded.decision_hash, careplan = excluded.careplan, "
+            "risk = excluded.risk, attempts = dead_letter.attempts + excluded.attempts, "
+            "http_status = excluded.http_status, last_error = excluded.last_error, "
+            "outcome = excluded.outcome, "
+            "failed_at = strftime('%Y-%m-%dT%H:%M:%SZ','now')",
+            -1, &q, NULL) != SQLITE_OK) {
+        rc = db_error(st, "write dead letter", err);
+        goto fail;
+    }
+    sqlite3_bind_text(q, 1, patient_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(q, 2, kind, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(q, 3, decision_hash, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(q, 4, attempts);
+    sqlite3_bind_int(q, 5, http_status);
+    sqlite3_bind_text(q, 6, last_error != NULL ? last_error : "", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(q, 7, outcome != NULL ? outcome : "", -1, SQLITE_TRANSIENT);
+    r = sqlite3_step(q);
+    sqlite3_finalize(q);
+    if (r != SQLITE_DONE) {
+        rc = db_error(st, "write dead letter", err);
+        goto fail;
+    }
+    rc = exec_text(st, "clear outbox", "DELETE FROM outbox WHERE patient_id = ?1", p, 1,
+                   NULL, err);
+    if (rc != ADP_OK)
+        goto fail;
+    return tx(st, "COMMIT", err);
+fail:
+    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+static void dead_row(sqlite3_stmt *q, struct state_dead *d)
+{
+    memset(d, 0, sizeof(*d));
+    col(q, 0, d->patient_id, sizeof(d->patient_id));
+    col(q, 1, d->kind, sizeof(d->kind));
+    col(q, 2, d->decision_hash, sizeof(d->decision_hash));
+    d->attempts = sqlite3_column_int(q, 3);
+    d->http_status = sqlite3_column_int(q, 4);
+    col(q, 5, d->last_error, sizeof(d->last_error));
+    col(q, 6, d->outcome, sizeof(d->outcome));
+    col(q, 7, d->failed_at, sizeof(d->failed_at));
+}
+
+#define DEAD_COLS                                                                       \
+    "SELECT patient_id, kind, decision_hash, attempts, http_status, last_error, "       \
+    "outcome, failed_at FROM dead_letter "
+
+enum adp_err state_dead_get(struct state *st, const char *patient_id,
+                            struct state_dead *out, int *found, struct adp_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    int r;
+
+    *found = 0;
+    if (sqlite3_prepare_v2(st->db, DEAD_COLS "WHERE patient_id = ?1", -1, &q, NULL) !=
+        SQLITE_OK)
+        return db_error(st, "read dead letter", err);
+    sqlite3_bind_text(q, 1, patient_id, -1, SQLITE_TRANSIENT);
+    r = sqlite3_step(q);
+    if (r == SQLITE_ROW) {
+        dead_row(q, out);
+        *found = 1;
+    }
+    sqlite3_finalize(q);
+    if (r != SQLITE_ROW && r != SQLITE_DONE)
+        return db_error(st, "read dead letter", err);
+    return ADP_OK;
+}
+
+enum adp_err state_dead_list(struct state *st, struct state_dead **rows, int *n,
+                             struct adp_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    struct state_dead *out = NULL, *grown;
+    int count = 0, cap = 0, r;
+
+    if (sqlite3_prepare_v2(st->db, DEAD_COLS "ORDER BY seq", -1, &q, NULL) != SQLITE_OK)
+        return db_error(st, "list dead letters", err);
+    while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+        if (count == cap) {
+            cap = cap ? cap * 2 : 8;
+            grown = realloc(out, (size_t)cap * sizeof(*out));
+            if (grown == NULL) {
+                sqlite3_finalize(q);
+                free(out);
+                return adp_error_set(err, ADP_ENOMEM, "out of memory");
+            }
+            out = grown;
+        }
+        dead_row(q, &out[count++]);
+    }
+    sqlite3_finalize(q);
+    if (r != SQLITE_DONE) {
+        free(out);
+        return db_error(st, "list dead letters", err);
+    }
+    *rows = out;
+    *n = count;
+    return ADP_OK;
+}
+
+enum adp_err state_dead_clear(struct state *st, const char *patient_id,
+                              struct adp_error *err)
+{
+    const char *p[1] = {patient_id};
+
+    return exec_text(st, "clear dead letter", "DELETE FROM dead_letter WHERE patient_id = ?1",
+                     p, 1, NULL, err);
+}
+
+enum adp_err state_dead_requeue(struct state *st, const char *patient_id, int *n,
+                                struct adp_error *err)
+{
+    const char *p[1] = {patient_id};
+    enum adp_err rc;
+    int moved = 0;
+
+    rc = tx(st, "BEGIN IMMEDIATE", err);
+    if (rc != ADP_OK)
+        return rc;
+    rc = exec_text(st, "requeue dead letters",
+                   "INSERT INTO outbox(patient_id, kind, decision_hash, careplan, risk, "
+                   "last_error) SELECT patient_id, kind, decision_hash, careplan, risk, "
+                   "last_error FROM dead_letter WHERE ?1 IS NULL OR patient_id = ?1 "
+                   "ORDER BY seq ON CONFLICT(patient_id) DO NOTHING",
+                   p, 1, NULL, err);
+    if (rc == ADP_OK)
+        rc = exec_text(st, "requeue dead letters",
+                       "DELETE FROM dead_letter WHERE ?1 IS NULL OR patient_id = ?1", p, 1,
+                       &moved, err);
+    if (rc != ADP_OK) {
+        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    rc = tx(st, "COMMIT", err);
+    if (rc == ADP_OK)
+        *n = moved;
+    return rc;
 }

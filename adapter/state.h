@@ -17,6 +17,7 @@ struct state;
 
 struct state_patient {
     char decision_hash[65];
+    char input_hash[65];         /* SHA-256 of the inputs last decided on */
     char rec[32];
     char careplan_id[128];
     char careplan_version[64];
@@ -25,7 +26,14 @@ struct state_patient {
 };
 
 /* Open (creating and migrating) the state file.  *out new, free with
- * state_close. */
+ * state_close.  flags STATE_LOCK: take an exclusive lock (flock on
+ * "<path>.lock", holding our pid) for the life of the handle; a second
+ * locker fails with ADP_EIO naming the holder's pid.  Without it (the
+ * read-only `status`), nothing is locked. */
+#define STATE_LOCK 1
+enum adp_err state_open_ex(const char *path, int flags, struct state **out,
+                           struct adp_error *err);
+/* state_open_ex(path, STATE_LOCK, ...) */
 enum adp_err state_open(const char *path, struct state **out, struct adp_error *err);
 void state_close(struct state *st);
 
@@ -40,5 +48,76 @@ enum adp_err state_get_patient(struct state *st, const char *patient_id,
                                struct adp_error *err);
 enum adp_err state_put_patient(struct state *st, const char *patient_id,
                                const struct state_patient *p, struct adp_error *err);
+
+/* Forget everything about a patient (record, outbox, dead letter). */
+enum adp_err state_forget_patient(struct state *st, const char *patient_id,
+                                  struct adp_error *err);
+
+/*
+ * Outbox: one row per patient whose decision is made but not yet fully
+ * written.  state_outbox_put is committed (fsync'd by SQLite) BEFORE the
+ * first network write; state_outbox_done removes it after the last.  A
+ * newer decision replaces an older one.  careplan / risk are the JSON
+ * bodies to write (may be NULL for a revocation).
+ */
+struct state_outbox {
+    char patient_id[128];
+    char kind[16];               /* "post" or "revoke" */
+    char decision_hash[65];
+    int attempts;                /* passes that ended without finishing */
+    char last_error[512];
+    char created_at[32];
+};
+
+enum adp_err state_outbox_put(struct state *st, const char *patient_id, const char *kind,
+                              const char *decision_hash, const char *careplan,
+                              const char *risk, struct adp_error *err);
+/* Row of patient_id: *found 0 when none. */
+enum adp_err state_outbox_get(struct state *st, const char *patient_id,
+                              struct state_outbox *out, int *found, struct adp_error *err);
+/* A pass over the row ended without finishing: attempts + 1, last error. */
+enum adp_err state_outbox_failed(struct state *st, const char *patient_id,
+                                 const char *last_error, int *attempts,
+                                 struct adp_error *err);
+enum adp_err state_outbox_done(struct state *st, const char *patient_id,
+                               struct adp_error *err);
+/* Patient ids in the outbox, oldest first: *ids new array of new strings
+ * (free each and the array), *n their number. */
+enum adp_err state_outbox_list(struct state *st, char ***ids, int *n,
+                               struct adp_error *err);
+enum adp_err state_outbox_count(struct state *st, int *n, struct adp_error *err);
+
+/*
+ * Dead letters: writes that failed permanently (or kept failing), parked
+ * until an operator fixes the cause and runs `replay`.  state_dead_letter
+ * moves the patient's outbox row (if any) into the table in one
+ * transaction.
+ */
+struct state_dead {
+    char patient_id[128];
+    char kind[16];
+    char decision_hash[65];
+    int attempts;
+    int http_status;
+    char last_error[512];
+    char outcome[512];           /* OperationOutcome diagnostics */
+    char failed_at[32];
+};
+
+enum adp_err state_dead_letter(struct state *st, const char *patient_id, const char *kind,
+                               const char *decision_hash, int attempts, int http_status,
+                               const char *last_error, const char *outcome,
+                               struct adp_error *err);
+enum adp_err state_dead_get(struct state *st, const char *patient_id,
+                            struct state_dead *out, int *found, struct adp_error *err);
+/* Every dead letter, oldest first: *rows new array (free()), *n. */
+enum adp_err state_dead_list(struct state *st, struct state_dead **rows, int *n,
+                             struct adp_error *err);
+/* Remove the patient's dead letter (its write finally succeeded). */
+enum adp_err state_dead_clear(struct state *st, const char *patient_id,
+                              struct adp_error *err);
+/* Move dead letters back to the outbox (patient_id NULL: all); *n moved. */
+enum adp_err state_dead_requeue(struct state *st, const char *patient_id, int *n,
+                                struct adp_error *err);
 
 #endif

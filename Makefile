@@ -8,7 +8,7 @@
 #   make CC=clang   clang must build too
 
 CC      ?= cc
-PKGS    := libcurl jansson openssl sqlite3
+PKGS    := libcurl jansson openssl sqlite3 libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -21,7 +21,7 @@ CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
            -Wall -Wextra -Wpedantic -Werror -Wshadow -Wstrict-prototypes \
            -Wmissing-prototypes -Wformat=2 $(PKG_CFLAGS) \
            -DDNMBC_MAPPINGS_DIR='"$(MAPPINGS_DIR)"' -DDNMBC_VERSION='"$(VERSION)"'
-LDLIBS  += $(PKG_LIBS) -lm
+LDLIBS  += $(PKG_LIBS) -lm -pthread
 
 BUILD   := build
 SRCS    := $(wildcard adapter/*.c)
@@ -32,7 +32,7 @@ UNITSRC := $(wildcard tests/unit/test_*.c)
 UNITBIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNITSRC))
 
 
-.PHONY: all deps build-tests unit test demo clean configtest certs check-certs
+.PHONY: all deps build-tests unit test demo clean configtest install certs check-certs bench
 
 all: dnmbc-adapter
 
@@ -73,6 +73,12 @@ demo: deps
 	@$(MAKE) --no-print-directory dnmbc-adapter
 	@tests/demo.sh
 
+# Throughput / CPU / memory against the test server, wrk and a Node.js peer
+# (docs/benchmarks.md).  Sizes: BENCH_SIZES="1000 10000" (default).
+bench: deps
+	@$(MAKE) --no-print-directory dnmbc-adapter
+	@tests/bench/run.sh
+
 # Development TLS certificates in certs/out (git-ignored); see certs/README.md.
 certs:
 	@bash certs/make-certs.sh
@@ -83,5 +89,91 @@ check-certs: certs
 configtest: dnmbc-adapter
 	./dnmbc-adapter -n
 
+# make install [PREFIX=/usr/local] [DESTDIR=]: the binary (built again with
+# its mappings default pointing at the installed tables), the man page, the
+# mapping tables and the systemd unit (its paths rewritten to PREFIX).
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+PKGDATADIR ?= $(PREFIX)/share/dnmbc-adapter
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+
+$(BUILD)/install/dnmbc-adapter: MAPPINGS_DIR = $(PKGDATADIR)/mappings
+$(BUILD)/install/dnmbc-adapter: $(SRCS) $(wildcard adapter/*.h) Makefile
+	mkdir -p $(@D)
+	$(CC) $(CFLAGS) -o $@ $(SRCS) $(LDFLAGS) $(LDLIBS)
+
+install: $(BUILD)/install/dnmbc-adapter
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
+	    $(DESTDIR)$(PKGDATADIR)/mappings $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(BUILD)/install/dnmbc-adapter $(DESTDIR)$(BINDIR)/dnmbc-adapter
+	install -m 0644 docs/dnmbc-adapter.1 $(DESTDIR)$(MANDIR)/man1/dnmbc-adapter.1
+	install -m 0644 mappings/*.json $(DESTDIR)$(PKGDATADIR)/mappings/
+	sed -e 's|/usr/local/bin/dnmbc-adapter|$(BINDIR)/dnmbc-adapter|g' \
+	    -e 's|/usr/share/dnmbc-adapter/mappings|$(PKGDATADIR)/mappings|g' \
+	    docker/dnmbc-adapter.service >$(DESTDIR)$(UNITDIR)/dnmbc-adapter.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/dnmbc-adapter.service
+
 clean:
 	rm -rf $(BUILD) dnmbc-adapter
+
+# --- robustness (issue #5): fuzzing, sanitizers, valgrind -------------------
+#   make fuzz [FUZZ_SECONDS=60]   each libFuzzer target (clang) for FUZZ_SECONDS
+#   make fuzz-replay              replay tests/fuzz/corpus/<target>/ (any compiler;
+#                                 part of `make test`)
+#   make asan                     the whole test suite under ASan + UBSan (clang)
+#   make valgrind                 unit tests and one sync under memcheck
+FUZZ_TARGETS := features bundle config mapping
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_DEFS    := -DFUZZ_MAPPINGS_DIR='"$(CURDIR)/mappings"'
+REPLAYBIN    := $(patsubst %,$(BUILD)/fuzz-replay/%,$(FUZZ_TARGETS))
+
+.PHONY: fuzz fuzz-build fuzz-replay asan valgrind
+
+build-tests: $(REPLAYBIN)
+
+$(BUILD)/fuzz-replay/%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Wno-missing-prototypes -iquote adapter $(FUZZ_DEFS) -o $@ \
+	    tests/fuzz/fuzz_$*.c tests/fuzz/replay_main.c $(LIB) $(LDFLAGS) $(LDLIBS)
+
+fuzz-replay: $(REPLAYBIN)
+	@for t in $(FUZZ_TARGETS); do $(BUILD)/fuzz-replay/$$t tests/fuzz/corpus/$$t/* || exit 1; done
+
+# libFuzzer builds: the adapter sources compiled again with the fuzzer flags.
+$(BUILD)/fuzz/%: tests/fuzz/fuzz_%.c $(LIBSRCS) $(wildcard adapter/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(filter-out -O2 -Werror,$(CFLAGS)) $(FUZZ_FLAGS) -Wno-missing-prototypes \
+	    -iquote adapter $(FUZZ_DEFS) -o $@ $< $(LIBSRCS) $(LDFLAGS) $(LDLIBS)
+
+fuzz-build: $(patsubst %,$(BUILD)/fuzz/%,$(FUZZ_TARGETS))
+
+# New interesting inputs go to build/fuzz-corpus/<target>; crashers to
+# tests/fuzz/corpus/<target>/ (kept and replayed by `make test`).
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(BUILD)/fuzz-corpus/$$t; \
+	    $(BUILD)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
+	        -artifact_prefix=tests/fuzz/corpus/$$t/crash- -print_final_stats=1 \
+	        $(BUILD)/fuzz-corpus/$$t tests/fuzz/corpus/$$t >$(BUILD)/fuzz-$$t.log 2>&1; \
+	    s=$$?; grep -E 'stat::number_of_executed_units|ERROR|SUMMARY' $(BUILD)/fuzz-$$t.log; \
+	    test $$s -eq 0 || { echo "fuzz $$t failed, see $(BUILD)/fuzz-$$t.log"; exit 1; }; \
+	done
+
+# asan: a copy of the tree under build/asan-tree (so the normal build is left
+# alone), built with clang and the sanitizers, then the whole test suite.
+ASAN_TREE := $(BUILD)/asan-tree
+SAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+asan:
+	rm -rf $(ASAN_TREE) && mkdir -p $(ASAN_TREE)
+	tar --exclude=./build --exclude=./dnmbc-adapter --exclude='./tests/*/node_modules' -cf - . | \
+	    tar -xf - -C $(ASAN_TREE)
+	for d in tests/*/node_modules; do [ -d "$$d" ] && ln -s "$(CURDIR)/$$d" "$(ASAN_TREE)/$$d"; done; true
+	CFLAGS='$(SAN_FLAGS)' LDFLAGS='-fsanitize=address,undefined' \
+	    $(MAKE) --no-print-directory -C $(ASAN_TREE) CC=clang build-tests
+	cd $(ASAN_TREE) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run-tests.sh
+
+valgrind: build-tests
+	@tests/valgrind.sh

@@ -34,21 +34,49 @@ static const struct key keys[] = {
     {"fhir", "page_size", K_INT, OFF(page_size), 1, 1000},
     {"fhir", "max_pages", K_INT, OFF(max_pages), 1, 100000},
     {"fhir", "max_response_mb", K_INT, OFF(max_response_mb), 1, 4096},
+    {"fhir", "follow_other_origins", K_BOOL, OFF(follow_other_origins), 0, 0},
+    {"fhir", "retry_max_attempts", K_INT, OFF(retry_max_attempts), 1, 100},
+    {"fhir", "retry_base_ms", K_INT, OFF(retry_base_ms), 1, 600000},
+    {"fhir", "retry_max_ms", K_INT, OFF(retry_max_ms), 1, 3600000},
+    {"fhir", "low_speed_limit", K_INT, OFF(low_speed_limit), 1, 1073741824},
+    {"fhir", "low_speed_time_s", K_INT, OFF(low_speed_time_s), 1, 3600},
+    {"fhir", "concurrency", K_INT, OFF(concurrency), 1, 64},
+    {"fhir", "rate_limit_rps", K_INT, OFF(rate_limit_rps), 0, 100000},
+    {"fhir", "batch_fetch", K_BOOL, OFF(batch_fetch), 0, 0},
+    {"fhir", "observation_code_filter", K_BOOL, OFF(observation_code_filter), 0, 0},
     {"tls", "ca_file", K_STR, OFF(ca_file), 0, 0},
     {"tls", "client_cert", K_STR, OFF(client_cert), 0, 0},
     {"tls", "client_key", K_STR, OFF(client_key), 0, 0},
     {"tls", "insecure", K_BOOL, OFF(tls_insecure), 0, 0},
+    {"tls", "pinned_public_key", K_STR, OFF(pinned_public_key), 0, 0},
+    {"tls", "proxy", K_STR, OFF(proxy), 0, 0},
     {"auth", "mode", K_STR, OFF(auth_mode), 0, 0},
     {"auth", "bearer_token_file", K_STR, OFF(bearer_token_file), 0, 0},
+    {"auth", "client_id", K_STR, OFF(client_id), 0, 0},
+    {"auth", "client_secret_file", K_STR, OFF(client_secret_file), 0, 0},
+    {"auth", "private_key", K_STR, OFF(private_key), 0, 0},
+    {"auth", "key_id", K_STR, OFF(key_id), 0, 0},
+    {"auth", "jku", K_STR, OFF(jku), 0, 0},
+    {"auth", "token_url", K_STR, OFF(token_url), 0, 0},
+    {"auth", "scope", K_STR, OFF(scope), 0, 0},
     {"output", "canonical_base", K_STR, OFF(canonical_base), 0, 0},
     {"output", "write_provenance", K_BOOL, OFF(write_provenance), 0, 0},
     {"mappings", "dir", K_STR, OFF(mappings_dir), 0, 0},
     {"mappings", "thresholds", K_STR, OFF(thresholds_file), 0, 0},
     {"mappings", "extra", K_STRLIST, OFF(extra_mappings), 0, 0},
     {"state", "path", K_STR, OFF(state_path), 0, 0},
+    {"state", "dead_letter_after", K_INT, OFF(dead_letter_after), 1, 1000},
     {"daemon", "interval_s", K_INT, OFF(interval_s), 1, 86400},
     {"daemon", "overlap_s", K_INT, OFF(overlap_s), 0, 86400},
     {"log", "level", K_STR, OFF(log_level), 0, 0},
+    {"log", "format", K_STR, OFF(log_format), 0, 0},
+    {"fhir", "preflight", K_STR, OFF(preflight), 0, 0},
+    {"server", "listen", K_STR, OFF(listen), 0, 0},
+    {"server", "tls_cert", K_STR, OFF(server_tls_cert), 0, 0},
+    {"server", "tls_key", K_STR, OFF(server_tls_key), 0, 0},
+    {"server", "notify_secret_file", K_STR, OFF(notify_secret_file), 0, 0},
+    {"server", "heartbeat_s", K_INT, OFF(heartbeat_s), 0, 86400},
+    {"audit", "enabled", K_BOOL, OFF(audit_enabled), 0, 0},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -56,11 +84,22 @@ static const struct key keys[] = {
 const char *const config_keys[] = {
     "fhir.base_url",     "fhir.connect_timeout_s", "fhir.timeout_s",
     "fhir.page_size",    "fhir.max_pages",         "fhir.max_response_mb",
+    "fhir.retry_max_attempts", "fhir.retry_base_ms", "fhir.retry_max_ms",
+    "fhir.low_speed_limit", "fhir.low_speed_time_s", "state.dead_letter_after",
     "tls.ca_file",       "tls.client_cert",        "tls.client_key",
     "tls.insecure",      "auth.mode",              "auth.bearer_token_file",
     "output.canonical_base", "output.write_provenance", "mappings.dir",
     "mappings.thresholds", "mappings.extra",       "state.path",
     "daemon.interval_s", "daemon.overlap_s",       "log.level",
+    "fhir.follow_other_origins", "tls.pinned_public_key", "tls.proxy",
+    "auth.client_id",    "auth.client_secret_file", "auth.private_key",
+    "auth.key_id",       "auth.jku",               "auth.token_url",
+    "auth.scope",
+    "fhir.concurrency",  "fhir.rate_limit_rps",    "fhir.batch_fetch",
+    "fhir.observation_code_filter",
+    "log.format",        "fhir.preflight",         "server.listen",
+    "server.tls_cert",   "server.tls_key",         "server.notify_secret_file",
+    "server.heartbeat_s", "audit.enabled",
     NULL};
 
 enum adp_err config_set_str(char **field, const char *val, struct adp_error *err)
@@ -87,6 +126,15 @@ static enum adp_err set_defaults(struct config *cfg, struct adp_error *err)
     cfg->page_size = 100;
     cfg->max_pages = 1000;
     cfg->max_response_mb = 64;
+    cfg->retry_max_attempts = 5;
+    cfg->retry_base_ms = 500;
+    cfg->retry_max_ms = 30000;
+    cfg->low_speed_limit = 1;
+    cfg->low_speed_time_s = 30;
+    cfg->concurrency = 4;
+    cfg->batch_fetch = 1;
+    cfg->observation_code_filter = 1;
+    cfg->dead_letter_after = 5;
     cfg->write_provenance = 1;
     cfg->interval_s = 300;
     cfg->overlap_s = 300;
@@ -95,7 +143,9 @@ static enum adp_err set_defaults(struct config *cfg, struct adp_error *err)
                              "https://dnmbc-adapter.example.org/fhir", err)) != ADP_OK ||
         (rc = config_set_str(&cfg->mappings_dir, DNMBC_MAPPINGS_DIR, err)) != ADP_OK ||
         (rc = config_set_str(&cfg->state_path, "dnmbc-adapter.state", err)) != ADP_OK ||
-        (rc = config_set_str(&cfg->log_level, "info", err)) != ADP_OK)
+        (rc = config_set_str(&cfg->log_level, "info", err)) != ADP_OK ||
+        (rc = config_set_str(&cfg->log_format, "text", err)) != ADP_OK ||
+        (rc = config_set_str(&cfg->preflight, "adapt", err)) != ADP_OK)
         return rc;
     return ADP_OK;
 }
@@ -208,7 +258,8 @@ out:
     return rc;
 }
 
-static enum adp_err read_secret_file(const char *path, char **out, struct adp_error *err)
+static enum adp_err read_secret_file(const char *key, const char *path, char **out,
+                                     struct adp_error *err)
 {
     FILE *fp;
     char buf[8192];
@@ -216,15 +267,14 @@ static enum adp_err read_secret_file(const char *path, char **out, struct adp_er
 
     fp = fopen(path, "r");
     if (fp == NULL)
-        return adp_error_set(err, ADP_ECONFIG, "auth.bearer_token_file: cannot open %s",
-                             path);
+        return adp_error_set(err, ADP_ECONFIG, "%s: cannot open %s", key, path);
     n = fread(buf, 1, sizeof(buf) - 1, fp);
     fclose(fp);
     buf[n] = '\0';
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
         buf[--n] = '\0';
     if (n == 0)
-        return adp_error_set(err, ADP_ECONFIG, "auth.bearer_token_file: %s is empty", path);
+        return adp_error_set(err, ADP_ECONFIG, "%s: %s is empty", key, path);
     return config_set_str(out, buf, err);
 }
 
@@ -254,7 +304,26 @@ enum adp_err config_load(const char *path, struct config *cfg, struct adp_error 
         if ((rc = config_set_str(&cfg->bearer_token, env, err)) != ADP_OK)
             return rc;
     } else if (cfg->bearer_token_file != NULL) {
-        rc = read_secret_file(cfg->bearer_token_file, &cfg->bearer_token, err);
+        rc = read_secret_file("auth.bearer_token_file", cfg->bearer_token_file,
+                              &cfg->bearer_token, err);
+        if (rc != ADP_OK)
+            return rc;
+    }
+    if ((env = getenv("DNMBC_CLIENT_SECRET")) != NULL && env[0] != '\0') {
+        if ((rc = config_set_str(&cfg->client_secret, env, err)) != ADP_OK)
+            return rc;
+    } else if (cfg->client_secret_file != NULL) {
+        rc = read_secret_file("auth.client_secret_file", cfg->client_secret_file,
+                              &cfg->client_secret, err);
+        if (rc != ADP_OK)
+            return rc;
+    }
+    if ((env = getenv("DNMBC_NOTIFY_SECRET")) != NULL && env[0] != '\0') {
+        if ((rc = config_set_str(&cfg->notify_secret, env, err)) != ADP_OK)
+            return rc;
+    } else if (cfg->notify_secret_file != NULL) {
+        rc = read_secret_file("server.notify_secret_file", cfg->notify_secret_file,
+                              &cfg->notify_secret, err);
         if (rc != ADP_OK)
             return rc;
     }
@@ -267,10 +336,25 @@ enum adp_err config_check(const struct config *cfg, struct adp_error *err)
         strncmp(cfg->base_url, "http://", 7) != 0)
         return adp_error_set(err, ADP_ECONFIG,
                              "fhir.base_url: must start with https:// or http://");
-    if (strcmp(cfg->auth_mode, "none") != 0 && strcmp(cfg->auth_mode, "bearer") != 0)
+    if (strcmp(cfg->auth_mode, "none") != 0 && strcmp(cfg->auth_mode, "bearer") != 0 &&
+        strcmp(cfg->auth_mode, "client-secret") != 0 && strcmp(cfg->auth_mode, "smart") != 0)
         return adp_error_set(err, ADP_ECONFIG,
-                             "auth.mode: '%s' is not supported (none, bearer)",
+                             "auth.mode: '%s' is not supported (none, bearer, "
+                             "client-secret, smart)",
                              cfg->auth_mode);
+    if ((strcmp(cfg->auth_mode, "client-secret") == 0 ||
+         strcmp(cfg->auth_mode, "smart") == 0) &&
+        cfg->client_id == NULL)
+        return adp_error_set(err, ADP_ECONFIG, "auth.mode is %s but auth.client_id is not set",
+                             cfg->auth_mode);
+    if (strcmp(cfg->auth_mode, "smart") == 0 && cfg->private_key == NULL)
+        return adp_error_set(err, ADP_ECONFIG,
+                             "auth.mode is smart but auth.private_key is not set (make a "
+                             "key pair with dnmbc-adapter keygen)");
+    if (strcmp(cfg->auth_mode, "client-secret") == 0 && cfg->client_secret == NULL)
+        return adp_error_set(err, ADP_ECONFIG,
+                             "auth.mode is client-secret but no secret: set "
+                             "auth.client_secret_file or DNMBC_CLIENT_SECRET");
     if (strcmp(cfg->auth_mode, "bearer") == 0 && cfg->bearer_token == NULL)
         return adp_error_set(err, ADP_ECONFIG,
                              "auth.mode is bearer but no token: set auth.bearer_token_file "
@@ -281,6 +365,20 @@ enum adp_err config_check(const struct config *cfg, struct adp_error *err)
     if (strncmp(cfg->canonical_base, "http://", 7) != 0 &&
         strncmp(cfg->canonical_base, "https://", 8) != 0)
         return adp_error_set(err, ADP_ECONFIG, "output.canonical_base: must be an http(s) URL");
+    if (cfg->retry_max_ms < cfg->retry_base_ms)
+        return adp_error_set(err, ADP_ECONFIG,
+                             "fhir.retry_max_ms: must not be below fhir.retry_base_ms");
+    if (strcmp(cfg->log_format, "text") != 0 && strcmp(cfg->log_format, "json") != 0)
+        return adp_error_set(err, ADP_ECONFIG, "log.format: '%s' is not text or json",
+                             cfg->log_format);
+    if (strcmp(cfg->preflight, "off") != 0 && strcmp(cfg->preflight, "adapt") != 0 &&
+        strcmp(cfg->preflight, "strict") != 0)
+        return adp_error_set(err, ADP_ECONFIG,
+                             "fhir.preflight: '%s' is not off, adapt or strict",
+                             cfg->preflight);
+    if ((cfg->server_tls_cert == NULL) != (cfg->server_tls_key == NULL))
+        return adp_error_set(err, ADP_ECONFIG,
+                             "server.tls_cert and server.tls_key go together");
     if (log_level_parse(cfg->log_level) < 0)
         return adp_error_set(err, ADP_ECONFIG,
                              "log.level: '%s' is not one of error, warn, info, debug",
@@ -301,6 +399,18 @@ void config_free(struct config *cfg)
     if (cfg->bearer_token != NULL)
         memset(cfg->bearer_token, 0, strlen(cfg->bearer_token));
     free(cfg->bearer_token);
+    free(cfg->pinned_public_key);
+    free(cfg->proxy);
+    free(cfg->client_id);
+    free(cfg->client_secret_file);
+    if (cfg->client_secret != NULL)
+        memset(cfg->client_secret, 0, strlen(cfg->client_secret));
+    free(cfg->client_secret);
+    free(cfg->private_key);
+    free(cfg->key_id);
+    free(cfg->jku);
+    free(cfg->token_url);
+    free(cfg->scope);
     free(cfg->canonical_base);
     free(cfg->mappings_dir);
     free(cfg->thresholds_file);
@@ -308,5 +418,14 @@ void config_free(struct config *cfg)
         free(cfg->extra_mappings[i]);
     free(cfg->state_path);
     free(cfg->log_level);
+    free(cfg->log_format);
+    free(cfg->preflight);
+    free(cfg->listen);
+    free(cfg->server_tls_cert);
+    free(cfg->server_tls_key);
+    free(cfg->notify_secret_file);
+    if (cfg->notify_secret != NULL)
+        memset(cfg->notify_secret, 0, strlen(cfg->notify_secret));
+    free(cfg->notify_secret);
     memset(cfg, 0, sizeof(*cfg));
 }

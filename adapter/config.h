@@ -21,15 +21,35 @@ struct config {
     int page_size;
     int max_pages;
     long max_response_mb;
+    int follow_other_origins;  /* follow next links elsewhere, without credentials */
+    long retry_max_attempts;   /* attempts per FHIR call (transient errors) */
+    long retry_base_ms;
+    long retry_max_ms;
+    long low_speed_limit;      /* bytes/s */
+    long low_speed_time_s;
+    long concurrency;          /* patients in flight (pool workers) */
+    long rate_limit_rps;       /* requests per second, all workers; 0: none */
+    int batch_fetch;           /* one batch per patient when the server offers it */
+    int observation_code_filter; /* Observation search restricted to the mapped codes */
     /* tls */
     char *ca_file;
     char *client_cert;
     char *client_key;
     int tls_insecure;
+    char *pinned_public_key;
+    char *proxy;
     /* auth */
-    char *auth_mode;           /* "none" or "bearer" */
+    char *auth_mode;           /* "none", "bearer", "client-secret" or "smart" */
     char *bearer_token_file;
     char *bearer_token;        /* loaded secret (file or DNMBC_BEARER_TOKEN) */
+    char *client_id;
+    char *client_secret_file;
+    char *client_secret;       /* loaded secret (file or DNMBC_CLIENT_SECRET) */
+    char *private_key;         /* PEM file of the SMART client key */
+    char *key_id;
+    char *jku;
+    char *token_url;
+    char *scope;
     /* output */
     char *canonical_base;
     int write_provenance;
@@ -40,11 +60,23 @@ struct config {
     int nextra_mappings;
     /* state */
     char *state_path;
+    long dead_letter_after;    /* passes an outbox entry may fail before it is parked */
     /* daemon */
     long interval_s;
     long overlap_s;
     /* log */
     char *log_level;
+    char *log_format;          /* "text" or "json" */
+    char *preflight;           /* fhir.preflight: "off", "adapt" or "strict" */
+    /* server (health, metrics, notifications listener of `run`) */
+    char *listen;              /* "HOST:PORT"; NULL: no listener */
+    char *server_tls_cert;
+    char *server_tls_key;
+    char *notify_secret_file;
+    char *notify_secret;       /* loaded secret (file or DNMBC_NOTIFY_SECRET) */
+    long heartbeat_s;          /* expected Subscription heartbeat period; 0: not tracked */
+    /* audit */
+    int audit_enabled;         /* post an AuditEvent per daemon cycle */
 };
 
 /* The documented keys, "section.key", NULL-terminated (for docs tests). */

@@ -33,6 +33,12 @@
 struct fhir_client {
     char *base;
     struct http_client *http;
+    int follow_other_origins;  /* next links elsewhere: follow (http.c's auth hook
+                                * then sends no credentials) instead of refusing */
+    struct fhir_fault last;    /* of the last call; see fhir_last_fault */
+    /* fhir_search_pages: each page's resources go here instead of `into` */
+    enum adp_err (*page_fn)(void *ud, json_t *resources, struct adp_error *err);
+    void *page_ud;
 };
 
 /* ---- bounded, single-line text builder ---------------------------------- */
@@ -195,14 +201,48 @@ static enum adp_err fail_transport(struct adp_error *err, const char *what,
     return rc;
 }
 
-static enum adp_err fail_status(struct adp_error *err, const char *what,
-                                const struct http_response *r)
+/* Remember the status, Retry-After and first OperationOutcome issue code of
+ * a response for fhir_last_fault. */
+static void note_fault(struct fhir_client *fc, const struct http_response *r)
+{
+    json_t *doc;
+    json_error_t jerr;
+    const char *code;
+
+    fc->last.http_status = (int)r->status;
+    fc->last.retry_after_s = r->retry_after_s;
+    fc->last.issue_code[0] = '\0';
+    fhir_outcome_text(r->body, fc->last.diagnostics, sizeof(fc->last.diagnostics));
+    if (r->body == NULL || r->len == 0)
+        return;
+    doc = json_loadb(r->body, r->len, 0, &jerr);
+    code = json_string_value(
+        json_object_get(json_array_get(json_object_get(doc, "issue"), 0), "code"));
+    if (code != NULL && strlen(code) < sizeof(fc->last.issue_code))
+        snprintf(fc->last.issue_code, sizeof(fc->last.issue_code), "%s", code);
+    json_decref(doc);
+}
+
+void fhir_last_fault(const struct fhir_client *fc, struct fhir_fault *out)
+{
+    *out = fc->last;
+}
+
+static void clear_fault(struct fhir_client *fc)
+{
+    memset(&fc->last, 0, sizeof(fc->last));
+    fc->last.retry_after_s = -1;
+}
+
+static enum adp_err fail_status(struct fhir_client *fc, struct adp_error *err,
+                                const char *what, const struct http_response *r)
 {
     char text[360];
     char retry[48] = "";
     int first = err != NULL && err->code == ADP_OK;
     enum adp_err rc;
 
+    note_fault(fc, r);
     fhir_outcome_text(r->body, text, sizeof(text));
     if (r->retry_after_s >= 0)
         snprintf(retry, sizeof(retry), " (Retry-After %ld s)", r->retry_after_s);
@@ -521,6 +561,11 @@ void fhir_client_free(struct fhir_client *fc)
 
 const char *fhir_base(const struct fhir_client *fc) { return fc->base; }
 
+void fhir_client_follow_other_origins(struct fhir_client *fc, int follow)
+{
+    fc->follow_other_origins = follow != 0;
+}
+
 enum adp_err fhir_read(struct fhir_client *fc, const char *type, const char *id,
                        json_t **out, struct adp_error *err)
 {
@@ -535,6 +580,7 @@ enum adp_err fhir_read(struct fhir_client *fc, const char *type, const char *id,
     memset(&r, 0, sizeof(r));
     if (fc == NULL || !valid_type(type))
         return adp_error_set(err, ADP_EUSAGE, "fhir_read: invalid resource type");
+    clear_fault(fc);
     snprintf(what, sizeof(what), "GET %s", type);
     if (!valid_id(id))
         return adp_error_set(err, ADP_EUSAGE, "%s: invalid logical id", what);
@@ -548,7 +594,7 @@ enum adp_err fhir_read(struct fhir_client *fc, const char *type, const char *id,
         goto out;
     }
     if (!is_http_ok(r.status)) {
-        rc = fail_status(err, what, &r);
+        rc = fail_status(fc, err, what, &r);
         goto out;
     }
     rc = parse_body(what, &r, &doc, err);
@@ -630,6 +676,7 @@ static enum adp_err search_walk(struct fhir_client *fc, const char *type,
     memset(&r, 0, sizeof(r));
     if (fc == NULL || !valid_type(type) || !json_is_array(into))
         return adp_error_set(err, ADP_EUSAGE, "fhir_search_all: invalid arguments");
+    clear_fault(fc);
     if (max_pages <= 0)
         max_pages = FHIR_DEFAULT_MAX_PAGES;
     if (query == NULL)
@@ -664,7 +711,7 @@ static enum adp_err search_walk(struct fhir_client *fc, const char *type,
             goto out;
         }
         if (!is_http_ok(r.status)) {
-            rc = fail_status(err, what, &r);
+            rc = fail_status(fc, err, what, &r);
             goto out;
         }
         rc = parse_body(what, &r, &page, err);
@@ -673,11 +720,27 @@ static enum adp_err search_walk(struct fhir_client *fc, const char *type,
         rc = fhir_page_collect(what, page, acc, &next, err);
         if (rc != ADP_OK)
             goto out;
+        if (fc->page_fn != NULL) {
+            /* processed and released page by page */
+            rc = fc->page_fn(fc->page_ud, acc, err);
+            json_array_clear(acc);
+            if (rc != ADP_OK)
+                goto out;
+        }
         if (next == NULL || first_only)
             break;
         if (!fhir_same_origin(next, fc->base)) {
-            rc = adp_error_set(err, ADP_EHTTP, "%s: next link on another origin", what);
-            goto out;
+            if (!fc->follow_other_origins) {
+                rc = adp_error_set(err, ADP_EHTTP,
+                                   "%s: next link on another origin (refused: credentials "
+                                   "go only to the FHIR base; see "
+                                   "fhir.follow_other_origins)",
+                                   what);
+                goto out;
+            }
+            log_warn(FHIR_COMPONENT, "%s: following a next link on another origin, "
+                                     "without credentials",
+                     what);
         }
         if (strcmp(next, url) == 0) {
             rc = adp_error_set(err, ADP_EHTTP, "%s: next link points to the same page",
@@ -762,6 +825,7 @@ static enum adp_err write_resource(struct fhir_client *fc, const char *method,
 
     memset(&r, 0, sizeof(r));
     memset(&w, 0, sizeof(w));
+    clear_fault(fc);
     snprintf(what, sizeof(what), "%s %s", method, type);
     if (!json_is_object(resource)) {
         rc = adp_error_set(err, ADP_EUSAGE, "%s: resource is not a JSON object", what);
@@ -779,7 +843,7 @@ static enum adp_err write_resource(struct fhir_client *fc, const char *method,
         goto out;
     }
     if (!is_http_ok(r.status)) {
-        rc = fail_status(err, what, &r);
+        rc = fail_status(fc, err, what, &r);
         goto out;
     }
     w.status = r.status;
@@ -875,5 +939,134 @@ enum adp_err fhir_create(struct fhir_client *fc, const char *type, json_t *resou
         return adp_error_set(err, ADP_ENOMEM, "POST %s: out of memory", type);
     rc = write_resource(fc, "POST", url, type, resource, out, err);
     free(url);
+    return rc;
+}
+
+/* ---- batch (issue 7: one round trip per patient) ------------------------- */
+
+enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
+                        struct adp_error *err)
+{
+    enum adp_err rc;
+    struct http_response r;
+    struct adp_error local;
+    char *body = NULL;
+    json_t *doc = NULL;
+    const char *rt, *bt;
+
+    memset(&r, 0, sizeof(r));
+    clear_fault(fc);
+    body = json_dumps(bundle, JSON_COMPACT);
+    if (body == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "POST batch: out of memory");
+    adp_error_clear(&local);
+    rc = http_do(fc->http, "POST", fc->base, NULL, body, "application/fhir+json", &r,
+                 &local);
+    if (rc != ADP_OK) {
+        rc = fail_transport(err, "POST batch", "POST", &local);
+        goto out;
+    }
+    if (!is_http_ok(r.status)) {
+        rc = fail_status(fc, err, "POST batch", &r);
+        goto out;
+    }
+    rc = parse_body("POST batch", &r, &doc, err);
+    if (rc != ADP_OK)
+        goto out;
+    rt = json_string_value(json_object_get(doc, "resourceType"));
+    bt = json_string_value(json_object_get(doc, "type"));
+    if (rt == NULL || strcmp(rt, "Bundle") != 0 || bt == NULL ||
+        strcmp(bt, "batch-response") != 0) {
+        rc = adp_error_set(err, ADP_EPARSE, "POST batch: response is not a batch-response "
+                                            "Bundle");
+        goto out;
+    }
+    /* A failed entry fails the call like the same request on its own would:
+     * its status and OperationOutcome become the last fault. */
+    {
+        json_t *e, *resp;
+        size_t i;
+
+        json_array_foreach(json_object_get(doc, "entry"), i, e)
+        {
+            const char *st;
+            char *oo;
+            const char *code;
+
+            resp = json_object_get(e, "response");
+            st = json_string_value(json_object_get(resp, "status"));
+            if (st != NULL && st[0] == '2')
+                continue;
+            fc->last.http_status = st != NULL ? atoi(st) : 0;
+            fc->last.retry_after_s = -1;
+            code = json_string_value(json_object_get(
+                json_array_get(json_object_get(json_object_get(resp, "outcome"), "issue"), 0),
+                "code"));
+            if (code != NULL && strlen(code) < sizeof(fc->last.issue_code))
+                snprintf(fc->last.issue_code, sizeof(fc->last.issue_code), "%s", code);
+            oo = json_dumps(json_object_get(resp, "outcome"), JSON_COMPACT);
+            fhir_outcome_text(oo, fc->last.diagnostics, sizeof(fc->last.diagnostics));
+            free(oo);
+            rc = adp_error_set(err, ADP_EHTTP, "POST batch: entry %zu: HTTP %s: %s", i,
+                               st != NULL ? st : "(no status)", fc->last.diagnostics);
+            if (err != NULL && err->http_status == 0)
+                err->http_status = fc->last.http_status;
+            goto out;
+        }
+    }
+    *out = doc;
+    doc = NULL;
+out:
+    json_decref(doc);
+    http_response_free(&r);
+    free(body);
+    return rc;
+}
+
+enum adp_err fhir_capability(struct fhir_client *fc, json_t **out, struct adp_error *err)
+{
+    enum adp_err rc;
+    struct http_response r;
+    struct adp_error local;
+    char *url;
+    json_t *doc = NULL;
+
+    memset(&r, 0, sizeof(r));
+    clear_fault(fc);
+    url = str_printf_url(fc->base, "/metadata", NULL, NULL, NULL);
+    if (url == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "GET metadata: out of memory");
+    adp_error_clear(&local);
+    rc = http_do(fc->http, "GET", url, NULL, NULL, NULL, &r, &local);
+    if (rc != ADP_OK)
+        rc = fail_transport(err, "GET metadata", "GET", &local);
+    else if (!is_http_ok(r.status))
+        rc = fail_status(fc, err, "GET metadata", &r);
+    else
+        rc = parse_body("GET metadata", &r, &doc, err);
+    if (rc == ADP_OK)
+        *out = doc;
+    http_response_free(&r);
+    free(url);
+    return rc;
+}
+
+enum adp_err fhir_search_pages(struct fhir_client *fc, const char *type, const char *query,
+                               int max_pages,
+                               enum adp_err (*fn)(void *ud, json_t *resources,
+                                                  struct adp_error *err),
+                               void *ud, struct adp_error *err)
+{
+    json_t *none = json_array();
+    enum adp_err rc;
+
+    if (none == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "search %s: out of memory", type);
+    fc->page_fn = fn;
+    fc->page_ud = ud;
+    rc = search_walk(fc, type, query, none, max_pages, 0, err);
+    fc->page_fn = NULL;
+    fc->page_ud = NULL;
+    json_decref(none);
     return rc;
 }

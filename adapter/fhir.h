@@ -20,6 +20,10 @@ enum adp_err fhir_client_new(const char *base_url, struct http_client *http,
 void fhir_client_free(struct fhir_client *fc);
 const char *fhir_base(const struct fhir_client *fc);
 
+/* follow != 0: a `next` link on another origin than the base is followed
+ * (the HTTP auth hook sends no credentials there) instead of refused. */
+void fhir_client_follow_other_origins(struct fhir_client *fc, int follow);
+
 /* GET [base]/type/id -> *out new reference.  404 -> ADP_EHTTP, status 404. */
 enum adp_err fhir_read(struct fhir_client *fc, const char *type, const char *id,
                        json_t **out, struct adp_error *err);
@@ -66,6 +70,35 @@ enum adp_err fhir_update(struct fhir_client *fc, const char *type, const char *i
 /* POST [base]/type. */
 enum adp_err fhir_create(struct fhir_client *fc, const char *type, json_t *resource,
                          struct fhir_write *out, struct adp_error *err);
+
+/* Like fhir_search_all, but each page's resources (borrowed array) are
+ * handed to fn as they arrive and released after it: memory stays at one
+ * page whatever the number of results.  An error of fn stops the walk. */
+enum adp_err fhir_search_pages(struct fhir_client *fc, const char *type, const char *query,
+                               int max_pages,
+                               enum adp_err (*fn)(void *ud, json_t *resources,
+                                                  struct adp_error *err),
+                               void *ud, struct adp_error *err);
+
+/* POST [base] with a batch Bundle (borrowed); *out new reference to the
+ * batch-response Bundle (each entry's response.status still to be checked). */
+enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
+                        struct adp_error *err);
+
+/* GET [base]/metadata: *out new reference to the CapabilityStatement. */
+enum adp_err fhir_capability(struct fhir_client *fc, json_t **out, struct adp_error *err);
+
+/* What the last call of this client saw when it failed with a response
+ * (http_status 0 and retry_after_s -1 when no response arrived; issue_code
+ * the first OperationOutcome issue.code or "").  For retry classification;
+ * valid until the next call on the same client. */
+struct fhir_fault {
+    int http_status;
+    long retry_after_s;
+    char issue_code[32];
+    char diagnostics[360];       /* fhir_outcome_text of the body */
+};
+void fhir_last_fault(const struct fhir_client *fc, struct fhir_fault *out);
 
 /* Format the diagnostics of an OperationOutcome body (or a short excerpt of
  * a non-FHIR body, never more than 200 characters) into buf. */

@@ -48,6 +48,7 @@ struct http_req {
     size_t cap;       /* allocated size of resp.body */
     int too_big;      /* write callback refused data over max_body */
     int alloc_failed; /* a callback could not allocate */
+    int had_auth;     /* an Authorization header from auth_fn was sent */
     http_done_fn done;
     void *userdata;
     /* http_do(): the response moves here instead of going to a callback. */
@@ -64,11 +65,21 @@ struct http_client {
     long connect_timeout_ms;
     long total_timeout_ms;
     size_t max_body;
+    long low_speed_limit;
+    long low_speed_time_s;
     char *user_agent;
     char *ca_file;
     char *client_cert;
     char *client_key;
     char *auth_header;
+    char *pinned_public_key;
+    char *proxy;
+    enum adp_err (*auth_fn)(void *ud, const char *url, int renew, const char **hdr,
+                            struct adp_error *err);
+    void *auth_ud;
+    struct ratelimit *pace; /* borrowed, NULL: no client-side limit */
+    void (*observe)(void *ud, long status); /* http_client_observe; NULL: none */
+    void *observe_ud;
     int insecure;
     struct http_req *reqs; /* every submitted request not yet completed */
 };
@@ -290,6 +301,35 @@ static enum adp_err error_class(CURLcode cc, const char *errbuf)
     return ADP_ENET;
 }
 
+/* A sentence for the TLS failures an operator meets, naming the setting to
+ * look at; "" when curl's own message is all we know. */
+static const char *tls_hint(CURLcode cc, const char *errbuf)
+{
+    if (cc == CURLE_SSL_PINNEDPUBKEYNOTMATCH)
+        return "the server's public key does not match tls.pinned_public_key: ";
+    if (strstr(errbuf, "certificate has expired") != NULL)
+        return "the server's certificate has expired: ";
+    if (strstr(errbuf, "not yet valid") != NULL)
+        return "the server's certificate is not yet valid: ";
+    if (strstr(errbuf, "subject name") != NULL || strstr(errbuf, "does not match") != NULL ||
+        strstr(errbuf, "doesn't match") != NULL)
+        return "the server's certificate is not for this host name (wrong host): ";
+    if (strstr(errbuf, "local issuer") != NULL || strstr(errbuf, "self-signed") != NULL ||
+        strstr(errbuf, "self signed") != NULL || strstr(errbuf, "unknown ca") != NULL)
+        return "the server's certificate is not signed by a trusted CA (unknown CA; see "
+               "tls.ca_file): ";
+    if (strstr(errbuf, "certificate required") != NULL ||
+        strstr(errbuf, "handshake failure") != NULL)
+        return "the server requires a client certificate (missing or refused; see "
+               "tls.client_cert and tls.client_key): ";
+    if (cc == CURLE_SSL_CERTPROBLEM)
+        return "cannot use the client certificate or key (tls.client_cert, "
+               "tls.client_key): ";
+    if (cc == CURLE_SSL_CACERT_BADFILE)
+        return "cannot read the CA bundle (tls.ca_file): ";
+    return "";
+}
+
 static void req_free(struct http_req *q)
 {
     if (q == NULL)
@@ -354,6 +394,10 @@ static void req_complete(struct http_client *c, struct http_req *q, CURLcode cc)
     adp_error_clear(&e);
     curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &status);
     q->resp.status = status;
+    if (c->pace != NULL)
+        ratelimit_note(c->pace, status);
+    if (c->observe != NULL)
+        c->observe(c->observe_ud, cc == CURLE_OK ? status : 0);
     e.http_status = (int)status;
     if (q->too_big) {
         rc = adp_error_set(&e, ADP_EHTTP, "%s: response larger than %zu bytes", q->method,
@@ -362,8 +406,12 @@ static void req_complete(struct http_client *c, struct http_req *q, CURLcode cc)
         rc = adp_error_set(&e, ADP_ENOMEM, "%s: out of memory reading response",
                            q->method);
     } else if (cc != CURLE_OK) {
+        enum adp_err cls = error_class(cc, q->errbuf);
+
         /* curl's error buffer names host and port, never the path or query. */
-        rc = adp_error_set(&e, error_class(cc, q->errbuf), "%s: %s (curl %d)", q->method,
+        rc = adp_error_set(&e, cls, "%s: %s%s%s (curl %d)", q->method,
+                           cls == ADP_ETLS ? "TLS: " : "",
+                           cls == ADP_ETLS ? tls_hint(cc, q->errbuf) : "",
                            q->errbuf[0] != '\0' ? q->errbuf : curl_easy_strerror(cc),
                            (int)cc);
     }
@@ -396,9 +444,9 @@ static int slist_add(struct curl_slist **l, const char *s)
     return 0;
 }
 
-static enum adp_err build_headers(struct http_client *c, struct http_req *q,
+static enum adp_err build_headers(struct http_req *q,
                                   const char *const *extra, const char *content_type,
-                                  int has_body, struct adp_error *err)
+                                  int has_body, const char *auth, struct adp_error *err)
 {
     const char *const *h;
     char ct[256];
@@ -420,8 +468,8 @@ static enum adp_err build_headers(struct http_client *c, struct http_req *q,
     /* No "Expect: 100-continue" round trip before large PUT/POST bodies. */
     if (has_body && slist_add(&q->headers, "Expect:") != 0)
         goto oom;
-    if (c->auth_header != NULL && !has_header(extra, "Authorization") &&
-        slist_add(&q->headers, c->auth_header) != 0)
+    if (auth != NULL && !has_header(extra, "Authorization") &&
+        slist_add(&q->headers, auth) != 0)
         goto oom;
     return ADP_OK;
 oom:
@@ -454,10 +502,11 @@ static enum adp_err configure_easy(struct http_client *c, struct http_req *q,
 #endif
     SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
     SETOPT(CURLOPT_ACCEPT_ENCODING, "");
+    SETOPT(CURLOPT_PIPEWAIT, 1L);
     SETOPT(CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
     SETOPT(CURLOPT_TIMEOUT_MS, c->total_timeout_ms);
-    SETOPT(CURLOPT_LOW_SPEED_LIMIT, 1L);
-    SETOPT(CURLOPT_LOW_SPEED_TIME, HTTP_LOW_SPEED_TIME_S);
+    SETOPT(CURLOPT_LOW_SPEED_LIMIT, c->low_speed_limit);
+    SETOPT(CURLOPT_LOW_SPEED_TIME, c->low_speed_time_s);
     SETOPT(CURLOPT_USERAGENT, c->user_agent);
     SETOPT(CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
     SETOPT(CURLOPT_SSL_VERIFYPEER, c->insecure ? 0L : 1L);
@@ -468,6 +517,10 @@ static enum adp_err configure_easy(struct http_client *c, struct http_req *q,
         SETOPT(CURLOPT_SSLCERT, c->client_cert);
     if (c->client_key != NULL)
         SETOPT(CURLOPT_SSLKEY, c->client_key);
+    if (c->pinned_public_key != NULL)
+        SETOPT(CURLOPT_PINNEDPUBLICKEY, c->pinned_public_key);
+    if (c->proxy != NULL)
+        SETOPT(CURLOPT_PROXY, c->proxy);
     if (c->share != NULL)
         SETOPT(CURLOPT_SHARE, c->share);
     SETOPT(CURLOPT_HEADERFUNCTION, header_cb);
@@ -519,9 +572,12 @@ static enum adp_err submit_req(struct http_client *c, const char *method, const 
     enum adp_err rc;
     CURLMcode mc;
     int has_body;
+    const char *auth = NULL;
 
     if (c == NULL || method == NULL || url == NULL || !method_known(method))
         return adp_error_set(err, ADP_EUSAGE, "http: bad request arguments");
+    if (c->pace != NULL)
+        ratelimit_acquire(c->pace, NULL);
     q = calloc(1, sizeof(*q));
     if (q == NULL)
         return adp_error_set(err, ADP_ENOMEM, "http: out of memory");
@@ -544,7 +600,17 @@ static enum adp_err submit_req(struct http_client *c, const char *method, const 
         rc = adp_error_set(err, ADP_ENOMEM, "http: curl_easy_init failed");
         goto fail;
     }
-    rc = build_headers(c, q, extra_headers, content_type, has_body, err);
+    if (c->auth_fn != NULL) {
+        /* The hook renews an expiring token and gives no header for URLs
+         * on another origin than the FHIR base. */
+        rc = c->auth_fn(c->auth_ud, url, 0, &auth, err);
+        if (rc != ADP_OK)
+            goto fail;
+        q->had_auth = auth != NULL;
+    } else {
+        auth = c->auth_header;
+    }
+    rc = build_headers(q, extra_headers, content_type, has_body, auth, err);
     if (rc != ADP_OK)
         goto fail;
     rc = configure_easy(c, q, url, err);
@@ -662,27 +728,49 @@ enum adp_err http_do(struct http_client *c, const char *method, const char *url,
     struct http_response tmp;
     struct adp_error local;
     enum adp_err rc, req_rc = ADP_ENET;
+    const char *renewed = NULL;
+    int attempt, had_auth;
 
-    adp_error_clear(&local);
-    response_init(&tmp);
-    rc = submit_req(c, method, url, extra_headers, body, content_type, NULL, NULL, &q,
-                    err);
-    if (rc != ADP_OK)
-        return rc;
-    q->move_to = &tmp;
-    q->move_err = &local;
-    q->move_rc = &req_rc;
-    rc = http_client_run(c, NULL, err);
-    if (rc != ADP_OK) {
+    for (attempt = 0;; attempt++) {
+        adp_error_clear(&local);
+        response_init(&tmp);
+        req_rc = ADP_ENET;
+        rc = submit_req(c, method, url, extra_headers, body, content_type, NULL, NULL, &q,
+                        err);
+        if (rc != ADP_OK)
+            return rc;
+        had_auth = q->had_auth;
+        q->move_to = &tmp;
+        q->move_err = &local;
+        q->move_rc = &req_rc;
+        rc = http_client_run(c, NULL, err);
+        if (rc != ADP_OK) {
+            http_response_free(&tmp);
+            return rc;
+        }
+        if (req_rc != ADP_OK) {
+            rc = adp_error_set(err, local.code, "%s", local.msg);
+            if (err != NULL && rc == local.code && err->http_status == 0)
+                err->http_status = local.http_status;
+            http_response_free(&tmp);
+            return rc;
+        }
+        if (tmp.status != 401 || !had_auth)
+            break;
         http_response_free(&tmp);
-        return rc;
-    }
-    if (req_rc != ADP_OK) {
-        rc = adp_error_set(err, local.code, "%s", local.msg);
-        if (err != NULL && rc == local.code && err->http_status == 0)
-            err->http_status = local.http_status;
-        http_response_free(&tmp);
-        return rc;
+        if (attempt > 0) {
+            rc = adp_error_set(err, ADP_EAUTH,
+                               "%s: HTTP 401 again after renewing the access token: the "
+                               "server refuses our credentials",
+                               method);
+            if (err != NULL && rc == ADP_EAUTH && err->http_status == 0)
+                err->http_status = 401;
+            return rc;
+        }
+        /* 401: the token was revoked or expired early; renew once, retry. */
+        rc = c->auth_fn(c->auth_ud, url, 1, &renewed, err);
+        if (rc != ADP_OK)
+            return rc;
     }
     *resp = tmp;
     return ADP_OK;
@@ -710,6 +798,8 @@ enum adp_err http_client_new(const struct http_opts *o, struct http_client **out
     c->total_timeout_ms =
         o->total_timeout_ms != 0 ? o->total_timeout_ms : HTTP_DEFAULT_TOTAL_MS;
     c->max_body = o->max_body != 0 ? o->max_body : HTTP_DEFAULT_MAX_BODY;
+    c->low_speed_limit = o->low_speed_limit > 0 ? o->low_speed_limit : 1L;
+    c->low_speed_time_s = o->low_speed_time_s > 0 ? o->low_speed_time_s : HTTP_LOW_SPEED_TIME_S;
     c->insecure = o->insecure;
     snprintf(ua, sizeof(ua), "%s",
              o->user_agent != NULL ? o->user_agent : HTTP_DEFAULT_UA);
@@ -718,12 +808,19 @@ enum adp_err http_client_new(const struct http_opts *o, struct http_client **out
     c->client_cert = dup_or_null(o->client_cert, &failed);
     c->client_key = dup_or_null(o->client_key, &failed);
     c->auth_header = dup_or_null(o->auth_header, &failed);
+    c->pinned_public_key = dup_or_null(o->pinned_public_key, &failed);
+    c->proxy = dup_or_null(o->proxy, &failed);
+    c->auth_fn = o->auth_fn;
+    c->auth_ud = o->auth_ud;
+    c->pace = o->pace;
     c->multi = curl_multi_init();
     c->share = curl_share_init();
     if (failed || c->multi == NULL || c->share == NULL) {
         http_client_free(c);
         return adp_error_set(err, ADP_ENOMEM, "http: out of memory");
     }
+    /* HTTP/2 multiplexing when the server offers it (one connection). */
+    curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
     /* Single-threaded use: no lock callbacks are needed. */
     curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
     curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
@@ -733,6 +830,14 @@ enum adp_err http_client_new(const struct http_opts *o, struct http_client **out
                                  "and receive credentials and patient data");
     *out = c;
     return ADP_OK;
+}
+
+void http_client_observe(struct http_client *c, void (*fn)(void *ud, long status), void *ud)
+{
+    if (c == NULL)
+        return;
+    c->observe = fn;
+    c->observe_ud = ud;
 }
 
 void http_client_free(struct http_client *c)
@@ -755,6 +860,8 @@ void http_client_free(struct http_client *c)
     free(c->client_cert);
     free(c->client_key);
     free(c->auth_header);
+    free(c->pinned_public_key);
+    free(c->proxy);
     free(c);
 }
 

@@ -13,19 +13,35 @@
 #include <time.h>
 
 #include "err.h"
+#include "ratelimit.h"
 
 struct http_opts {
     long connect_timeout_ms;   /* 0: 10 s */
     long total_timeout_ms;     /* 0: 60 s */
     size_t max_body;           /* 0: 64 MiB */
+    long low_speed_limit;      /* bytes/s; 0: 1 */
+    long low_speed_time_s;     /* below the limit this long aborts; 0: 30 */
     const char *user_agent;    /* NULL: "dnmbc-adapter" */
     /* TLS (issue 4 extends): */
     const char *ca_file;       /* NULL: system store */
     const char *client_cert;
     const char *client_key;
     int insecure;              /* 1: no peer/host verification (loudly logged) */
+    const char *pinned_public_key; /* CURLOPT_PINNEDPUBLICKEY: file or "sha256//..." */
+    const char *proxy;         /* CURLOPT_PROXY, e.g. "http://proxy:3128"; NULL: none
+                                * (libcurl's *_proxy environment variables still apply) */
     /* Added to every request when not NULL, e.g. "Authorization: Bearer ...". */
     const char *auth_header;
+    /* When set, asked for the Authorization header of every request (instead
+     * of auth_header); on a 401 answer to a request that carried one,
+     * http_do asks again with renew = 1 and retries once. */
+    enum adp_err (*auth_fn)(void *ud, const char *url, int renew, const char **hdr,
+                            struct adp_error *err);
+    void *auth_ud;
+    /* When set (borrowed, shared by every worker's client): each request
+     * waits for its slot before it is sent, and its status is reported so
+     * that a 429 slows the pace (ratelimit.h). */
+    struct ratelimit *pace;
 };
 
 struct http_response {
@@ -48,6 +64,9 @@ typedef void (*http_done_fn)(void *userdata, enum adp_err rc,
 enum adp_err http_client_new(const struct http_opts *o, struct http_client **out,
                              struct adp_error *err);
 void http_client_free(struct http_client *c);
+/* Call fn(ud, status) once per completed exchange (status 0: no response),
+ * e.g. metrics_http_observer; NULL turns it off.  ud is borrowed. */
+void http_client_observe(struct http_client *c, void (*fn)(void *ud, long status), void *ud);
 
 /* Queue a request.  method "GET" "PUT" "POST" "DELETE"; body may be NULL
  * (copied); content_type for the body (NULL: application/fhir+json);
@@ -70,7 +89,9 @@ enum adp_err http_client_run(struct http_client *c, volatile int *stop,
  * http_response_free).  Requests queued earlier with http_submit are driven
  * too (their callbacks run).  Network / TLS failures return ADP_ENET / ADP_ETLS
  * with curl's message (a malformed URL or a scheme other than http/https:
- * ADP_ECONFIG; a body over max_body: ADP_EHTTP). */
+ * ADP_ECONFIG; a body over max_body: ADP_EHTTP).  With an auth_fn, a 401 to
+ * a request that carried its header renews the token and retries once; a
+ * second 401 is ADP_EAUTH. */
 enum adp_err http_do(struct http_client *c, const char *method, const char *url,
                      const char *const *extra_headers, const char *body,
                      const char *content_type, struct http_response *resp,

@@ -4,18 +4,63 @@
 #include "log.h"
 
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 static enum log_level current_level = LOG_LVL_INFO;
+static int json_lines;                       /* log.format json */
+static _Thread_local char correlation[24];   /* "" when none */
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 void log_set_level(enum log_level lvl)
 {
     current_level = lvl;
+}
+
+void log_set_json(int json)
+{
+    json_lines = json;
+}
+
+void log_set_correlation(const char *id)
+{
+    snprintf(correlation, sizeof(correlation), "%s", id ? id : "");
+}
+
+void log_new_correlation(char *buf, size_t len)
+{
+    unsigned char r[8];
+    char hex[17];
+    size_t i;
+
+    if (RAND_bytes(r, sizeof(r)) != 1)
+        memset(r, 0, sizeof(r));
+    for (i = 0; i < sizeof(r); i++)
+        snprintf(hex + 2 * i, 3, "%02x", r[i]);
+    log_set_correlation(hex);
+    if (buf != NULL && len > 0)
+        snprintf(buf, len, "%s", hex);
+}
+
+/* Write s as the body of a JSON string (quotes and controls escaped). */
+static void json_escape(FILE *fp, const char *s)
+{
+    for (; *s != '\0'; s++) {
+        unsigned char ch = (unsigned char)*s;
+
+        if (ch == '"' || ch == '\\')
+            fprintf(fp, "\\%c", ch);
+        else if (ch == '\n')
+            fputs("\\n", fp);
+        else if (ch < 0x20)
+            fprintf(fp, "\\u%04x", ch);
+        else
+            fputc(ch, fp);
+    }
 }
 
 enum log_level log_get_level(void)
@@ -49,6 +94,20 @@ void log_msg(enum log_level lvl, const char *component, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
+    if (json_lines) {
+        flockfile(stderr);
+        fprintf(stderr, "{\"time\":\"%s\",\"level\":\"%s\",\"component\":\"", ts,
+                level_names[lvl]);
+        json_escape(stderr, component);
+        fputs("\",\"msg\":\"", stderr);
+        json_escape(stderr, line);
+        if (correlation[0] != '\0')
+            fprintf(stderr, "\",\"correlation_id\":\"%s", correlation);
+        fputs("\"}\n", stderr);
+        funlockfile(stderr);
+        return;
+    }
+    /* text lines stay as they were: the patient tag correlates them */
     fprintf(stderr, "%s %s %s: %s\n", ts, level_names[lvl], component, line);
 }
 

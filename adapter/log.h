@@ -13,6 +13,14 @@
 enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 void log_set_level(enum log_level lvl);
+/* json != 0: one JSON object per line {"time","level","component","msg"[,
+ * "correlation_id"]} instead of text (log.format). */
+void log_set_json(int json);
+/* Correlation id of the current thread's work (one patient's pass), added
+ * to every line until cleared with NULL; log_new_correlation makes a random
+ * 16-hex-digit one, sets it and copies it into buf (at least 17 bytes). */
+void log_set_correlation(const char *id);
+void log_new_correlation(char *buf, size_t len);
 enum log_level log_get_level(void);
 /* Parse "error", "warn", "info", "debug"; returns -1 when unknown. */
 int log_level_parse(const char *s);

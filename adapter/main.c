@@ -4,6 +4,7 @@
  *   dnmbc-adapter sync [--config FILE] [--base-url URL] [--patient ID]... [--dry-run]
  *   dnmbc-adapter evaluate [FILE|-]     offline: Bundle in, collection Bundle out
  *   dnmbc-adapter explain [FILE|-]      offline: human-readable explanation
+ *   dnmbc-adapter map [--json] [FILE|-] offline: codings no mapping recognised
  *   dnmbc-adapter run [--once]          daemon: sync what changed, every interval
  *   dnmbc-adapter -n                    check configuration and mappings
  *
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "bundle.h"
 #include "config.h"
 #include "daemon.h"
@@ -26,6 +28,10 @@
 #include "http.h"
 #include "log.h"
 #include "mapping.h"
+#include "pool.h"
+#include "metrics.h"
+#include "server.h"
+#include "state.h"
 #include "sync.h"
 
 #define EXIT_PARTIAL 1
@@ -34,11 +40,14 @@
 #define MAX_PATIENT_ARGS 1024
 
 static volatile sig_atomic_t quit;
+static volatile sig_atomic_t reload; /* SIGHUP: reload configuration and mappings */
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    quit = 1;
+    if (sig == SIGHUP)
+        reload = 1;
+    else
+        quit = 1;
 }
 
 static void usage(FILE *fp)
@@ -51,6 +60,15 @@ static void usage(FILE *fp)
           "  evaluate [FILE|-] offline: read one patient's Bundle, write the CarePlan and\n"
           "                    RiskAssessment it would post (collection Bundle) to stdout\n"
           "  explain [FILE|-]  offline: the same input, explained for a human\n"
+          "  status            watermark, outbox depth and dead letters (with reasons)\n"
+          "  replay [--patient ID]  re-queue dead letters (all, or one patient's) and\n"
+          "                    post them\n"
+          "  forget --patient ID  drop everything the state file holds about a patient\n"
+          "  map [FILE|-]      offline: list the codings of the Bundle that no mapping\n"
+          "                    recognised (system, code, display, resource type, count)\n"
+          "  keygen --alg RS384|ES384 --out DIR\n"
+          "                    make a SMART client key pair: DIR/private-key.pem (0600)\n"
+          "                    and DIR/jwks.json (printed; register it with the EHR)\n"
           "\n"
           "options:\n"
           "  -n                    check configuration, mappings and thresholds, then exit\n"
@@ -62,10 +80,33 @@ static void usage(FILE *fp)
           "  --mappings DIR        mapping tables directory (overrides mappings.dir)\n"
           "  --log-level LEVEL     error, warn, info (default) or debug\n"
           "  --once                with run: one cycle, then exit\n"
+          "  --listen HOST:PORT    with run: serve /healthz /readyz /metrics /notify there\n"
+          "                        (overrides server.listen; port 0: any free port)\n"
+          "  --report FILE         with sync: write the unmapped-codings report to FILE\n"
+          "  --json                with map / --report: the report as JSON\n"
+          "  --ca-file FILE        CA bundle for the server certificate (tls.ca_file)\n"
+          "  --client-cert FILE    client certificate for mutual TLS (tls.client_cert)\n"
+          "  --client-key FILE     its private key (tls.client_key)\n"
+          "  --pinned-public-key K pin the server's public key (tls.pinned_public_key)\n"
+          "  --proxy URL           HTTP(S) proxy (tls.proxy)\n"
+          "  --auth MODE           none, bearer, client-secret or smart (auth.mode)\n"
+          "  --client-id ID        OAuth client id (auth.client_id)\n"
+          "  --private-key FILE    SMART client private key, PEM (auth.private_key)\n"
+          "  --key-id KID          kid of that key (auth.key_id; default: its thumbprint)\n"
+          "  --jku URL             jku header of the client assertion (auth.jku)\n"
+          "  --token-url URL       token endpoint when discovery is unavailable\n"
+          "  --scope \"...\"         scopes to ask for (auth.scope)\n"
+          "  --alg ALG, --out DIR  with keygen\n"
+          "  --tls-insecure        no certificate verification (tls.insecure; tests only)\n"
+          "  --follow-other-origins  follow next links elsewhere, without credentials\n"
+          "  --concurrency N       patients in flight, 1-64 (fhir.concurrency)\n"
+          "  --shard K/N           with sync / run: only the patients of shard K of N\n"
+          "                        (0 <= K < N; N replicas share a cohort)\n"
           "  -h, --help            this help\n"
           "  -V, --version         print the version\n"
           "\n"
-          "environment: DNMBC_BASE_URL, DNMBC_STATE, DNMBC_LOG_LEVEL, DNMBC_BEARER_TOKEN\n"
+          "environment: DNMBC_BASE_URL, DNMBC_STATE, DNMBC_LOG_LEVEL, DNMBC_BEARER_TOKEN,\n"
+          "             DNMBC_CLIENT_SECRET (secrets are never accepted as options)\n"
           "exit status: 0 done, 1 some patients failed, 2 usage, configuration or input "
           "error\n",
           fp);
@@ -79,12 +120,45 @@ struct args {
     const char *mappings;
     const char *log_level;
     const char *file;
+    const char *report;
+    const char *listen;
+    /* TLS and authorisation overrides (issue 4), and keygen's --alg / --out */
+    const char *ca_file, *client_cert, *client_key, *pinned_key, *proxy;
+    const char *auth, *client_id, *private_key, *key_id, *jku, *token_url, *scope;
+    const char *alg, *out;
+    int tls_insecure, follow_other_origins;
+    const char *shard, *concurrency;   /* issue 7: --shard K/N, --concurrency N */
     const char *patients[MAX_PATIENT_ARGS];
     int npatients;
     int dry_run;
     int check;
     int once;
+    int json;
 };
+
+/* The slot of a value option that only overrides a configuration key. */
+static const char **value_flag(struct args *a, const char *s)
+{
+    const struct {
+        const char *name;
+        const char **slot;
+    } flags[] = {
+        {"--ca-file", &a->ca_file},         {"--client-cert", &a->client_cert},
+        {"--client-key", &a->client_key},   {"--pinned-public-key", &a->pinned_key},
+        {"--proxy", &a->proxy},             {"--auth", &a->auth},
+        {"--client-id", &a->client_id},     {"--private-key", &a->private_key},
+        {"--key-id", &a->key_id},           {"--jku", &a->jku},
+        {"--token-url", &a->token_url},     {"--scope", &a->scope},
+        {"--alg", &a->alg},                 {"--out", &a->out},
+        {"--shard", &a->shard},             {"--concurrency", &a->concurrency},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+        if (strcmp(s, flags[i].name) == 0)
+            return flags[i].slot;
+    return NULL;
+}
 
 static int need_value(int argc, char **argv, int i)
 {
@@ -114,8 +188,22 @@ static int parse_args(int argc, char **argv, struct args *a)
             a->check = 1;
         } else if (strcmp(s, "--dry-run") == 0) {
             a->dry_run = 1;
+        } else if (strcmp(s, "--listen") == 0) {
+            if (!need_value(argc, argv, i))
+                return EXIT_USAGE;
+            a->listen = argv[++i];
+        } else if (strcmp(s, "--tls-insecure") == 0) {
+            a->tls_insecure = 1;
+        } else if (strcmp(s, "--follow-other-origins") == 0) {
+            a->follow_other_origins = 1;
         } else if (strcmp(s, "--once") == 0) {
             a->once = 1;
+        } else if (strcmp(s, "--json") == 0) {
+            a->json = 1;
+        } else if (strcmp(s, "--report") == 0) {
+            if (!need_value(argc, argv, i))
+                return EXIT_USAGE;
+            a->report = argv[++i];
         } else if (strcmp(s, "-c") == 0 || strcmp(s, "--config") == 0) {
             if (!need_value(argc, argv, i))
                 return EXIT_USAGE;
@@ -136,6 +224,18 @@ static int parse_args(int argc, char **argv, struct args *a)
             if (!need_value(argc, argv, i))
                 return EXIT_USAGE;
             a->log_level = argv[++i];
+        } else if (value_flag(a, s) != NULL) {
+            if (!need_value(argc, argv, i))
+                return EXIT_USAGE;
+            *value_flag(a, s) = argv[++i];
+        } else if (strcmp(s, "--bearer-token") == 0 || strcmp(s, "--client-secret") == 0 ||
+                   strcmp(s, "--token") == 0 || strcmp(s, "--secret") == 0) {
+            fprintf(stderr,
+                    "dnmbc-adapter: %s: secrets are never accepted on the command line "
+                    "(other users can read it); use auth.bearer_token_file / "
+                    "DNMBC_BEARER_TOKEN or auth.client_secret_file / DNMBC_CLIENT_SECRET\n",
+                    s);
+            return EXIT_USAGE;
         } else if (strcmp(s, "--patient") == 0) {
             if (!need_value(argc, argv, i))
                 return EXIT_USAGE;
@@ -163,8 +263,14 @@ static int parse_args(int argc, char **argv, struct args *a)
     }
     if (a->command != NULL && strcmp(a->command, "sync") != 0 &&
         strcmp(a->command, "run") != 0 && strcmp(a->command, "evaluate") != 0 &&
-        strcmp(a->command, "explain") != 0) {
+        strcmp(a->command, "explain") != 0 && strcmp(a->command, "map") != 0 &&
+        strcmp(a->command, "keygen") != 0 && strcmp(a->command, "status") != 0 &&
+        strcmp(a->command, "replay") != 0 && strcmp(a->command, "forget") != 0) {
         fprintf(stderr, "dnmbc-adapter: unknown command '%s' (try --help)\n", a->command);
+        return EXIT_USAGE;
+    }
+    if (a->report != NULL && (a->command == NULL || strcmp(a->command, "sync") != 0)) {
+        fprintf(stderr, "dnmbc-adapter: --report is only for sync\n");
         return EXIT_USAGE;
     }
     return -1;
@@ -303,6 +409,62 @@ out:
     return status;
 }
 
+/* Offline map: the coverage report of one Bundle (text, or JSON with --json). */
+static int cmd_map(struct adapter *ad, const struct args *a)
+{
+    char *buf, *text = NULL;
+    size_t len = 0;
+    json_t *doc = NULL, *resources = NULL, *report = NULL, *cov = NULL;
+    json_error_t jerr;
+    const char *patient_id = NULL;
+    struct adp_error err;
+    struct features f;
+    int status = EXIT_USAGE;
+    const char *name = a->file && strcmp(a->file, "-") != 0 ? a->file : "stdin";
+
+    adp_error_clear(&err);
+    buf = read_input(a->file, &len);
+    if (buf == NULL)
+        return EXIT_USAGE;
+    doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (doc == NULL) {
+        adp_error_set(&err, ADP_EPARSE, "%s: malformed JSON at line %d column %d: %s", name,
+                      jerr.line, jerr.column, jerr.text);
+        goto fail;
+    }
+    if (bundle_resources(doc, &resources, &patient_id, &err) != ADP_OK ||
+        mapping_extract(ad->map, resources, &f, &report, &err) != ADP_OK)
+        goto fail;
+    cov = mapping_coverage_new();
+    if (cov == NULL) {
+        adp_error_set(&err, ADP_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (mapping_coverage_add(cov, patient_id ? patient_id : "unknown", report, &err) !=
+        ADP_OK)
+        goto fail;
+    text = a->json ? json_dumps(cov, JSON_INDENT(2)) : mapping_coverage_text(cov);
+    if (text == NULL) {
+        adp_error_set(&err, ADP_ENOMEM, "out of memory");
+        goto fail;
+    }
+    fputs(text, stdout);
+    if (a->json)
+        fputc('\n', stdout);
+    status = 0;
+    goto out;
+fail:
+    fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+out:
+    free(text);
+    free(buf);
+    json_decref(doc);
+    json_decref(resources);
+    json_decref(report);
+    json_decref(cov);
+    return status;
+}
+
 static int is_tty(void)
 {
     return isatty(STDERR_FILENO);
@@ -322,51 +484,363 @@ static void print_summary(const struct sync_stats *s, int dry_run)
     printf("%-28s %6d\n", "unchanged", s->outcome[OUT_UNCHANGED]);
     printf("%-28s %6d\n", dry_run ? "would revoke" : "revoked", s->outcome[OUT_REVOKED]);
     printf("%-28s %6d\n", "failed", s->failed);
+    printf("%-28s %6d\n", "retries", s->retries);
+    printf("%-28s %6d\n", "dead-lettered", s->dead_lettered);
+    printf("%-28s %6d\n", "parked (dead letter)", s->parked);
+    printf("%-28s %6d\n", "duplicates revoked", s->duplicates);
+    printf("%-28s %6d\n", "outbox replayed", s->replayed);
     fflush(stdout);
+}
+
+static void show_progress(void *ud, int done, int total)
+{
+    (void)ud;
+    fprintf(stderr, "\r[%d/%d] patients", done, total);
 }
 
 static int cmd_sync(struct adapter *ad, const struct args *a)
 {
     struct sync_stats stats;
     struct adp_error err;
+    struct pool_opts po;
     char **ids = NULL;
-    int n = 0, i, owned = 0;
+    int n = 0, owned = 0;
 
     memset(&stats, 0, sizeof(stats));
     adp_error_clear(&err);
+    if (a->report != NULL && (ad->coverage = mapping_coverage_new()) == NULL) {
+        fprintf(stderr, "dnmbc-adapter: out of memory\n");
+        return EXIT_USAGE;
+    }
+    /* decisions an interrupted run made but did not finish writing come first */
+    if (!a->dry_run && sync_replay_outbox(ad, &stats, &err) != ADP_OK) {
+        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
     if (a->npatients > 0) {
         ids = (char **)a->patients;
         n = a->npatients;
     } else {
         if (sync_cohort(ad, &ids, &n, &err) != ADP_OK) {
             fprintf(stderr, "dnmbc-adapter: cohort search failed: %s\n", err.msg);
-            return err.code == ADP_ETLS || err.code == ADP_ECONFIG ? EXIT_USAGE
-                                                                    : EXIT_PARTIAL;
+            return err.code == ADP_ETLS || err.code == ADP_ECONFIG ||
+                           err.code == ADP_EAUTH
+                       ? EXIT_USAGE
+                       : EXIT_PARTIAL;
         }
         owned = 1;
         log_info("sync", "cohort: %d patient(s)", n);
     }
-    for (i = 0; i < n && !quit; i++) {
-        adp_error_clear(&err);
+    if (ad->shard_n > 1) {
+        struct shard sh = {ad->shard_k, ad->shard_n};
+        int all = n;
+
+        n = shard_filter(&sh, ids, n, owned);
+        log_info("sync", "shard %u/%u: %d of %d patient(s)", sh.k, sh.n, n, all);
+    }
+    memset(&po, 0, sizeof(po));
+    po.workers = (int)ad->cfg->concurrency;
+    po.dry_run = a->dry_run;
+    po.progress = is_tty() ? show_progress : NULL;
+    if (pool_run(ad, ids, n, &po, &stats, &err) != ADP_OK) {
+        /* a certificate or credential problem will not go away for the next
+         * patient */
         if (is_tty())
-            fprintf(stderr, "\r[%d/%d] patients", i + 1, n);
-        sync_patient(ad, ids[i], a->dry_run, &stats, &err);
-        if (err.code == ADP_ETLS) {
-            /* a certificate problem will not go away for the next patient */
-            if (is_tty())
-                fputc('\n', stderr);
-            fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
-            if (owned)
-                sync_free_ids(ids, n);
-            return EXIT_USAGE;
-        }
+            fputc('\n', stderr);
+        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+        if (owned)
+            sync_free_ids(ids, n);
+        return EXIT_USAGE;
     }
     if (is_tty() && n > 0)
         fputc('\n', stderr);
     if (owned)
         sync_free_ids(ids, n);
     print_summary(&stats, a->dry_run);
+    if (ad->coverage != NULL) {
+        adp_error_clear(&err);
+        if (sync_write_report(ad->coverage, a->report, a->json, &err) != ADP_OK) {
+            fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+            return EXIT_USAGE;
+        }
+    }
+    /* SIGTERM/SIGINT: the patient in flight was finished and everything is
+     * flushed; the next start carries on (exit 0 unless a patient failed) */
+    if (quit)
+        log_info("sync", "stopped by a signal after %d patient(s); the next run resumes",
+                 stats.seen);
+    return stats.failed > 0 ? EXIT_PARTIAL : 0;
+}
+
+/* status: read-only, no lock (works while the daemon runs). */
+static int cmd_status(const struct config *cfg)
+{
+    struct state *st = NULL;
+    struct state_dead *dead = NULL;
+    struct adp_error err;
+    char wm[64];
+    int depth = 0, ndead = 0, i, status = EXIT_USAGE;
+
+    adp_error_clear(&err);
+    if (state_open_ex(cfg->state_path, 0, &st, &err) != ADP_OK ||
+        state_get_watermark(st, wm, sizeof(wm), &err) != ADP_OK ||
+        state_outbox_count(st, &depth, &err) != ADP_OK ||
+        state_dead_list(st, &dead, &ndead, &err) != ADP_OK) {
+        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+        goto out;
+    }
+    printf("state         %s\n", cfg->state_path);
+    printf("watermark     %s\n", wm[0] ? wm : "(none: the next cycle covers the cohort)");
+    printf("outbox        %d\n", depth);
+    printf("dead letters  %d\n", ndead);
+    for (i = 0; i < ndead; i++)
+        printf("  patient %s  %s  attempts %d  HTTP %d  since %s\n    error: %s\n"
+               "    outcome: %s\n",
+               dead[i].patient_id, dead[i].kind, dead[i].attempts, dead[i].http_status,
+               dead[i].failed_at, dead[i].last_error,
+               dead[i].outcome[0] ? dead[i].outcome : "(none)");
+    status = 0;
+out:
+    free(dead);
+    state_close(st);
+    return status;
+}
+
+/* forget --patient ID...: state only (locked), no network. */
+static int cmd_forget(const struct config *cfg, const struct args *a)
+{
+    struct state *st = NULL;
+    struct adp_error err;
+    int i, status = 0;
+
+    adp_error_clear(&err);
+    if (a->npatients == 0) {
+        fprintf(stderr, "dnmbc-adapter: forget needs --patient ID\n");
+        return EXIT_USAGE;
+    }
+    if (state_open(cfg->state_path, &st, &err) != ADP_OK) {
+        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    for (i = 0; i < a->npatients; i++) {
+        if (state_forget_patient(st, a->patients[i], &err) != ADP_OK) {
+            fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+            status = EXIT_USAGE;
+            break;
+        }
+        printf("forgot patient %s\n", a->patients[i]);
+    }
+    state_close(st);
+    return status;
+}
+
+/* replay [--patient ID]...: dead letters back to the outbox, then posted. */
+static int cmd_replay(struct adapter *ad, const struct args *a)
+{
+    struct sync_stats stats;
+    struct adp_error err;
+    int n = 0, total = 0, i;
+
+    memset(&stats, 0, sizeof(stats));
+    adp_error_clear(&err);
+    for (i = 0; i < (a->npatients > 0 ? a->npatients : 1); i++) {
+        if (state_dead_requeue(ad->state, a->npatients > 0 ? a->patients[i] : NULL, &n,
+                               &err) != ADP_OK) {
+            fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+            return EXIT_USAGE;
+        }
+        total += n;
+    }
+    printf("re-queued %d dead letter(s)\n", total);
+    if (sync_replay_outbox(ad, &stats, &err) != ADP_OK) {
+        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    print_summary(&stats, 0);
     return stats.failed > 0 || quit ? EXIT_PARTIAL : 0;
+}
+
+/* SIGHUP in `run`: load configuration, mappings and thresholds afresh and
+ * swap them in only when all are valid; on any error keep the old ones. */
+struct reloader {
+    const struct args *args;
+    struct config *cfg;      /* the live one (ad->cfg points here) */
+};
+
+static enum adp_err load_config(const struct args *a, struct config *cfg,
+                                struct adp_error *err);
+
+static void do_reload(struct adapter *ad, void *ctx)
+{
+    struct reloader *r = ctx;
+    struct config fresh;
+    struct adapter probe;
+    char *tmp;
+    int i;
+    struct adp_error err;
+
+    adp_error_clear(&err);
+    memset(&probe, 0, sizeof(probe));
+    if (load_config(r->args, &fresh, &err) != ADP_OK ||
+        adapter_open(&probe, &fresh, 0, &err) != ADP_OK) {
+        log_err("daemon", "SIGHUP: reload failed, keeping the running configuration: %s",
+                err.msg);
+        adapter_close(&probe);
+        config_free(&fresh);
+        return;
+    }
+    /* Swap mappings, thresholds and the settings read per patient or per
+     * cycle.  The HTTP client, base URL, TLS, authentication, output base and
+     * state file stay as opened: other modules hold on to those strings
+     * (restart to change them). */
+    mapping_free(ad->map);
+    ad->map = probe.map;
+    probe.map = NULL;
+    ad->params = probe.params;
+    /* the Observation code list comes from the mappings: derive it again */
+    free(ad->obs_codes);
+    ad->obs_codes = NULL;
+    ad->fetch_mode = SYNC_FETCH_UNKNOWN;
+    adapter_close(&probe);
+#define SWAP(field) (tmp = r->cfg->field, r->cfg->field = fresh.field, fresh.field = tmp)
+    SWAP(log_level);
+    SWAP(mappings_dir);
+    SWAP(thresholds_file);
+    for (i = 0; i < CONFIG_MAX_EXTRA_MAPPINGS; i++)
+        SWAP(extra_mappings[i]);
+#undef SWAP
+    i = r->cfg->nextra_mappings;
+    r->cfg->nextra_mappings = fresh.nextra_mappings;
+    fresh.nextra_mappings = i;
+    r->cfg->page_size = fresh.page_size;
+    r->cfg->max_pages = fresh.max_pages;
+    r->cfg->retry_max_attempts = fresh.retry_max_attempts;
+    r->cfg->retry_base_ms = fresh.retry_base_ms;
+    r->cfg->retry_max_ms = fresh.retry_max_ms;
+    r->cfg->dead_letter_after = fresh.dead_letter_after;
+    r->cfg->write_provenance = fresh.write_provenance;
+    r->cfg->interval_s = fresh.interval_s;
+    r->cfg->overlap_s = fresh.overlap_s;
+    config_free(&fresh); /* now holds the replaced strings */
+    log_set_level((enum log_level)log_level_parse(r->cfg->log_level));
+    log_info("daemon", "SIGHUP: configuration and %d mapping entries reloaded",
+             mapping_count(ad->map));
+}
+
+/* keygen --alg RS384|ES384 --out DIR: no configuration, no network. */
+static int cmd_keygen(const struct args *a)
+{
+    struct adp_error err;
+    char *jwks = NULL;
+
+    adp_error_clear(&err);
+    if (a->alg == NULL || a->out == NULL) {
+        fprintf(stderr, "dnmbc-adapter: keygen needs --alg RS384|ES384 and --out DIR\n");
+        return EXIT_USAGE;
+    }
+    if (auth_keygen(a->alg, a->out, &jwks, &err) != ADP_OK) {
+        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    printf("%s\n", jwks);
+    fprintf(stderr,
+            "dnmbc-adapter: wrote %s/private-key.pem (mode 0600) and %s/jwks.json; register "
+            "the JWKS above (or its URL) with the EHR and set auth.private_key\n",
+            a->out, a->out);
+    free(jwks);
+    return 0;
+}
+
+static enum adp_err apply_tls_auth_flags(const struct args *a, struct config *cfg,
+                                         struct adp_error *err)
+{
+    const struct {
+        const char *val;
+        char **field;
+    } map[] = {
+        {a->ca_file, &cfg->ca_file},         {a->client_cert, &cfg->client_cert},
+        {a->client_key, &cfg->client_key},   {a->pinned_key, &cfg->pinned_public_key},
+        {a->proxy, &cfg->proxy},             {a->auth, &cfg->auth_mode},
+        {a->client_id, &cfg->client_id},     {a->private_key, &cfg->private_key},
+        {a->key_id, &cfg->key_id},           {a->jku, &cfg->jku},
+        {a->token_url, &cfg->token_url},     {a->scope, &cfg->scope},
+    };
+    size_t i;
+    enum adp_err rc;
+
+    for (i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (map[i].val != NULL && (rc = config_set_str(map[i].field, map[i].val, err)) != ADP_OK)
+            return rc;
+    if (a->tls_insecure)
+        cfg->tls_insecure = 1;
+    if (a->follow_other_origins)
+        cfg->follow_other_origins = 1;
+    return ADP_OK;
+}
+
+/* The configuration file, then the command-line overrides, then checks (also
+ * used by SIGHUP).  On error cfg is freed. */
+static enum adp_err load_config(const struct args *a, struct config *cfg,
+                                struct adp_error *err)
+{
+    if (config_load(a->config, cfg, err) != ADP_OK ||
+        (a->base_url && config_set_str(&cfg->base_url, a->base_url, err) != ADP_OK) ||
+        (a->state && config_set_str(&cfg->state_path, a->state, err) != ADP_OK) ||
+        (a->mappings && config_set_str(&cfg->mappings_dir, a->mappings, err) != ADP_OK) ||
+        (a->log_level && config_set_str(&cfg->log_level, a->log_level, err) != ADP_OK) ||
+        apply_tls_auth_flags(a, cfg, err) != ADP_OK || config_check(cfg, err) != ADP_OK) {
+        config_free(cfg);
+        return err->code;
+    }
+    if (a->concurrency != NULL) {
+        char *end;
+        long v = strtol(a->concurrency, &end, 10);
+
+        if (*end != '\0' || v < 1 || v > 64) {
+            config_free(cfg);
+            return adp_error_set(err, ADP_EUSAGE, "--concurrency: expected 1 to 64, not '%s'",
+                                 a->concurrency);
+        }
+        cfg->concurrency = v;
+    }
+    return ADP_OK;
+}
+
+/* `run`: metrics always; the listener when server.listen / --listen is set.
+ * Returns 0, or EXIT_USAGE after printing why. */
+static int start_listener(struct adapter *ad, const struct config *cfg, struct metrics **m,
+                          struct server **srv)
+{
+    struct server_opts so;
+    struct adp_error err;
+
+    *m = metrics_new();
+    if (*m == NULL) {
+        fprintf(stderr, "dnmbc-adapter: out of memory\n");
+        return EXIT_USAGE;
+    }
+    ad->metrics = *m;
+    http_client_observe(ad->http, metrics_http_observer, *m);
+    if (cfg->listen == NULL)
+        return 0;
+    memset(&so, 0, sizeof(so));
+    so.listen = cfg->listen;
+    so.tls_cert = cfg->server_tls_cert;
+    so.tls_key = cfg->server_tls_key;
+    so.notify_secret = cfg->notify_secret;
+    so.heartbeat_s = cfg->heartbeat_s;
+    so.cfg = cfg;
+    adp_error_clear(&err);
+    if (server_start(&so, *m, srv, &err) != ADP_OK) {
+        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    if (cfg->notify_secret == NULL)
+        log_warn("listener", "/notify is off: set server.notify_secret_file to accept "
+                             "Subscription notifications");
+    ad->server = *srv;
+    server_set_started(*srv, 1); /* configuration loaded, preflight passed */
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -377,45 +851,72 @@ int main(int argc, char **argv)
     struct adp_error err;
     struct sigaction sa;
     int status, lvl, network;
+    struct metrics *metrics = NULL;
+    struct server *listener = NULL;
 
     status = parse_args(argc, argv, &a);
     if (status >= 0)
         return status;
+    if (a.command != NULL && strcmp(a.command, "keygen") == 0)
+        return cmd_keygen(&a);
 
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
 
     adp_error_clear(&err);
     memset(&ad, 0, sizeof(ad));
-    if (config_load(a.config, &cfg, &err) != ADP_OK ||
-        (a.base_url && config_set_str(&cfg.base_url, a.base_url, &err) != ADP_OK) ||
-        (a.state && config_set_str(&cfg.state_path, a.state, &err) != ADP_OK) ||
-        (a.mappings && config_set_str(&cfg.mappings_dir, a.mappings, &err) != ADP_OK) ||
-        (a.log_level && config_set_str(&cfg.log_level, a.log_level, &err) != ADP_OK) ||
-        config_check(&cfg, &err) != ADP_OK) {
+    if (load_config(&a, &cfg, &err) != ADP_OK) {
         fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
-        config_free(&cfg);
         return EXIT_USAGE;
     }
     lvl = log_level_parse(cfg.log_level);
     log_set_level((enum log_level)lvl);
+    log_set_json(strcmp(cfg.log_format, "json") == 0);
+    if (a.listen != NULL && config_set_str(&cfg.listen, a.listen, &err) != ADP_OK) {
+        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+        config_free(&cfg);
+        return EXIT_USAGE;
+    }
     if (http_global_init() != 0) {
         fprintf(stderr, "dnmbc-adapter: cannot initialise libcurl\n");
         config_free(&cfg);
         return EXIT_USAGE;
     }
 
+    if (a.command != NULL && strcmp(a.command, "status") == 0) {
+        status = cmd_status(&cfg);
+        goto out;
+    }
+    if (a.command != NULL && strcmp(a.command, "forget") == 0) {
+        status = cmd_forget(&cfg, &a);
+        goto out;
+    }
     network = a.command != NULL && (strcmp(a.command, "sync") == 0 ||
-                                    strcmp(a.command, "run") == 0);
+                                    strcmp(a.command, "run") == 0 ||
+                                    strcmp(a.command, "replay") == 0);
     if (adapter_open(&ad, &cfg, network && !a.check, &err) != ADP_OK) {
         fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
         status = EXIT_USAGE;
         goto out;
+    }
+    ad.stop = &quit;
+    if (a.shard != NULL) {
+        struct shard sh;
+
+        if (shard_parse(a.shard, &sh) != 0) {
+            fprintf(stderr, "dnmbc-adapter: --shard: expected K/N with 0 <= K < N <= 4096, "
+                            "not '%s'\n", a.shard);
+            status = EXIT_USAGE;
+            goto out;
+        }
+        ad.shard_k = sh.k;
+        ad.shard_n = sh.n;
     }
     if (a.check) {
         printf("configuration OK (%d mapping entries)\n", mapping_count(ad.map));
@@ -424,12 +925,30 @@ int main(int argc, char **argv)
         status = cmd_offline(&ad, &a, 0);
     } else if (strcmp(a.command, "explain") == 0) {
         status = cmd_offline(&ad, &a, 1);
+    } else if (strcmp(a.command, "map") == 0) {
+        status = cmd_map(&ad, &a);
     } else if (strcmp(a.command, "sync") == 0) {
         status = cmd_sync(&ad, &a);
+    } else if (strcmp(a.command, "replay") == 0) {
+        status = cmd_replay(&ad, &a);
     } else {
-        status = daemon_run(&ad, &quit, a.once);
+        struct reloader rl = {&a, &cfg};
+
+        ad.reload = &reload;
+        ad.park_dead_letters = 1;
+        ad.reload_fn = do_reload;
+        ad.reload_ctx = &rl;
+        status = start_listener(&ad, &cfg, &metrics, &listener);
+        if (status == 0)
+            status = daemon_run(&ad, &quit, a.once);
     }
 out:
+    server_stop(listener); /* before the adapter: the listener reads its metrics */
+    ad.server = NULL;
+    ad.metrics = NULL;
+    metrics_free(metrics);
+    json_decref(ad.coverage); /* owned here (--report); the adapter borrows it */
+    ad.coverage = NULL;
     adapter_close(&ad);
     config_free(&cfg);
     http_global_cleanup();

@@ -13,14 +13,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
+#include "auth.h"
 #include "emit.h"
 #include "features.h"
 #include "fhir.h"
 #include "http.h"
 #include "log.h"
 #include "mapping.h"
+#include "metrics.h"
+#include "preflight.h"
+#include "retry.h"
+#include "ratelimit.h"
 #include "rules.h"
 #include "state.h"
 
@@ -36,12 +44,47 @@ void sync_now(char *buf, size_t len)
     strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* Startup preflight (preflight.h): fail fast on what we cannot do without,
+ * adapt to a server without conditional update. */
+static enum adp_err sync_preflight(struct adapter *a, struct adp_error *err)
+{
+    struct preflight pf;
+    struct adp_error local;
+    int mode = preflight_mode_parse(a->cfg->preflight);
+    enum adp_err rc;
+
+    if (mode <= PREFLIGHT_OFF)
+        return ADP_OK;
+    adp_error_clear(&local);
+    rc = preflight_run(a->http, fhir_base(a->fhir), a->cfg->auth_mode,
+                       (enum preflight_mode)mode, a->cfg->write_provenance, &pf, &local);
+    if (rc == ADP_ENET || (rc == ADP_EHTTP && local.http_status >= 500)) {
+        /* unreachable now: not a verdict on the server; requests will tell */
+        log_warn("preflight", "skipped: %s", local.msg);
+        return ADP_OK;
+    }
+    if (rc != ADP_OK) {
+        rc = adp_error_set(err, rc, "%s", local.msg);
+        err->http_status = local.http_status;
+        return rc;
+    }
+    a->no_conditional_update = !pf.conditional_update;
+    if (pf.adapted[0] != '\0')
+        log_warn("preflight", "adapted: %s", pf.adapted);
+    if (pf.warnings[0] != '\0')
+        log_warn("preflight", "%s", pf.warnings);
+    log_info("preflight", "FHIR %s server accepted%s", pf.fhir_version,
+             a->no_conditional_update ? " (writes by identifier search + update by id)" : "");
+    return ADP_OK;
+}
+
 enum adp_err adapter_open(struct adapter *a, const struct config *cfg, int network,
                           struct adp_error *err)
 {
     enum adp_err rc;
     char thresholds[1024];
     struct http_opts ho;
+    struct auth_opts ao;
 
     memset(a, 0, sizeof(*a));
     a->cfg = cfg;
@@ -61,13 +104,17 @@ enum adp_err adapter_open(struct adapter *a, const struct config *cfg, int netwo
         return adp_error_set(err, ADP_ECONFIG,
                              "no FHIR base URL: set fhir.base_url, --base-url or "
                              "DNMBC_BASE_URL");
-    if (cfg->bearer_token != NULL && strcmp(cfg->auth_mode, "bearer") == 0) {
-        size_t n = strlen(cfg->bearer_token) + 32;
+    /* A TLS client key others can read is refused (group-readable is the
+     * systemd LoadCredential= case); the SMART key is checked by auth_new. */
+    if (cfg->client_key != NULL) {
+        struct stat st;
 
-        a->auth_header = malloc(n);
-        if (a->auth_header == NULL)
-            return adp_error_set(err, ADP_ENOMEM, "out of memory");
-        snprintf(a->auth_header, n, "Authorization: Bearer %s", cfg->bearer_token);
+        if (stat(cfg->client_key, &st) == 0 && (st.st_mode & (S_IROTH | S_IWOTH)) != 0)
+            return adp_error_set(err, ADP_ECONFIG,
+                                 "tls.client_key: %s is readable by others (mode %03o); "
+                                 "refusing it: chmod 600 %s",
+                                 cfg->client_key, (unsigned)(st.st_mode & 0777),
+                                 cfg->client_key);
     }
     memset(&ho, 0, sizeof(ho));
     ho.connect_timeout_ms = cfg->connect_timeout_s * 1000;
@@ -78,11 +125,38 @@ enum adp_err adapter_open(struct adapter *a, const struct config *cfg, int netwo
     ho.client_cert = cfg->client_cert;
     ho.client_key = cfg->client_key;
     ho.insecure = cfg->tls_insecure;
-    ho.auth_header = a->auth_header;
+    ho.pinned_public_key = cfg->pinned_public_key;
+    ho.proxy = cfg->proxy;
+    memset(&ao, 0, sizeof(ao));
+    ao.mode = cfg->auth_mode;
+    ao.base_url = cfg->base_url;
+    ao.bearer_token = cfg->bearer_token;
+    ao.client_id = cfg->client_id;
+    ao.client_secret = cfg->client_secret;
+    ao.private_key_file = cfg->private_key;
+    ao.key_id = cfg->key_id;
+    ao.jku = cfg->jku;
+    ao.token_url = cfg->token_url;
+    ao.scope = cfg->scope;
+    ao.http = ho; /* discovery and token endpoint: same TLS settings */
+    rc = auth_new(&ao, &a->auth, err);
+    if (rc != ADP_OK)
+        return rc;
+    ho.auth_fn = auth_header;
+    ho.auth_ud = a->auth;
+    rc = ratelimit_new((double)cfg->rate_limit_rps, &a->pace, err);
+    if (rc != ADP_OK)
+        return rc;
+    ho.pace = a->pace;
+    a->http_opts = ho; /* pool workers open their own clients alike */
     rc = http_client_new(&ho, &a->http, err);
     if (rc != ADP_OK)
         return rc;
     rc = fhir_client_new(cfg->base_url, a->http, &a->fhir, err);
+    if (rc != ADP_OK)
+        return rc;
+    fhir_client_follow_other_origins(a->fhir, cfg->follow_other_origins);
+    rc = sync_preflight(a, err);
     if (rc != ADP_OK)
         return rc;
     return state_open(cfg->state_path, &a->state, err);
@@ -94,10 +168,47 @@ void adapter_close(struct adapter *a)
     http_client_free(a->http);
     state_close(a->state);
     mapping_free(a->map);
-    if (a->auth_header != NULL)
-        memset(a->auth_header, 0, strlen(a->auth_header));
-    free(a->auth_header);
+    auth_free(a->auth);
+    ratelimit_free(a->pace);
+    free(a->obs_codes);
     memset(a, 0, sizeof(*a));
+}
+
+enum adp_err adapter_open_worker(struct adapter *w, const struct adapter *a,
+                                 enum adp_err (*auth_fn)(void *ud, const char *url,
+                                                         int renew, const char **hdr,
+                                                         struct adp_error *err),
+                                 void *auth_ud, struct adp_error *err)
+{
+    struct http_opts ho = a->http_opts;
+    enum adp_err rc;
+
+    *w = *a;
+    w->worker = 1;
+    w->http = NULL;
+    w->fhir = NULL;
+    w->state = NULL;
+    ho.auth_fn = auth_fn;
+    ho.auth_ud = auth_ud;
+    rc = http_client_new(&ho, &w->http, err);
+    if (rc == ADP_OK)
+        rc = fhir_client_new(a->cfg->base_url, w->http, &w->fhir, err);
+    if (rc == ADP_OK && a->metrics != NULL)
+        http_client_observe(w->http, metrics_http_observer, a->metrics);
+    if (rc == ADP_OK) {
+        fhir_client_follow_other_origins(w->fhir, a->cfg->follow_other_origins);
+        /* a second connection to the state file a has locked */
+        rc = state_open_ex(a->cfg->state_path, 0, &w->state, err);
+    }
+    return rc;
+}
+
+void adapter_close_worker(struct adapter *w)
+{
+    fhir_client_free(w->fhir);
+    http_client_free(w->http);
+    state_close(w->state);
+    memset(w, 0, sizeof(*w));
 }
 
 void sync_free_ids(char **ids, int n)
@@ -162,10 +273,69 @@ static enum adp_err collect_patient_ids(json_t *resources, char ***ids, int *n,
     return ADP_OK;
 }
 
+
+/* Patient ids gathered page by page (sync_cohort). */
+struct id_acc {
+    char **ids;
+    int n, cap;
+};
+
+static enum adp_err ids_page(void *ud, json_t *resources, struct adp_error *err)
+{
+    struct id_acc *acc = ud;
+    char **page = NULL, **grown;
+    int np = 0, i;
+    enum adp_err rc;
+
+    rc = collect_patient_ids(resources, &page, &np, err);
+    if (rc != ADP_OK)
+        return rc;
+    if (acc->n + np > acc->cap) {
+        int cap = (acc->n + np) * 2 + 16;
+
+        grown = realloc(acc->ids, (size_t)cap * sizeof(*grown));
+        if (grown == NULL) {
+            sync_free_ids(page, np);
+            return adp_error_set(err, ADP_ENOMEM, "out of memory");
+        }
+        acc->ids = grown;
+        acc->cap = cap;
+    }
+    for (i = 0; i < np; i++)
+        acc->ids[acc->n++] = page[i];
+    free(page);
+    return ADP_OK;
+}
+
+/* Sort, drop duplicates (a patient has several Conditions, a retried walk
+ * sees pages again), hand over. */
+static void ids_finish(struct id_acc *acc, char ***ids, int *n)
+{
+    int j, k = 0;
+
+    if (acc->n > 0)
+        qsort(acc->ids, (size_t)acc->n, sizeof(*acc->ids), cmp_str);
+    for (j = 0; j < acc->n; j++) {
+        if (k > 0 && strcmp(acc->ids[k - 1], acc->ids[j]) == 0) {
+            free(acc->ids[j]);
+            continue;
+        }
+        acc->ids[k++] = acc->ids[j];
+    }
+    *ids = acc->ids != NULL ? acc->ids : calloc(1, sizeof(char *));
+    *n = k;
+    acc->ids = NULL;
+    acc->n = 0;
+}
+
+static enum adp_err cohort_walk(struct adapter *a, const char *query, struct id_acc *acc,
+                                struct adp_error *err);
+
 enum adp_err sync_cohort(struct adapter *a, char ***ids, int *n, struct adp_error *err)
 {
     char *codes = NULL, *query = NULL, *esc = NULL;
     json_t *found = json_array();
+    struct id_acc acc = {NULL, 0, 0};
     enum adp_err rc;
     size_t qlen;
 
@@ -197,11 +367,13 @@ enum adp_err sync_cohort(struct adapter *a, char ***ids, int *n, struct adp_erro
         goto out;
     }
     snprintf(query, qlen, "code=%s&_count=%d", esc, a->cfg->page_size);
-    rc = fhir_search_all(a->fhir, "Condition", query, found, a->cfg->max_pages, err);
-    if (rc != ADP_OK)
-        goto out;
-    rc = collect_patient_ids(found, ids, n, err);
+    /* page by page: only the ids are kept (bounded memory, issue 7) */
+    rc = cohort_walk(a, query, &acc, err);
+    if (rc == ADP_OK)
+        ids_finish(&acc, ids, n);
 out:
+    if (rc != ADP_OK)
+        sync_free_ids(acc.ids, acc.n);
     free(codes);
     free(query);
     free(esc);
@@ -273,8 +445,184 @@ enum adp_err sync_changed(struct adapter *a, const char *since, char ***ids, int
     return rc;
 }
 
+#define SYNC_METRIC_INC(a, c, l) metrics_inc((a)->metrics, (c), (l))
+
+/*
+ * Retries.  Every FHIR call of a patient goes through call(): a transient
+ * failure (retry.h) is repeated with capped, jittered exponential backoff
+ * honouring Retry-After; a permanent one returns at once.  The retry state
+ * lives in the per-patient struct prun, so nothing here depends on the
+ * order of other patients' calls.
+ */
+enum op_kind { OP_READ, OP_SEARCH, OP_COND_UPDATE, OP_UPDATE, OP_CREATE, OP_BATCH };
+
+struct op {
+    enum op_kind kind;
+    const char *type;
+    const char *arg;         /* id (read, update) or query (search, conditional update) */
+    json_t *resource;        /* writes (borrowed) */
+    json_t *into;            /* search: appended to on success (borrowed) */
+    json_t **out;            /* read: new reference on success */
+    struct fhir_write *w;    /* writes */
+    /* search page by page instead of into (fhir_search_pages) */
+    enum adp_err (*page_fn)(void *ud, json_t *resources, struct adp_error *err);
+    void *page_ud;
+};
+
+struct prun {
+    struct adapter *a;
+    struct sync_stats *stats;
+    const char *patient_id;
+    const char *tag;
+    unsigned seed;                   /* jitter */
+    enum retry_class last_class;     /* of the last failed call */
+    struct fhir_fault last_fault;    /* its status, Retry-After, OperationOutcome */
+};
+
+/* Preflight found no conditional update: search the business identifier
+ * (op->arg, "identifier=..."), then update that resource by id, or create
+ * it when there is none.  More than one match is an error, as with a
+ * conditional update (412). */
+static enum adp_err write_by_search(struct adapter *a, const struct op *op,
+                                    struct adp_error *err)
+{
+    json_t *found = json_array();
+    enum adp_err rc;
+    const char *id;
+
+    if (found == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    rc = fhir_search_all(a->fhir, op->type, op->arg, found, a->cfg->max_pages, err);
+    if (rc == ADP_OK && json_array_size(found) > 1)
+        rc = adp_error_set(err, ADP_EHTTP, "%s: %zu resources carry our identifier; expected "
+                                           "at most one", op->type, json_array_size(found));
+    if (rc == ADP_OK && json_array_size(found) == 1 &&
+        (id = json_string_value(json_object_get(json_array_get(found, 0), "id"))) != NULL) {
+        json_object_set_new(op->resource, "id", json_string(id));
+        rc = fhir_update(a->fhir, op->type, id, op->resource, op->w, err);
+        json_object_del(op->resource, "id");
+    } else if (rc == ADP_OK) {
+        rc = fhir_create(a->fhir, op->type, op->resource, op->w, err);
+    }
+    json_decref(found);
+    return rc;
+}
+
+static enum adp_err op_once(struct prun *r, const struct op *op, struct adp_error *err)
+{
+    struct fhir_client *fc = r->a->fhir;
+
+    switch (op->kind) {
+    case OP_READ:
+        return fhir_read(fc, op->type, op->arg, op->out, err);
+    case OP_SEARCH:
+        if (op->page_fn != NULL)
+            return fhir_search_pages(fc, op->type, op->arg, r->a->cfg->max_pages, op->page_fn,
+                                     op->page_ud, err);
+        return fhir_search_all(fc, op->type, op->arg, op->into, r->a->cfg->max_pages, err);
+    case OP_COND_UPDATE:
+        if (r->a->no_conditional_update)
+            return write_by_search(r->a, op, err);
+        return fhir_conditional_update(fc, op->type, op->arg, op->resource, op->w, err);
+    case OP_UPDATE:
+        return fhir_update(fc, op->type, op->arg, op->resource, op->w, err);
+    case OP_CREATE:
+        return fhir_create(fc, op->type, op->resource, op->w, err);
+    case OP_BATCH:
+        return fhir_batch(fc, op->resource, op->out, err);
+    }
+    return adp_error_set(err, ADP_EUSAGE, "unknown FHIR operation");
+}
+
+static int stopping(const struct prun *r)
+{
+    return r->a->stop != NULL && *r->a->stop;
+}
+
+/* Sleep ms in slices; 0 when a stop signal cut it short. */
+static int retry_sleep(struct prun *r, long ms)
+{
+    struct timespec ts;
+    long slice;
+
+    while (ms > 0) {
+        if (stopping(r))
+            return 0;
+        slice = ms > 100 ? 100 : ms;
+        ts.tv_sec = 0;
+        ts.tv_nsec = slice * 1000000L;
+        nanosleep(&ts, NULL);
+        ms -= slice;
+    }
+    return !stopping(r);
+}
+
+static enum adp_err call(struct prun *r, const struct op *op, struct adp_error *err)
+{
+    const struct config *cfg = r->a->cfg;
+    struct retry_policy pol;
+    struct adp_error local;
+    enum adp_err rc;
+    int attempt, first = err->code == ADP_OK;
+    long ms;
+
+    pol.max_attempts = cfg->retry_max_attempts > 0 ? (int)cfg->retry_max_attempts : 1;
+    pol.base_ms = cfg->retry_base_ms;
+    pol.max_ms = cfg->retry_max_ms;
+    for (attempt = 1;; attempt++) {
+        adp_error_clear(&local);
+        rc = op_once(r, op, &local);
+        if (rc == ADP_OK) {
+            r->last_class = RETRY_NONE;
+            return ADP_OK;
+        }
+        fhir_last_fault(r->a->fhir, &r->last_fault);
+        r->last_class =
+            retry_classify(local.code, r->last_fault.http_status, r->last_fault.issue_code);
+        if (r->last_class != RETRY_TRANSIENT || attempt >= pol.max_attempts)
+            break;
+        ms = retry_delay_ms(&pol, attempt, r->last_fault.retry_after_s, &r->seed);
+        log_warn("sync", "patient %s: %s; retry %d of %d in %ld ms", r->tag, local.msg,
+                 attempt, pol.max_attempts - 1, ms);
+        if (!retry_sleep(r, ms))
+            break;
+        r->stats->retries++;
+        SYNC_METRIC_INC(r->a, MET_RETRIES, 0);
+    }
+    rc = adp_error_set(err, local.code, "%s", local.msg);
+    if (first)
+        err->http_status = local.http_status != 0 ? local.http_status
+                                                  : r->last_fault.http_status;
+    return rc;
+}
+
+/* A search outside any patient (the cohort), with the same retries. */
+/* The cohort search, retried by call(), page by page into acc. */
+static enum adp_err cohort_walk(struct adapter *a, const char *query, struct id_acc *acc,
+                                struct adp_error *err)
+{
+    struct sync_stats st;
+    struct prun r;
+    struct op op;
+
+    memset(&st, 0, sizeof(st));
+    memset(&r, 0, sizeof(r));
+    r.a = a;
+    r.stats = &st;
+    r.patient_id = "";
+    r.tag = "(cohort)";
+    r.seed = (unsigned)time(NULL);
+    memset(&op, 0, sizeof(op));
+    op.kind = OP_SEARCH;
+    op.type = "Condition";
+    op.arg = query;
+    op.page_fn = ids_page;
+    op.page_ud = acc;
+    return call(&r, &op, err);
+}
+
 /* Search our own output by business identifier; *out new array. */
-static enum adp_err find_ours(struct adapter *a, const struct emit_ctx *ctx,
+static enum adp_err find_ours(struct prun *r, const struct emit_ctx *ctx,
                               const char *type, json_t **out, struct adp_error *err)
 {
     char *system = emit_identifier_system(ctx, type);
@@ -283,6 +631,7 @@ static enum adp_err find_ours(struct adapter *a, const struct emit_ctx *ctx,
     size_t len;
     enum adp_err rc;
     json_t *arr = json_array();
+    struct op op;
 
     if (system == NULL || arr == NULL) {
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
@@ -307,7 +656,12 @@ static enum adp_err find_ours(struct adapter *a, const struct emit_ctx *ctx,
         goto out;
     }
     snprintf(query, len, "identifier=%s", esc);
-    rc = fhir_search_all(a->fhir, type, query, arr, a->cfg->max_pages, err);
+    memset(&op, 0, sizeof(op));
+    op.kind = OP_SEARCH;
+    op.type = type;
+    op.arg = query;
+    op.into = arr;
+    rc = call(r, &op, err);
     if (rc == ADP_OK) {
         *out = arr;
         arr = NULL;
@@ -348,14 +702,16 @@ static char *identifier_query(const struct emit_ctx *ctx, const char *type)
     return query;
 }
 
-static enum adp_err ensure_device(struct adapter *a, const struct emit_ctx *ctx,
+static enum adp_err ensure_device(struct prun *r, const struct emit_ctx *ctx,
                                   struct adp_error *err)
 {
+    struct adapter *a = r->a;
     json_t *dev;
     char *query;
     struct fhir_write w;
     enum adp_err rc;
     struct emit_ctx dctx = *ctx;
+    struct op op;
 
     if (a->device_ref[0] != '\0')
         return ADP_OK;
@@ -367,7 +723,13 @@ static enum adp_err ensure_device(struct adapter *a, const struct emit_ctx *ctx,
         free(query);
         return adp_error_set(err, ADP_ENOMEM, "out of memory");
     }
-    rc = fhir_conditional_update(a->fhir, "Device", query, dev, &w, err);
+    memset(&op, 0, sizeof(op));
+    op.kind = OP_COND_UPDATE;
+    op.type = "Device";
+    op.arg = query;
+    op.resource = dev;
+    op.w = &w;
+    rc = call(r, &op, err);
     if (rc == ADP_OK)
         snprintf(a->device_ref, sizeof(a->device_ref), "Device/%s", w.id);
     json_decref(dev);
@@ -386,32 +748,127 @@ static int same_output(const struct emit_ctx *ctx, json_t *res, const char *hash
            strcmp(status, current_status) == 0;
 }
 
-static enum adp_err write_provenance(struct adapter *a, const struct emit_ctx *ctx,
+static enum adp_err write_provenance(struct prun *r, const struct emit_ctx *ctx,
                                      const struct features *f, const char *const *targets,
                                      int ntargets, struct adp_error *err)
 {
     json_t *prov;
     struct fhir_write w;
     enum adp_err rc;
-
+    struct op op;
     struct emit_ctx pctx = *ctx;
 
-    if (!a->cfg->write_provenance)
+    if (!r->a->cfg->write_provenance)
         return ADP_OK;
-    rc = ensure_device(a, ctx, err);
+    rc = ensure_device(r, ctx, err);
     if (rc != ADP_OK)
         return rc;
-    pctx.device_ref = a->device_ref;
+    pctx.device_ref = r->a->device_ref;
     prov = emit_provenance(&pctx, f, targets, ntargets);
     if (prov == NULL)
         return adp_error_set(err, ADP_ENOMEM, "out of memory");
-    rc = fhir_create(a->fhir, "Provenance", prov, &w, err);
+    memset(&op, 0, sizeof(op));
+    op.kind = OP_CREATE;
+    op.type = "Provenance";
+    op.resource = prov;
+    op.w = &w;
+    rc = call(r, &op, err);
     json_decref(prov);
     return rc;
 }
 
+/* PUT type/id of `res` with status set to `status`. */
+static enum adp_err put_status(struct prun *r, const char *type, json_t *res,
+                               const char *status, struct fhir_write *w,
+                               struct adp_error *err)
+{
+    struct op op;
+
+    json_object_set_new(res, "status", json_string(status));
+    json_object_del(res, "meta");
+    memset(&op, 0, sizeof(op));
+    op.kind = OP_UPDATE;
+    op.type = type;
+    op.arg = json_string_value(json_object_get(res, "id"));
+    op.resource = res;
+    op.w = w;
+    return call(r, &op, err);
+}
+
+/*
+ * More than one resource carries the patient's business identifier (two
+ * writers raced somewhere: conditional create/update is not race-safe on
+ * several servers).  Keep one - a current copy with the new hash, else the
+ * first current one, else the first - and withdraw the others, moving their
+ * identifier value aside ("<id>#duplicate") so that the identifier matches
+ * exactly one resource again.  `found` is left holding only the kept one.
+ */
+static enum adp_err reconcile(struct prun *r, const struct emit_ctx *ctx, const char *type,
+                              json_t *found, const char *hash, const char *current,
+                              const char *withdrawn, struct adp_error *err)
+{
+    size_t i, j, keep = 0, n = json_array_size(found);
+    char *system = NULL;
+    json_t *kept, *res, *ident;
+    enum adp_err rc = ADP_OK;
+    int chosen = 0;
+
+    if (n <= 1)
+        return ADP_OK;
+    for (i = 0; i < n && !chosen; i++)
+        if (hash != NULL && same_output(ctx, json_array_get(found, i), hash, current)) {
+            keep = i;
+            chosen = 1;
+        }
+    for (i = 0; i < n && !chosen; i++) {
+        const char *st = json_string_value(json_object_get(json_array_get(found, i), "status"));
+
+        if (st != NULL && strcmp(st, current) == 0) {
+            keep = i;
+            chosen = 1;
+        }
+    }
+    system = emit_identifier_system(ctx, type);
+    if (system == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    for (i = 0; i < n && rc == ADP_OK; i++) {
+        struct fhir_write w;
+
+        if (i == keep)
+            continue;
+        res = json_array_get(found, i);
+        if (json_string_value(json_object_get(res, "id")) == NULL)
+            continue;
+        json_array_foreach(json_object_get(res, "identifier"), j, ident)
+        {
+            const char *sys = json_string_value(json_object_get(ident, "system"));
+            const char *val = json_string_value(json_object_get(ident, "value"));
+            char moved[512];
+
+            if (sys == NULL || val == NULL || strcmp(sys, system) != 0)
+                continue;
+            snprintf(moved, sizeof(moved), "%s#duplicate", val);
+            json_object_set_new(ident, "value", json_string(moved));
+            json_object_set_new(ident, "use", json_string("old"));
+        }
+        rc = put_status(r, type, res, withdrawn, &w, err);
+        if (rc == ADP_OK) {
+            r->stats->duplicates++;
+            log_warn("sync", "patient %s: duplicate %s found and revoked (kept one of %zu)",
+                     r->tag, type, n);
+        }
+    }
+    free(system);
+    if (rc != ADP_OK)
+        return rc;
+    kept = json_incref(json_array_get(found, keep));
+    json_array_clear(found);
+    json_array_append_new(found, kept);
+    return ADP_OK;
+}
+
 /* Withdraw plans posted earlier for a patient who is no longer eligible. */
-static enum adp_err revoke_outputs(struct adapter *a, const struct emit_ctx *ctx,
+static enum adp_err revoke_outputs(struct prun *r, const struct emit_ctx *ctx,
                                    const struct features *f, int dry_run,
                                    enum outcome *outcome, struct adp_error *err)
 {
@@ -419,31 +876,42 @@ static enum adp_err revoke_outputs(struct adapter *a, const struct emit_ctx *ctx
     static const char *const withdrawn[] = {"revoked", "cancelled"};
     char targets[8][256];
     const char *tptr[8];
-    int ntargets = 0, t;
+    json_t *found[2] = {NULL, NULL}, *res;
+    int ntargets = 0, t, pending = 0;
     enum adp_err rc = ADP_OK;
+    size_t i;
 
     *outcome = OUT_NONE;
-    for (t = 0; t < 2 && rc == ADP_OK; t++) {
-        json_t *found = NULL, *res;
-        size_t i;
-
-        rc = find_ours(a, ctx, types[t], &found, err);
-        if (rc != ADP_OK)
-            break;
-        json_array_foreach(found, i, res)
+    for (t = 0; t < 2 && rc == ADP_OK; t++)
+        rc = find_ours(r, ctx, types[t], &found[t], err);
+    if (rc != ADP_OK)
+        goto out;
+    for (t = 0; t < 2; t++)
+        json_array_foreach(found[t], i, res)
         {
             const char *status = json_string_value(json_object_get(res, "status"));
-            const char *id = json_string_value(json_object_get(res, "id"));
+
+            if (json_string_value(json_object_get(res, "id")) != NULL &&
+                (status == NULL || strcmp(status, withdrawn[t]) != 0))
+                pending++;
+        }
+    if (pending == 0)
+        goto out;
+    *outcome = OUT_REVOKED;
+    if (dry_run)
+        goto out;
+    /* the decision to revoke is durable before the first write */
+    rc = state_outbox_put(r->a->state, ctx->patient_id, "revoke", "", NULL, NULL, err);
+    for (t = 0; t < 2 && rc == ADP_OK; t++) {
+        json_array_foreach(found[t], i, res)
+        {
+            const char *status = json_string_value(json_object_get(res, "status"));
             struct fhir_write w;
 
-            if (id == NULL || (status != NULL && strcmp(status, withdrawn[t]) == 0))
+            if (json_string_value(json_object_get(res, "id")) == NULL ||
+                (status != NULL && strcmp(status, withdrawn[t]) == 0))
                 continue;
-            *outcome = OUT_REVOKED;
-            if (dry_run)
-                continue;
-            json_object_set_new(res, "status", json_string(withdrawn[t]));
-            json_object_del(res, "meta");
-            rc = fhir_update(a->fhir, types[t], id, res, &w, err);
+            rc = put_status(r, types[t], res, withdrawn[t], &w, err);
             if (rc != ADP_OK)
                 break;
             if (ntargets < 8) {
@@ -453,44 +921,76 @@ static enum adp_err revoke_outputs(struct adapter *a, const struct emit_ctx *ctx
                 ntargets++;
             }
         }
-        json_decref(found);
     }
     if (rc == ADP_OK && ntargets > 0)
-        rc = write_provenance(a, ctx, f, tptr, ntargets, err);
+        rc = write_provenance(r, ctx, f, tptr, ntargets, err);
+out:
+    json_decref(found[0]);
+    json_decref(found[1]);
     return rc;
 }
 
-static enum adp_err post_outputs(struct adapter *a, const struct emit_ctx *ctx,
+/* "Type/id/_history/vid" of a resource read from the server. */
+static void history_ref(const char *type, json_t *res, char *buf, size_t len)
+{
+    const char *id = json_string_value(json_object_get(res, "id"));
+    const char *ver =
+        json_string_value(json_object_get(json_object_get(res, "meta"), "versionId"));
+
+    if (ver != NULL)
+        snprintf(buf, len, "%s/%s/_history/%s", type, id ? id : "", ver);
+    else
+        snprintf(buf, len, "%s/%s", type, id ? id : "");
+}
+
+static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
                                  const struct features *f, json_t *careplan, json_t *risk,
                                  const char *hash, int dry_run, enum outcome *outcome,
                                  struct state_patient *sp, struct adp_error *err)
 {
+    struct adapter *a = r->a;
     json_t *cps = NULL, *ras = NULL;
     enum adp_err rc;
-    int cp_same = 0, ra_same = 0;
-    char *cq = NULL, *rq = NULL;
+    int cp_same = 0, ra_same = 0, found = 0;
+    char *cq = NULL, *rq = NULL, *cpj = NULL, *raj = NULL;
     struct fhir_write wc, wr;
+    struct state_outbox ob;
     char t1[256], t2[256];
     const char *targets[2];
+    struct op op;
 
-    rc = find_ours(a, ctx, "CarePlan", &cps, err);
+    rc = find_ours(r, ctx, "CarePlan", &cps, err);
     if (rc == ADP_OK)
-        rc = find_ours(a, ctx, "RiskAssessment", &ras, err);
+        rc = find_ours(r, ctx, "RiskAssessment", &ras, err);
     if (rc != ADP_OK)
         goto out;
-    if (json_array_size(cps) > 1 || json_array_size(ras) > 1) {
-        rc = adp_error_set(err, ADP_EHTTP,
-                           "%zu CarePlans and %zu RiskAssessments carry this patient's "
-                           "identifier; expected at most one of each",
-                           json_array_size(cps), json_array_size(ras));
-        goto out;
+    if (!dry_run) {
+        rc = reconcile(r, ctx, "CarePlan", cps, hash, "draft", "revoked", err);
+        if (rc == ADP_OK)
+            rc = reconcile(r, ctx, "RiskAssessment", ras, hash, "preliminary", "cancelled",
+                           err);
+        if (rc != ADP_OK)
+            goto out;
     }
-    cp_same = json_array_size(cps) == 1 &&
+    cp_same = json_array_size(cps) >= 1 &&
               same_output(ctx, json_array_get(cps, 0), hash, "draft");
-    ra_same = json_array_size(ras) == 1 &&
+    ra_same = json_array_size(ras) >= 1 &&
               same_output(ctx, json_array_get(ras, 0), hash, "preliminary");
     if (cp_same && ra_same) {
         *outcome = OUT_UNCHANGED;
+        if (dry_run)
+            goto out;
+        /* An earlier pass wrote both and was interrupted before it finished
+         * (Provenance, bookkeeping): finish it. */
+        rc = state_outbox_get(a->state, ctx->patient_id, &ob, &found, err);
+        if (rc != ADP_OK || !found || strcmp(ob.decision_hash, hash) != 0)
+            goto out;
+        history_ref("CarePlan", json_array_get(cps, 0), t1, sizeof(t1));
+        history_ref("RiskAssessment", json_array_get(ras, 0), t2, sizeof(t2));
+        targets[0] = t1;
+        targets[1] = t2;
+        rc = write_provenance(r, ctx, f, targets, 2, err);
+        log_info("sync", "patient %s: completed a write interrupted earlier", r->tag);
         goto out;
     }
     *outcome = json_array_size(cps) == 0 ? OUT_CREATED : OUT_UPDATED;
@@ -498,14 +998,30 @@ static enum adp_err post_outputs(struct adapter *a, const struct emit_ctx *ctx,
         goto out;
     cq = identifier_query(ctx, "CarePlan");
     rq = identifier_query(ctx, "RiskAssessment");
-    if (cq == NULL || rq == NULL) {
+    cpj = json_dumps(careplan, JSON_COMPACT);
+    raj = json_dumps(risk, JSON_COMPACT);
+    if (cq == NULL || rq == NULL || cpj == NULL || raj == NULL) {
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         goto out;
     }
-    rc = fhir_conditional_update(a->fhir, "CarePlan", cq, careplan, &wc, err);
+    /* The decision is committed to the outbox before any network write. */
+    rc = state_outbox_put(a->state, ctx->patient_id, "post", hash, cpj, raj, err);
     if (rc != ADP_OK)
         goto out;
-    rc = fhir_conditional_update(a->fhir, "RiskAssessment", rq, risk, &wr, err);
+    memset(&op, 0, sizeof(op));
+    op.kind = OP_COND_UPDATE;
+    op.type = "CarePlan";
+    op.arg = cq;
+    op.resource = careplan;
+    op.w = &wc;
+    rc = call(r, &op, err);
+    if (rc != ADP_OK)
+        goto out;
+    op.type = "RiskAssessment";
+    op.arg = rq;
+    op.resource = risk;
+    op.w = &wr;
+    rc = call(r, &op, err);
     if (rc != ADP_OK)
         goto out;
     snprintf(sp->careplan_id, sizeof(sp->careplan_id), "%s", wc.id);
@@ -516,13 +1032,354 @@ static enum adp_err post_outputs(struct adapter *a, const struct emit_ctx *ctx,
     snprintf(t2, sizeof(t2), "RiskAssessment/%s/_history/%s", wr.id, wr.version);
     targets[0] = t1;
     targets[1] = t2;
-    rc = write_provenance(a, ctx, f, targets, 2, err);
+    rc = write_provenance(r, ctx, f, targets, 2, err);
 out:
     free(cq);
     free(rq);
+    free(cpj);
+    free(raj);
     json_decref(cps);
     json_decref(ras);
     return rc;
+}
+
+/*
+ * Fetch (issue 7).  A patient's inputs are Patient, Condition?subject and
+ * Observation?subject restricted to the codes the mappings know (a
+ * patient with 10,000 vital signs costs what one with 20 does).  Where the
+ * server lists the batch interaction, the three go in one batch Bundle: one
+ * round trip.  A search whose first page is not the last is walked again on
+ * its own (paging inside a batch is not defined).  A batch the server
+ * refuses for good falls back to the three requests.
+ */
+enum adp_err sync_prepare_fetch(struct adapter *a, struct adp_error *err)
+{
+    json_t *cs = NULL, *rest, *it;
+    struct adp_error local;
+    size_t i, j;
+    char *codes;
+    int batch = 0, ncodes = 0;
+
+    if (a->fetch_mode != SYNC_FETCH_UNKNOWN)
+        return ADP_OK;
+    if (a->obs_codes == NULL) {
+        /* a coverage report wants the codings no mapping knows: no filter */
+        codes = a->coverage != NULL || !a->cfg->observation_code_filter
+                    ? strdup("")
+                    : mapping_observation_codes(a->map);
+        if (codes == NULL)
+            return adp_error_set(err, ADP_ENOMEM, "out of memory");
+        a->obs_codes = codes[0] != '\0' ? http_escape(codes) : strdup("");
+        for (i = 0; codes[0] != '\0' && codes[i] != '\0'; i++)
+            ncodes += codes[i] == ',';
+        ncodes += codes[0] != '\0';
+        free(codes);
+        if (a->obs_codes == NULL)
+            return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    }
+    if (a->cfg->batch_fetch) {
+        adp_error_clear(&local);
+        if (fhir_capability(a->fhir, &cs, &local) != ADP_OK) {
+            log_warn("sync", "no CapabilityStatement (%s): one request per search",
+                     local.msg);
+        } else {
+            json_array_foreach(json_object_get(cs, "rest"), i, rest)
+            {
+                json_array_foreach(json_object_get(rest, "interaction"), j, it)
+                {
+                    const char *code = json_string_value(json_object_get(it, "code"));
+
+                    if (code != NULL && strcmp(code, "batch") == 0)
+                        batch = 1;
+                }
+            }
+            json_decref(cs);
+        }
+    }
+    a->fetch_mode = batch ? SYNC_FETCH_BATCH : SYNC_FETCH_SEPARATE;
+    log_debug("sync", "Observation code list: %s", a->obs_codes);
+    log_info("sync", "fetch: %s; Observation search %s (%d code(s))",
+             batch ? "one batch per patient"
+                   : a->cfg->batch_fetch ? "three requests per patient (no batch interaction)"
+                                         : "three requests per patient (fhir.batch_fetch off)",
+             ncodes > 0 ? "restricted to the mapped codes" : "unrestricted", ncodes);
+    return ADP_OK;
+}
+
+/* Append the resources of one searchset (borrowed) to resources; when it
+ * has more pages, run the search `type?query` from the start instead. */
+static enum adp_err take_searchset(struct prun *r, const char *type, const char *query,
+                                   json_t *page, json_t *resources, struct adp_error *err)
+{
+    json_t *tmp = json_array();
+    const char *next = NULL;
+    char what[64];
+    struct op op;
+    enum adp_err rc;
+
+    if (tmp == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    snprintf(what, sizeof(what), "batch %s search", type);
+    rc = fhir_page_collect(what, page, tmp, &next, err);
+    if (rc == ADP_OK && next == NULL) {
+        if (json_array_extend(resources, tmp) != 0)
+            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+    } else if (rc == ADP_OK) {
+        memset(&op, 0, sizeof(op));
+        op.kind = OP_SEARCH;
+        op.type = type;
+        op.arg = query;
+        op.into = resources;
+        rc = call(r, &op, err);
+    }
+    json_decref(tmp);
+    return rc;
+}
+
+/* The three reads in one batch.  *fallback = 1 (and nothing appended) when
+ * the server refused the batch itself for good. */
+static enum adp_err fetch_batch(struct prun *r, const char *pq, const char *cq,
+                                const char *oq, json_t *resources, int *fallback,
+                                struct adp_error *err)
+{
+    json_t *bundle, *resp = NULL, *entries, *pat;
+    char *urls[3] = {NULL, NULL, NULL};
+    const char *const pfx[3] = {"Patient/", "Condition?", "Observation?"};
+    const char *const args[3] = {pq, cq, oq};
+    struct adp_error local;
+    struct op op;
+    enum adp_err rc = ADP_OK;
+    size_t len;
+    int i;
+
+    *fallback = 0;
+    for (i = 0; i < 3; i++) {
+        len = strlen(args[i]) + 16;
+        urls[i] = malloc(len);
+        if (urls[i] == NULL) {
+            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+            goto out;
+        }
+        snprintf(urls[i], len, "%s%s", pfx[i], args[i]);
+    }
+    bundle = json_pack("{s:s, s:s, s:[{s:{s:s,s:s}}, {s:{s:s,s:s}}, {s:{s:s,s:s}}]}",
+                       "resourceType", "Bundle", "type", "batch", "entry", "request",
+                       "method", "GET", "url", urls[0], "request", "method", "GET", "url",
+                       urls[1], "request", "method", "GET", "url", urls[2]);
+    if (bundle == NULL) {
+        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+        goto out;
+    }
+    memset(&op, 0, sizeof(op));
+    op.kind = OP_BATCH;
+    op.resource = bundle;
+    op.out = &resp;
+    adp_error_clear(&local);
+    rc = call(r, &op, &local);
+    json_decref(bundle);
+    if (rc != ADP_OK) {
+        if (local.code == ADP_EHTTP && r->last_class == RETRY_PERMANENT &&
+            local.http_status != 401 && local.http_status != 403) {
+            log_debug("sync", "patient %s: batch refused (%s); separate requests", r->tag,
+                      local.msg);
+            *fallback = 1;
+            rc = ADP_OK;
+        } else {
+            rc = adp_error_set(err, local.code, "%s", local.msg);
+            if (err->http_status == 0)
+                err->http_status = local.http_status;
+        }
+        goto out;
+    }
+    entries = json_object_get(resp, "entry");
+    pat = json_object_get(json_array_get(entries, 0), "resource");
+    if (json_array_size(entries) != 3 || !json_is_object(pat) ||
+        json_string_value(json_object_get(pat, "resourceType")) == NULL ||
+        strcmp(json_string_value(json_object_get(pat, "resourceType")), "Patient") != 0) {
+        rc = adp_error_set(err, ADP_EPARSE,
+                           "POST batch: batch-response has no Patient in entry 0 or not 3 "
+                           "entries");
+        goto out;
+    }
+    if (json_array_append(resources, pat) != 0)
+        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+    if (rc == ADP_OK)
+        rc = take_searchset(r, "Condition", cq,
+                            json_object_get(json_array_get(entries, 1), "resource"), resources,
+                            err);
+    if (rc == ADP_OK)
+        rc = take_searchset(r, "Observation", oq,
+                            json_object_get(json_array_get(entries, 2), "resource"), resources,
+                            err);
+out:
+    json_decref(resp);
+    for (i = 0; i < 3; i++)
+        free(urls[i]);
+    return rc;
+}
+
+/* Pull one patient's inputs into resources (Patient first). */
+static enum adp_err fetch_inputs(struct prun *r, json_t *resources, struct adp_error *err)
+{
+    struct adapter *a = r->a;
+    const char *codes;
+    char *esc = NULL, *cq = NULL, *oq = NULL;
+    json_t *patient = NULL;
+    struct op op;
+    enum adp_err rc = ADP_OK;
+    size_t len;
+    int fallback = 1;
+
+    if (a->fetch_mode == SYNC_FETCH_UNKNOWN && !a->worker) {
+        rc = sync_prepare_fetch(a, err);
+        if (rc != ADP_OK)
+            return rc;
+    }
+    codes = a->obs_codes != NULL ? a->obs_codes : "";
+    esc = http_escape(r->patient_id);
+    if (esc == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    len = strlen(esc) + strlen(codes) + 64;
+    cq = malloc(len);
+    oq = malloc(len);
+    if (cq == NULL || oq == NULL) {
+        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+        goto out;
+    }
+    snprintf(cq, len, "subject=Patient/%s&_count=%d", esc, a->cfg->page_size);
+    snprintf(oq, len, "subject=Patient/%s%s%s&_count=%d", esc, codes[0] ? "&code=" : "",
+             codes, a->cfg->page_size);
+    if (a->fetch_mode == SYNC_FETCH_BATCH) {
+        rc = fetch_batch(r, esc, cq, oq, resources, &fallback, err);
+        if (rc != ADP_OK || !fallback)
+            goto out;
+    }
+    memset(&op, 0, sizeof(op));
+    op.kind = OP_READ;
+    op.type = "Patient";
+    op.arg = r->patient_id;
+    op.out = &patient;
+    rc = call(r, &op, err);
+    if (rc != ADP_OK)
+        goto out;
+    if (json_array_append(resources, patient) != 0) {
+        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+        goto out;
+    }
+    memset(&op, 0, sizeof(op));
+    op.kind = OP_SEARCH;
+    op.type = "Condition";
+    op.arg = cq;
+    op.into = resources;
+    rc = call(r, &op, err);
+    if (rc == ADP_OK) {
+        op.type = "Observation";
+        op.arg = oq;
+        rc = call(r, &op, err);
+    }
+out:
+    json_decref(patient);
+    free(esc);
+    free(cq);
+    free(oq);
+    return rc;
+}
+
+/* SHA-256 (hex) of the pulled resources, keys sorted: what the decision
+ * was made on. */
+static enum adp_err input_hash(json_t *resources, char out[65], struct adp_error *err)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0, i;
+    char *text = json_dumps(resources, JSON_COMPACT | JSON_SORT_KEYS);
+    int ok;
+
+    if (text == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    ok = EVP_Digest(text, strlen(text), md, &mdlen, EVP_sha256(), NULL) == 1;
+    free(text);
+    if (!ok || mdlen != 32)
+        return adp_error_set(err, ADP_ENOMEM, "SHA-256 failed");
+    for (i = 0; i < mdlen; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    return ADP_OK;
+}
+
+/*
+ * A pass over a patient with an outbox entry failed.  A permanent error
+ * (or one not from the server: mapping, local) parks it in the dead letter
+ * at once, with the server's OperationOutcome; a transient one counts an
+ * attempt, and parks it after state.dead_letter_after passes.  A stop
+ * signal does not count.
+ */
+static void park_if_needed(struct prun *r, const struct adp_error *failure)
+{
+    struct adapter *a = r->a;
+    struct state_outbox ob;
+    struct adp_error e;
+    int found = 0, attempts = 0, permanent;
+
+    adp_error_clear(&e);
+    if (failure->code == ADP_EIO || stopping(r) ||
+        state_outbox_get(a->state, r->patient_id, &ob, &found, &e) != ADP_OK || !found)
+        return;
+    permanent = r->last_class == RETRY_PERMANENT ||
+                (r->last_class == RETRY_NONE && failure->code != ADP_ENET);
+    if (!permanent) {
+        if (state_outbox_failed(a->state, r->patient_id, failure->msg, &attempts, &e) !=
+                ADP_OK ||
+            attempts < a->cfg->dead_letter_after) {
+            if (e.code != ADP_OK)
+                log_err("sync", "%s", e.msg);
+            return;
+        }
+    }
+    if (state_dead_letter(a->state, r->patient_id, ob.kind, ob.decision_hash,
+                          permanent ? ob.attempts + 1 : attempts, failure->http_status,
+                          failure->msg,
+                          r->last_fault.http_status != 0 ? r->last_fault.diagnostics : "",
+                          &e) != ADP_OK) {
+        log_err("sync", "%s", e.msg);
+        return;
+    }
+    r->stats->dead_lettered++;
+    SYNC_METRIC_INC(a, MET_DEAD_LETTERS, 0);
+    log_err("sync", "patient %s: %s error; write parked in the dead letter (see `status`)",
+            r->tag, permanent ? "permanent" : "repeated transient");
+}
+
+enum adp_err sync_replay_outbox(struct adapter *a, struct sync_stats *stats,
+                                struct adp_error *err)
+{
+    char **ids = NULL;
+    int n = 0, i;
+    enum adp_err rc;
+
+    rc = state_outbox_list(a->state, &ids, &n, err);
+    if (rc != ADP_OK)
+        return rc;
+    if (n > 0)
+        log_info("sync", "outbox: %d patient(s) left by an interrupted run; replaying", n);
+    for (i = 0; i < n && !(a->stop != NULL && *a->stop); i++) {
+        struct adp_error e;
+
+        adp_error_clear(&e);
+        stats->replayed++;
+        sync_patient(a, ids[i], 0, stats, &e);
+    }
+    sync_free_ids(ids, n);
+    return ADP_OK;
+}
+
+enum adp_err sync_replay_dead(struct adapter *a, const char *patient_id, int *requeued,
+                              struct sync_stats *stats, struct adp_error *err)
+{
+    enum adp_err rc;
+
+    rc = state_dead_requeue(a->state, patient_id, requeued, err);
+    if (rc != ADP_OK)
+        return rc;
+    return sync_replay_outbox(a, stats, err);
 }
 
 static const char *outcome_name(enum outcome o)
@@ -544,34 +1401,38 @@ enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run
     struct state_patient sp;
     enum outcome outcome = OUT_NONE;
     enum adp_err rc;
-    char query[512], now[32], hash[65] = "", tag[16];
+    char now[32], hash[65] = "", tag[16], inhash[65] = "";
     char *esc = NULL;
+    struct prun run;
+    int have_state = 0;
+    double t_start = metrics_now(), t_fetched = 0, t_decided = 0;
 
     log_patient_tag(patient_id, tag, sizeof(tag));
+    log_new_correlation(NULL, 0); /* every line of this patient's pass carries it */
+    memset(&run, 0, sizeof(run));
+    run.a = a;
+    run.stats = stats;
+    run.patient_id = patient_id;
+    run.tag = tag;
+    run.seed = (unsigned)strtoul(tag, NULL, 16) ^ (unsigned)time(NULL);
     stats->seen++;
     resources = json_array();
     if (resources == NULL) {
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         goto out;
     }
-    rc = fhir_read(a->fhir, "Patient", patient_id, &patient, err);
+    rc = fetch_inputs(&run, resources, err);
     if (rc != ADP_OK)
         goto out;
-    json_array_append(resources, patient);
-    esc = http_escape(patient_id);
-    if (esc == NULL) {
-        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
-        goto out;
-    }
-    snprintf(query, sizeof(query), "subject=Patient/%s&_count=%d", esc, a->cfg->page_size);
-    rc = fhir_search_all(a->fhir, "Condition", query, resources, a->cfg->max_pages, err);
-    if (rc == ADP_OK)
-        rc = fhir_search_all(a->fhir, "Observation", query, resources, a->cfg->max_pages,
-                             err);
+    rc = input_hash(resources, inhash, err);
     if (rc != ADP_OK)
         goto out;
+    t_fetched = metrics_now();
+    metrics_observe(a->metrics, MET_FETCH, t_fetched - t_start);
 
     rc = mapping_extract(a->map, resources, &f, &report, err);
+    if (rc == ADP_OK && a->coverage != NULL)
+        rc = mapping_coverage_add(a->coverage, patient_id, report, err);
     if (rc != ADP_OK)
         goto out;
     engine_run(&f, &a->params, &d);
@@ -587,20 +1448,62 @@ enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run
 
     memset(&sp, 0, sizeof(sp));
     snprintf(sp.rec, sizeof(sp.rec), "%s", rec_code(d.rec));
-    if (d.rec == REC_NOT_APPLICABLE) {
-        rc = revoke_outputs(a, &ctx, &f, dry_run, &outcome, err);
-    } else {
-        if (emit_outputs(&ctx, &f, &d, &careplan, &risk, hash) != 0) {
-            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+    snprintf(sp.input_hash, sizeof(sp.input_hash), "%s", inhash);
+    if (d.rec != REC_NOT_APPLICABLE &&
+        emit_outputs(&ctx, &f, &d, &careplan, &risk, hash) != 0) {
+        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+        goto out;
+    }
+    t_decided = metrics_now();
+    metrics_observe(a->metrics, MET_EVALUATE, t_decided - t_fetched);
+    if (!dry_run) {
+        struct state_dead dl;
+        int parked = 0;
+
+        /* In the daemon, a decision already parked as a dead letter is not
+         * retried every cycle (a poison write retried forever); an operator's
+         * `replay` or `sync`, or inputs that change the decision, try again. */
+        if (a->park_dead_letters)
+            rc = state_dead_get(a->state, patient_id, &dl, &parked, err);
+        if (rc != ADP_OK)
+            goto out;
+        if (parked && strcmp(dl.decision_hash, hash) == 0 &&
+            strcmp(dl.kind, d.rec == REC_NOT_APPLICABLE ? "revoke" : "post") == 0) {
+            stats->parked++;
+            log_warn("sync", "patient %s: decision parked in the dead letter (%s); "
+                             "skipped until `replay`", tag, dl.last_error);
             goto out;
         }
-        rc = post_outputs(a, &ctx, &f, careplan, risk, hash, dry_run, &outcome, &sp, err);
     }
+    if (d.rec == REC_NOT_APPLICABLE)
+        rc = revoke_outputs(&run, &ctx, &f, dry_run, &outcome, err);
+    else
+        rc = post_outputs(&run, &ctx, &f, careplan, risk, hash, dry_run, &outcome, &sp, err);
     if (rc != ADP_OK)
         goto out;
-    if (!dry_run && outcome != OUT_UNCHANGED && (outcome != OUT_NONE)) {
+    if (!dry_run) {
+        struct state_patient old;
+
+        rc = state_get_patient(a->state, patient_id, &old, &have_state, err);
+        if (rc == ADP_OK && (outcome == OUT_UNCHANGED || outcome == OUT_NONE) && have_state) {
+            /* keep the ids recorded when it was written */
+            snprintf(sp.careplan_id, sizeof(sp.careplan_id), "%s", old.careplan_id);
+            snprintf(sp.careplan_version, sizeof(sp.careplan_version), "%s",
+                     old.careplan_version);
+            snprintf(sp.risk_id, sizeof(sp.risk_id), "%s", old.risk_id);
+            snprintf(sp.risk_version, sizeof(sp.risk_version), "%s", old.risk_version);
+        }
         snprintf(sp.decision_hash, sizeof(sp.decision_hash), "%s", hash);
-        rc = state_put_patient(a->state, patient_id, &sp, err);
+        if (rc == ADP_OK &&
+            (!have_state || outcome != OUT_UNCHANGED || strcmp(old.input_hash, inhash) != 0 ||
+             strcmp(old.decision_hash, hash) != 0))
+            rc = state_put_patient(a->state, patient_id, &sp, err);
+        /* everything decided is on the server: the outbox entry is done,
+         * and a dead letter from an earlier failure is resolved */
+        if (rc == ADP_OK)
+            rc = state_outbox_done(a->state, patient_id, err);
+        if (rc == ADP_OK)
+            rc = state_dead_clear(a->state, patient_id, err);
         if (rc != ADP_OK)
             goto out;
     }
@@ -608,14 +1511,24 @@ enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run
     if (d.palliative)
         stats->palliative++;
     stats->outcome[outcome]++;
+    metrics_observe(a->metrics, MET_POST, metrics_now() - t_decided);
+    SYNC_METRIC_INC(a, MET_EVALUATED, (int)d.rec);
+    if (d.palliative)
+        SYNC_METRIC_INC(a, MET_EVALUATED, METRICS_PALLIATIVE);
+    if (!dry_run && outcome != OUT_NONE)
+        SYNC_METRIC_INC(a, MET_WRITES, (int)outcome - 1); /* OUT_CREATED.. = MW_CREATED.. */
     log_info("sync", "patient %s: %s%s, %s%s", tag, rec_code(d.rec),
              d.palliative ? " + palliative-lrt" : "", outcome_name(outcome),
              dry_run ? " (dry run)" : "");
 out:
     if (rc != ADP_OK) {
         stats->failed++;
+        SYNC_METRIC_INC(a, MET_FAILED, 0);
         log_err("sync", "patient %s failed: %s", tag, err->msg);
+        if (!dry_run)
+            park_if_needed(&run, err);
     }
+    log_set_correlation(NULL);
     free(esc);
     json_decref(patient);
     json_decref(resources);
@@ -623,4 +1536,26 @@ out:
     json_decref(careplan);
     json_decref(risk);
     return rc;
+}
+
+enum adp_err sync_write_report(json_t *cov, const char *path, int json,
+                               struct adp_error *err)
+{
+    char *text = json ? json_dumps(cov, JSON_INDENT(2)) : mapping_coverage_text(cov);
+    FILE *fp;
+    int bad;
+
+    if (text == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "report: out of memory");
+    fp = fopen(path, "w");
+    if (fp == NULL) {
+        free(text);
+        return adp_error_set(err, ADP_ECONFIG, "%s: cannot write the report", path);
+    }
+    bad = fputs(text, fp) == EOF || (json && fputc('\n', fp) == EOF);
+    bad = fclose(fp) != 0 || bad;
+    free(text);
+    if (bad)
+        return adp_error_set(err, ADP_ECONFIG, "%s: cannot write the report", path);
+    return ADP_OK;
 }

@@ -7,11 +7,14 @@
 #ifndef ADP_SYNC_H
 #define ADP_SYNC_H
 
+#include <jansson.h>
+#include <signal.h>
 #include <stddef.h>
 
 #include "config.h"
 #include "engine.h"
 #include "err.h"
+#include "http.h"
 
 struct mapping;
 struct http_client;
@@ -27,8 +30,33 @@ struct adapter {
     struct fhir_client *fhir;
     struct state *state;
     char device_ref[192];         /* "Device/<id>" once ensured */
-    char *auth_header;            /* "Authorization: Bearer ..." or NULL */
+    struct auth *auth;            /* authorisation of FHIR requests (auth.h) */
+    volatile sig_atomic_t *stop;  /* signal flag (main.c) or NULL: cuts retry waits short */
+    volatile sig_atomic_t *reload; /* SIGHUP flag (main.c) or NULL; `run` checks it */
+    void (*reload_fn)(struct adapter *a, void *ctx); /* validates, then swaps */
+    void *reload_ctx;
+    int park_dead_letters;        /* `run`: skip decisions already dead-lettered (a `sync`
+                                   * or `replay` by an operator tries them again) */
+    json_t *coverage;             /* borrowed; when set (sync --report), each patient's
+                                   * unmapped codings are added (mapping_coverage_add) */
+    struct metrics *metrics;      /* borrowed, may be NULL (metrics.h) */
+    struct server *server;        /* borrowed; NULL without a listener (server.h) */
+    int no_conditional_update;    /* preflight: the server lacks conditional update, so
+                                   * write by identifier search + update by id / create */
+    /* Issue 7 (throughput): */
+    struct ratelimit *pace;       /* shared request pace; owned unless worker */
+    int worker;                   /* 1: a pool worker's copy (adapter_open_worker):
+                                   * only http, fhir and state are its own */
+    int fetch_mode;               /* SYNC_FETCH_*: batch support, probed once */
+    char *obs_codes;              /* escaped code= list for Observation searches, ""
+                                   * for none; owned unless worker */
+    struct http_opts http_opts;   /* as the FHIR client was opened (for workers) */
+    unsigned shard_k, shard_n;    /* --shard K/N (pool.h); shard_n 0: everything */
 };
+
+#define SYNC_FETCH_UNKNOWN 0
+#define SYNC_FETCH_BATCH 1    /* Patient + Condition + Observation in one batch */
+#define SYNC_FETCH_SEPARATE 2 /* three requests (no batch, or fhir.batch_fetch off) */
 
 enum outcome { OUT_NONE = 0, OUT_CREATED, OUT_UPDATED, OUT_UNCHANGED, OUT_REVOKED, OUT_COUNT };
 
@@ -38,6 +66,11 @@ struct sync_stats {
     int palliative;
     int outcome[OUT_COUNT];
     int failed;
+    int retries;        /* FHIR requests repeated after a transient error */
+    int dead_lettered;  /* writes parked in the dead letter in this run */
+    int parked;         /* patients skipped: same decision already dead-lettered */
+    int duplicates;     /* extra copies of our output found and revoked */
+    int replayed;       /* outbox entries processed (earlier run interrupted) */
 };
 
 /* Load mappings and thresholds; with network != 0 also open the HTTP and
@@ -45,6 +78,24 @@ struct sync_stats {
 enum adp_err adapter_open(struct adapter *a, const struct config *cfg, int network,
                           struct adp_error *err);
 void adapter_close(struct adapter *a);
+
+/* A pool worker's adapter: everything of a (borrowed: configuration,
+ * mappings, rules, authorisation, pace, flags) plus its own HTTP client
+ * (connections), FHIR client and state connection (the state file stays
+ * locked by a).  auth_fn / auth_ud replace a's authorisation hook (NULL:
+ * none).  Free with adapter_close_worker. */
+enum adp_err adapter_open_worker(struct adapter *w, const struct adapter *a,
+                                 enum adp_err (*auth_fn)(void *ud, const char *url,
+                                                         int renew, const char **hdr,
+                                                         struct adp_error *err),
+                                 void *auth_ud, struct adp_error *err);
+void adapter_close_worker(struct adapter *w);
+
+/* Decide once how patients are fetched (a batch when fhir.batch_fetch is on
+ * and the CapabilityStatement lists the batch interaction) and which
+ * Observation codes to ask for.  Called by the first sync_patient; the pool
+ * calls it before copying the adapter. */
+enum adp_err sync_prepare_fetch(struct adapter *a, struct adp_error *err);
 
 /* Ids of every patient with a breast cancer Condition (sorted, unique).
  * *ids new array of new strings; free with sync_free_ids. */
@@ -61,6 +112,25 @@ void sync_free_ids(char **ids, int n);
  * patient's error, if any. */
 enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run,
                           struct sync_stats *stats, struct adp_error *err);
+
+/* Write the coverage report cov (borrowed; mapping_coverage_new) to path:
+ * the text of mapping_coverage_text(), or the JSON object when json != 0.
+ * Errors name the file (ADP_ECONFIG, ADP_ENOMEM). */
+enum adp_err sync_write_report(json_t *cov, const char *path, int json,
+                               struct adp_error *err);
+
+/* Process every patient left in the outbox by an interrupted run (crash,
+ * kill, failure) before anything else: their decisions were made but not
+ * all written.  Each is re-pulled and re-decided (the server stays the
+ * authority) and written if the server does not already hold it. */
+enum adp_err sync_replay_outbox(struct adapter *a, struct sync_stats *stats,
+                                struct adp_error *err);
+
+/* Operator `replay`: move the dead letters (of patient_id, or all when
+ * NULL) back to the outbox, then replay the outbox.  *requeued receives the
+ * number moved. */
+enum adp_err sync_replay_dead(struct adapter *a, const char *patient_id, int *requeued,
+                              struct sync_stats *stats, struct adp_error *err);
 
 /* Current UTC time as a FHIR instant (buf >= 32). */
 void sync_now(char *buf, size_t len);

@@ -57,10 +57,32 @@ for t in build/tests/test_*; do
     count_cmocka "unit/$name" "$out" "$status"
 done
 
+# Fuzz corpus and kept crashers (tests/fuzz/corpus/<target>/), replayed through
+# each libFuzzer target linked with a plain main(): one test per target.
+for t in build/fuzz-replay/*; do
+    [ -x "$t" ] || continue
+    name=$(basename "$t")
+    out=$("$t" tests/fuzz/corpus/"$name"/* 2>&1)
+    status=$?
+    printf '%s\n' "$out" >"$logdir/fuzz-replay-$name.log"
+    if [ "$status" -eq 0 ]; then
+        passed=$((passed + 1))
+        printf '%-40s %4d passed, %d failed\n' "fuzz-replay/$name" 1 0
+    else
+        failed=$((failed + 1))
+        failures+=("fuzz-replay/$name")
+        printf '%-40s %4d passed, %d failed\n' "fuzz-replay/$name" 0 1
+    fi
+done
+
 if [ "${1:-}" != "--unit-only" ]; then
     if [ ! -d tests/fhir-server/node_modules ]; then
         npm ci --prefix tests/fhir-server --no-audit --no-fund --loglevel=error >"$logdir/npm-ci.log" 2>&1 ||
             { echo "npm ci failed, see $logdir/npm-ci.log"; failed=$((failed + 1)); }
+    fi
+    if [ ! -d tests/oauth-server/node_modules ]; then
+        npm ci --prefix tests/oauth-server --no-audit --no-fund --loglevel=error >"$logdir/npm-ci-oauth.log" 2>&1 ||
+            { echo "npm ci failed, see $logdir/npm-ci-oauth.log"; failed=$((failed + 1)); }
     fi
     for suite in tests/fhir-server/test tests/synth/test tests/integration; do
         [ -d "$suite" ] || continue

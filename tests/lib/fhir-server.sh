@@ -7,6 +7,10 @@
 #   tests/lib/fhir-server.sh stop DIR    stop the server whose pid is in DIR
 #   tests/lib/fhir-server.sh reset DIR   empty its repository, faults, stats
 #   tests/lib/fhir-server.sh url DIR     print its base URL
+#   tests/lib/fhir-server.sh auth DIR ISSUER|off
+#                                        bearer-token mode: require JWT access
+#                                        tokens of the OAuth server at ISSUER
+#                                        (tests/oauth-server), or no token
 #
 # HTTPS: with FHIR_SERVER_TLS_DIR set to a directory laid out like
 # certs/out (server.pem, server.key, ca.pem, client.pem, client.key) the
@@ -31,7 +35,7 @@ die() {
 }
 
 usage() {
-	printf 'usage: %s start|stop|reset|url DIR\n' "$0" >&2
+	printf 'usage: %s start|stop|reset|url DIR | auth DIR ISSUER|off\n' "$0" >&2
 	exit 2
 }
 
@@ -155,6 +159,26 @@ cmd_reset() {
 		die "reset failed ($url)"
 }
 
+cmd_auth() {
+	local dir=$1 issuer=$2 url body
+	url=$(base_url "$dir")
+	if [ "$issuer" = off ]; then
+		body='{"issuer":null}'
+	else
+		case $issuer in
+		http://* | https://*) ;;
+		*) die "auth: ISSUER must be an http(s) URL or off" ;;
+		esac
+		body=$(printf '{"issuer":"%s"}' "$issuer")
+	fi
+	dcurl "$dir" -fsS -o /dev/null --max-time 10 -X POST --data "$body" "${url%/fhir/R4}/\$test/auth" ||
+		die "auth failed ($url)"
+}
+
+if [ $# -eq 3 ] && [ "$1" = auth ]; then
+	cmd_auth "$2" "$3"
+	exit 0
+fi
 [ $# -eq 2 ] || usage
 case $1 in
 start) cmd_start "$2" ;;

@@ -19,6 +19,7 @@ const { IndexedMemoryRepository } = require('./repo');
 const { buildCapabilityStatement } = require('./capability');
 const { FaultTable } = require('./faults');
 const { Stats } = require('./stats');
+const { BearerGuard } = require('./bearer');
 
 const BASE_PATH = '/fhir/R4';
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
@@ -142,9 +143,11 @@ class FhirTestApp {
     this.repo = new IndexedMemoryRepository({ defaultCount: options.defaultCount });
     this.router = new FhirRouter();
     this.faults = new FaultTable();
+    this.capabilityPatch = null; // POST /$test/capability
     this.stats = new Stats();
     this.mutex = new Mutex();
     this.faultStatus = new WeakMap(); // OperationOutcome from a fault -> its HTTP status
+    this.bearer = new BearerGuard(); // off until POST /$test/auth (bearer.js)
     this.wrapRoutes();
   }
 
@@ -248,6 +251,22 @@ class FhirTestApp {
       if (url.pathname !== BASE_PATH && !url.pathname.startsWith(BASE_PATH + '/')) {
         throw new HttpError(404, 'not-found', 'Not a FHIR endpoint; the base is ' + BASE_PATH);
       }
+      if (this.bearer.enabled) {
+        if (url.pathname === BASE_PATH + '/.well-known/smart-configuration') {
+          req.resume();
+          const text = JSON.stringify(this.bearer.smartConfiguration());
+          res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
+          res.end(text);
+          return;
+        }
+        const refused = await this.bearer.check(req);
+        if (refused) {
+          req.resume();
+          const err = new HttpError(401, 'login', 'Unauthorized: ' + refused);
+          this.send(res, 401, err.outcome, { 'WWW-Authenticate': 'Bearer error="invalid_token"' });
+          return;
+        }
+      }
       await this.handleFhir(req, res, url);
     } catch (err) {
       if (err instanceof HttpError) {
@@ -309,11 +328,8 @@ class FhirTestApp {
       if (req.method !== 'GET') {
         throw new HttpError(405, 'not-supported', 'metadata is read-only');
       }
-      this.send(
-        res,
-        200,
-        buildCapabilityStatement({ baseUrl: this.baseUrl, startedAt: this.startedAt, medplumVersion: MEDPLUM_VERSION })
-      );
+      const cs = buildCapabilityStatement({ baseUrl: this.baseUrl, startedAt: this.startedAt, medplumVersion: MEDPLUM_VERSION });
+      this.send(res, 200, patchCapability(cs, this.capabilityPatch));
       return;
     }
 
@@ -397,6 +413,7 @@ class FhirTestApp {
     }
     switch (route) {
       case 'POST /$test/reset':
+        this.capabilityPatch = null;
         await this.mutex.run(() => this.repo.clear());
         this.faults.clear();
         this.stats.clear();
@@ -419,14 +436,70 @@ class FhirTestApp {
       case 'GET /$test/stats':
         this.send(res, 200, this.stats.snapshot());
         return;
+      case 'POST /$test/auth':
+        try {
+          this.send(res, 200, this.bearer.configure(body, this.baseUrl));
+        } catch (err) {
+          throw new HttpError(400, 'invalid', err.message);
+        }
+        return;
+      case 'GET /$test/auth':
+        this.send(res, 200, this.bearer.report());
+        return;
       case 'DELETE /$test/stats':
         this.stats.clear();
         this.send(res, 200, this.stats.snapshot());
+        return;
+      case 'POST /$test/capability':
+        if (!body || typeof body !== 'object' || Array.isArray(body)) {
+          throw new HttpError(400, 'invalid', 'capability patch must be a JSON object');
+        }
+        this.capabilityPatch = body;
+        this.send(res, 200, { capability: body });
+        return;
+      case 'DELETE /$test/capability':
+        this.capabilityPatch = null;
+        this.send(res, 200, { capability: null });
         return;
       default:
         throw new HttpError(404, 'not-found', 'Unknown test endpoint: ' + route);
     }
   }
+}
+
+// Applies a POST /$test/capability patch to the CapabilityStatement: every
+// top-level key but `resource` and `types` replaces that key of the
+// statement; `resource` fields replace those fields of each rest.resource
+// entry (only of the `types` listed, when given); a null value removes the
+// key. Lets tests serve a statement without, e.g., conditionalUpdate.
+function patchCapability(cs, patch) {
+  if (!patch) {
+    return cs;
+  }
+  const set = (obj, key, value) => {
+    if (value === null) {
+      delete obj[key];
+    } else {
+      obj[key] = value;
+    }
+  };
+  for (const [key, value] of Object.entries(patch)) {
+    if (key !== 'resource' && key !== 'types') {
+      set(cs, key, value);
+    }
+  }
+  if (patch.resource && cs.rest) {
+    for (const rest of cs.rest) {
+      for (const r of rest.resource || []) {
+        if (!patch.types || patch.types.includes(r.type)) {
+          for (const [key, value] of Object.entries(patch.resource)) {
+            set(r, key, value);
+          }
+        }
+      }
+    }
+  }
+  return cs;
 }
 
 // Starts a server on 127.0.0.1; resolves to { server, app, port, baseUrl }.

@@ -621,61 +621,8 @@ static enum adp_err cohort_walk(struct adapter *a, const char *query, struct id_
     return call(&r, &op, err);
 }
 
-/* Search our own output by business identifier; *out new array. */
-static enum adp_err find_ours(struct prun *r, const struct emit_ctx *ctx,
-                              const char *type, json_t **out, struct adp_error *err)
-{
-    char *system = emit_identifier_system(ctx, type);
-    char *token = NULL, *esc = NULL;
-    char *query = NULL;
-    size_t len;
-    enum adp_err rc;
-    json_t *arr = json_array();
-    struct op op;
-
-    if (system == NULL || arr == NULL) {
-        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
-        goto out;
-    }
-    len = strlen(system) + strlen(ctx->patient_id) + 2;
-    token = malloc(len);
-    if (token == NULL) {
-        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
-        goto out;
-    }
-    snprintf(token, len, "%s|%s", system, ctx->patient_id);
-    esc = http_escape(token);
-    if (esc == NULL) {
-        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
-        goto out;
-    }
-    len = strlen(esc) + 16;
-    query = malloc(len);
-    if (query == NULL) {
-        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
-        goto out;
-    }
-    snprintf(query, len, "identifier=%s", esc);
-    memset(&op, 0, sizeof(op));
-    op.kind = OP_SEARCH;
-    op.type = type;
-    op.arg = query;
-    op.into = arr;
-    rc = call(r, &op, err);
-    if (rc == ADP_OK) {
-        *out = arr;
-        arr = NULL;
-    }
-out:
-    free(system);
-    free(token);
-    free(esc);
-    free(query);
-    json_decref(arr);
-    return rc;
-}
-
-/* The identifier query for a conditional update: new string. */
+/* The identifier query "identifier=<system>|<patient id>" (escaped) for our
+ * output of that type: new string, or NULL on allocation failure. */
 static char *identifier_query(const struct emit_ctx *ctx, const char *type)
 {
     char *system = emit_identifier_system(ctx, type);
@@ -700,6 +647,35 @@ static char *identifier_query(const struct emit_ctx *ctx, const char *type)
     free(token);
     free(esc);
     return query;
+}
+
+/* Search our own output by business identifier; *out new array. */
+static enum adp_err find_ours(struct prun *r, const struct emit_ctx *ctx,
+                              const char *type, json_t **out, struct adp_error *err)
+{
+    char *query = identifier_query(ctx, type);
+    enum adp_err rc;
+    json_t *arr = json_array();
+    struct op op;
+
+    if (query == NULL || arr == NULL) {
+        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+        goto out;
+    }
+    memset(&op, 0, sizeof(op));
+    op.kind = OP_SEARCH;
+    op.type = type;
+    op.arg = query;
+    op.into = arr;
+    rc = call(r, &op, err);
+    if (rc == ADP_OK) {
+        *out = arr;
+        arr = NULL;
+    }
+out:
+    free(query);
+    json_decref(arr);
+    return rc;
 }
 
 static enum adp_err ensure_device(struct prun *r, const struct emit_ctx *ctx,

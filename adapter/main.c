@@ -151,6 +151,10 @@ static const char **value_flag(struct args *a, const char *s)
         {"--token-url", &a->token_url},     {"--scope", &a->scope},
         {"--alg", &a->alg},                 {"--out", &a->out},
         {"--shard", &a->shard},             {"--concurrency", &a->concurrency},
+        {"-c", &a->config},                 {"--config", &a->config},
+        {"--base-url", &a->base_url},       {"--state", &a->state},
+        {"--mappings", &a->mappings},       {"--log-level", &a->log_level},
+        {"--report", &a->report},
     };
     size_t i;
 
@@ -200,30 +204,6 @@ static int parse_args(int argc, char **argv, struct args *a)
             a->once = 1;
         } else if (strcmp(s, "--json") == 0) {
             a->json = 1;
-        } else if (strcmp(s, "--report") == 0) {
-            if (!need_value(argc, argv, i))
-                return EXIT_USAGE;
-            a->report = argv[++i];
-        } else if (strcmp(s, "-c") == 0 || strcmp(s, "--config") == 0) {
-            if (!need_value(argc, argv, i))
-                return EXIT_USAGE;
-            a->config = argv[++i];
-        } else if (strcmp(s, "--base-url") == 0) {
-            if (!need_value(argc, argv, i))
-                return EXIT_USAGE;
-            a->base_url = argv[++i];
-        } else if (strcmp(s, "--state") == 0) {
-            if (!need_value(argc, argv, i))
-                return EXIT_USAGE;
-            a->state = argv[++i];
-        } else if (strcmp(s, "--mappings") == 0) {
-            if (!need_value(argc, argv, i))
-                return EXIT_USAGE;
-            a->mappings = argv[++i];
-        } else if (strcmp(s, "--log-level") == 0) {
-            if (!need_value(argc, argv, i))
-                return EXIT_USAGE;
-            a->log_level = argv[++i];
         } else if (value_flag(a, s) != NULL) {
             if (!need_value(argc, argv, i))
                 return EXIT_USAGE;

@@ -253,6 +253,24 @@ static enum adp_err fail_status(struct fhir_client *fc, struct adp_error *err,
     return rc;
 }
 
+/* One request: a transport failure or a non-2xx status becomes the error
+ * (with the OperationOutcome diagnostics); on ADP_OK *r holds a 2xx response.
+ * The caller frees *r in every case. */
+static enum adp_err exchange(struct fhir_client *fc, const char *what, const char *method,
+                             const char *url, const char *const *hdrs, const char *body,
+                             const char *ctype, struct http_response *r,
+                             struct adp_error *err)
+{
+    struct adp_error local;
+
+    adp_error_clear(&local);
+    if (http_do(fc->http, method, url, hdrs, body, ctype, r, &local) != ADP_OK)
+        return fail_transport(err, what, method, &local);
+    if (!is_http_ok(r->status))
+        return fail_status(fc, err, what, r);
+    return ADP_OK;
+}
+
 static enum adp_err parse_body(const char *what, const struct http_response *r,
                                json_t **out, struct adp_error *err)
 {
@@ -571,7 +589,6 @@ enum adp_err fhir_read(struct fhir_client *fc, const char *type, const char *id,
 {
     enum adp_err rc;
     struct http_response r;
-    struct adp_error local;
     char what[96];
     char *url = NULL;
     json_t *doc = NULL;
@@ -587,16 +604,9 @@ enum adp_err fhir_read(struct fhir_client *fc, const char *type, const char *id,
     url = str_printf_url(fc->base, "/", type, "/", id);
     if (url == NULL)
         return adp_error_set(err, ADP_ENOMEM, "%s: out of memory", what);
-    adp_error_clear(&local);
-    rc = http_do(fc->http, "GET", url, NULL, NULL, NULL, &r, &local);
-    if (rc != ADP_OK) {
-        rc = fail_transport(err, what, "GET", &local);
+    rc = exchange(fc, what, "GET", url, NULL, NULL, NULL, &r, err);
+    if (rc != ADP_OK)
         goto out;
-    }
-    if (!is_http_ok(r.status)) {
-        rc = fail_status(fc, err, what, &r);
-        goto out;
-    }
     rc = parse_body(what, &r, &doc, err);
     if (rc != ADP_OK)
         goto out;
@@ -666,7 +676,6 @@ static enum adp_err search_walk(struct fhir_client *fc, const char *type,
 {
     enum adp_err rc = ADP_OK;
     struct http_response r;
-    struct adp_error local;
     json_t *acc = NULL, *page = NULL;
     char *url = NULL, *next_url = NULL;
     const char *method = "GET", *body = NULL, *ctype = NULL, *next = NULL;
@@ -704,16 +713,9 @@ static enum adp_err search_walk(struct fhir_client *fc, const char *type,
                                max_pages);
             goto out;
         }
-        adp_error_clear(&local);
-        rc = http_do(fc->http, method, url, NULL, body, ctype, &r, &local);
-        if (rc != ADP_OK) {
-            rc = fail_transport(err, what, method, &local);
+        rc = exchange(fc, what, method, url, NULL, body, ctype, &r, err);
+        if (rc != ADP_OK)
             goto out;
-        }
-        if (!is_http_ok(r.status)) {
-            rc = fail_status(fc, err, what, &r);
-            goto out;
-        }
         rc = parse_body(what, &r, &page, err);
         if (rc != ADP_OK)
             goto out;
@@ -816,7 +818,6 @@ static enum adp_err write_resource(struct fhir_client *fc, const char *method,
     static const char *const hdrs[] = {"Prefer: return=representation", NULL};
     enum adp_err rc;
     struct http_response r;
-    struct adp_error local;
     struct fhir_write w;
     char what[96];
     char *body = NULL;
@@ -836,16 +837,9 @@ static enum adp_err write_resource(struct fhir_client *fc, const char *method,
         rc = adp_error_set(err, ADP_ENOMEM, "%s: cannot serialise resource", what);
         goto out;
     }
-    adp_error_clear(&local);
-    rc = http_do(fc->http, method, url, hdrs, body, "application/fhir+json", &r, &local);
-    if (rc != ADP_OK) {
-        rc = fail_transport(err, what, method, &local);
+    rc = exchange(fc, what, method, url, hdrs, body, "application/fhir+json", &r, err);
+    if (rc != ADP_OK)
         goto out;
-    }
-    if (!is_http_ok(r.status)) {
-        rc = fail_status(fc, err, what, &r);
-        goto out;
-    }
     w.status = r.status;
     if (!body_is_blank(&r)) {
         rc = parse_body(what, &r, &doc, err);
@@ -949,7 +943,6 @@ enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
 {
     enum adp_err rc;
     struct http_response r;
-    struct adp_error local;
     char *body = NULL;
     json_t *doc = NULL;
     const char *rt, *bt;
@@ -959,17 +952,10 @@ enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
     body = json_dumps(bundle, JSON_COMPACT);
     if (body == NULL)
         return adp_error_set(err, ADP_ENOMEM, "POST batch: out of memory");
-    adp_error_clear(&local);
-    rc = http_do(fc->http, "POST", fc->base, NULL, body, "application/fhir+json", &r,
-                 &local);
-    if (rc != ADP_OK) {
-        rc = fail_transport(err, "POST batch", "POST", &local);
+    rc = exchange(fc, "POST batch", "POST", fc->base, NULL, body, "application/fhir+json",
+                  &r, err);
+    if (rc != ADP_OK)
         goto out;
-    }
-    if (!is_http_ok(r.status)) {
-        rc = fail_status(fc, err, "POST batch", &r);
-        goto out;
-    }
     rc = parse_body("POST batch", &r, &doc, err);
     if (rc != ADP_OK)
         goto out;
@@ -1027,7 +1013,6 @@ enum adp_err fhir_capability(struct fhir_client *fc, json_t **out, struct adp_er
 {
     enum adp_err rc;
     struct http_response r;
-    struct adp_error local;
     char *url;
     json_t *doc = NULL;
 
@@ -1036,13 +1021,8 @@ enum adp_err fhir_capability(struct fhir_client *fc, json_t **out, struct adp_er
     url = str_printf_url(fc->base, "/metadata", NULL, NULL, NULL);
     if (url == NULL)
         return adp_error_set(err, ADP_ENOMEM, "GET metadata: out of memory");
-    adp_error_clear(&local);
-    rc = http_do(fc->http, "GET", url, NULL, NULL, NULL, &r, &local);
-    if (rc != ADP_OK)
-        rc = fail_transport(err, "GET metadata", "GET", &local);
-    else if (!is_http_ok(r.status))
-        rc = fail_status(fc, err, "GET metadata", &r);
-    else
+    rc = exchange(fc, "GET metadata", "GET", url, NULL, NULL, NULL, &r, err);
+    if (rc == ADP_OK)
         rc = parse_body("GET metadata", &r, &doc, err);
     if (rc == ADP_OK)
         *out = doc;

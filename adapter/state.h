@@ -116,6 +116,17 @@ enum adp_err state_dead_list(struct state *st, struct state_dead **rows, int *n,
 /* Remove the patient's dead letter (its write finally succeeded). */
 enum adp_err state_dead_clear(struct state *st, const char *patient_id,
                               struct adp_error *err);
+
+/*
+ * A patient's writes are all on the server: in ONE transaction, record sp
+ * as state_put_patient does (skipped when sp is NULL: the record stays as
+ * it is), then remove the outbox row (state_outbox_done) and the dead
+ * letter (state_dead_clear).  All or nothing: on any error it is rolled
+ * back and nothing has changed.  One fsync'd commit per patient instead of
+ * three; the three calls remain for other callers.  sp borrowed.
+ */
+enum adp_err state_finish_patient(struct state *st, const char *patient_id,
+                                  const struct state_patient *sp, struct adp_error *err);
 /* Move dead letters back to the outbox (patient_id NULL: all); *n moved. */
 enum adp_err state_dead_requeue(struct state *st, const char *patient_id, int *n,
                                 struct adp_error *err);

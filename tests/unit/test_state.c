@@ -1,4 +1,5 @@
-/* Unit tests for state.c: create, migrate, watermark, per-patient records. */
+/* Unit tests for state.c: create, migrate, watermark, per-patient records,
+ * outbox and dead letters, the one-commit finish, the statement cache. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -266,6 +267,284 @@ static void test_migrates_v1(void **state)
     cleanup(p);
 }
 
+/* A patient with a record, an outbox row and a dead letter, plus another
+ * patient whose rows must not be touched. */
+static void seed_finish(struct state *st, struct adp_error *err)
+{
+    struct state_patient sp;
+
+    memset(&sp, 0, sizeof(sp));
+    strcpy(sp.decision_hash, "old-hash");
+    strcpy(sp.rec, "old-rec");
+    strcpy(sp.careplan_id, "cp1");
+    strcpy(sp.careplan_version, "1");
+    assert_int_equal(state_put_patient(st, "p1", &sp, err), ADP_OK);
+    /* dead letter first (it moves the outbox row), then a newer decision */
+    assert_int_equal(state_outbox_put(st, "p1", "post", "h0", "{}", "{}", err), ADP_OK);
+    assert_int_equal(
+        state_dead_letter(st, "p1", "post", "h0", 3, 500, "HTTP 500", "", err), ADP_OK);
+    assert_int_equal(state_outbox_put(st, "p1", "post", "h1", "{}", "{}", err), ADP_OK);
+    assert_int_equal(state_outbox_put(st, "p2", "post", "h2", "{}", "{}", err), ADP_OK);
+    assert_int_equal(
+        state_dead_letter(st, "p2", "post", "h2", 1, 422, "HTTP 422", "", err), ADP_OK);
+    assert_int_equal(state_outbox_put(st, "p2", "post", "h3", "{}", "{}", err), ADP_OK);
+}
+
+/* p2's outbox row and dead letter are still there. */
+static void assert_p2_untouched(struct state *st, struct adp_error *err)
+{
+    struct state_outbox ob;
+    struct state_dead d;
+    int found = 0;
+
+    assert_int_equal(state_outbox_get(st, "p2", &ob, &found, err), ADP_OK);
+    assert_int_equal(found, 1);
+    assert_string_equal(ob.decision_hash, "h3");
+    found = 0;
+    assert_int_equal(state_dead_get(st, "p2", &d, &found, err), ADP_OK);
+    assert_int_equal(found, 1);
+    assert_int_equal(d.http_status, 422);
+}
+
+static void test_finish_patient_with_record(void **state)
+{
+    char p[64];
+    struct state *st = NULL;
+    struct adp_error err;
+    struct state_patient sp, got;
+    struct state_outbox ob;
+    struct state_dead d;
+    int found = -1;
+
+    (void)state;
+    tmp_path(p, sizeof(p));
+    adp_error_clear(&err);
+    assert_int_equal(state_open(p, &st, &err), ADP_OK);
+    seed_finish(st, &err);
+    memset(&sp, 0, sizeof(sp));
+    strcpy(sp.decision_hash, "h1");
+    strcpy(sp.input_hash, "in1");
+    strcpy(sp.rec, "curative-lrt");
+    strcpy(sp.careplan_id, "cp1");
+    strcpy(sp.careplan_version, "2");
+    strcpy(sp.risk_id, "ra1");
+    strcpy(sp.risk_version, "1");
+    assert_int_equal(state_finish_patient(st, "p1", &sp, &err), ADP_OK);
+    state_close(st);
+    /* committed: read back through a fresh handle */
+    assert_int_equal(state_open(p, &st, &err), ADP_OK);
+    assert_int_equal(state_get_patient(st, "p1", &got, &found, &err), ADP_OK);
+    assert_int_equal(found, 1);
+    assert_string_equal(got.decision_hash, "h1");
+    assert_string_equal(got.input_hash, "in1");
+    assert_string_equal(got.rec, "curative-lrt");
+    assert_string_equal(got.careplan_version, "2");
+    assert_string_equal(got.risk_id, "ra1");
+    assert_string_equal(got.risk_version, "1");
+    assert_int_equal(state_outbox_get(st, "p1", &ob, &found, &err), ADP_OK);
+    assert_int_equal(found, 0);
+    found = -1;
+    assert_int_equal(state_dead_get(st, "p1", &d, &found, &err), ADP_OK);
+    assert_int_equal(found, 0);
+    assert_p2_untouched(st, &err);
+    state_close(st);
+    cleanup(p);
+}
+
+static void test_finish_patient_without_record(void **state)
+{
+    char p[64];
+    struct state *st = NULL;
+    struct adp_error err;
+    struct state_patient got;
+    struct state_outbox ob;
+    struct state_dead d;
+    int found = -1;
+
+    (void)state;
+    tmp_path(p, sizeof(p));
+    adp_error_clear(&err);
+    assert_int_equal(state_open(p, &st, &err), ADP_OK);
+    seed_finish(st, &err);
+    assert_int_equal(state_finish_patient(st, "p1", NULL, &err), ADP_OK);
+    /* the record is as it was */
+    assert_int_equal(state_get_patient(st, "p1", &got, &found, &err), ADP_OK);
+    assert_int_equal(found, 1);
+    assert_string_equal(got.decision_hash, "old-hash");
+    assert_string_equal(got.rec, "old-rec");
+    assert_string_equal(got.careplan_version, "1");
+    assert_int_equal(state_outbox_get(st, "p1", &ob, &found, &err), ADP_OK);
+    assert_int_equal(found, 0);
+    found = -1;
+    assert_int_equal(state_dead_get(st, "p1", &d, &found, &err), ADP_OK);
+    assert_int_equal(found, 0);
+    assert_p2_untouched(st, &err);
+    /* p2 has no record: finishing without one creates none */
+    assert_int_equal(state_finish_patient(st, "p2", NULL, &err), ADP_OK);
+    found = -1;
+    assert_int_equal(state_get_patient(st, "p2", &got, &found, &err), ADP_OK);
+    assert_int_equal(found, 0);
+    assert_int_equal(state_outbox_get(st, "p2", &ob, &found, &err), ADP_OK);
+    assert_int_equal(found, 0);
+    state_close(st);
+    cleanup(p);
+}
+
+/* A step that fails inside state_finish_patient (a trigger that aborts the
+ * dead-letter delete, the last of the three) rolls back the record and the
+ * outbox delete before it, and leaves the handle usable. */
+static void test_finish_patient_rolls_back(void **state)
+{
+    char p[64];
+    sqlite3 *db = NULL;
+    struct state *st = NULL;
+    struct adp_error err;
+    struct state_patient sp, got;
+    struct state_outbox ob;
+    struct state_dead d;
+    int found = -1;
+
+    (void)state;
+    tmp_path(p, sizeof(p));
+    adp_error_clear(&err);
+    assert_int_equal(state_open(p, &st, &err), ADP_OK);
+    seed_finish(st, &err);
+    assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "CREATE TRIGGER keep_dead BEFORE DELETE ON dead_letter "
+                     "BEGIN SELECT RAISE(ABORT, 'dead letter pinned by test'); "
+                     "END",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    memset(&sp, 0, sizeof(sp));
+    strcpy(sp.decision_hash, "new-hash");
+    strcpy(sp.rec, "new-rec");
+    assert_int_equal(state_finish_patient(st, "p1", &sp, &err), ADP_EIO);
+    assert_non_null(strstr(err.msg, "clear dead letter: dead letter pinned by test"));
+    /* nothing changed, seen by this handle and by another connection */
+    assert_int_equal(state_get_patient(st, "p1", &got, &found, &err), ADP_OK);
+    assert_int_equal(found, 1);
+    assert_string_equal(got.decision_hash, "old-hash");
+    assert_string_equal(got.rec, "old-rec");
+    found = 0;
+    assert_int_equal(state_outbox_get(st, "p1", &ob, &found, &err), ADP_OK);
+    assert_int_equal(found, 1);
+    assert_string_equal(ob.decision_hash, "h1");
+    found = 0;
+    assert_int_equal(state_dead_get(st, "p1", &d, &found, &err), ADP_OK);
+    assert_int_equal(found, 1);
+    {
+        sqlite3_stmt *q = NULL;
+
+        assert_int_equal(
+            sqlite3_prepare_v2(db,
+                               "SELECT (SELECT count(*) FROM outbox WHERE "
+                               "patient_id = 'p1'), (SELECT rec FROM patient "
+                               "WHERE patient_id = 'p1')",
+                               -1, &q, NULL),
+            SQLITE_OK);
+        assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+        assert_int_equal(sqlite3_column_int(q, 0), 1);
+        assert_string_equal((const char *)sqlite3_column_text(q, 1), "old-rec");
+        sqlite3_finalize(q);
+    }
+    /* no transaction left open: once the cause is gone, the same call works */
+    assert_int_equal(sqlite3_exec(db, "DROP TRIGGER keep_dead", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    adp_error_clear(&err);
+    assert_int_equal(state_finish_patient(st, "p1", &sp, &err), ADP_OK);
+    assert_int_equal(state_get_patient(st, "p1", &got, &found, &err), ADP_OK);
+    assert_string_equal(got.rec, "new-rec");
+    assert_int_equal(state_outbox_get(st, "p1", &ob, &found, &err), ADP_OK);
+    assert_int_equal(found, 0);
+    assert_int_equal(state_dead_get(st, "p1", &d, &found, &err), ADP_OK);
+    assert_int_equal(found, 0);
+    state_close(st);
+    cleanup(p);
+}
+
+/* The cached statements give the right answer call after call (no stale
+ * binding or row), and none is left holding a read snapshot: a TRUNCATE
+ * checkpoint from another connection, which needs every reader gone,
+ * completes. */
+static void test_statements_reused(void **state)
+{
+    char p[64], id[32], want[32], wm[64];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    struct state *st = NULL;
+    struct adp_error err;
+    struct state_patient sp, got;
+    struct state_outbox ob;
+    char **ids = NULL;
+    int i, found, n = -1;
+
+    (void)state;
+    tmp_path(p, sizeof(p));
+    adp_error_clear(&err);
+    assert_int_equal(state_open(p, &st, &err), ADP_OK);
+    for (i = 0; i < 1000; i++) {
+        snprintf(id, sizeof(id), "p%d", i);
+        memset(&sp, 0, sizeof(sp));
+        snprintf(sp.decision_hash, sizeof(sp.decision_hash), "h%d", i);
+        snprintf(sp.careplan_version, sizeof(sp.careplan_version), "%d", i % 7);
+        snprintf(sp.rec, sizeof(sp.rec), "rec%d", i % 3);
+        assert_int_equal(state_put_patient(st, id, &sp, &err), ADP_OK);
+        found = 0;
+        assert_int_equal(state_get_patient(st, id, &got, &found, &err), ADP_OK);
+        assert_int_equal(found, 1);
+        assert_string_equal(got.decision_hash, sp.decision_hash);
+        assert_string_equal(got.careplan_version, sp.careplan_version);
+        assert_string_equal(got.rec, sp.rec);
+        /* an unknown id right after a found one: not found, out untouched */
+        found = -1;
+        assert_int_equal(state_get_patient(st, "nobody", &got, &found, &err), ADP_OK);
+        assert_int_equal(found, 0);
+        assert_int_equal(
+            state_outbox_put(st, id, "post", sp.decision_hash, "{}", NULL, &err), ADP_OK);
+        if (i % 2 == 0) {
+            found = 0;
+            assert_int_equal(state_outbox_get(st, id, &ob, &found, &err), ADP_OK);
+            assert_int_equal(found, 1);
+            assert_string_equal(ob.decision_hash, sp.decision_hash);
+            assert_int_equal(state_outbox_done(st, id, &err), ADP_OK);
+        }
+        snprintf(want, sizeof(want), "2026-01-01T00:00:%02dZ", i % 60);
+        assert_int_equal(state_set_watermark(st, want, &err), ADP_OK);
+        assert_int_equal(state_get_watermark(st, wm, sizeof(wm), &err), ADP_OK);
+        assert_string_equal(wm, want);
+    }
+    assert_int_equal(state_outbox_count(st, &n, &err), ADP_OK);
+    assert_int_equal(n, 500);
+    assert_int_equal(state_outbox_list(st, &ids, &n, &err), ADP_OK);
+    assert_int_equal(n, 500);
+    for (i = 0; i < n; i++) {
+        snprintf(id, sizeof(id), "p%d", 2 * i + 1); /* odd ones, oldest first */
+        assert_string_equal(ids[i], id);
+        free(ids[i]);
+    }
+    free(ids);
+    /* earlier rows were not overwritten by later bindings */
+    assert_int_equal(state_get_patient(st, "p0", &got, &found, &err), ADP_OK);
+    assert_string_equal(got.decision_hash, "h0");
+    assert_int_equal(state_get_patient(st, "p999", &got, &found, &err), ADP_OK);
+    assert_string_equal(got.decision_hash, "h999");
+    assert_string_equal(got.careplan_version, "5");
+    /* every statement was reset: the checkpoint is not blocked (busy 0) */
+    assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "PRAGMA wal_checkpoint(TRUNCATE)", -1, &q, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    state_close(st);
+    cleanup(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -277,6 +556,10 @@ int main(void)
         cmocka_unit_test(test_dead_letter_and_requeue),
         cmocka_unit_test(test_second_instance_refused),
         cmocka_unit_test(test_migrates_v1),
+        cmocka_unit_test(test_finish_patient_with_record),
+        cmocka_unit_test(test_finish_patient_without_record),
+        cmocka_unit_test(test_finish_patient_rolls_back),
+        cmocka_unit_test(test_statements_reused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

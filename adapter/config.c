@@ -43,6 +43,7 @@ static const struct key keys[] = {
     {"fhir", "concurrency", K_INT, OFF(concurrency), 1, 64},
     {"fhir", "rate_limit_rps", K_INT, OFF(rate_limit_rps), 0, 100000},
     {"fhir", "batch_fetch", K_BOOL, OFF(batch_fetch), 0, 0},
+    {"fhir", "transaction_write", K_BOOL, OFF(transaction_write), 0, 0},
     {"fhir", "observation_code_filter", K_BOOL, OFF(observation_code_filter), 0, 0},
     {"tls", "ca_file", K_STR, OFF(ca_file), 0, 0},
     {"tls", "client_cert", K_STR, OFF(client_cert), 0, 0},
@@ -96,7 +97,7 @@ const char *const config_keys[] = {
     "auth.key_id",       "auth.jku",               "auth.token_url",
     "auth.scope",
     "fhir.concurrency",  "fhir.rate_limit_rps",    "fhir.batch_fetch",
-    "fhir.observation_code_filter",
+    "fhir.observation_code_filter", "fhir.transaction_write",
     "log.format",        "fhir.preflight",         "server.listen",
     "server.tls_cert",   "server.tls_key",         "server.notify_secret_file",
     "server.heartbeat_s", "audit.enabled",
@@ -133,6 +134,7 @@ static enum adp_err set_defaults(struct config *cfg, struct adp_error *err)
     cfg->low_speed_time_s = 30;
     cfg->concurrency = 4;
     cfg->batch_fetch = 1;
+    cfg->transaction_write = 1;
     cfg->observation_code_filter = 1;
     cfg->dead_letter_after = 5;
     cfg->write_provenance = 1;

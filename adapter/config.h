@@ -30,6 +30,7 @@ struct config {
     long concurrency;          /* patients in flight (pool workers) */
     long rate_limit_rps;       /* requests per second, all workers; 0: none */
     int batch_fetch;           /* one batch per patient when the server offers it */
+    int transaction_write;     /* outputs in one transaction when the server offers it */
     int observation_code_filter; /* Observation search restricted to the mapped codes */
     /* tls */
     char *ca_file;

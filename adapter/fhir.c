@@ -945,26 +945,35 @@ enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
     struct http_response r;
     char *body = NULL;
     json_t *doc = NULL;
-    const char *rt, *bt;
+    const char *rt, *bt, *kind = json_string_value(json_object_get(bundle, "type"));
+    char what[32], want[32];
 
     memset(&r, 0, sizeof(r));
     clear_fault(fc);
+    if (kind == NULL || (strcmp(kind, "batch") != 0 && strcmp(kind, "transaction") != 0))
+        return adp_error_set(err, ADP_EUSAGE, "fhir_batch: not a batch or transaction Bundle");
+    snprintf(what, sizeof(what), "POST %s", kind);
+    snprintf(want, sizeof(want), "%s-response", kind);
     body = json_dumps(bundle, JSON_COMPACT);
     if (body == NULL)
-        return adp_error_set(err, ADP_ENOMEM, "POST batch: out of memory");
-    rc = exchange(fc, "POST batch", "POST", fc->base, NULL, body, "application/fhir+json",
-                  &r, err);
+        return adp_error_set(err, ADP_ENOMEM, "%s: out of memory", what);
+    rc = exchange(fc, what, "POST", fc->base, NULL, body, "application/fhir+json", &r, err);
     if (rc != ADP_OK)
         goto out;
-    rc = parse_body("POST batch", &r, &doc, err);
+    rc = parse_body(what, &r, &doc, err);
     if (rc != ADP_OK)
         goto out;
     rt = json_string_value(json_object_get(doc, "resourceType"));
     bt = json_string_value(json_object_get(doc, "type"));
-    if (rt == NULL || strcmp(rt, "Bundle") != 0 || bt == NULL ||
-        strcmp(bt, "batch-response") != 0) {
-        rc = adp_error_set(err, ADP_EPARSE, "POST batch: response is not a batch-response "
-                                            "Bundle");
+    if (rt == NULL || strcmp(rt, "Bundle") != 0 || bt == NULL || strcmp(bt, want) != 0) {
+        rc = adp_error_set(err, ADP_EPARSE, "%s: response is not a %s Bundle", what, want);
+        goto out;
+    }
+    if (json_array_size(json_object_get(doc, "entry")) !=
+        json_array_size(json_object_get(bundle, "entry"))) {
+        rc = adp_error_set(err, ADP_EPARSE, "%s: %zu entries sent, %zu in the response", what,
+                           json_array_size(json_object_get(bundle, "entry")),
+                           json_array_size(json_object_get(doc, "entry")));
         goto out;
     }
     /* A failed entry fails the call like the same request on its own would:
@@ -993,7 +1002,7 @@ enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
             oo = json_dumps(json_object_get(resp, "outcome"), JSON_COMPACT);
             fhir_outcome_text(oo, fc->last.diagnostics, sizeof(fc->last.diagnostics));
             free(oo);
-            rc = adp_error_set(err, ADP_EHTTP, "POST batch: entry %zu: HTTP %s: %s", i,
+            rc = adp_error_set(err, ADP_EHTTP, "%s: entry %zu: HTTP %s: %s", what, i,
                                st != NULL ? st : "(no status)", fc->last.diagnostics);
             if (err != NULL && err->http_status == 0)
                 err->http_status = fc->last.http_status;

@@ -80,8 +80,10 @@ enum adp_err fhir_search_pages(struct fhir_client *fc, const char *type, const c
                                                   struct adp_error *err),
                                void *ud, struct adp_error *err);
 
-/* POST [base] with a batch Bundle (borrowed); *out new reference to the
- * batch-response Bundle (each entry's response.status still to be checked). */
+/* POST [base] with a batch or transaction Bundle (borrowed); *out new
+ * reference to the batch-response / transaction-response Bundle, which has
+ * as many entries as the request.  An entry whose response.status is not
+ * 2xx fails the call like the same request on its own would. */
 enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
                         struct adp_error *err);
 

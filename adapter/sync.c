@@ -467,6 +467,7 @@ struct op {
     /* search page by page instead of into (fhir_search_pages) */
     enum adp_err (*page_fn)(void *ud, json_t *resources, struct adp_error *err);
     void *page_ud;
+    int once;                /* no retries here: the caller decides (a transaction) */
 };
 
 struct prun {
@@ -566,7 +567,8 @@ static enum adp_err call(struct prun *r, const struct op *op, struct adp_error *
     int attempt, first = err->code == ADP_OK;
     long ms;
 
-    pol.max_attempts = cfg->retry_max_attempts > 0 ? (int)cfg->retry_max_attempts : 1;
+    pol.max_attempts = cfg->retry_max_attempts > 0 && !op->once ? (int)cfg->retry_max_attempts
+                                                                 : 1;
     pol.base_ms = cfg->retry_base_ms;
     pol.max_ms = cfg->retry_max_ms;
     for (attempt = 1;; attempt++) {
@@ -843,9 +845,12 @@ static enum adp_err reconcile(struct prun *r, const struct emit_ctx *ctx, const 
     return ADP_OK;
 }
 
+static enum adp_err ours_or_find(struct prun *r, const struct emit_ctx *ctx, json_t *ours,
+                                 const char *type, json_t **out, struct adp_error *err);
+
 /* Withdraw plans posted earlier for a patient who is no longer eligible. */
 static enum adp_err revoke_outputs(struct prun *r, const struct emit_ctx *ctx,
-                                   const struct features *f, int dry_run,
+                                   const struct features *f, int dry_run, json_t *ours[2],
                                    enum outcome *outcome, struct adp_error *err)
 {
     static const char *const types[] = {"CarePlan", "RiskAssessment"};
@@ -859,7 +864,7 @@ static enum adp_err revoke_outputs(struct prun *r, const struct emit_ctx *ctx,
 
     *outcome = OUT_NONE;
     for (t = 0; t < 2 && rc == ADP_OK; t++)
-        rc = find_ours(r, ctx, types[t], &found[t], err);
+        rc = ours_or_find(r, ctx, ours[t], types[t], &found[t], err);
     if (rc != ADP_OK)
         goto out;
     for (t = 0; t < 2; t++)
@@ -919,25 +924,270 @@ static void history_ref(const char *type, json_t *res, char *buf, size_t len)
         snprintf(buf, len, "%s/%s", type, id ? id : "");
 }
 
+/* ours[t] when the batch brought it (borrowed, may be NULL), else a search. */
+static enum adp_err ours_or_find(struct prun *r, const struct emit_ctx *ctx, json_t *ours,
+                                 const char *type, json_t **out, struct adp_error *err)
+{
+    if (ours != NULL) {
+        *out = json_incref(ours);
+        return ADP_OK;
+    }
+    return find_ours(r, ctx, type, out, err);
+}
+
+/* Is this the kind of failure after which the server may still have done
+ * the write (no complete response, or a gateway's 5xx)? */
+static int maybe_done(const struct adp_error *e, const struct prun *r)
+{
+    return e->code == ADP_ENET || r->last_fault.http_status == 0 ||
+           r->last_fault.http_status >= 500;
+}
+
+/* "Type/id[/_history/vid]" (response.location) and response.etag or
+ * resource.meta.versionId of one transaction-response entry into w. */
+static int tx_entry_write(json_t *entry, const char *type, struct fhir_write *w)
+{
+    json_t *resp = json_object_get(entry, "response");
+    const char *loc = json_string_value(json_object_get(resp, "location"));
+    const char *etag = json_string_value(json_object_get(resp, "etag"));
+    const char *ver = json_string_value(
+        json_object_get(json_object_get(json_object_get(entry, "resource"), "meta"), "versionId"));
+    const char *p, *st, *id = NULL;
+    size_t tl = strlen(type), idl = 0;
+
+    memset(w, 0, sizeof(*w));
+    st = json_string_value(json_object_get(resp, "status"));
+    w->status = st != NULL ? atol(st) : 0;
+    /* a location may be absolute: find "Type/" as a path segment */
+    for (p = loc; p != NULL && (p = strstr(p, type)) != NULL; p += tl)
+        if ((p == loc || p[-1] == '/') && p[tl] == '/') {
+            id = p + tl + 1;
+            idl = strcspn(id, "/");
+            break;
+        }
+    if (id == NULL) {
+        id = json_string_value(json_object_get(json_object_get(entry, "resource"), "id"));
+        idl = id != NULL ? strlen(id) : 0;
+    }
+    if (id == NULL || idl == 0 || idl >= sizeof(w->id))
+        return -1;
+    memcpy(w->id, id, idl);
+    if (ver == NULL && etag != NULL) {
+        /* W/"vid" */
+        const char *q = strchr(etag, '"');
+        size_t vl = q != NULL ? strcspn(q + 1, "\"") : 0;
+
+        if (q != NULL && vl > 0 && vl < sizeof(w->version))
+            memcpy(w->version, q + 1, vl);
+    } else if (ver != NULL) {
+        snprintf(w->version, sizeof(w->version), "%s", ver);
+    }
+    if (w->version[0] == '\0' && loc != NULL && (p = strstr(loc, "/_history/")) != NULL)
+        snprintf(w->version, sizeof(w->version), "%s", p + 10);
+    return 0;
+}
+
+/* id and meta.versionId of a resource read from the server into w. */
+static void written_copy(json_t *res, struct fhir_write *w)
+{
+    const char *id = json_string_value(json_object_get(res, "id"));
+    const char *ver =
+        json_string_value(json_object_get(json_object_get(res, "meta"), "versionId"));
+
+    memset(w, 0, sizeof(*w));
+    snprintf(w->id, sizeof(w->id), "%s", id != NULL ? id : "");
+    snprintf(w->version, sizeof(w->version), "%s", ver != NULL ? ver : "");
+}
+
+/* A urn:uuid for a transaction entry's fullUrl (version 4, random). */
+static void tx_uuid(char out[46], unsigned *seed)
+{
+    unsigned char b[16];
+    int i;
+
+    for (i = 0; i < 16; i++)
+        b[i] = (unsigned char)(rand_r(seed) >> 7);
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    snprintf(out, 46,
+             "urn:uuid:%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+             b[13], b[14], b[15]);
+}
+
+/*
+ * CarePlan, RiskAssessment and Provenance in one transaction (issue 7):
+ * one round trip, and no window in which the plan is on the server and its
+ * Provenance is not.  The Provenance targets the two by their fullUrl,
+ * which the server replaces with their ids.  A failure that may hide a
+ * completed transaction (no response, 5xx) is not simply repeated, since a
+ * repeat would create the Provenance twice: the plans on the server are
+ * read first, and carrying our hash they mean it is done.
+ * *refused = 1 when the server refused the transaction for good (the caller
+ * then writes the three separately).
+ */
+static enum adp_err write_transaction(struct prun *r, const struct emit_ctx *ctx,
+                                      const struct features *f, json_t *careplan, json_t *risk,
+                                      const char *hash, struct fhir_write *wc,
+                                      struct fhir_write *wr, int *refused, struct adp_error *err)
+{
+    struct adapter *a = r->a;
+    const struct config *cfg = a->cfg;
+    json_t *bundle = NULL, *resp = NULL, *prov = NULL, *entries, *cps = NULL, *ras = NULL;
+    char *cq = identifier_query(ctx, "CarePlan"), *rq = identifier_query(ctx, "RiskAssessment");
+    char u_cp[46], u_ra[46], u_pv[46];
+    const char *targets[2] = {u_cp, u_ra};
+    struct emit_ctx pctx = *ctx;
+    struct adp_error local;
+    struct op op;
+    enum adp_err rc = ADP_OK;
+    int attempt, max = cfg->retry_max_attempts > 0 ? (int)cfg->retry_max_attempts : 1;
+    struct retry_policy pol;
+
+    *refused = 0;
+    tx_uuid(u_cp, &r->seed);
+    tx_uuid(u_ra, &r->seed);
+    tx_uuid(u_pv, &r->seed);
+    if (cq == NULL || rq == NULL) {
+        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (cfg->write_provenance) {
+        rc = ensure_device(r, ctx, err);
+        if (rc != ADP_OK)
+            goto out;
+        pctx.device_ref = a->device_ref;
+        prov = emit_provenance(&pctx, f, targets, 2);
+    }
+    bundle = json_pack("{s:s, s:s, s:[{s:s, s:O, s:{s:s, s:s}}, {s:s, s:O, s:{s:s, s:s}}]}",
+                       "resourceType", "Bundle", "type", "transaction", "entry", "fullUrl",
+                       u_cp, "resource", careplan, "request", "method", "PUT", "url", "",
+                       "fullUrl", u_ra, "resource", risk, "request", "method", "PUT", "url",
+                       "");
+    if (bundle == NULL || (cfg->write_provenance && prov == NULL)) {
+        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+        goto out;
+    }
+    entries = json_object_get(bundle, "entry");
+    {
+        char url[1024];
+
+        snprintf(url, sizeof(url), "CarePlan?%s", cq);
+        json_object_set_new(json_object_get(json_array_get(entries, 0), "request"), "url",
+                            json_string(url));
+        snprintf(url, sizeof(url), "RiskAssessment?%s", rq);
+        json_object_set_new(json_object_get(json_array_get(entries, 1), "request"), "url",
+                            json_string(url));
+    }
+    if (prov != NULL &&
+        json_array_append_new(entries, json_pack("{s:s, s:O, s:{s:s, s:s}}", "fullUrl", u_pv,
+                                                 "resource", prov, "request", "method", "POST",
+                                                 "url", "Provenance")) != 0) {
+        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+        goto out;
+    }
+    memset(&op, 0, sizeof(op));
+    op.kind = OP_BATCH;
+    op.resource = bundle;
+    op.out = &resp;
+    op.once = 1;
+    pol.max_attempts = max;
+    pol.base_ms = cfg->retry_base_ms;
+    pol.max_ms = cfg->retry_max_ms;
+    for (attempt = 1;; attempt++) {
+        long ms;
+
+        adp_error_clear(&local);
+        rc = call(r, &op, &local);
+        if (rc == ADP_OK)
+            break;
+        /* "not this way" (400 can also be a rejected resource: the separate
+         * requests then fail the same way and say which); 409, 412, 422 and
+         * the like are about the resources and fail the pass as they would
+         * on their own */
+        if (r->last_class == RETRY_PERMANENT && local.code == ADP_EHTTP &&
+            (local.http_status == 400 || local.http_status == 404 ||
+             local.http_status == 405 || local.http_status == 501)) {
+            *refused = 1;
+            log_debug("sync", "patient %s: transaction refused (%s)", r->tag, local.msg);
+            rc = ADP_OK;
+            goto out;
+        }
+        if (r->last_class != RETRY_TRANSIENT || attempt >= max)
+            break; /* an applied one is found by the next pass (outbox "post-tx") */
+        if (maybe_done(&local, r)) {
+            /* did it happen?  (a failure of these searches ends the pass) */
+            json_decref(cps);
+            json_decref(ras);
+            cps = ras = NULL;
+            if (find_ours(r, ctx, "CarePlan", &cps, err) != ADP_OK ||
+                find_ours(r, ctx, "RiskAssessment", &ras, err) != ADP_OK) {
+                rc = err->code;
+                goto out;
+            }
+            if (json_array_size(cps) == 1 && json_array_size(ras) == 1 &&
+                same_output(ctx, json_array_get(cps, 0), hash, "draft") &&
+                same_output(ctx, json_array_get(ras, 0), hash, "preliminary")) {
+                written_copy(json_array_get(cps, 0), wc);
+                written_copy(json_array_get(ras, 0), wr);
+                log_info("sync", "patient %s: the transaction had been applied (%s)", r->tag,
+                         local.msg);
+                rc = ADP_OK;
+                goto out;
+            }
+        }
+        ms = retry_delay_ms(&pol, attempt, r->last_fault.retry_after_s, &r->seed);
+        log_warn("sync", "patient %s: %s; retry %d of %d in %ld ms", r->tag, local.msg,
+                 attempt, max - 1, ms);
+        if (!retry_sleep(r, ms))
+            break;
+        r->stats->retries++;
+        SYNC_METRIC_INC(a, MET_RETRIES, 0);
+    }
+    if (rc != ADP_OK) {
+        rc = adp_error_set(err, local.code, "%s", local.msg);
+        if (err->http_status == 0)
+            err->http_status = local.http_status != 0 ? local.http_status
+                                                      : r->last_fault.http_status;
+        goto out;
+    }
+    entries = json_object_get(resp, "entry");
+    if (tx_entry_write(json_array_get(entries, 0), "CarePlan", wc) != 0 ||
+        tx_entry_write(json_array_get(entries, 1), "RiskAssessment", wr) != 0)
+        rc = adp_error_set(err, ADP_EPARSE,
+                           "POST transaction: transaction-response entry without a location "
+                           "or id of the CarePlan or RiskAssessment");
+out:
+    json_decref(bundle);
+    json_decref(resp);
+    json_decref(prov);
+    json_decref(cps);
+    json_decref(ras);
+    free(cq);
+    free(rq);
+    return rc;
+}
+
 static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
                                  const struct features *f, json_t *careplan, json_t *risk,
-                                 const char *hash, int dry_run, enum outcome *outcome,
-                                 struct state_patient *sp, struct adp_error *err)
+                                 const char *hash, int dry_run, json_t *ours[2],
+                                 enum outcome *outcome, struct state_patient *sp,
+                                 struct adp_error *err)
 {
     struct adapter *a = r->a;
     json_t *cps = NULL, *ras = NULL;
     enum adp_err rc;
-    int cp_same = 0, ra_same = 0, found = 0;
-    char *cq = NULL, *rq = NULL, *cpj = NULL, *raj = NULL;
+    int cp_same = 0, ra_same = 0, found = 0, tx_refused = 0;
+    char *cq = NULL, *rq = NULL;
     struct fhir_write wc, wr;
     struct state_outbox ob;
     char t1[256], t2[256];
     const char *targets[2];
     struct op op;
 
-    rc = find_ours(r, ctx, "CarePlan", &cps, err);
+    rc = ours_or_find(r, ctx, ours[0], "CarePlan", &cps, err);
     if (rc == ADP_OK)
-        rc = find_ours(r, ctx, "RiskAssessment", &ras, err);
+        rc = ours_or_find(r, ctx, ours[1], "RiskAssessment", &ras, err);
     if (rc != ADP_OK)
         goto out;
     if (!dry_run) {
@@ -961,6 +1211,11 @@ static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
         rc = state_outbox_get(a->state, ctx->patient_id, &ob, &found, err);
         if (rc != ADP_OK || !found || strcmp(ob.decision_hash, hash) != 0)
             goto out;
+        if (strcmp(ob.kind, "post-tx") == 0) {
+            /* the Provenance went in the same transaction as the plans */
+            log_info("sync", "patient %s: completed a write interrupted earlier", r->tag);
+            goto out;
+        }
         history_ref("CarePlan", json_array_get(cps, 0), t1, sizeof(t1));
         history_ref("RiskAssessment", json_array_get(ras, 0), t2, sizeof(t2));
         targets[0] = t1;
@@ -972,16 +1227,27 @@ static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
     *outcome = json_array_size(cps) == 0 ? OUT_CREATED : OUT_UPDATED;
     if (dry_run)
         goto out;
+    /* The decision is committed to the outbox before any network write (its
+     * outputs are rebuilt from the inputs when it is replayed). */
+    if (a->write_mode == SYNC_WRITE_TX) {
+        int refused = 0;
+
+        rc = state_outbox_put(a->state, ctx->patient_id, "post-tx", hash, NULL, NULL, err);
+        if (rc == ADP_OK)
+            rc = write_transaction(r, ctx, f, careplan, risk, hash, &wc, &wr, &refused, err);
+        if (rc != ADP_OK)
+            goto out;
+        if (!refused)
+            goto written;
+        tx_refused = 1;
+    }
     cq = identifier_query(ctx, "CarePlan");
     rq = identifier_query(ctx, "RiskAssessment");
-    cpj = json_dumps(careplan, JSON_COMPACT);
-    raj = json_dumps(risk, JSON_COMPACT);
-    if (cq == NULL || rq == NULL || cpj == NULL || raj == NULL) {
+    if (cq == NULL || rq == NULL) {
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         goto out;
     }
-    /* The decision is committed to the outbox before any network write. */
-    rc = state_outbox_put(a->state, ctx->patient_id, "post", hash, cpj, raj, err);
+    rc = state_outbox_put(a->state, ctx->patient_id, "post", hash, NULL, NULL, err);
     if (rc != ADP_OK)
         goto out;
     memset(&op, 0, sizeof(op));
@@ -1000,20 +1266,29 @@ static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
     rc = call(r, &op, err);
     if (rc != ADP_OK)
         goto out;
-    snprintf(sp->careplan_id, sizeof(sp->careplan_id), "%s", wc.id);
-    snprintf(sp->careplan_version, sizeof(sp->careplan_version), "%s", wc.version);
-    snprintf(sp->risk_id, sizeof(sp->risk_id), "%s", wr.id);
-    snprintf(sp->risk_version, sizeof(sp->risk_version), "%s", wr.version);
     snprintf(t1, sizeof(t1), "CarePlan/%s/_history/%s", wc.id, wc.version);
     snprintf(t2, sizeof(t2), "RiskAssessment/%s/_history/%s", wr.id, wr.version);
     targets[0] = t1;
     targets[1] = t2;
     rc = write_provenance(r, ctx, f, targets, 2, err);
+    if (rc != ADP_OK)
+        goto out;
+    if (tx_refused) {
+        /* the same writes went through one by one: the server does not take
+         * our transactions (this worker stops offering them) */
+        a->write_mode = SYNC_WRITE_SEPARATE;
+        log_warn("sync", "the server refused a transaction the separate requests for it "
+                         "succeeded: writing CarePlan, RiskAssessment and Provenance "
+                         "separately from now on");
+    }
+written:
+    snprintf(sp->careplan_id, sizeof(sp->careplan_id), "%s", wc.id);
+    snprintf(sp->careplan_version, sizeof(sp->careplan_version), "%s", wc.version);
+    snprintf(sp->risk_id, sizeof(sp->risk_id), "%s", wr.id);
+    snprintf(sp->risk_version, sizeof(sp->risk_version), "%s", wr.version);
 out:
     free(cq);
     free(rq);
-    free(cpj);
-    free(raj);
     json_decref(cps);
     json_decref(ras);
     return rc;
@@ -1034,7 +1309,7 @@ enum adp_err sync_prepare_fetch(struct adapter *a, struct adp_error *err)
     struct adp_error local;
     size_t i, j;
     char *codes;
-    int batch = 0, ncodes = 0;
+    int batch = 0, tx = 0, ncodes = 0;
 
     if (a->fetch_mode != SYNC_FETCH_UNKNOWN)
         return ADP_OK;
@@ -1053,7 +1328,7 @@ enum adp_err sync_prepare_fetch(struct adapter *a, struct adp_error *err)
         if (a->obs_codes == NULL)
             return adp_error_set(err, ADP_ENOMEM, "out of memory");
     }
-    if (a->cfg->batch_fetch) {
+    if (a->cfg->batch_fetch || a->cfg->transaction_write) {
         adp_error_clear(&local);
         if (fhir_capability(a->fhir, &cs, &local) != ADP_OK) {
             log_warn("sync", "no CapabilityStatement (%s): one request per search",
@@ -1067,12 +1342,23 @@ enum adp_err sync_prepare_fetch(struct adapter *a, struct adp_error *err)
 
                     if (code != NULL && strcmp(code, "batch") == 0)
                         batch = 1;
+                    if (code != NULL && strcmp(code, "transaction") == 0)
+                        tx = 1;
                 }
             }
             json_decref(cs);
         }
     }
+    batch = batch && a->cfg->batch_fetch;
+    /* conditional update inside the transaction needs conditional update */
+    tx = tx && a->cfg->transaction_write && !a->no_conditional_update;
     a->fetch_mode = batch ? SYNC_FETCH_BATCH : SYNC_FETCH_SEPARATE;
+    a->write_mode = tx ? SYNC_WRITE_TX : SYNC_WRITE_SEPARATE;
+    log_info("sync", "write: %s",
+             tx ? "CarePlan, RiskAssessment and Provenance in one transaction"
+                : !a->cfg->transaction_write ? "three requests (fhir.transaction_write off)"
+                : a->no_conditional_update ? "three requests (no conditional update)"
+                                           : "three requests (no transaction interaction)");
     log_debug("sync", "Observation code list: %s", a->obs_codes);
     log_info("sync", "fetch: %s; Observation search %s (%d code(s))",
              batch ? "one batch per patient"
@@ -1112,37 +1398,50 @@ static enum adp_err take_searchset(struct prun *r, const char *type, const char 
     return rc;
 }
 
-/* The three reads in one batch.  *fallback = 1 (and nothing appended) when
- * the server refused the batch itself for good. */
-static enum adp_err fetch_batch(struct prun *r, const char *pq, const char *cq,
-                                const char *oq, json_t *resources, int *fallback,
-                                struct adp_error *err)
+/*
+ * The reads of one patient in one batch: Patient, Condition and Observation
+ * searches and, when ours is not NULL, the CarePlan and RiskAssessment we
+ * wrote earlier (by business identifier), so that the decision hash can be
+ * compared without two more round trips.  *fallback = 1 (and nothing
+ * appended) when the server refused the batch itself for good.
+ */
+static enum adp_err fetch_batch(struct prun *r, const struct emit_ctx *ctx, const char *pq,
+                                const char *cq, const char *oq, json_t *resources,
+                                json_t *ours[2], int *fallback, struct adp_error *err)
 {
-    json_t *bundle, *resp = NULL, *entries, *pat;
-    char *urls[3] = {NULL, NULL, NULL};
-    const char *const pfx[3] = {"Patient/", "Condition?", "Observation?"};
-    const char *const args[3] = {pq, cq, oq};
+    static const char *const pfx[5] = {"Patient/", "Condition?", "Observation?", "CarePlan?",
+                                       "RiskAssessment?"};
+    static const char *const types[5] = {"Patient", "Condition", "Observation", "CarePlan",
+                                         "RiskAssessment"};
+    json_t *bundle = NULL, *resp = NULL, *entries, *list, *pat;
+    char *args[5] = {NULL, NULL, NULL, NULL, NULL}, *urls[5] = {NULL, NULL, NULL, NULL, NULL};
     struct adp_error local;
     struct op op;
     enum adp_err rc = ADP_OK;
     size_t len;
-    int i;
+    int i, n = ours != NULL ? 5 : 3;
 
     *fallback = 0;
-    for (i = 0; i < 3; i++) {
-        len = strlen(args[i]) + 16;
-        urls[i] = malloc(len);
-        if (urls[i] == NULL) {
-            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
-            goto out;
-        }
-        snprintf(urls[i], len, "%s%s", pfx[i], args[i]);
+    args[0] = strdup(pq);
+    args[1] = strdup(cq);
+    args[2] = strdup(oq);
+    if (ours != NULL) {
+        args[3] = identifier_query(ctx, "CarePlan");
+        args[4] = identifier_query(ctx, "RiskAssessment");
     }
-    bundle = json_pack("{s:s, s:s, s:[{s:{s:s,s:s}}, {s:{s:s,s:s}}, {s:{s:s,s:s}}]}",
-                       "resourceType", "Bundle", "type", "batch", "entry", "request",
-                       "method", "GET", "url", urls[0], "request", "method", "GET", "url",
-                       urls[1], "request", "method", "GET", "url", urls[2]);
-    if (bundle == NULL) {
+    bundle = json_pack("{s:s, s:s, s:[]}", "resourceType", "Bundle", "type", "batch", "entry");
+    list = json_object_get(bundle, "entry");
+    for (i = 0; i < n && bundle != NULL; i++) {
+        len = args[i] != NULL ? strlen(args[i]) + 24 : 0;
+        urls[i] = len ? malloc(len) : NULL;
+        if (urls[i] == NULL)
+            break;
+        snprintf(urls[i], len, "%s%s", pfx[i], args[i]);
+        if (json_array_append_new(list, json_pack("{s:{s:s,s:s}}", "request", "method", "GET",
+                                                  "url", urls[i])) != 0)
+            break;
+    }
+    if (i < n || bundle == NULL) {
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         goto out;
     }
@@ -1152,7 +1451,6 @@ static enum adp_err fetch_batch(struct prun *r, const char *pq, const char *cq,
     op.out = &resp;
     adp_error_clear(&local);
     rc = call(r, &op, &local);
-    json_decref(bundle);
     if (rc != ADP_OK) {
         if (local.code == ADP_EHTTP && r->last_class == RETRY_PERMANENT &&
             local.http_status != 401 && local.http_status != 403) {
@@ -1169,33 +1467,42 @@ static enum adp_err fetch_batch(struct prun *r, const char *pq, const char *cq,
     }
     entries = json_object_get(resp, "entry");
     pat = json_object_get(json_array_get(entries, 0), "resource");
-    if (json_array_size(entries) != 3 || !json_is_object(pat) ||
+    if (json_array_size(entries) != (size_t)n || !json_is_object(pat) ||
         json_string_value(json_object_get(pat, "resourceType")) == NULL ||
         strcmp(json_string_value(json_object_get(pat, "resourceType")), "Patient") != 0) {
         rc = adp_error_set(err, ADP_EPARSE,
-                           "POST batch: batch-response has no Patient in entry 0 or not 3 "
-                           "entries");
+                           "POST batch: batch-response has no Patient in entry 0 or not %d "
+                           "entries", n);
         goto out;
     }
     if (json_array_append(resources, pat) != 0)
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
-    if (rc == ADP_OK)
-        rc = take_searchset(r, "Condition", cq,
-                            json_object_get(json_array_get(entries, 1), "resource"), resources,
-                            err);
-    if (rc == ADP_OK)
-        rc = take_searchset(r, "Observation", oq,
-                            json_object_get(json_array_get(entries, 2), "resource"), resources,
-                            err);
+    for (i = 1; i < n && rc == ADP_OK; i++) {
+        json_t *into = i < 3 ? resources : (ours[i - 3] = json_array());
+
+        if (into == NULL)
+            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+        else
+            rc = take_searchset(r, types[i], args[i],
+                                json_object_get(json_array_get(entries, (size_t)i), "resource"),
+                                into, err);
+    }
 out:
+    json_decref(bundle);
     json_decref(resp);
-    for (i = 0; i < 3; i++)
+    for (i = 0; i < 5; i++) {
+        free(args[i]);
         free(urls[i]);
+    }
     return rc;
 }
 
-/* Pull one patient's inputs into resources (Patient first). */
-static enum adp_err fetch_inputs(struct prun *r, json_t *resources, struct adp_error *err)
+/* Pull one patient's inputs into resources (Patient first).  With a batch,
+ * ours[0] and ours[1] receive (new arrays) the CarePlans and
+ * RiskAssessments carrying our identifier; otherwise they stay NULL and
+ * the writer searches them itself. */
+static enum adp_err fetch_inputs(struct prun *r, const struct emit_ctx *ctx, json_t *resources,
+                                 json_t *ours[2], struct adp_error *err)
 {
     struct adapter *a = r->a;
     const char *codes;
@@ -1226,9 +1533,14 @@ static enum adp_err fetch_inputs(struct prun *r, json_t *resources, struct adp_e
     snprintf(oq, len, "subject=Patient/%s%s%s&_count=%d", esc, codes[0] ? "&code=" : "",
              codes, a->cfg->page_size);
     if (a->fetch_mode == SYNC_FETCH_BATCH) {
-        rc = fetch_batch(r, esc, cq, oq, resources, &fallback, err);
+        rc = fetch_batch(r, ctx, esc, cq, oq, resources, ours, &fallback, err);
         if (rc != ADP_OK || !fallback)
             goto out;
+        if (ours != NULL) {
+            json_decref(ours[0]);
+            json_decref(ours[1]);
+            ours[0] = ours[1] = NULL;
+        }
     }
     memset(&op, 0, sizeof(op));
     op.kind = OP_READ;
@@ -1370,7 +1682,7 @@ enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run
                           struct sync_stats *stats, struct adp_error *err)
 {
     json_t *resources = NULL, *patient = NULL, *report = NULL;
-    json_t *careplan = NULL, *risk = NULL;
+    json_t *careplan = NULL, *risk = NULL, *ours[2] = {NULL, NULL};
     struct features f;
     struct decision d;
     struct emit_ctx ctx;
@@ -1397,7 +1709,15 @@ enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         goto out;
     }
-    rc = fetch_inputs(&run, resources, err);
+    sync_now(now, sizeof(now));
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.canonical_base = a->cfg->canonical_base;
+    ctx.patient_id = patient_id;
+    ctx.now = now;
+    ctx.software_version = DNMBC_VERSION;
+    ctx.device_ref = NULL; /* set by write_provenance once the Device exists */
+    ctx.params = &a->params;
+    rc = fetch_inputs(&run, &ctx, resources, ours, err);
     if (rc != ADP_OK)
         goto out;
     rc = input_hash(resources, inhash, err);
@@ -1412,15 +1732,6 @@ enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run
     if (rc != ADP_OK)
         goto out;
     engine_run(&f, &a->params, &d);
-
-    sync_now(now, sizeof(now));
-    memset(&ctx, 0, sizeof(ctx));
-    ctx.canonical_base = a->cfg->canonical_base;
-    ctx.patient_id = patient_id;
-    ctx.now = now;
-    ctx.software_version = DNMBC_VERSION;
-    ctx.device_ref = NULL; /* set by write_provenance once the Device exists */
-    ctx.params = &a->params;
 
     memset(&sp, 0, sizeof(sp));
     snprintf(sp.rec, sizeof(sp.rec), "%s", rec_code(d.rec));
@@ -1444,7 +1755,7 @@ enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run
         if (rc != ADP_OK)
             goto out;
         if (parked && strcmp(dl.decision_hash, hash) == 0 &&
-            strcmp(dl.kind, d.rec == REC_NOT_APPLICABLE ? "revoke" : "post") == 0) {
+            strncmp(dl.kind, d.rec == REC_NOT_APPLICABLE ? "revoke" : "post", 4) == 0) {
             stats->parked++;
             log_warn("sync", "patient %s: decision parked in the dead letter (%s); "
                              "skipped until `replay`", tag, dl.last_error);
@@ -1452,9 +1763,10 @@ enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run
         }
     }
     if (d.rec == REC_NOT_APPLICABLE)
-        rc = revoke_outputs(&run, &ctx, &f, dry_run, &outcome, err);
+        rc = revoke_outputs(&run, &ctx, &f, dry_run, ours, &outcome, err);
     else
-        rc = post_outputs(&run, &ctx, &f, careplan, risk, hash, dry_run, &outcome, &sp, err);
+        rc = post_outputs(&run, &ctx, &f, careplan, risk, hash, dry_run, ours, &outcome, &sp,
+                          err);
     if (rc != ADP_OK)
         goto out;
     if (!dry_run) {
@@ -1470,16 +1782,17 @@ enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run
             snprintf(sp.risk_version, sizeof(sp.risk_version), "%s", old.risk_version);
         }
         snprintf(sp.decision_hash, sizeof(sp.decision_hash), "%s", hash);
-        if (rc == ADP_OK &&
-            (!have_state || outcome != OUT_UNCHANGED || strcmp(old.input_hash, inhash) != 0 ||
-             strcmp(old.decision_hash, hash) != 0))
-            rc = state_put_patient(a->state, patient_id, &sp, err);
-        /* everything decided is on the server: the outbox entry is done,
-         * and a dead letter from an earlier failure is resolved */
+        /* everything decided is on the server: the record (when it
+         * changed), the outbox entry done and a dead letter from an earlier
+         * failure resolved, in one commit */
         if (rc == ADP_OK)
-            rc = state_outbox_done(a->state, patient_id, err);
-        if (rc == ADP_OK)
-            rc = state_dead_clear(a->state, patient_id, err);
+            rc = state_finish_patient(
+                a->state, patient_id,
+                !have_state || outcome != OUT_UNCHANGED || strcmp(old.input_hash, inhash) != 0 ||
+                        strcmp(old.decision_hash, hash) != 0
+                    ? &sp
+                    : NULL,
+                err);
         if (rc != ADP_OK)
             goto out;
     }
@@ -1511,6 +1824,8 @@ out:
     json_decref(report);
     json_decref(careplan);
     json_decref(risk);
+    json_decref(ours[0]);
+    json_decref(ours[1]);
     return rc;
 }
 

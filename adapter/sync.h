@@ -48,6 +48,7 @@ struct adapter {
     int worker;                   /* 1: a pool worker's copy (adapter_open_worker):
                                    * only http, fhir and state are its own */
     int fetch_mode;               /* SYNC_FETCH_*: batch support, probed once */
+    int write_mode;               /* SYNC_WRITE_*: set with fetch_mode */
     char *obs_codes;              /* escaped code= list for Observation searches, ""
                                    * for none; owned unless worker */
     struct http_opts http_opts;   /* as the FHIR client was opened (for workers) */
@@ -57,6 +58,8 @@ struct adapter {
 #define SYNC_FETCH_UNKNOWN 0
 #define SYNC_FETCH_BATCH 1    /* Patient + Condition + Observation in one batch */
 #define SYNC_FETCH_SEPARATE 2 /* three requests (no batch, or fhir.batch_fetch off) */
+#define SYNC_WRITE_TX 1       /* CarePlan + RiskAssessment + Provenance in one transaction */
+#define SYNC_WRITE_SEPARATE 2 /* one request each (no transaction, or it was refused) */
 
 enum outcome { OUT_NONE = 0, OUT_CREATED, OUT_UPDATED, OUT_UNCHANGED, OUT_REVOKED, OUT_COUNT };
 

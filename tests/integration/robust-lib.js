@@ -44,10 +44,23 @@ async function ours(base, type, canonical = h.CANONICAL) {
 
 // Every eligible patient: exactly one CarePlan (draft) and one RiskAssessment
 // (preliminary) with the expected codes; every not-applicable one: none current.
+// Provenance count per "Type/id", whatever the version its target names
+async function provenanceByTarget(base) {
+  const out = {};
+  for (const p of await h.searchAll(base, 'Provenance?_count=1000')) {
+    for (const t of p.target || []) {
+      const k = String(t.reference || '').replace(/\/_history\/.*$/, '');
+      out[k] = (out[k] || 0) + 1;
+    }
+  }
+  return out;
+}
+
 async function verifyExactlyOnce(base, manifest, canonical = h.CANONICAL) {
   const ids = await patientIds(base);
   const cps = await ours(base, 'CarePlan', canonical);
   const ras = await ours(base, 'RiskAssessment', canonical);
+  const prov = await provenanceByTarget(base);
   let eligible = 0;
   for (const m of manifest) {
     const pid = ids[m.identifier.value];
@@ -69,6 +82,13 @@ async function verifyExactlyOnce(base, manifest, canonical = h.CANONICAL) {
     assert.equal(codes.includes('palliative-lrt'), m.expected.palliative,
       `${m.identifier.value}: palliative`);
     assert.equal(c[0].subject.reference, `Patient/${pid}`);
+    // one Provenance per version written: none lost, none twice
+    const hist = await h.fhir(base, 'GET', `${base}/CarePlan/${c[0].id}/_history`);
+    assert.equal(hist.status, 200);
+    assert.equal(prov[`CarePlan/${c[0].id}`] || 0, (hist.json.entry || []).length,
+      `${m.identifier.value}: one Provenance per CarePlan version`);
+    assert.equal(prov[`RiskAssessment/${r[0].id}`] || 0, (hist.json.entry || []).length,
+      `${m.identifier.value}: the Provenances also target the RiskAssessment`);
   }
   return { eligible };
 }

@@ -130,11 +130,18 @@ test('the next sync completes and every patient has the plan the rules give', as
       assert.ok(benefit, 'benefit likelihood prediction');
       assert.equal(benefit.qualitativeRisk.coding[0].code, m.detail.benefit, `${m.identifier.value}: benefit`);
     }
-    // Medplum's engine matches versioned references literally, so ask for the
-    // exact version written (a HAPI server would also match CarePlan/id).
-    const prov = await h.searchAll(srv.base,
-      `Provenance?target=${encodeURIComponent(`CarePlan/${cp.id}/_history/${cp.meta.versionId}`)}`);
-    assert.equal(prov.length, 1, `${m.identifier.value}: one Provenance targets this CarePlan version`);
+    // Written in one transaction, the Provenance targets the plan by the
+    // reference the server put in place of its fullUrl (CarePlan/id); written
+    // one by one, by the exact version.  Medplum's engine matches versioned
+    // references literally, so both forms are asked for.
+    const prov = [];
+    for (const t of [`CarePlan/${cp.id}`, `CarePlan/${cp.id}/_history/${cp.meta.versionId}`]) {
+      prov.push(...await h.searchAll(srv.base, `Provenance?target=${encodeURIComponent(t)}`));
+    }
+    assert.equal(prov.length, 1, `${m.identifier.value}: one Provenance targets this CarePlan`);
+    assert.ok(prov[0].target.some((t) => t.reference === `RiskAssessment/${ra.id}` ||
+      t.reference === `RiskAssessment/${ra.id}/_history/${ra.meta.versionId}`),
+    'the same Provenance targets the RiskAssessment');
     const agent = prov[0].agent.find((a) => a.who && /^Device\//.test(a.who.reference));
     assert.ok(agent, 'Provenance names our Device as author');
     const entities = (prov[0].entity || []).map((e) => e.what.reference).sort();

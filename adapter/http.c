@@ -37,6 +37,10 @@
 /* A transfer slower than 1 byte/s for this long is a dead peer. */
 #define HTTP_LOW_SPEED_TIME_S 30L
 #define HTTP_POLL_MS 1000
+/* Finished easy handles a client keeps for its next requests (issue 7).
+ * http_do sends one request at a time, so one handle is reused over and
+ * over; the rest cover requests submitted together. */
+#define HTTP_IDLE_MAX 8
 
 struct http_req {
     struct http_client *client;
@@ -82,6 +86,10 @@ struct http_client {
     void *observe_ud;
     int insecure;
     struct http_req *reqs; /* every submitted request not yet completed */
+    /* Easy handles of finished requests, reset to libcurl's defaults and
+     * out of the multi handle; owned, cleaned up by http_client_free. */
+    CURL *idle[HTTP_IDLE_MAX];
+    size_t nidle;
 };
 
 static const char *HTTP_COMPONENT = "http";
@@ -160,23 +168,22 @@ static void headers_reset(struct http_response *r)
     r->retry_after_s = -1;
 }
 
-static int header_is(const char *line, size_t n, const char *name, const char **value,
-                     size_t *vlen)
-{
-    size_t nl = strlen(name);
-    const char *v, *e;
+/* Whether the nl bytes at name spell the header name lit (a string
+ * literal), compared without case.  The colon was found once per line, so
+ * the names we look for cost a length compare on most lines. */
+#define HEADER_NAME_IS(name, nl, lit)                                                    \
+    ((nl) == sizeof(lit) - 1 && strncasecmp((name), (lit), (nl)) == 0)
 
-    if (n <= nl || line[nl] != ':' || strncasecmp(line, name, nl) != 0)
-        return 0;
-    v = line + nl + 1;
-    e = line + n;
+/* The value between the colon and the end of the line, without the
+ * surrounding blanks and the line break. */
+static void header_value(const char *v, const char *e, const char **value, size_t *vlen)
+{
     while (v < e && (*v == ' ' || *v == '\t'))
         v++;
     while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' || e[-1] == '\t'))
         e--;
     *value = v;
     *vlen = (size_t)(e - v);
-    return 1;
 }
 
 static int set_header_value(char **slot, const char *v, size_t n)
@@ -196,8 +203,8 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
 {
     struct http_req *q = ud;
     size_t n = size * nitems;
-    const char *v;
-    size_t vl;
+    const char *colon, *v;
+    size_t nl, vl;
     char tmp[128];
     int rc = 0;
 
@@ -205,17 +212,22 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
         headers_reset(&q->resp);
         return n;
     }
-    if (header_is(buf, n, "Content-Type", &v, &vl)) {
+    colon = memchr(buf, ':', n);
+    if (colon == NULL)
+        return n; /* the empty line that ends the headers */
+    nl = (size_t)(colon - buf);
+    header_value(colon + 1, buf + n, &v, &vl);
+    if (HEADER_NAME_IS(buf, nl, "Content-Type")) {
         rc = set_header_value(&q->resp.content_type, v, vl);
-    } else if (header_is(buf, n, "Location", &v, &vl)) {
+    } else if (HEADER_NAME_IS(buf, nl, "Location")) {
         /* Location wins over Content-Location. */
         rc = set_header_value(&q->resp.location, v, vl);
-    } else if (header_is(buf, n, "Content-Location", &v, &vl)) {
+    } else if (HEADER_NAME_IS(buf, nl, "Content-Location")) {
         if (q->resp.location == NULL)
             rc = set_header_value(&q->resp.location, v, vl);
-    } else if (header_is(buf, n, "ETag", &v, &vl)) {
+    } else if (HEADER_NAME_IS(buf, nl, "ETag")) {
         rc = set_header_value(&q->resp.etag, v, vl);
-    } else if (header_is(buf, n, "Retry-After", &v, &vl)) {
+    } else if (HEADER_NAME_IS(buf, nl, "Retry-After")) {
         if (vl < sizeof(tmp)) {
             memcpy(tmp, v, vl);
             tmp[vl] = '\0';
@@ -228,6 +240,8 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
     }
     return n;
 }
+
+#undef HEADER_NAME_IS
 
 static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud)
 {
@@ -330,14 +344,40 @@ static const char *tls_hint(CURLcode cc, const char *errbuf)
     return "";
 }
 
+/* An easy handle for a new request: a kept one when there is one (saving
+ * curl_easy_init and the buffers it allocates), else a new one.  NULL when
+ * out of memory. */
+static CURL *easy_take(struct http_client *c)
+{
+    if (c->nidle > 0)
+        return c->idle[--c->nidle];
+    return curl_easy_init();
+}
+
+/* Keep the easy handle of a request that is not (or no longer) in the multi
+ * handle.  curl_easy_reset drops every option, so a kept handle points into
+ * no freed request; it keeps the share handle, which is why http_client_free
+ * cleans kept handles up before the share.  When enough are kept, the
+ * handle is cleaned up. */
+static void easy_give_back(struct http_client *c, CURL *easy)
+{
+    if (c->nidle < HTTP_IDLE_MAX) {
+        curl_easy_reset(easy);
+        c->idle[c->nidle++] = easy;
+    } else {
+        curl_easy_cleanup(easy);
+    }
+}
+
 static void req_free(struct http_req *q)
 {
     if (q == NULL)
         return;
     if (q->easy != NULL) {
-        if (q->client != NULL && q->client->multi != NULL)
-            curl_multi_remove_handle(q->client->multi, q->easy);
-        curl_easy_cleanup(q->easy);
+        /* Removing a handle that was never added is harmless (an error
+         * code we do not need). */
+        curl_multi_remove_handle(q->client->multi, q->easy);
+        easy_give_back(q->client, q->easy);
     }
     curl_slist_free_all(q->headers);
     free(q->body);
@@ -595,7 +635,7 @@ static enum adp_err submit_req(struct http_client *c, const char *method, const 
             goto fail;
         }
     }
-    q->easy = curl_easy_init();
+    q->easy = easy_take(c);
     if (q->easy == NULL) {
         rc = adp_error_set(err, ADP_ENOMEM, "http: curl_easy_init failed");
         goto fail;
@@ -630,11 +670,6 @@ static enum adp_err submit_req(struct http_client *c, const char *method, const 
         *out = q;
     return ADP_OK;
 fail:
-    /* Not added to the multi handle yet: req_free must not remove it. */
-    if (q->easy != NULL) {
-        curl_easy_cleanup(q->easy);
-        q->easy = NULL;
-    }
     req_free(q);
     return rc;
 }
@@ -851,6 +886,9 @@ void http_client_free(struct http_client *c)
         req_unlink(c, q);
         req_free(q);
     }
+    /* Before the share handle, which refuses cleanup while handles use it. */
+    while (c->nidle > 0)
+        curl_easy_cleanup(c->idle[--c->nidle]);
     if (c->multi != NULL)
         curl_multi_cleanup(c->multi);
     if (c->share != NULL)

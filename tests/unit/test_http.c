@@ -1,12 +1,14 @@
 /*
- * test_http.c - http.c without a server: Retry-After parsing, escaping,
- * client life cycle, and the multi-interface bookkeeping (every submitted
- * request gets exactly one completion) exercised against a loopback port
- * that nothing listens on.  Behaviour against a real server is checked by
- * tests/integration/fhir_client_check.c.
+ * test_http.c - http.c: Retry-After parsing, escaping, client life cycle,
+ * and the multi-interface bookkeeping (every submitted request gets exactly
+ * one completion) exercised against a loopback port that nothing listens
+ * on; then many requests on one client (whose easy handles are reused)
+ * against an echo server in this process.  Behaviour against a FHIR server
+ * is checked by tests/integration/fhir_client_check.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,6 +21,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <microhttpd.h>
 
 #include "http.h"
 
@@ -250,6 +253,230 @@ static void free_with_queued_requests(void **state)
     assert_int_equal(cp.calls, 0);
 }
 
+/* An echo server on 127.0.0.1 (libmicrohttpd, own thread): every answer
+ * is 200 with the body "METHOD URL|Authorization|Content-Type|request body"
+ * ("-" for an absent header) and the ETag "URL", so a test can tell whether
+ * each request went out with its own method, headers and body. */
+struct echo_srv {
+    struct MHD_Daemon *mhd;
+    int port;
+    atomic_int connections; /* TCP connections accepted */
+};
+
+struct echo_req {
+    char *body;
+    size_t len;
+};
+
+static void echo_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
+                            enum MHD_ConnectionNotificationCode toe)
+{
+    struct echo_srv *s = cls;
+    (void)conn;
+    (void)socket_ctx;
+
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+        atomic_fetch_add(&s->connections, 1);
+}
+
+static const char *or_dash(const char *v) { return v != NULL ? v : "-"; }
+
+static enum MHD_Result echo_handler(void *cls, struct MHD_Connection *conn,
+                                    const char *url, const char *method,
+                                    const char *version, const char *upload,
+                                    size_t *upload_size, void **con_cls)
+{
+    struct echo_req *q = *con_cls;
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+    const char *auth, *ctype, *body;
+    char *text, *nb;
+    int n;
+    (void)cls;
+    (void)version;
+
+    if (q == NULL) {
+        q = calloc(1, sizeof(*q));
+        if (q == NULL)
+            return MHD_NO;
+        *con_cls = q;
+        return MHD_YES;
+    }
+    if (*upload_size != 0) {
+        nb = realloc(q->body, q->len + *upload_size + 1);
+        if (nb == NULL)
+            return MHD_NO;
+        memcpy(nb + q->len, upload, *upload_size);
+        q->body = nb;
+        q->len += *upload_size;
+        q->body[q->len] = '\0';
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    auth = or_dash(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"));
+    ctype = or_dash(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type"));
+    body = q->body != NULL ? q->body : "";
+    n = snprintf(NULL, 0, "%s %s|%s|%s|%s", method, url, auth, ctype, body);
+    if (n < 0)
+        return MHD_NO;
+    text = malloc((size_t)n + 1);
+    if (text == NULL)
+        return MHD_NO;
+    snprintf(text, (size_t)n + 1, "%s %s|%s|%s|%s", method, url, auth, ctype, body);
+    r = MHD_create_response_from_buffer((size_t)n, text, MHD_RESPMEM_MUST_FREE);
+    if (r == NULL) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", "text/plain");
+    MHD_add_response_header(r, "ETag", url);
+    ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static void echo_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                           enum MHD_RequestTerminationCode toe)
+{
+    struct echo_req *q = *con_cls;
+    (void)cls;
+    (void)conn;
+    (void)toe;
+
+    if (q != NULL) {
+        free(q->body);
+        free(q);
+        *con_cls = NULL;
+    }
+}
+
+static void echo_start(struct echo_srv *s)
+{
+    struct sockaddr_in a;
+    const union MHD_DaemonInfo *info;
+
+    memset(s, 0, sizeof(*s));
+    atomic_init(&s->connections, 0);
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    s->mhd =
+        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, echo_handler, s,
+                         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&a,
+                         MHD_OPTION_NOTIFY_CONNECTION, echo_connection, s,
+                         MHD_OPTION_NOTIFY_COMPLETED, echo_completed, s, MHD_OPTION_END);
+    assert_non_null(s->mhd);
+    info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    assert_non_null(info);
+    s->port = info->port;
+    assert_true(s->port > 0);
+}
+
+/* 200 requests in a row on one client, cycling through the methods, so
+ * each reused easy handle follows one that carried other options (a HEAD's
+ * no-body, a DELETE's custom method, a PUT's body).  Every answer must echo
+ * exactly this request, and all of them share one kept-alive connection. */
+static void many_sequential_requests(void **state)
+{
+    static const char *const methods[] = {"GET", "PUT", "HEAD", "GET", "DELETE", "POST"};
+    const char *const extra[] = {"Authorization: Bearer extra", NULL};
+    struct echo_srv srv;
+    struct http_client *c = NULL;
+    struct http_opts o;
+    struct http_response r;
+    struct adp_error err;
+    char url[96], body[64], want[320];
+    const char *m;
+    int i, has_body;
+    (void)state;
+
+    echo_start(&srv);
+    memset(&o, 0, sizeof(o));
+    o.auth_header = "Authorization: Bearer client";
+    adp_error_clear(&err);
+    assert_int_equal(http_client_new(&o, &c, &err), ADP_OK);
+    for (i = 0; i < 200; i++) {
+        m = methods[i % 6];
+        has_body = strcmp(m, "PUT") == 0 || strcmp(m, "POST") == 0;
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/r/%d", srv.port, i);
+        snprintf(body, sizeof(body), "{\"n\":%d}", i);
+        /* every seventh request brings its own Authorization header */
+        assert_int_equal(http_do(c, m, url, i % 7 == 0 ? extra : NULL,
+                                 has_body ? body : NULL, NULL, &r, &err),
+                         ADP_OK);
+        assert_int_equal(r.status, 200);
+        snprintf(want, sizeof(want), "%s /r/%d|Bearer %s|%s|%s", m, i,
+                 i % 7 == 0 ? "extra" : "client",
+                 has_body ? "application/fhir+json" : "-", has_body ? body : "");
+        if (strcmp(m, "HEAD") == 0) {
+            assert_int_equal(r.len, 0);
+        } else {
+            assert_string_equal(r.body, want);
+            assert_int_equal(r.len, strlen(want));
+        }
+        snprintf(want, sizeof(want), "/r/%d", i);
+        assert_non_null(r.etag);
+        assert_string_equal(r.etag, want);
+        assert_non_null(r.content_type);
+        assert_string_equal(r.content_type, "text/plain");
+        http_response_free(&r);
+    }
+    http_client_free(c);
+    assert_int_equal(atomic_load(&srv.connections), 1);
+    MHD_stop_daemon(srv.mhd);
+}
+
+struct echo_done {
+    int calls;
+    int ok;
+    char want[64];
+};
+
+static void on_echo(void *ud, enum adp_err rc, const struct http_response *resp,
+                    const struct adp_error *err)
+{
+    struct echo_done *d = ud;
+    (void)err;
+
+    d->calls++;
+    d->ok = rc == ADP_OK && resp->status == 200 && strcmp(resp->body, d->want) == 0;
+}
+
+/* More requests in flight than the client keeps handles for, three times
+ * over: the handles beyond what it keeps are cleaned up, the kept ones
+ * serve the next round, and every request still gets its own answer. */
+static void batches_beyond_kept_handles(void **state)
+{
+    struct echo_srv srv;
+    struct http_client *c = NULL;
+    struct adp_error err;
+    struct echo_done d[20];
+    char url[96];
+    int round, i;
+    (void)state;
+
+    echo_start(&srv);
+    adp_error_clear(&err);
+    assert_int_equal(http_client_new(NULL, &c, &err), ADP_OK);
+    for (round = 0; round < 3; round++) {
+        memset(d, 0, sizeof(d));
+        for (i = 0; i < 20; i++) {
+            snprintf(url, sizeof(url), "http://127.0.0.1:%d/b/%d/%d", srv.port, round, i);
+            snprintf(d[i].want, sizeof(d[i].want), "GET /b/%d/%d|-|-|", round, i);
+            assert_int_equal(
+                http_submit(c, "GET", url, NULL, NULL, NULL, on_echo, &d[i], &err),
+                ADP_OK);
+        }
+        assert_int_equal(http_client_run(c, NULL, &err), ADP_OK);
+        for (i = 0; i < 20; i++) {
+            assert_int_equal(d[i].calls, 1);
+            assert_true(d[i].ok);
+        }
+    }
+    http_client_free(c);
+    MHD_stop_daemon(srv.mhd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -263,6 +490,8 @@ int main(void)
         cmocka_unit_test(multi_each_request_completes_once),
         cmocka_unit_test(multi_stop_flag_cancels),
         cmocka_unit_test(free_with_queued_requests),
+        cmocka_unit_test(many_sequential_requests),
+        cmocka_unit_test(batches_beyond_kept_handles),
     };
     int rc;
 

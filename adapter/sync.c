@@ -16,8 +16,6 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include <openssl/evp.h>
-
 #include "auth.h"
 #include "emit.h"
 #include "features.h"
@@ -1574,22 +1572,12 @@ out:
 }
 
 /* SHA-256 (hex) of the pulled resources, keys sorted: what the decision
- * was made on. */
+ * was made on (streamed: no serialised copy of the inputs). */
 static enum adp_err input_hash(json_t *resources, char out[65], struct adp_error *err)
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0, i;
-    char *text = json_dumps(resources, JSON_COMPACT | JSON_SORT_KEYS);
-    int ok;
-
-    if (text == NULL)
-        return adp_error_set(err, ADP_ENOMEM, "out of memory");
-    ok = EVP_Digest(text, strlen(text), md, &mdlen, EVP_sha256(), NULL) == 1;
-    free(text);
-    if (!ok || mdlen != 32)
-        return adp_error_set(err, ADP_ENOMEM, "SHA-256 failed");
-    for (i = 0; i < mdlen; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    if (emit_json_sha256(resources, out) != 0)
+        return adp_error_set(err, ADP_ENOMEM, "hashing the pulled resources failed "
+                                              "(out of memory or invalid UTF-8)");
     return ADP_OK;
 }
 

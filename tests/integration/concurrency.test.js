@@ -82,13 +82,13 @@ test('concurrency 8 and concurrency 1 decide and write the same', async () => {
 
 test('the rate limit holds across workers', async () => {
   await resetStats();
-  const rps = 40;
+  const rps = 12;
   const t0 = process.hrtime.bigint();
   const r = h.runAdapter(['sync', '--dry-run', '-c', config('rl', { concurrency: 8, rate_limit_rps: rps })]);
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   assert.equal(r.status, 0, r.stderr);
   const total = (await stats()).total;
-  assert.ok(total > 40, `requests: ${total}`);
+  assert.ok(total > 3 * rps, `requests: ${total}`);
   // evenly spaced slots: at most rps * elapsed (+1 for the first); the bound
   // is generous and only gets looser when the machine is slow
   assert.ok(total <= rps * seconds * 1.25 + 5, `${total} requests in ${seconds.toFixed(2)} s at ${rps}/s`);

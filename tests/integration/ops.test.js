@@ -208,7 +208,8 @@ test('metrics follow a cycle: scraped during it and checked against its summary 
   }
   assert.equal(after['dnmbc_fetch_duration_seconds_count'], Number(s[1]));
   assert.equal(after['dnmbc_post_duration_seconds_count'], Number(s[1]));
-  assert.ok(after['dnmbc_http_requests_total{class="2xx"}'] > Number(s[1]) * 3);
+  // at least one batch per patient and one transaction per written one
+  assert.ok(after['dnmbc_http_requests_total{class="2xx"}'] >= Number(s[1]) + Number(s[2]));
   assert.equal(after['dnmbc_http_requests_total{class="5xx"}'], 0);
   assert.ok(after['dnmbc_seconds_since_last_successful_cycle'] < 3600);
   assert.equal(after['dnmbc_build_info{version="0.1.0"}'], 1);

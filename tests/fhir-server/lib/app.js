@@ -147,6 +147,7 @@ class FhirTestApp {
     this.stats = new Stats();
     this.mutex = new Mutex();
     this.faultStatus = new WeakMap(); // OperationOutcome from a fault -> its HTTP status
+    this.faultRetryAfter = new WeakMap(); // ... -> its Retry-After (a fault in a transaction)
     this.bearer = new BearerGuard(); // off until POST /$test/auth (bearer.js)
     this.wrapRoutes();
   }
@@ -203,6 +204,9 @@ class FhirTestApp {
     if (rule.status) {
       const oo = outcome(rule.status === 422 ? 'business-rule' : 'processing', rule.diagnostics);
       this.faultStatus.set(oo, rule.status);
+      if (rule.retryAfter !== undefined) {
+        this.faultRetryAfter.set(oo, rule.retryAfter);
+      }
       const err = new OperationOutcomeError(oo);
       err.retryAfter = rule.retryAfter;
       throw err;
@@ -355,7 +359,9 @@ class FhirTestApp {
     const status = this.statusOf(oo);
     const headers = {};
     if (!isOk(oo)) {
-      this.send(res, status, oo);
+      // a fault in a transaction fails the whole request: its Retry-After too
+      const retryAfter = this.faultRetryAfter.get(oo);
+      this.send(res, status, oo, retryAfter !== undefined ? { 'Retry-After': String(retryAfter) } : {});
       return;
     }
     if (resource && resource.resourceType === 'Bundle' && /^(batch|transaction)-response$/.test(resource.type)) {

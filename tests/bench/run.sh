@@ -11,8 +11,11 @@
 #   1. dnmbc-adapter sync (fhir.concurrency, default 4), measured by rusage
 #      (wall, user+sys CPU, peak RSS of the child) and the server's
 #      /$test/stats (requests);
-#   2. wrk replaying the adapter's request mix (mix.js, mix.lua) with as
-#      many connections as the adapter has workers: the server's capacity;
+#   2. wrk replaying the adapter's request mix (mix.js, mix.lua: per
+#      written patient the batch fetch and the write transaction, creating
+#      new plans as a first sync does) with as many connections as the
+#      adapter has workers: the server's capacity in patients/s is wrk's
+#      requests/s divided by the mix's requests per patient;
 #   3. the Node.js peer, measured the same way.
 # Client and server share this machine's cores.  Figures only: nothing here
 # asserts a timing.  Progress goes to stderr, the table to stdout.
@@ -87,12 +90,14 @@ JSON
 	{ "$root/dnmbc-adapter" sync --dry-run -c "$work/adapter-$n.json" --patient none \
 		--log-level debug 2>&1 >/dev/null || true; } |
 		sed -n 's/.*Observation code list: //p' | tail -1 >"$work/codes-$n.txt"
-	node "$here/mix.js" --base "$base" --codes "$work/codes-$n.txt" --page-size "$page_size" \
-		--sample 300 --out "$work/mix-$n.txt" >&2
+	mix=$(node "$here/mix.js" --base "$base" --codes "$work/codes-$n.txt" --page-size "$page_size" \
+		--sample 300 --out "$work/mix-$n.txt")
+	say "mix: $mix"
+	per=$(node -p "JSON.parse(process.argv[1]).requests_per_patient" "$mix")
 	say "wrk, ${wrk_seconds}s, $concurrency connections"
 	w=$(MIX="$work/mix-$n.txt" wrk -t1 -c"$concurrency" -d"${wrk_seconds}s" \
 		-s "$here/mix.lua" "$admin" | grep '^wrk_')
-	rows+=("$n|server capacity (wrk)|-|$(field wrk_non2xx "$w")|$(field wrk_seconds "$w")|-|-|-|$(field wrk_requests "$w")")
+	rows+=("$n|server capacity (wrk)|-|$(field wrk_non2xx "$w")|$(field wrk_seconds "$w")|-|-|-|$(field wrk_requests "$w")|$per")
 
 	# 3. the Node.js peer
 	curl -fsS -X DELETE "$admin/\$test/stats" >/dev/null

@@ -1,6 +1,7 @@
 // Formats the rows collected by run.sh into the one table of `make bench`.
 // Row: size|who|patients|failed|wall s|user s|sys s|maxrss KiB|requests
-// (for wrk: failed = non-2xx answers, wall = seconds, requests = sent).
+// (for wrk: failed = non-2xx answers, wall = seconds, requests = sent, and
+// a tenth field: the requests per patient of the mix, from mix.js).
 const rows = process.argv.slice(2).map((r) => r.split('|'));
 const out = [];
 const head = ['patients', 'implementation', 'done', 'failed', 'patients/s', 'CPU ms/patient',
@@ -9,7 +10,7 @@ const byN = {};
 for (const r of rows) (byN[r[0]] ||= []).push(r);
 for (const [n, list] of Object.entries(byN)) {
   const wrk = list.find((r) => r[1].startsWith('server'));
-  const mixPerPatient = 6; // mix.js: batch, 2 searches, 2 updates, 1 create
+  const mixPerPatient = wrk ? Number(wrk[9]) : NaN; // mix.js: batch, transaction
   const capacity = wrk ? Number(wrk[8]) / Number(wrk[4]) / mixPerPatient : NaN;
   for (const r of list) {
     if (r === wrk) {

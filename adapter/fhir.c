@@ -945,6 +945,7 @@ enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
     struct http_response r;
     char *body = NULL;
     json_t *doc = NULL;
+    static const char *const minimal[] = {"Prefer: return=minimal", NULL};
     const char *rt, *bt, *kind = json_string_value(json_object_get(bundle, "type"));
     char what[32], want[32];
 
@@ -957,7 +958,10 @@ enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
     body = json_dumps(bundle, JSON_COMPACT);
     if (body == NULL)
         return adp_error_set(err, ADP_ENOMEM, "%s: out of memory", what);
-    rc = exchange(fc, what, "POST", fc->base, NULL, body, "application/fhir+json", &r, err);
+    /* the writes' results are in each entry's response (location, etag):
+     * the resources need not come back */
+    rc = exchange(fc, what, "POST", fc->base, strcmp(kind, "transaction") == 0 ? minimal : NULL,
+                  body, "application/fhir+json", &r, err);
     if (rc != ADP_OK)
         goto out;
     rc = parse_body(what, &r, &doc, err);

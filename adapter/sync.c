@@ -475,6 +475,8 @@ struct prun {
     const char *tag;
     unsigned seed;                   /* jitter */
     enum retry_class last_class;     /* of the last failed call */
+    const char *pending_hash;        /* a transaction write in flight with no outbox
+                                      * entry yet (the failure path makes one) */
     struct fhir_fault last_fault;    /* its status, Retry-After, OperationOutcome */
 };
 
@@ -750,6 +752,57 @@ static enum adp_err write_provenance(struct prun *r, const struct emit_ctx *ctx,
     op.w = &w;
     rc = call(r, &op, err);
     json_decref(prov);
+    return rc;
+}
+
+/*
+ * Is there a Provenance whose target is exactly `ref` ("Type/id/_history/v")?
+ * Servers differ in matching versioned references (Medplum compares the
+ * text, HAPI drops the version), so both forms are asked for and the
+ * answer is checked here.
+ */
+static enum adp_err provenance_exists(struct prun *r, const char *ref, int *exists,
+                                      struct adp_error *err)
+{
+    char plain[256], *e1 = NULL, *e2 = NULL, *query = NULL;
+    const char *h = strstr(ref, "/_history/");
+    json_t *found = json_array(), *p, *t;
+    enum adp_err rc = ADP_OK;
+    size_t i, j, len;
+    struct op op;
+
+    *exists = 0;
+    snprintf(plain, sizeof(plain), "%.*s", h != NULL ? (int)(h - ref) : (int)strlen(ref), ref);
+    e1 = http_escape(ref);
+    e2 = http_escape(plain);
+    len = (e1 != NULL ? strlen(e1) : 0) + (e2 != NULL ? strlen(e2) : 0) + 32;
+    query = malloc(len);
+    if (found == NULL || e1 == NULL || e2 == NULL || query == NULL) {
+        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+        goto out;
+    }
+    snprintf(query, len, "target=%s,%s", e1, e2);
+    memset(&op, 0, sizeof(op));
+    op.kind = OP_SEARCH;
+    op.type = "Provenance";
+    op.arg = query;
+    op.into = found;
+    rc = call(r, &op, err);
+    json_array_foreach(found, i, p)
+    {
+        json_array_foreach(json_object_get(p, "target"), j, t)
+        {
+            const char *tr = json_string_value(json_object_get(t, "reference"));
+
+            if (tr != NULL && strcmp(tr, ref) == 0)
+                *exists = 1;
+        }
+    }
+out:
+    json_decref(found);
+    free(e1);
+    free(e2);
+    free(query);
     return rc;
 }
 
@@ -1218,23 +1271,33 @@ static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
         history_ref("RiskAssessment", json_array_get(ras, 0), t2, sizeof(t2));
         targets[0] = t1;
         targets[1] = t2;
-        rc = write_provenance(r, ctx, f, targets, 2, err);
+        /* interrupted after the Provenance, before the bookkeeping? */
+        rc = provenance_exists(r, t1, &found, err);
+        if (rc == ADP_OK && !found)
+            rc = write_provenance(r, ctx, f, targets, 2, err);
         log_info("sync", "patient %s: completed a write interrupted earlier", r->tag);
         goto out;
     }
     *outcome = json_array_size(cps) == 0 ? OUT_CREATED : OUT_UPDATED;
     if (dry_run)
         goto out;
-    /* The decision is committed to the outbox before any network write (its
-     * outputs are rebuilt from the inputs when it is replayed). */
+    /*
+     * Written one by one, the decision is committed to the outbox before
+     * the first request (its outputs are rebuilt from the inputs when it is
+     * replayed), so that an interrupted sequence is finished.  A transaction
+     * cannot be left half done: after a crash the next pass finds the plans
+     * with this hash on the server (done) or not (written again), so the
+     * outbox entry is only made when it fails (park_if_needed), and a written
+     * patient costs one commit.
+     */
     if (a->write_mode == SYNC_WRITE_TX) {
         int refused = 0;
 
-        rc = state_outbox_put(a->state, ctx->patient_id, "post-tx", hash, NULL, NULL, err);
-        if (rc == ADP_OK)
-            rc = write_transaction(r, ctx, f, careplan, risk, hash, &wc, &wr, &refused, err);
+        r->pending_hash = hash;
+        rc = write_transaction(r, ctx, f, careplan, risk, hash, &wc, &wr, &refused, err);
         if (rc != ADP_OK)
             goto out;
+        r->pending_hash = NULL;
         if (!refused)
             goto written;
         tx_refused = 1;
@@ -1248,20 +1311,28 @@ static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
     rc = state_outbox_put(a->state, ctx->patient_id, "post", hash, NULL, NULL, err);
     if (rc != ADP_OK)
         goto out;
+    /* one already written by an interrupted earlier pass is not written
+     * again (no second version; the Provenance names the one there) */
     memset(&op, 0, sizeof(op));
     op.kind = OP_COND_UPDATE;
     op.type = "CarePlan";
     op.arg = cq;
     op.resource = careplan;
     op.w = &wc;
-    rc = call(r, &op, err);
+    if (cp_same)
+        written_copy(json_array_get(cps, 0), &wc);
+    else
+        rc = call(r, &op, err);
     if (rc != ADP_OK)
         goto out;
     op.type = "RiskAssessment";
     op.arg = rq;
     op.resource = risk;
     op.w = &wr;
-    rc = call(r, &op, err);
+    if (ra_same)
+        written_copy(json_array_get(ras, 0), &wr);
+    else
+        rc = call(r, &op, err);
     if (rc != ADP_OK)
         goto out;
     snprintf(t1, sizeof(t1), "CarePlan/%s/_history/%s", wc.id, wc.version);
@@ -1275,9 +1346,9 @@ static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
         /* the same writes went through one by one: the server does not take
          * our transactions (this worker stops offering them) */
         a->write_mode = SYNC_WRITE_SEPARATE;
-        log_warn("sync", "the server refused a transaction the separate requests for it "
-                         "succeeded: writing CarePlan, RiskAssessment and Provenance "
-                         "separately from now on");
+        log_warn("sync", "the server refused a transaction and took the same writes one by "
+                         "one: writing CarePlan, RiskAssessment and Provenance separately "
+                         "from now on");
     }
 written:
     snprintf(sp->careplan_id, sizeof(sp->careplan_id), "%s", wc.id);
@@ -1597,7 +1668,18 @@ static void park_if_needed(struct prun *r, const struct adp_error *failure)
 
     adp_error_clear(&e);
     if (failure->code == ADP_EIO || stopping(r) ||
-        state_outbox_get(a->state, r->patient_id, &ob, &found, &e) != ADP_OK || !found)
+        state_outbox_get(a->state, r->patient_id, &ob, &found, &e) != ADP_OK)
+        return;
+    if (!found && r->pending_hash != NULL) {
+        /* a failed transaction: from now on the decision waits in the outbox */
+        if (state_outbox_put(a->state, r->patient_id, "post-tx", r->pending_hash, NULL, NULL,
+                             &e) != ADP_OK ||
+            state_outbox_get(a->state, r->patient_id, &ob, &found, &e) != ADP_OK) {
+            log_err("sync", "%s", e.msg);
+            return;
+        }
+    }
+    if (!found)
         return;
     permanent = r->last_class == RETRY_PERMANENT ||
                 (r->last_class == RETRY_NONE && failure->code != ADP_ENET);

@@ -34,13 +34,24 @@ function rand() {
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-test('SIGKILL at random moments, restart, exactly one plan per eligible patient', async () => {
-  const args = ['sync', '--base-url', env.srv.base, '--state', state];
+// CarePlan writes the server has received (on their own or in a transaction)
+async function serverPuts() {
+  const admin = env.srv.base.replace(/\/fhir\/R4$/, '');
+  const st = (await h.fhir(env.srv.base, 'GET', `${admin}/$test/stats`)).json;
+  return (st.requests.PUT?.CarePlan || 0) + (st.entries.PUT?.CarePlan || 0);
+}
+
+// Kill runs of `args` until KILLS landed, then one run to the end; verify.
+// A kill "mid-write" left a decision in the outbox (writes one by one) or
+// came after the server took a CarePlan write the adapter never saw
+// answered (a transaction in flight).
+async function killAndRestart(args, stateFile, canonical) {
   let kills = 0;
   let runs = 0;
   let killsMidWrite = 0;
   while (kills < KILLS) {
-    const run = R.spawnAdapter(args);
+    const before = await serverPuts();
+    const run = R.spawnAdapter([...args, '--log-level', 'info']);
     runs++;
     const wait = 150 + Math.floor(rand() * 1500);
     const exited = await Promise.race([run.done.then(() => true), sleep(wait).then(() => false)]);
@@ -49,22 +60,37 @@ test('SIGKILL at random moments, restart, exactly one plan per eligible patient'
       const r = await run.done;
       assert.equal(r.signal, 'SIGKILL');
       kills++;
-      // a decision left in the outbox: killed between deciding and finishing the writes
-      if (R.status(state).outbox > 0) killsMidWrite++;
+      const answered = (r.stderr.match(/, (created|updated)$/gm) || []).length;
+      if (R.status(stateFile).outbox > 0 || (await serverPuts()) - before > answered) killsMidWrite++;
     }
     assert.ok(runs < KILLS * 4, 'the kills land');
   }
   const last = await R.spawnAdapter(args).done;
   assert.equal(last.status, 0, last.stderr.slice(-2000));
   assert.equal(R.summary(last.stdout, 'failed'), 0);
-  const { eligible } = await R.verifyExactlyOnce(env.srv.base, env.manifest);
+  const { eligible } = await R.verifyExactlyOnce(env.srv.base, env.manifest, canonical);
   assert.ok(eligible > COUNT / 2, `many eligible patients (${eligible})`);
-  const st = R.status(state);
+  const st = R.status(stateFile);
   assert.equal(st.outbox, 0, st.text);
   assert.equal(st.dead, 0, st.text);
   assert.ok(killsMidWrite > 0, 'at least one kill landed between deciding and writing');
   console.log(`# crash: ${kills} SIGKILLs over ${runs} runs (${killsMidWrite} with a write in ` +
     `flight); ${eligible} eligible patients verified`);
+}
+
+test('SIGKILL at random moments, restart, exactly one plan per eligible patient', async () => {
+  await killAndRestart(['sync', '--base-url', env.srv.base, '--state', state], state);
+});
+
+test('the same with CarePlan, RiskAssessment and Provenance written one by one', async () => {
+  const canonical = 'https://separate.example.org/fhir';
+  const dir = h.tmpdir('crash-sep');
+  const cfg = path.join(dir, 'config.json');
+  const st = path.join(dir, 'state.db');
+  fs.writeFileSync(cfg, JSON.stringify({ output: { canonical_base: canonical },
+    fhir: { transaction_write: false } }));
+  await killAndRestart(['sync', '--config', cfg, '--base-url', env.srv.base, '--state', st], st,
+    canonical);
 });
 
 test('a second instance on the same state file refuses to start', async () => {

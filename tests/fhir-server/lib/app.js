@@ -377,7 +377,15 @@ class FhirTestApp {
       }
     }
     const prefer = String(req.headers.prefer || '');
-    if (/return=minimal/.test(prefer)) {
+    if (/return=minimal/.test(prefer) && resource && resource.resourceType === 'Bundle' &&
+        /^(batch|transaction)-response$/.test(resource.type)) {
+      // for a batch or transaction the preference applies to each entry: the
+      // response (status, location, etag) without the resource
+      for (const entry of resource.entry || []) {
+        delete entry.resource;
+      }
+      this.send(res, status, resource, headers);
+    } else if (/return=minimal/.test(prefer)) {
       this.send(res, status, undefined, headers);
     } else if (/return=OperationOutcome/i.test(prefer) || !resource) {
       this.send(res, status, oo, headers);

@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
 #include "auth.h"
 #include "emit.h"
 #include "features.h"
@@ -364,7 +366,9 @@ enum adp_err sync_cohort(struct adapter *a, char ***ids, int *n, struct adp_erro
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         goto out;
     }
-    snprintf(query, qlen, "code=%s&_count=%d", esc, a->cfg->page_size);
+    /* only the subject is needed: _elements keeps the pages small (a server
+     * without it sends whole Conditions, which work as well) */
+    snprintf(query, qlen, "code=%s&_elements=subject&_count=%d", esc, a->cfg->page_size);
     /* page by page: only the ids are kept (bounded memory, issue 7) */
     rc = cohort_walk(a, query, &acc, err);
     if (rc == ADP_OK)
@@ -1642,14 +1646,76 @@ out:
     return rc;
 }
 
-/* SHA-256 (hex) of the pulled resources, keys sorted: what the decision
- * was made on (streamed: no serialised copy of the inputs). */
+/* "Type/id/_history/vid" of a resource read from the server, or, without
+ * an id and version, "Type#<SHA-256 of its content>"; NULL when out of
+ * memory. */
+static char *input_key(json_t *res)
+{
+    const char *type = json_string_value(json_object_get(res, "resourceType"));
+    const char *id = json_string_value(json_object_get(res, "id"));
+    const char *ver =
+        json_string_value(json_object_get(json_object_get(res, "meta"), "versionId"));
+    char sha[65], *out;
+    size_t len;
+
+    if (type == NULL)
+        type = "?";
+    if (id != NULL && ver != NULL) {
+        len = strlen(type) + strlen(id) + strlen(ver) + 12;
+        if ((out = malloc(len)) != NULL)
+            snprintf(out, len, "%s/%s/_history/%s", type, id, ver);
+        return out;
+    }
+    if (!json_is_object(res) || emit_json_sha256(res, sha) != 0)
+        return NULL;
+    len = strlen(type) + 67;
+    if ((out = malloc(len)) != NULL)
+        snprintf(out, len, "%s#%s", type, sha);
+    return out;
+}
+
+/*
+ * SHA-256 (hex) of what the decision was made on: the exact versions of the
+ * pulled resources (a new version is what changes a resource on a FHIR
+ * server), sorted so that the order the server lists them in does not
+ * matter.  A resource without an id and meta.versionId counts by content.
+ */
 static enum adp_err input_hash(json_t *resources, char out[65], struct adp_error *err)
 {
-    if (emit_json_sha256(resources, out) != 0)
-        return adp_error_set(err, ADP_ENOMEM, "hashing the pulled resources failed "
-                                              "(out of memory or invalid UTF-8)");
-    return ADP_OK;
+    size_t i, n = json_array_size(resources);
+    char **keys = calloc(n + 1, sizeof(*keys));
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    enum adp_err rc = ADP_OK;
+    int ok;
+
+    if (keys == NULL || ctx == NULL) {
+        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (i = 0; i < n; i++)
+        if ((keys[i] = input_key(json_array_get(resources, i))) == NULL) {
+            rc = adp_error_set(err, ADP_ENOMEM, "hashing the pulled resources failed "
+                                                "(out of memory or invalid UTF-8)");
+            goto out;
+        }
+    qsort(keys, n, sizeof(*keys), cmp_str);
+    ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+    for (i = 0; ok && i < n; i++)
+        ok = EVP_DigestUpdate(ctx, keys[i], strlen(keys[i]) + 1) == 1; /* with the NUL */
+    if (!ok || EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 || mdlen != 32) {
+        rc = adp_error_set(err, ADP_ENOMEM, "SHA-256 failed");
+        goto out;
+    }
+    for (i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+out:
+    for (i = 0; keys != NULL && i < n; i++)
+        free(keys[i]);
+    free(keys);
+    EVP_MD_CTX_free(ctx);
+    return rc;
 }
 
 /*

@@ -383,6 +383,9 @@ out:
     return rc;
 }
 
+static enum adp_err outside_search(struct adapter *a, const char *type, const char *query,
+                                   json_t *into, struct adp_error *err);
+
 enum adp_err sync_changed(struct adapter *a, const char *since, char ***ids, int *n,
                           char *new_watermark, size_t wlen, struct adp_error *err)
 {
@@ -429,7 +432,7 @@ enum adp_err sync_changed(struct adapter *a, const char *since, char ***ids, int
     for (t = 0; t < 3 && rc == ADP_OK; t++) {
         snprintf(query, sizeof(query), "_lastUpdated=ge%s&_count=%d", esc,
                  a->cfg->page_size);
-        rc = fhir_search_all(a->fhir, types[t], query, found, a->cfg->max_pages, err);
+        rc = outside_search(a, types[t], query, found, err);
     }
     free(esc);
     if (rc == ADP_OK) {
@@ -604,6 +607,31 @@ static enum adp_err call(struct prun *r, const struct op *op, struct adp_error *
 
 /* A search outside any patient (the cohort), with the same retries. */
 /* The cohort search, retried by call(), page by page into acc. */
+/* A search outside any patient (the daemon's change detection), with the
+ * same retries as a patient's requests: a passing 503 does not fail the
+ * cycle. */
+static enum adp_err outside_search(struct adapter *a, const char *type, const char *query,
+                                   json_t *into, struct adp_error *err)
+{
+    struct sync_stats st;
+    struct prun r;
+    struct op op;
+
+    memset(&st, 0, sizeof(st));
+    memset(&r, 0, sizeof(r));
+    r.a = a;
+    r.stats = &st;
+    r.patient_id = "";
+    r.tag = "(changes)";
+    r.seed = (unsigned)time(NULL);
+    memset(&op, 0, sizeof(op));
+    op.kind = OP_SEARCH;
+    op.type = type;
+    op.arg = query;
+    op.into = into;
+    return call(&r, &op, err);
+}
+
 static enum adp_err cohort_walk(struct adapter *a, const char *query, struct id_acc *acc,
                                 struct adp_error *err)
 {

@@ -79,6 +79,22 @@ test('the next cycle sees only the patient whose data changed', async () => {
   assert.ok(h.categoryCodes(cps[0]).includes('second-line-systemic'));
 });
 
+test('a 503 on the change search is retried and the cycle completes', async () => {
+  const admin = srv.base.replace(/\/fhir\/R4$/, '');
+  const f = await h.fhir(srv.base, 'POST', `${admin}/$test/fault`, {
+    method: 'GET', resourceType: 'Observation', match: '_lastUpdated', status: 503, retryAfter: 0, count: 1,
+  });
+  assert.ok(f.status < 300, f.text);
+  const cfg = path.join(h.tmpdir('cfg'), 'c.json');
+  require('node:fs').writeFileSync(cfg, JSON.stringify({ fhir: { retry_base_ms: 10, retry_max_ms: 50 } }));
+  const r = h.runAdapter(['run', '--once', '--config', cfg, '--base-url', srv.base, '--state', stateFile]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /\(changes\): .*503.*; retry 1 of/);
+  cycleCount(r.stderr);
+  const left = (await h.fhir(srv.base, 'GET', `${admin}/$test/fault`)).json;
+  assert.equal(left.faults.length, 0, 'the fault was used');
+});
+
 test('SIGTERM stops the daemon cleanly', async () => {
   const child = spawn(h.BIN, ['run', '--base-url', srv.base, '--state', stateFile], {
     env: { ...process.env, DNMBC_LOG_LEVEL: '' },

@@ -58,8 +58,10 @@ static enum adp_err sync_preflight(struct adapter *a, struct adp_error *err)
     adp_error_clear(&local);
     rc = preflight_run(a->http, fhir_base(a->fhir), a->cfg->auth_mode,
                        (enum preflight_mode)mode, a->cfg->write_provenance, &pf, &local);
-    if (rc == ADP_ENET || (rc == ADP_EHTTP && local.http_status >= 500)) {
-        /* unreachable now: not a verdict on the server; requests will tell */
+    if (rc == ADP_ENET ||
+        (rc == ADP_EHTTP && (local.http_status >= 500 || local.http_status == 429))) {
+        /* unreachable or busy now: not a verdict on the server; the requests,
+         * which are retried, will tell */
         log_warn("preflight", "skipped: %s", local.msg);
         return ADP_OK;
     }

@@ -330,6 +330,13 @@ test('preflight: the test server passes; without conditional update the adapter 
     assert.ok(lines.some((l) => l.component === 'preflight' && /FHIR 4\.0\.1 server accepted/.test(l.msg)));
     assert.ok(lines.filter((l) => l.component === 'sync' && /^patient /.test(l.msg)).every((l) => /^[0-9a-f]{16}$/.test(l.correlation_id)));
 
+    // a busy server at start-up (429 on /metadata) is no verdict: the sync
+    // goes on (its own requests are retried)
+    await h.fhir(own.base, 'POST', `${admin}/$test/fault`, { method: 'GET', resourceType: 'metadata', status: 429, retryAfter: 1, count: 1 });
+    r = h.runAdapter(['sync', '--base-url', own.base, '--state', path.join(work, 'pf429.db')]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /preflight: skipped: .*429/);
+
     // a statement without conditional update: adapt (search + update by id)
     await h.fhir(own.base, 'POST', `${admin}/$test/capability`, { resource: { conditionalUpdate: null }, types: ['CarePlan', 'RiskAssessment', 'Device'] });
     const cs = await h.fhir(own.base, 'GET', 'metadata');

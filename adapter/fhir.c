@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonread.h"
 #include "log.h"
 
 #define FHIR_COMPONENT "fhir"
@@ -277,7 +278,9 @@ static enum adp_err parse_body(const char *what, const struct http_response *r,
     json_error_t jerr;
     json_t *doc;
 
-    doc = json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES, &jerr);
+    /* the same tree and verdicts as json_loadb with JSON_REJECT_DUPLICATES,
+     * about four times faster (jsonread.h): every response goes through here */
+    doc = jsonread_loadb(r->body, r->len, &jerr);
     if (doc == NULL)
         return adp_error_set(err, ADP_EPARSE,
                              "%s: invalid JSON at line %d column %d (byte %d): %s", what,

@@ -256,9 +256,12 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud)
     }
     need = q->resp.len + n + 1;
     if (need > q->cap) {
-        ncap = q->cap != 0 ? q->cap : 16384;
-        while (ncap < need)
-            ncap *= 2;
+        /* grow by half, not double: a 1.1 MB page would otherwise take 2 MB,
+         * and the largest page read sets the process's peak memory */
+        ncap = q->cap != 0 ? q->cap + q->cap / 2 : 16384;
+        if (ncap < need)
+            ncap = need;
+        ncap = (ncap + 4095) & ~(size_t)4095;
         if (ncap > q->client->max_body + 1)
             ncap = q->client->max_body + 1;
         nb = realloc(q->resp.body, ncap);

@@ -17,6 +17,9 @@
 #include <time.h>
 
 #include <openssl/evp.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "auth.h"
 #include "emit.h"
@@ -375,6 +378,11 @@ enum adp_err sync_cohort(struct adapter *a, char ***ids, int *n, struct adp_erro
     rc = cohort_walk(a, query, &acc, err);
     if (rc == ADP_OK)
         ids_finish(&acc, ids, n);
+#ifdef __GLIBC__
+    /* the pages' trees are freed but stay in the heap: hand them back
+     * before the workers start, so that they do not add to the peak */
+    malloc_trim(0);
+#endif
 out:
     if (rc != ADP_OK)
         sync_free_ids(acc.ids, acc.n);

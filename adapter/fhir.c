@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "jsonread.h"
+#include "jsonwrite.h"
 #include "log.h"
 
 #define FHIR_COMPONENT "fhir"
@@ -835,7 +836,7 @@ static enum adp_err write_resource(struct fhir_client *fc, const char *method,
         rc = adp_error_set(err, ADP_EUSAGE, "%s: resource is not a JSON object", what);
         goto out;
     }
-    body = json_dumps(resource, JSON_COMPACT);
+    body = jsonwrite_dumps(resource, NULL);
     if (body == NULL) {
         rc = adp_error_set(err, ADP_ENOMEM, "%s: cannot serialise resource", what);
         goto out;
@@ -958,7 +959,7 @@ enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
         return adp_error_set(err, ADP_EUSAGE, "fhir_batch: not a batch or transaction Bundle");
     snprintf(what, sizeof(what), "POST %s", kind);
     snprintf(want, sizeof(want), "%s-response", kind);
-    body = json_dumps(bundle, JSON_COMPACT);
+    body = jsonwrite_dumps(bundle, NULL);
     if (body == NULL)
         return adp_error_set(err, ADP_ENOMEM, "%s: out of memory", what);
     /* the writes' results are in each entry's response (location, etag):

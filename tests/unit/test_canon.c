@@ -31,6 +31,7 @@
 #include "bundle.h"
 #include "emit.h"
 #include "engine.h"
+#include "jsonwrite.h"
 #include "mapping.h"
 
 #define CASES_DIR "tests/cases"
@@ -62,6 +63,23 @@ static int old_hash(json_t *v, char out[65])
     return 0;
 }
 
+/* The compact text of jsonwrite_dumps is json_dumps(v, JSON_COMPACT)'s,
+ * with its length. */
+static void same_dump(json_t *v)
+{
+    char *want = json_dumps(v, JSON_COMPACT), *got;
+    size_t len = 0;
+
+    assert_non_null(want);
+    got = jsonwrite_dumps(v, &len);
+    assert_non_null(got);
+    assert_int_equal(len, strlen(want));
+    if (strcmp(got, want) != 0)
+        fail_msg("compact text differs for %.300s", want);
+    free(got);
+    free(want);
+}
+
 /* The streaming hash of v equals the old one; steals v. */
 static void same(json_t *v)
 {
@@ -77,6 +95,7 @@ static void same(json_t *v)
 
         fail_msg("hash differs for %.300s", text);
     }
+    same_dump(v);
     json_decref(v);
 }
 
@@ -458,6 +477,7 @@ static void refused(json_t *v)
 
     memset(out, 'x', sizeof(out));
     assert_int_equal(emit_json_sha256(v, out), -1);
+    assert_null(jsonwrite_dumps(v, NULL));
     memset(ref, 'x', sizeof(ref));
     assert_memory_equal(out, ref, sizeof(out)); /* not written */
 }
@@ -561,6 +581,29 @@ static void test_allocation_failures(void **state)
         assert_true(at < 100);
     }
     assert_true(failures >= 1); /* the key stack did grow */
+    /* the compact text: NULL on each failure, else the whole text */
+    {
+        char *wtext = json_dumps(v, JSON_COMPACT), *text;
+
+        assert_non_null(wtext);
+        failures = 0;
+        for (at = 1;; at++) {
+            chaos_fail_at = at;
+            chaos_count = 0;
+            json_set_alloc_funcs(chaos_malloc, free);
+            text = jsonwrite_dumps(v, NULL);
+            json_set_alloc_funcs(malloc, free);
+            if (text != NULL) {
+                assert_string_equal(text, wtext);
+                free(text);
+                break;
+            }
+            failures++;
+            assert_true(at < 100);
+        }
+        assert_true(failures >= 2); /* the text did grow */
+        free(wtext);
+    }
     json_decref(v);
 }
 

@@ -19,6 +19,7 @@
 
 #include "fhir.h"
 #include "http.h"
+#include "jsonread.h"
 #include "log.h"
 
 struct need {
@@ -252,7 +253,7 @@ static enum adp_err get_json(struct http_client *http, const char *url, const ch
         http_response_free(&resp);
         return rc;
     }
-    doc = json_loadb(resp.body, resp.len, 0, &jerr);
+    doc = jsonread_loadb(resp.body, resp.len, &jerr);
     http_response_free(&resp);
     if (doc == NULL)
         return adp_error_set(err, ADP_EPARSE, "preflight: %s: malformed JSON: %s", what,

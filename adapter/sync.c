@@ -615,54 +615,50 @@ static enum adp_err call(struct prun *r, const struct op *op, struct adp_error *
     return rc;
 }
 
-/* A search outside any patient (the cohort), with the same retries. */
-/* The cohort search, retried by call(), page by page into acc. */
-/* A search outside any patient (the daemon's change detection), with the
- * same retries as a patient's requests: a passing 503 does not fail the
- * cycle. */
+/* A search outside any patient (the cohort, the daemon's change
+ * detection), with the same retries as a patient's requests: a passing 503
+ * does not fail the run.  op is filled but for kind; tag names it in logs. */
+static enum adp_err outside_call(struct adapter *a, const char *tag, struct op *op,
+                                 struct adp_error *err)
+{
+    struct sync_stats st;
+    struct prun r;
+
+    memset(&st, 0, sizeof(st));
+    memset(&r, 0, sizeof(r));
+    r.a = a;
+    r.stats = &st;
+    r.patient_id = "";
+    r.tag = tag;
+    r.seed = (unsigned)time(NULL);
+    op->kind = OP_SEARCH;
+    return call(&r, op, err);
+}
+
 static enum adp_err outside_search(struct adapter *a, const char *type, const char *query,
                                    json_t *into, struct adp_error *err)
 {
-    struct sync_stats st;
-    struct prun r;
     struct op op;
 
-    memset(&st, 0, sizeof(st));
-    memset(&r, 0, sizeof(r));
-    r.a = a;
-    r.stats = &st;
-    r.patient_id = "";
-    r.tag = "(changes)";
-    r.seed = (unsigned)time(NULL);
     memset(&op, 0, sizeof(op));
-    op.kind = OP_SEARCH;
     op.type = type;
     op.arg = query;
     op.into = into;
-    return call(&r, &op, err);
+    return outside_call(a, "(changes)", &op, err);
 }
 
+/* The cohort search, page by page into acc. */
 static enum adp_err cohort_walk(struct adapter *a, const char *query, struct id_acc *acc,
                                 struct adp_error *err)
 {
-    struct sync_stats st;
-    struct prun r;
     struct op op;
 
-    memset(&st, 0, sizeof(st));
-    memset(&r, 0, sizeof(r));
-    r.a = a;
-    r.stats = &st;
-    r.patient_id = "";
-    r.tag = "(cohort)";
-    r.seed = (unsigned)time(NULL);
     memset(&op, 0, sizeof(op));
-    op.kind = OP_SEARCH;
     op.type = "Condition";
     op.arg = query;
     op.page_fn = ids_page;
     op.page_ud = acc;
-    return call(&r, &op, err);
+    return outside_call(a, "(cohort)", &op, err);
 }
 
 /* The identifier query "identifier=<system>|<patient id>" (escaped) for our

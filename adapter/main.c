@@ -899,6 +899,11 @@ int main(int argc, char **argv)
         ad.shard_n = sh.n;
     }
     if (a.check) {
+        if (adapter_check_secrets(&cfg, &err) != ADP_OK) {
+            fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+            status = EXIT_USAGE;
+            goto out;
+        }
         printf("configuration OK (%d mapping entries)\n", mapping_count(ad.map));
         status = 0;
     } else if (strcmp(a.command, "evaluate") == 0) {

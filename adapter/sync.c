@@ -83,6 +83,27 @@ static enum adp_err sync_preflight(struct adapter *a, struct adp_error *err)
     return ADP_OK;
 }
 
+enum adp_err adapter_check_secrets(const struct config *cfg, struct adp_error *err)
+{
+    /* A TLS client key others can read is refused (group-readable is the
+     * systemd LoadCredential= case); the SMART key may be read by nobody
+     * else (auth_check_key_file, checked again when auth_new loads it). */
+    if (cfg->client_key != NULL) {
+        struct stat st;
+
+        if (stat(cfg->client_key, &st) == 0 && (st.st_mode & (S_IROTH | S_IWOTH)) != 0)
+            return adp_error_set(err, ADP_ECONFIG,
+                                 "tls.client_key: %s is readable by others (mode %03o); "
+                                 "refusing it: chmod 600 %s",
+                                 cfg->client_key, (unsigned)(st.st_mode & 0777),
+                                 cfg->client_key);
+    }
+    if (cfg->auth_mode != NULL && strncmp(cfg->auth_mode, "smart", 5) == 0 &&
+        cfg->private_key != NULL)
+        return auth_check_key_file(cfg->private_key, "auth.private_key", err);
+    return ADP_OK;
+}
+
 enum adp_err adapter_open(struct adapter *a, const struct config *cfg, int network,
                           struct adp_error *err)
 {
@@ -109,18 +130,9 @@ enum adp_err adapter_open(struct adapter *a, const struct config *cfg, int netwo
         return adp_error_set(err, ADP_ECONFIG,
                              "no FHIR base URL: set fhir.base_url, --base-url or "
                              "DNMBC_BASE_URL");
-    /* A TLS client key others can read is refused (group-readable is the
-     * systemd LoadCredential= case); the SMART key is checked by auth_new. */
-    if (cfg->client_key != NULL) {
-        struct stat st;
-
-        if (stat(cfg->client_key, &st) == 0 && (st.st_mode & (S_IROTH | S_IWOTH)) != 0)
-            return adp_error_set(err, ADP_ECONFIG,
-                                 "tls.client_key: %s is readable by others (mode %03o); "
-                                 "refusing it: chmod 600 %s",
-                                 cfg->client_key, (unsigned)(st.st_mode & 0777),
-                                 cfg->client_key);
-    }
+    rc = adapter_check_secrets(cfg, err);
+    if (rc != ADP_OK)
+        return rc;
     memset(&ho, 0, sizeof(ho));
     ho.connect_timeout_ms = cfg->connect_timeout_s * 1000;
     ho.total_timeout_ms = cfg->timeout_s * 1000;

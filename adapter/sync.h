@@ -82,6 +82,11 @@ enum adp_err adapter_open(struct adapter *a, const struct config *cfg, int netwo
                           struct adp_error *err);
 void adapter_close(struct adapter *a);
 
+/* The key files a run would refuse (tls.client_key readable by others, the
+ * SMART auth.private_key readable by group or others): for `-n`, which
+ * opens no connection.  adapter_open with network checks them too. */
+enum adp_err adapter_check_secrets(const struct config *cfg, struct adp_error *err);
+
 /* A pool worker's adapter: everything of a (borrowed: configuration,
  * mappings, rules, authorisation, pace, flags) plus its own HTTP client
  * (connections), FHIR client and state connection (the state file stays

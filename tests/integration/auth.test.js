@@ -144,6 +144,14 @@ test('a private key readable by group or others is refused at start', () => {
   const r = sync(smart('rs-client', dir));
   assert.equal(r.status, 2);
   assert.match(r.stderr, /auth\.private_key: .* group or others/);
+  // and `-n` says so too, without a connection
+  const n = runAdapter(['-n', '--base-url', srv.base, ...smart('rs-client', dir)]);
+  assert.equal(n.status, 2, n.stdout);
+  assert.match(n.stderr, /auth\.private_key: .* group or others/);
+  fs.chmodSync(path.join(dir, 'private-key.pem'), 0o600);
+  const ok = runAdapter(['-n', '--base-url', srv.base, ...smart('rs-client', dir)]);
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.match(ok.stdout, /configuration OK/);
 });
 
 test('secrets are refused on the command line', () => {

@@ -138,4 +138,8 @@ test('a TLS client key readable by others is refused at start', () => {
     '--client-cert', path.join(CERTS, 'client.pem'), '--client-key', key]);
   assert.equal(r.status, 2);
   assert.match(r.stderr, /tls\.client_key: .* readable by others/);
+  const n = runAdapter(['-n', '--base-url', 'https://127.0.0.1:9/fhir',
+    '--client-cert', path.join(CERTS, 'client.pem'), '--client-key', key]);
+  assert.equal(n.status, 2, n.stdout);
+  assert.match(n.stderr, /tls\.client_key: .* readable by others/);
 });

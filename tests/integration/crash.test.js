@@ -58,7 +58,12 @@ async function killAndRestart(args, stateFile, canonical) {
     if (!exited) {
       run.child.kill('SIGKILL');
       const r = await run.done;
-      assert.equal(r.signal, 'SIGKILL');
+      if (r.signal !== 'SIGKILL') {
+        // it ended on its own between the timer and the kill (its pipes
+        // were still closing): a complete run, not a kill
+        assert.equal(r.status, 0, r.stderr.slice(-2000));
+        continue;
+      }
       kills++;
       const answered = (r.stderr.match(/, (created|updated)$/gm) || []).length;
       if (R.status(stateFile).outbox > 0 || (await serverPuts()) - before > answered) killsMidWrite++;

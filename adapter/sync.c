@@ -1100,6 +1100,31 @@ static void written_copy(json_t *res, struct fhir_write *w)
     snprintf(w->version, sizeof(w->version), "%s", ver != NULL ? ver : "");
 }
 
+/* Are our CarePlan and RiskAssessment on the server, one each, carrying
+ * `hash`?  Then *applied = 1 and w_cp / w_ra say which versions. */
+static enum adp_err read_back(struct prun *r, const struct emit_ctx *ctx, const char *hash,
+                              struct fhir_write *w_cp, struct fhir_write *w_ra, int *applied,
+                              struct adp_error *err)
+{
+    json_t *cps = NULL, *ras = NULL;
+    enum adp_err rc;
+
+    *applied = 0;
+    rc = find_ours(r, ctx, "CarePlan", &cps, err);
+    if (rc == ADP_OK)
+        rc = find_ours(r, ctx, "RiskAssessment", &ras, err);
+    if (rc == ADP_OK && json_array_size(cps) == 1 && json_array_size(ras) == 1 &&
+        same_output(ctx, json_array_get(cps, 0), hash, "draft") &&
+        same_output(ctx, json_array_get(ras, 0), hash, "preliminary")) {
+        written_copy(json_array_get(cps, 0), w_cp);
+        written_copy(json_array_get(ras, 0), w_ra);
+        *applied = 1;
+    }
+    json_decref(cps);
+    json_decref(ras);
+    return rc;
+}
+
 /* A urn:uuid for a transaction entry's fullUrl (version 4, random). */
 static void tx_uuid(char out[46], unsigned *seed)
 {
@@ -1134,7 +1159,7 @@ static enum adp_err write_transaction(struct prun *r, const struct emit_ctx *ctx
 {
     struct adapter *a = r->a;
     const struct config *cfg = a->cfg;
-    json_t *bundle = NULL, *resp = NULL, *prov = NULL, *entries, *cps = NULL, *ras = NULL;
+    json_t *bundle = NULL, *resp = NULL, *prov = NULL, *entries;
     char *cq = identifier_query(ctx, "CarePlan"), *rq = identifier_query(ctx, "RiskAssessment");
     char u_cp[46], u_ra[46], u_pv[46];
     const char *targets[2] = {u_cp, u_ra};
@@ -1218,24 +1243,17 @@ static enum adp_err write_transaction(struct prun *r, const struct emit_ctx *ctx
             break; /* an applied one is found by the next pass (outbox "post-tx") */
         if (maybe_done(&local, r)) {
             /* did it happen?  (a failure of these searches ends the pass) */
-            json_decref(cps);
-            json_decref(ras);
-            cps = ras = NULL;
-            if (find_ours(r, ctx, "CarePlan", &cps, err) != ADP_OK ||
-                find_ours(r, ctx, "RiskAssessment", &ras, err) != ADP_OK) {
-                rc = err->code;
+            int applied = 0;
+
+            rc = read_back(r, ctx, hash, wc, wr, &applied, err);
+            if (rc != ADP_OK)
                 goto out;
-            }
-            if (json_array_size(cps) == 1 && json_array_size(ras) == 1 &&
-                same_output(ctx, json_array_get(cps, 0), hash, "draft") &&
-                same_output(ctx, json_array_get(ras, 0), hash, "preliminary")) {
-                written_copy(json_array_get(cps, 0), wc);
-                written_copy(json_array_get(ras, 0), wr);
+            if (applied) {
                 log_info("sync", "patient %s: the transaction had been applied (%s)", r->tag,
                          local.msg);
-                rc = ADP_OK;
                 goto out;
             }
+            rc = local.code;
         }
         ms = retry_delay_ms(&pol, attempt, r->last_fault.retry_after_s, &r->seed);
         log_warn("sync", "patient %s: %s; retry %d of %d in %ld ms", r->tag, local.msg,
@@ -1254,16 +1272,20 @@ static enum adp_err write_transaction(struct prun *r, const struct emit_ctx *ctx
     }
     entries = json_object_get(resp, "entry");
     if (tx_entry_write(json_array_get(entries, 0), "CarePlan", wc) != 0 ||
-        tx_entry_write(json_array_get(entries, 1), "RiskAssessment", wr) != 0)
-        rc = adp_error_set(err, ADP_EPARSE,
-                           "POST transaction: transaction-response entry without a location "
-                           "or id of the CarePlan or RiskAssessment");
+        tx_entry_write(json_array_get(entries, 1), "RiskAssessment", wr) != 0) {
+        /* applied, but the answer does not say where: ask */
+        int applied = 0;
+
+        rc = read_back(r, ctx, hash, wc, wr, &applied, err);
+        if (rc == ADP_OK && !applied)
+            rc = adp_error_set(err, ADP_EPARSE,
+                               "POST transaction: the transaction-response names no CarePlan "
+                               "or RiskAssessment and the server does not hold them");
+    }
 out:
     json_decref(bundle);
     json_decref(resp);
     json_decref(prov);
-    json_decref(cps);
-    json_decref(ras);
     free(cq);
     free(rq);
     return rc;

@@ -98,3 +98,18 @@ test('a transaction the server refuses falls back, and the rest follow', async (
   assert.equal(stats.requests.PUT.CarePlan, created, 'every plan written one by one');
   assert.equal(stats.requests.POST.Provenance, created);
 });
+
+test('a transaction-response that does not say where the writes went: the plans are read back', async () => {
+  assert.ok((await h.fhir(env.srv.base, 'POST', `${admin}/$test/bare-transaction-answers`, {})).status < 300);
+  try {
+    const { r, stats, created, seen } = await syncWith('bare', {});
+    assert.match(r.stdout, /failed\s+0\b/);
+    assert.equal(stats.entries.PUT.CarePlan, created, 'one transaction per written patient');
+    // two more searches per written patient: where did the writes go?
+    assert.equal(stats.requests.GET.CarePlan, created);
+    assert.equal(stats.requests.GET.RiskAssessment, created);
+    assert.ok(seen >= created);
+  } finally {
+    await h.fhir(env.srv.base, 'DELETE', `${admin}/$test/bare-transaction-answers`);
+  }
+});

@@ -144,6 +144,7 @@ class FhirTestApp {
     this.router = new FhirRouter();
     this.faults = new FaultTable();
     this.capabilityPatch = null; // POST /$test/capability
+    this.bareTransactionAnswers = false; // POST /$test/bare-transaction-answers
     this.stats = new Stats();
     this.mutex = new Mutex();
     this.faultStatus = new WeakMap(); // OperationOutcome from a fault -> its HTTP status
@@ -366,6 +367,18 @@ class FhirTestApp {
     }
     if (resource && resource.resourceType === 'Bundle' && /^(batch|transaction)-response$/.test(resource.type)) {
       this.finishBatchResponse(resource);
+      if (this.bareTransactionAnswers && resource.type === 'transaction-response') {
+        // a server that says only the status of each entry (for clients'
+        // tests: where the writes went must then be asked)
+        for (const entry of resource.entry || []) {
+          delete entry.resource;
+          delete entry.fullUrl;
+          if (entry.response) {
+            delete entry.response.location;
+            delete entry.response.etag;
+          }
+        }
+      }
     }
     if (resource && resource.id && resource.meta && resource.meta.versionId && resource.resourceType !== 'Bundle') {
       headers.ETag = 'W/"' + resource.meta.versionId + '"';
@@ -428,6 +441,7 @@ class FhirTestApp {
     switch (route) {
       case 'POST /$test/reset':
         this.capabilityPatch = null;
+        this.bareTransactionAnswers = false;
         await this.mutex.run(() => this.repo.clear());
         this.faults.clear();
         this.stats.clear();
@@ -470,6 +484,14 @@ class FhirTestApp {
         }
         this.capabilityPatch = body;
         this.send(res, 200, { capability: body });
+        return;
+      case 'POST /$test/bare-transaction-answers':
+        this.bareTransactionAnswers = true;
+        this.send(res, 200, { bareTransactionAnswers: true });
+        return;
+      case 'DELETE /$test/bare-transaction-answers':
+        this.bareTransactionAnswers = false;
+        this.send(res, 200, { bareTransactionAnswers: false });
         return;
       case 'DELETE /$test/capability':
         this.capabilityPatch = null;

@@ -483,6 +483,8 @@ enum adp_err sync_changed(struct adapter *a, const char *since, char ***ids, int
  */
 enum op_kind { OP_READ, OP_SEARCH, OP_COND_UPDATE, OP_UPDATE, OP_CREATE, OP_BATCH };
 
+struct prun;
+
 struct op {
     enum op_kind kind;
     const char *type;
@@ -494,7 +496,13 @@ struct op {
     /* search page by page instead of into (fhir_search_pages) */
     enum adp_err (*page_fn)(void *ud, json_t *resources, struct adp_error *err);
     void *page_ud;
-    int once;                /* no retries here: the caller decides (a transaction) */
+    /* A write that must not be repeated blindly (a transaction creating a
+     * Provenance): before each retry after a failure that may hide an applied
+     * request, applied() looks on the server; *done = 1 ends call() with
+     * ADP_OK. */
+    enum adp_err (*applied)(struct prun *r, void *ud, const char *failure, int *done,
+                            struct adp_error *err);
+    void *applied_ud;
 };
 
 struct prun {
@@ -587,6 +595,14 @@ static int retry_sleep(struct prun *r, long ms)
     return !stopping(r);
 }
 
+/* Is this the kind of failure after which the server may still have done
+ * the write (no complete response, or a gateway's 5xx)? */
+static int maybe_done(const struct adp_error *e, const struct prun *r)
+{
+    return e->code == ADP_ENET || r->last_fault.http_status == 0 ||
+           r->last_fault.http_status >= 500;
+}
+
 static enum adp_err call(struct prun *r, const struct op *op, struct adp_error *err)
 {
     const struct config *cfg = r->a->cfg;
@@ -596,8 +612,7 @@ static enum adp_err call(struct prun *r, const struct op *op, struct adp_error *
     int attempt, first = err->code == ADP_OK;
     long ms;
 
-    pol.max_attempts = cfg->retry_max_attempts > 0 && !op->once ? (int)cfg->retry_max_attempts
-                                                                 : 1;
+    pol.max_attempts = cfg->retry_max_attempts > 0 ? (int)cfg->retry_max_attempts : 1;
     pol.base_ms = cfg->retry_base_ms;
     pol.max_ms = cfg->retry_max_ms;
     for (attempt = 1;; attempt++) {
@@ -611,7 +626,21 @@ static enum adp_err call(struct prun *r, const struct op *op, struct adp_error *
         r->last_class =
             retry_classify(local.code, r->last_fault.http_status, r->last_fault.issue_code);
         if (r->last_class != RETRY_TRANSIENT || attempt >= pol.max_attempts)
-            break;
+            break; /* an applied write is found by the next pass (the outbox) */
+        if (op->applied != NULL && maybe_done(&local, r)) {
+            struct fhir_fault fault = r->last_fault;
+            int done = 0;
+
+            rc = op->applied(r, op->applied_ud, local.msg, &done, err);
+            if (rc != ADP_OK)
+                return rc;
+            if (done) {
+                r->last_class = RETRY_NONE;
+                return ADP_OK;
+            }
+            r->last_fault = fault; /* the retry waits for this failure's Retry-After */
+            r->last_class = RETRY_TRANSIENT;
+        }
         ms = retry_delay_ms(&pol, attempt, r->last_fault.retry_after_s, &r->seed);
         log_warn("sync", "patient %s: %s; retry %d of %d in %ld ms", r->tag, local.msg,
                  attempt, pol.max_attempts - 1, ms);
@@ -1036,13 +1065,6 @@ static enum adp_err ours_or_find(struct prun *r, const struct emit_ctx *ctx, jso
     return find_ours(r, ctx, type, out, err);
 }
 
-/* Is this the kind of failure after which the server may still have done
- * the write (no complete response, or a gateway's 5xx)? */
-static int maybe_done(const struct adp_error *e, const struct prun *r)
-{
-    return e->code == ADP_ENET || r->last_fault.http_status == 0 ||
-           r->last_fault.http_status >= 500;
-}
 
 /* "Type/id[/_history/vid]" (response.location) and response.etag or
  * resource.meta.versionId of one transaction-response entry into w. */
@@ -1125,6 +1147,26 @@ static enum adp_err read_back(struct prun *r, const struct emit_ctx *ctx, const 
     return rc;
 }
 
+/* call()'s look on the server before repeating a transaction. */
+struct tx_check {
+    const struct emit_ctx *ctx;
+    const char *hash;
+    struct fhir_write *wc, *wr;
+    int done;
+};
+
+static enum adp_err tx_applied(struct prun *r, void *ud, const char *failure, int *done,
+                               struct adp_error *err)
+{
+    struct tx_check *c = ud;
+    enum adp_err rc = read_back(r, c->ctx, c->hash, c->wc, c->wr, &c->done, err);
+
+    *done = c->done;
+    if (rc == ADP_OK && c->done)
+        log_info("sync", "patient %s: the transaction had been applied (%s)", r->tag, failure);
+    return rc;
+}
+
 /* A urn:uuid for a transaction entry's fullUrl (version 4, random). */
 static void tx_uuid(char out[46], unsigned *seed)
 {
@@ -1167,8 +1209,7 @@ static enum adp_err write_transaction(struct prun *r, const struct emit_ctx *ctx
     struct adp_error local;
     struct op op;
     enum adp_err rc = ADP_OK;
-    int attempt, max = cfg->retry_max_attempts > 0 ? (int)cfg->retry_max_attempts : 1;
-    struct retry_policy pol;
+    struct tx_check chk;
 
     *refused = 0;
     tx_uuid(u_cp, &r->seed);
@@ -1216,60 +1257,34 @@ static enum adp_err write_transaction(struct prun *r, const struct emit_ctx *ctx
     op.kind = OP_BATCH;
     op.resource = bundle;
     op.out = &resp;
-    op.once = 1;
-    pol.max_attempts = max;
-    pol.base_ms = cfg->retry_base_ms;
-    pol.max_ms = cfg->retry_max_ms;
-    for (attempt = 1;; attempt++) {
-        long ms;
-
-        adp_error_clear(&local);
-        rc = call(r, &op, &local);
-        if (rc == ADP_OK)
-            break;
-        /* "not this way" (400 can also be a rejected resource: the separate
-         * requests then fail the same way and say which); 409, 412, 422 and
-         * the like are about the resources and fail the pass as they would
-         * on their own */
-        if (r->last_class == RETRY_PERMANENT && local.code == ADP_EHTTP &&
-            (local.http_status == 400 || local.http_status == 404 ||
-             local.http_status == 405 || local.http_status == 501)) {
-            *refused = 1;
-            log_debug("sync", "patient %s: transaction refused (%s)", r->tag, local.msg);
-            rc = ADP_OK;
-            goto out;
-        }
-        if (r->last_class != RETRY_TRANSIENT || attempt >= max)
-            break; /* an applied one is found by the next pass (outbox "post-tx") */
-        if (maybe_done(&local, r)) {
-            /* did it happen?  (a failure of these searches ends the pass) */
-            int applied = 0;
-
-            rc = read_back(r, ctx, hash, wc, wr, &applied, err);
-            if (rc != ADP_OK)
-                goto out;
-            if (applied) {
-                log_info("sync", "patient %s: the transaction had been applied (%s)", r->tag,
-                         local.msg);
-                goto out;
-            }
-            rc = local.code;
-        }
-        ms = retry_delay_ms(&pol, attempt, r->last_fault.retry_after_s, &r->seed);
-        log_warn("sync", "patient %s: %s; retry %d of %d in %ld ms", r->tag, local.msg,
-                 attempt, max - 1, ms);
-        if (!retry_sleep(r, ms))
-            break;
-        r->stats->retries++;
-        SYNC_METRIC_INC(a, MET_RETRIES, 0);
+    op.applied = tx_applied;
+    op.applied_ud = &chk;
+    chk.ctx = ctx;
+    chk.hash = hash;
+    chk.wc = wc;
+    chk.wr = wr;
+    chk.done = 0;
+    adp_error_clear(&local);
+    rc = call(r, &op, &local);
+    /* "not this way" (400 can also be a rejected resource: the separate
+     * requests then fail the same way and say which); 409, 412, 422 and
+     * the like are about the resources and fail the pass as they would
+     * on their own */
+    if (rc != ADP_OK && r->last_class == RETRY_PERMANENT && local.code == ADP_EHTTP &&
+        (local.http_status == 400 || local.http_status == 404 || local.http_status == 405 ||
+         local.http_status == 501)) {
+        *refused = 1;
+        log_debug("sync", "patient %s: transaction refused (%s)", r->tag, local.msg);
+        rc = ADP_OK;
+        goto out;
     }
     if (rc != ADP_OK) {
         rc = adp_error_set(err, local.code, "%s", local.msg);
-        if (err->http_status == 0)
-            err->http_status = local.http_status != 0 ? local.http_status
-                                                      : r->last_fault.http_status;
+        err->http_status = local.http_status;
         goto out;
     }
+    if (chk.done)
+        goto out; /* found applied after a lost answer: wc, wr filled */
     entries = json_object_get(resp, "entry");
     if (tx_entry_write(json_array_get(entries, 0), "CarePlan", wc) != 0 ||
         tx_entry_write(json_array_get(entries, 1), "RiskAssessment", wr) != 0) {
@@ -1291,6 +1306,27 @@ out:
     return rc;
 }
 
+/* Conditional update of type?query with res, unless `there` (the copy on
+ * the server, already carrying the decision) is given: then w names it. */
+static enum adp_err put_unless_there(struct prun *r, const char *type, const char *query,
+                                     json_t *res, json_t *there, struct fhir_write *w,
+                                     struct adp_error *err)
+{
+    struct op op;
+
+    if (there != NULL) {
+        written_copy(there, w);
+        return ADP_OK;
+    }
+    memset(&op, 0, sizeof(op));
+    op.kind = OP_COND_UPDATE;
+    op.type = type;
+    op.arg = query;
+    op.resource = res;
+    op.w = w;
+    return call(r, &op, err);
+}
+
 static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
                                  const struct features *f, json_t *careplan, json_t *risk,
                                  const char *hash, int dry_run, json_t *ours[2],
@@ -1306,7 +1342,6 @@ static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
     struct state_outbox ob;
     char t1[256], t2[256];
     const char *targets[2];
-    struct op op;
 
     rc = ours_or_find(r, ctx, ours[0], "CarePlan", &cps, err);
     if (rc == ADP_OK)
@@ -1385,26 +1420,11 @@ static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
         goto out;
     /* one already written by an interrupted earlier pass is not written
      * again (no second version; the Provenance names the one there) */
-    memset(&op, 0, sizeof(op));
-    op.kind = OP_COND_UPDATE;
-    op.type = "CarePlan";
-    op.arg = cq;
-    op.resource = careplan;
-    op.w = &wc;
-    if (cp_same)
-        written_copy(json_array_get(cps, 0), &wc);
-    else
-        rc = call(r, &op, err);
-    if (rc != ADP_OK)
-        goto out;
-    op.type = "RiskAssessment";
-    op.arg = rq;
-    op.resource = risk;
-    op.w = &wr;
-    if (ra_same)
-        written_copy(json_array_get(ras, 0), &wr);
-    else
-        rc = call(r, &op, err);
+    rc = put_unless_there(r, "CarePlan", cq, careplan,
+                          cp_same ? json_array_get(cps, 0) : NULL, &wc, err);
+    if (rc == ADP_OK)
+        rc = put_unless_there(r, "RiskAssessment", rq, risk,
+                              ra_same ? json_array_get(ras, 0) : NULL, &wr, err);
     if (rc != ADP_OK)
         goto out;
     snprintf(t1, sizeof(t1), "CarePlan/%s/_history/%s", wc.id, wc.version);

@@ -4,13 +4,18 @@
  * One file, WAL journal, schema version in PRAGMA user_version and migrated
  * forward on open.  Each SQL text is prepared once per handle, on first use,
  * and kept until state_close (issue 7: preparing per call was ~6% of the
- * adapter's CPU).  A handle is used by one thread at a time (each pool
- * worker opens its own), so the cache needs no lock.
+ * adapter's CPU).  Pool workers share the main handle: every public call
+ * holds the handle's mutex, so calls from several threads are serialised
+ * and a multi-statement transaction is never interleaved (issue 7: one
+ * connection per worker made SQLite's WAL locks the adapter's most frequent
+ * system calls, threads waking each other and sleeping in the busy
+ * handler).
  */
 #include "state.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,6 +109,7 @@ static const char *const stmt_sql[Q_COUNT] = {
 };
 
 struct state {
+    pthread_mutex_t mu;          /* held by every public call (see the end) */
     sqlite3 *db;
     int lock_fd;                 /* -1 when not locked */
     char path[512];
@@ -264,15 +270,28 @@ enum adp_err state_open(const char *path, struct state **out, struct adp_error *
     return state_open_ex(path, STATE_LOCK, out, err);
 }
 
+/* SQLite's allocation statistics take a process-wide mutex on every
+ * allocation; nothing here reads them. */
+static void sqlite_setup(void)
+{
+    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); /* MISUSE once initialised */
+}
+
 enum adp_err state_open_ex(const char *path, int flags, struct state **out,
                            struct adp_error *err)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     struct state *st;
     enum adp_err rc;
 
+    pthread_once(&once, sqlite_setup);
     st = calloc(1, sizeof(*st));
     if (st == NULL)
         return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    if (pthread_mutex_init(&st->mu, NULL) != 0) {
+        free(st);
+        return adp_error_set(err, ADP_ENOMEM, "state %s: cannot create its lock", path);
+    }
     st->lock_fd = -1;
     snprintf(st->path, sizeof(st->path), "%s", path);
     if (flags & STATE_LOCK) {
@@ -285,22 +304,30 @@ enum adp_err state_open_ex(const char *path, int flags, struct state **out,
         rc = db_error(st, "open", err);
         goto fail;
     }
-    /* Pool workers hold one connection each (issue 7): a writer waits in
-     * short steps for the others' few-millisecond transactions, not in
-     * sqlite3_busy_timeout's growing sleeps. */
+    /* The adapter's workers share one connection (state_* calls take the
+     * handle's lock); other processes (`status`) may still hold the file
+     * briefly: wait for them in short steps, not in sqlite3_busy_timeout's
+     * growing sleeps.
+     *
+     * synchronous=NORMAL: in WAL mode a commit survives the process being
+     * killed, and after a power loss the file is intact but may lack the
+     * last commits.  That is enough for every record the server can give
+     * back (a lost patient record means the decision is compared with the
+     * plan on the server again; a lost watermark means a longer catch-up), so
+     * a patient's finishing commit costs no fsync (issue 7: one fdatasync
+     * per patient was a tenth of the adapter's CPU).  The commits a network
+     * write relies on, or an operator's command, are made FULL (durable). */
     sqlite3_busy_handler(st->db, busy_wait, NULL);
-    if (sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", NULL,
+    if (sqlite3_exec(st->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL,
                      NULL, NULL) != SQLITE_OK) {
         rc = db_error(st, "set WAL mode", err);
         goto fail;
     }
-    /* 256 KiB of page cache per connection instead of SQLite's default
-     * 2 MB: the daemon holds five connections (the main one and one per pool
-     * worker, fhir.concurrency 4 by default), and peak RSS must stay flat
-     * from 1,000 to 10,000 patients, while the default cache grows with the
-     * file.  Each patient touches a few rows by key; the OS page cache keeps
-     * the file warm. */
-    if (sqlite3_exec(st->db, "PRAGMA cache_size=-256", NULL, NULL, NULL) != SQLITE_OK) {
+    /* 1 MiB of page cache instead of SQLite's default 2 MB, which grows
+     * with the file while peak RSS must stay flat from 1,000 to 10,000
+     * patients.  Each patient touches a few rows by key; the OS page cache
+     * keeps the rest of the file warm. */
+    if (sqlite3_exec(st->db, "PRAGMA cache_size=-1024", NULL, NULL, NULL) != SQLITE_OK) {
         rc = db_error(st, "set cache size", err);
         goto fail;
     }
@@ -327,11 +354,12 @@ void state_close(struct state *st)
     sqlite3_close(st->db);
     if (st->lock_fd >= 0)
         close(st->lock_fd); /* releases the flock */
+    pthread_mutex_destroy(&st->mu);
     free(st);
 }
 
-enum adp_err state_get_watermark(struct state *st, char *buf, size_t len,
-                                 struct adp_error *err)
+static enum adp_err get_watermark_locked(struct state *st, char *buf, size_t len,
+                                         struct adp_error *err)
 {
     sqlite3_stmt *q;
     int r;
@@ -377,7 +405,8 @@ static enum adp_err run(struct state *st, enum stmt_id id, const char *what,
     return ADP_OK;
 }
 
-enum adp_err state_set_watermark(struct state *st, const char *value, struct adp_error *err)
+static enum adp_err set_watermark_locked(struct state *st, const char *value,
+                                         struct adp_error *err)
 {
     const char *p[1] = {value};
 
@@ -391,9 +420,9 @@ static void col(sqlite3_stmt *q, int i, char *buf, size_t len)
     snprintf(buf, len, "%s", t != NULL ? (const char *)t : "");
 }
 
-enum adp_err state_get_patient(struct state *st, const char *patient_id,
-                               struct state_patient *out, int *found,
-                               struct adp_error *err)
+static enum adp_err get_patient_locked(struct state *st, const char *patient_id,
+                                       struct state_patient *out, int *found,
+                                       struct adp_error *err)
 {
     sqlite3_stmt *q;
     int r;
@@ -421,8 +450,8 @@ enum adp_err state_get_patient(struct state *st, const char *patient_id,
     return ADP_OK;
 }
 
-enum adp_err state_put_patient(struct state *st, const char *patient_id,
-                               const struct state_patient *p, struct adp_error *err)
+static enum adp_err put_patient_locked(struct state *st, const char *patient_id,
+                                       const struct state_patient *p, struct adp_error *err)
 {
     const char *v[8] = {patient_id,      p->decision_hash,    p->rec,
                         p->careplan_id,  p->careplan_version, p->risk_id,
@@ -456,8 +485,8 @@ static enum adp_err commit(struct state *st, struct adp_error *err)
     return rc;
 }
 
-enum adp_err state_forget_patient(struct state *st, const char *patient_id,
-                                  struct adp_error *err)
+static enum adp_err forget_patient_locked(struct state *st, const char *patient_id,
+                                          struct adp_error *err)
 {
     const char *p[1] = {patient_id};
     enum adp_err rc;
@@ -474,17 +503,19 @@ enum adp_err state_forget_patient(struct state *st, const char *patient_id,
     return commit(st, err);
 }
 
-enum adp_err state_outbox_put(struct state *st, const char *patient_id, const char *kind,
-                              const char *decision_hash, const char *careplan,
-                              const char *risk, struct adp_error *err)
+static enum adp_err outbox_put_locked(struct state *st, const char *patient_id,
+                                      const char *kind, const char *decision_hash,
+                                      const char *careplan, const char *risk,
+                                      struct adp_error *err)
 {
     const char *p[5] = {patient_id, kind, decision_hash, careplan, risk};
 
     return run(st, Q_OUTBOX_PUT, "write outbox", p, 5, NULL, err);
 }
 
-enum adp_err state_outbox_get(struct state *st, const char *patient_id,
-                              struct state_outbox *out, int *found, struct adp_error *err)
+static enum adp_err outbox_get_locked(struct state *st, const char *patient_id,
+                                      struct state_outbox *out, int *found,
+                                      struct adp_error *err)
 {
     sqlite3_stmt *q;
     int r;
@@ -511,9 +542,9 @@ enum adp_err state_outbox_get(struct state *st, const char *patient_id,
     return ADP_OK;
 }
 
-enum adp_err state_outbox_failed(struct state *st, const char *patient_id,
-                                 const char *last_error, int *attempts,
-                                 struct adp_error *err)
+static enum adp_err outbox_failed_locked(struct state *st, const char *patient_id,
+                                         const char *last_error, int *attempts,
+                                         struct adp_error *err)
 {
     const char *p[2] = {patient_id, last_error};
     struct state_outbox o;
@@ -522,22 +553,22 @@ enum adp_err state_outbox_failed(struct state *st, const char *patient_id,
 
     rc = run(st, Q_OUTBOX_FAILED, "update outbox", p, 2, NULL, err);
     if (rc == ADP_OK)
-        rc = state_outbox_get(st, patient_id, &o, &found, err);
+        rc = outbox_get_locked(st, patient_id, &o, &found, err);
     if (rc == ADP_OK)
         *attempts = found ? o.attempts : 0;
     return rc;
 }
 
-enum adp_err state_outbox_done(struct state *st, const char *patient_id,
-                               struct adp_error *err)
+static enum adp_err outbox_done_locked(struct state *st, const char *patient_id,
+                                       struct adp_error *err)
 {
     const char *p[1] = {patient_id};
 
     return run(st, Q_OUTBOX_DEL, "clear outbox", p, 1, NULL, err);
 }
 
-enum adp_err state_outbox_list(struct state *st, char ***ids, int *n,
-                               struct adp_error *err)
+static enum adp_err outbox_list_locked(struct state *st, char ***ids, int *n,
+                                       struct adp_error *err)
 {
     sqlite3_stmt *q;
     char **out = NULL, **grown;
@@ -586,7 +617,7 @@ out:
     return rc;
 }
 
-enum adp_err state_outbox_count(struct state *st, int *n, struct adp_error *err)
+static enum adp_err outbox_count_locked(struct state *st, int *n, struct adp_error *err)
 {
     sqlite3_stmt *q;
     int r;
@@ -603,10 +634,11 @@ enum adp_err state_outbox_count(struct state *st, int *n, struct adp_error *err)
     return ADP_OK;
 }
 
-enum adp_err state_dead_letter(struct state *st, const char *patient_id, const char *kind,
-                               const char *decision_hash, int attempts, int http_status,
-                               const char *last_error, const char *outcome,
-                               struct adp_error *err)
+static enum adp_err dead_letter_locked(struct state *st, const char *patient_id,
+                                       const char *kind, const char *decision_hash,
+                                       int attempts, int http_status,
+                                       const char *last_error, const char *outcome,
+                                       struct adp_error *err)
 {
     sqlite3_stmt *q;
     const char *p[1] = {patient_id};
@@ -656,8 +688,9 @@ static void dead_row(sqlite3_stmt *q, struct state_dead *d)
     col(q, 7, d->failed_at, sizeof(d->failed_at));
 }
 
-enum adp_err state_dead_get(struct state *st, const char *patient_id,
-                            struct state_dead *out, int *found, struct adp_error *err)
+static enum adp_err dead_get_locked(struct state *st, const char *patient_id,
+                                    struct state_dead *out, int *found,
+                                    struct adp_error *err)
 {
     sqlite3_stmt *q;
     int r;
@@ -678,8 +711,8 @@ enum adp_err state_dead_get(struct state *st, const char *patient_id,
     return ADP_OK;
 }
 
-enum adp_err state_dead_list(struct state *st, struct state_dead **rows, int *n,
-                             struct adp_error *err)
+static enum adp_err dead_list_locked(struct state *st, struct state_dead **rows, int *n,
+                                     struct adp_error *err)
 {
     sqlite3_stmt *q;
     struct state_dead *out = NULL, *grown;
@@ -711,16 +744,17 @@ enum adp_err state_dead_list(struct state *st, struct state_dead **rows, int *n,
     return ADP_OK;
 }
 
-enum adp_err state_dead_clear(struct state *st, const char *patient_id,
-                              struct adp_error *err)
+static enum adp_err dead_clear_locked(struct state *st, const char *patient_id,
+                                      struct adp_error *err)
 {
     const char *p[1] = {patient_id};
 
     return run(st, Q_DEAD_DEL, "clear dead letter", p, 1, NULL, err);
 }
 
-enum adp_err state_finish_patient(struct state *st, const char *patient_id,
-                                  const struct state_patient *sp, struct adp_error *err)
+static enum adp_err finish_patient_locked(struct state *st, const char *patient_id,
+                                          const struct state_patient *sp,
+                                          struct adp_error *err)
 {
     const char *p[1] = {patient_id};
     enum adp_err rc;
@@ -729,7 +763,7 @@ enum adp_err state_finish_patient(struct state *st, const char *patient_id,
     if (rc != ADP_OK)
         return rc;
     if (sp != NULL)
-        rc = state_put_patient(st, patient_id, sp, err);
+        rc = put_patient_locked(st, patient_id, sp, err);
     if (rc == ADP_OK)
         rc = run(st, Q_OUTBOX_DEL, "clear outbox", p, 1, NULL, err);
     if (rc == ADP_OK)
@@ -741,8 +775,8 @@ enum adp_err state_finish_patient(struct state *st, const char *patient_id,
     return commit(st, err);
 }
 
-enum adp_err state_dead_requeue(struct state *st, const char *patient_id, int *n,
-                                struct adp_error *err)
+static enum adp_err dead_requeue_locked(struct state *st, const char *patient_id, int *n,
+                                        struct adp_error *err)
 {
     const char *p[1] = {patient_id};
     enum adp_err rc;
@@ -761,5 +795,222 @@ enum adp_err state_dead_requeue(struct state *st, const char *patient_id, int *n
     rc = commit(st, err);
     if (rc == ADP_OK)
         *n = moved;
+    return rc;
+}
+
+/* synchronous=FULL (on) or NORMAL for the next commits on st.  Leaving it
+ * FULL after a failed switch back only costs time. */
+static enum adp_err durable(struct state *st, int on, struct adp_error *err)
+{
+    if (sqlite3_exec(st->db, on ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+                     NULL, NULL, NULL) != SQLITE_OK)
+        return db_error(st, "set synchronous", err);
+    return ADP_OK;
+}
+
+/* The public calls: one at a time per handle (pool workers share the
+ * main connection), each under the handle's lock. */
+
+enum adp_err state_get_watermark(struct state *st, char *buf, size_t len,
+                                 struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    rc = get_watermark_locked(st, buf, len, err);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_set_watermark(struct state *st, const char *value, struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    rc = set_watermark_locked(st, value, err);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_get_patient(struct state *st, const char *patient_id,
+                               struct state_patient *out, int *found, struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    rc = get_patient_locked(st, patient_id, out, found, err);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_put_patient(struct state *st, const char *patient_id,
+                               const struct state_patient *p, struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    rc = put_patient_locked(st, patient_id, p, err);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_forget_patient(struct state *st, const char *patient_id,
+                                  struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    /* a network write or an operator relies on this commit */
+    rc = durable(st, 1, err);
+    if (rc == ADP_OK) {
+        rc = forget_patient_locked(st, patient_id, err);
+        (void)durable(st, 0, NULL);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_outbox_put(struct state *st, const char *patient_id, const char *kind,
+                              const char *decision_hash, const char *careplan,
+                              const char *risk, struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    /* a network write or an operator relies on this commit */
+    rc = durable(st, 1, err);
+    if (rc == ADP_OK) {
+        rc = outbox_put_locked(st, patient_id, kind, decision_hash, careplan, risk, err);
+        (void)durable(st, 0, NULL);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_outbox_get(struct state *st, const char *patient_id,
+                              struct state_outbox *out, int *found, struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    rc = outbox_get_locked(st, patient_id, out, found, err);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_outbox_failed(struct state *st, const char *patient_id,
+                                 const char *last_error, int *attempts,
+                                 struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    rc = outbox_failed_locked(st, patient_id, last_error, attempts, err);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_outbox_done(struct state *st, const char *patient_id,
+                               struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    rc = outbox_done_locked(st, patient_id, err);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_outbox_list(struct state *st, char ***ids, int *n, struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    rc = outbox_list_locked(st, ids, n, err);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_outbox_count(struct state *st, int *n, struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    rc = outbox_count_locked(st, n, err);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_dead_letter(struct state *st, const char *patient_id, const char *kind,
+                               const char *decision_hash, int attempts, int http_status,
+                               const char *last_error, const char *outcome,
+                               struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    rc = dead_letter_locked(st, patient_id, kind, decision_hash, attempts, http_status,
+                            last_error, outcome, err);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_dead_get(struct state *st, const char *patient_id,
+                            struct state_dead *out, int *found, struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    rc = dead_get_locked(st, patient_id, out, found, err);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_dead_list(struct state *st, struct state_dead **rows, int *n,
+                             struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    rc = dead_list_locked(st, rows, n, err);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_dead_clear(struct state *st, const char *patient_id,
+                              struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    rc = dead_clear_locked(st, patient_id, err);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_finish_patient(struct state *st, const char *patient_id,
+                                  const struct state_patient *sp, struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    rc = finish_patient_locked(st, patient_id, sp, err);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_dead_requeue(struct state *st, const char *patient_id, int *n,
+                                struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    /* a network write or an operator relies on this commit */
+    rc = durable(st, 1, err);
+    if (rc == ADP_OK) {
+        rc = dead_requeue_locked(st, patient_id, n, err);
+        (void)durable(st, 0, NULL);
+    }
+    pthread_mutex_unlock(&st->mu);
     return rc;
 }

@@ -26,7 +26,8 @@ struct state_patient {
 };
 
 /* Open (creating and migrating) the state file.  *out new, free with
- * state_close.  flags STATE_LOCK: take an exclusive lock (flock on
+ * state_close.  The other calls may come from several threads at once (they
+ * are serialised on the handle).  flags STATE_LOCK: take an exclusive lock (flock on
  * "<path>.lock", holding our pid) for the life of the handle; a second
  * locker fails with ADP_EIO naming the holder's pid.  Without it (the
  * read-only `status`), nothing is locked. */

@@ -30,6 +30,7 @@
 #include <openssl/rand.h>
 
 #include "fhir.h"
+#include "jsonarena.h"
 #include "log.h"
 
 #define AUTH_COMPONENT "auth"
@@ -292,7 +293,7 @@ static char *jwk_thumbprint(EVP_PKEY *k)
     if (canon != NULL &&
         EVP_Digest(canon, strlen(canon), md, &mdlen, EVP_sha256(), NULL) == 1)
         out = auth_b64url(md, mdlen);
-    free(canon);
+    jsonarena_free_text(canon);
     json_decref(jwk);
     return out;
 }
@@ -435,8 +436,8 @@ oom:
 out:
     json_decref(hdr);
     json_decref(claims);
-    free(h);
-    free(c);
+    jsonarena_free_text(h);
+    jsonarena_free_text(c);
     free(h64);
     free(c64);
     free(input);
@@ -1020,6 +1021,6 @@ out:
     json_decref(jwk);
     json_decref(jwks);
     free(kid);
-    free(text);
+    jsonarena_free_text(text);
     return rc;
 }

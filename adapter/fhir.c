@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonarena.h"
 #include "jsonread.h"
 #include "jsonwrite.h"
 #include "log.h"
@@ -875,7 +876,7 @@ static enum adp_err write_resource(struct fhir_client *fc, const char *method,
 out:
     json_decref(doc);
     http_response_free(&r);
-    free(body);
+    jsonarena_free_text(body);
     return rc;
 }
 
@@ -1009,7 +1010,7 @@ enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
                 snprintf(fc->last.issue_code, sizeof(fc->last.issue_code), "%s", code);
             oo = json_dumps(json_object_get(resp, "outcome"), JSON_COMPACT);
             fhir_outcome_text(oo, fc->last.diagnostics, sizeof(fc->last.diagnostics));
-            free(oo);
+            jsonarena_free_text(oo);
             rc = adp_error_set(err, ADP_EHTTP, "%s: entry %zu: HTTP %s: %s", what, i,
                                st != NULL ? st : "(no status)", fc->last.diagnostics);
             if (err != NULL && err->http_status == 0)
@@ -1022,7 +1023,7 @@ enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
 out:
     json_decref(doc);
     http_response_free(&r);
-    free(body);
+    jsonarena_free_text(body);
     return rc;
 }
 

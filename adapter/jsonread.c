@@ -20,6 +20,16 @@
  * Nesting lives on an explicit stack rather than in recursion, so the depth
  * limit costs no C stack on whatever thread calls us.  Open containers are
  * owned by their stack frame and attached to the parent when they close.
+ *
+ * Inside a patient's arena scope (jsonarena.h) the tree is made immortal:
+ * every value gets jansson's "never freed" reference count, (size_t)-1, the
+ * one true, false and null carry.  json_decref on it then returns at once
+ * instead of walking thousands of values with an atomic decrement each only
+ * to free nothing (issue 7: that walk was a tenth of the adapter's CPU);
+ * the arena takes the memory back when the scope ends.  Only a tree that
+ * lives entirely in the arena may be immortal: when an allocation of the
+ * parse had to come from malloc (a long string, the arena's cap), the
+ * counts are put back to 1 and the tree is freed as usual.
  */
 #include "jsonread.h"
 
@@ -32,6 +42,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "jsonarena.h"
+#include "jsonplain.h"
 
 #if JSON_INTEGER_IS_LONG_LONG
 #define JR_INT_MAX LLONG_MAX
@@ -48,8 +61,7 @@
 /* Bytes of a duplicate key quoted in the error text. */
 #define JR_KEY_QUOTE 40
 
-#define ONES 0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
+#define ONES JP_ONES
 
 /* An open container.  For an object whose value is being read, the key is
  * key_len bytes at key_off in the scratch buffer (key_in_scratch, it held an
@@ -77,6 +89,8 @@ struct reader {
     size_t used;
     size_t scap;
     char point; /* the locale's decimal point, 0 until a real is read */
+    int immortal;            /* values are made immortal (arena scope) */
+    unsigned long fallbacks; /* jsonarena_fallbacks() when the parse began */
     struct frame stack0[JR_FRAMES];
     char scratch0[JR_SCRATCH];
 };
@@ -216,43 +230,6 @@ static const unsigned char *skip_ws(const unsigned char *p, const unsigned char 
 }
 
 static int is_digit(unsigned c) { return c - '0' < 10u; }
-
-/* A string byte that needs no attention: printable ASCII but '"' and '\'. */
-static int is_plain(unsigned c) { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\'; }
-
-/* Non-zero when one of the eight bytes in x is not plain.  Each term is the
- * classic "has a byte below n" test, exact as a whole-word answer. */
-static uint64_t special8(uint64_t x)
-{
-    uint64_t q = x ^ (ONES * '"'), b = x ^ (ONES * '\\');
-
-    return (((x - ONES * 0x20) & ~x) | ((q - ONES) & ~q) | ((b - ONES) & ~b) | x) & HIGHS;
-}
-
-/* The first byte at or after p that is not plain, or end.  On little-endian
- * machines the lowest flagged byte of special8 is exactly the first special
- * one (a borrow only runs upwards from a byte that really is below the
- * bound), so the chunk is left at once; elsewhere bytes are stepped. */
-static const unsigned char *skip_plain(const unsigned char *p, const unsigned char *end)
-{
-    uint64_t x, m;
-
-    while (end - p >= 8) {
-        memcpy(&x, p, 8);
-        m = special8(x);
-        if (m != 0) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-            return p + (__builtin_ctzll(m) >> 3);
-#else
-            break;
-#endif
-        }
-        p += 8;
-    }
-    while (p < end && is_plain(*p))
-        p++;
-    return p;
-}
 
 /* Length of the well-formed UTF-8 sequence at p (whose lead byte is >= 0x80),
  * 0 when it is not: no overlong forms, no surrogates, nothing past U+10FFFF
@@ -633,6 +610,47 @@ static void fail_duplicate(struct reader *r, const unsigned char *at, const char
 
 /*** the parser ***/
 
+/*** immortal trees (arena scopes) ***/
+
+/* Give v and everything in it a reference count of 1 again (true, false
+ * and null stay immortal: they always are).  A fresh tree: every value has
+ * one parent.  v itself may be counted already (an open container). */
+static void mortalize(json_t *v)
+{
+    const char *k;
+    json_t *c;
+    size_t i;
+
+    if (v == NULL || json_is_true(v) || json_is_false(v) || json_is_null(v))
+        return;
+    v->refcount = 1;
+    if (json_is_array(v)) {
+        for (i = 0; i < json_array_size(v); i++)
+            mortalize(json_array_get(v, i));
+    } else if (json_is_object(v)) {
+        json_object_foreach (v, k, c)
+            mortalize(c);
+    }
+}
+
+/* An immortal v whose parse took memory from malloc goes back to counted
+ * references, so that json_decref frees that memory. */
+static void mortal_if_needed(const struct reader *r, json_t *v)
+{
+    if (r->immortal && jsonarena_fallbacks() != r->fallbacks)
+        mortalize(v);
+}
+
+/* v could not be attached: jansson dropped the reference, which does
+ * nothing to an immortal v; free it when it holds malloc'd memory. */
+static void drop_unattached(const struct reader *r, json_t *v)
+{
+    if (r->immortal && jsonarena_fallbacks() != r->fallbacks) {
+        mortalize(v);
+        json_decref(v);
+    }
+}
+
 static json_t *parse(struct reader *r)
 {
     const unsigned char *p, *at, *end = r->end;
@@ -752,11 +770,14 @@ key:
 
 done:
     /* v is a complete value (new reference), p just after it */
+    if (r->immortal)
+        v->refcount = (size_t)-1;
     if (r->depth == 0)
         goto finish;
     f = &r->stack[r->depth - 1];
     if (json_is_array(f->c)) {
         if (json_array_append_new(f->c, v) != 0) {
+            drop_unattached(r, v);
             fail_oom(r, p);
             goto error;
         }
@@ -765,6 +786,7 @@ done:
                                           : (const char *)r->buf + f->key_off;
 
         if (json_object_setn_new_nocheck(f->c, k, f->key_len, v) != 0) {
+            drop_unattached(r, v);
             fail_oom(r, p);
             goto error;
         }
@@ -789,6 +811,7 @@ done:
     goto error;
 
 finish:
+    mortal_if_needed(r, v);
     p = skip_ws(p, end);
     if (p != end) {
         json_decref(v);
@@ -799,8 +822,11 @@ finish:
     return v;
 
 error:
-    while (r->depth > 0)
-        json_decref(r->stack[--r->depth].c);
+    while (r->depth > 0) {
+        v = r->stack[--r->depth].c;
+        mortal_if_needed(r, v);
+        json_decref(v);
+    }
     return NULL;
 }
 
@@ -834,6 +860,8 @@ json_t *jsonread_loadb(const char *buf, size_t len, json_error_t *error)
     r.used = 0;
     r.scap = JR_SCRATCH;
     r.point = '\0';
+    r.immortal = jsonarena_active();
+    r.fallbacks = r.immortal ? jsonarena_fallbacks() : 0;
 
     doc = parse(&r);
 

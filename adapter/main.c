@@ -26,6 +26,7 @@
 #include "engine.h"
 #include "features.h"
 #include "http.h"
+#include "jsonarena.h"
 #include "log.h"
 #include "mapping.h"
 #include "pool.h"
@@ -436,7 +437,7 @@ static int cmd_map(struct adapter *ad, const struct args *a)
 fail:
     fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
 out:
-    free(text);
+    jsonarena_free_text(text); /* json_dumps or malloc: both */
     free(buf);
     json_decref(doc);
     json_decref(resources);
@@ -834,6 +835,7 @@ int main(int argc, char **argv)
     struct metrics *metrics = NULL;
     struct server *listener = NULL;
 
+    jsonarena_install(); /* before any jansson value exists */
     status = parse_args(argc, argv, &a);
     if (status >= 0)
         return status;

@@ -23,6 +23,7 @@
 
 #include "config.h"
 #include "http.h"
+#include "jsonarena.h"
 #include "log.h"
 #include "metrics.h"
 #include "preflight.h"
@@ -508,7 +509,7 @@ static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned int status,
     enum MHD_Result ret;
 
     snprintf(buf, sizeof(buf), "%s\n", text ? text : "{}");
-    free(text);
+    jsonarena_free_text(text);
     json_decref(o);
     ret = reply(c, status, "application/json", buf);
     return ret;

@@ -1,6 +1,7 @@
 /* main() for the fuzz targets outside libFuzzer: runs the target once on
  * every file named on the command line (the kept corpus and crashers), so
- * `make test` replays them with the normal compiler.  Prints
+ * `make test` replays them with the normal compiler (after the target's
+ * LLVMFuzzerInitialize, when it has one).  Prints
  * "replayed N input(s)" and exits 0 when none crashed. */
 #include <stddef.h>
 #include <stdint.h>
@@ -8,11 +9,15 @@
 #include <stdlib.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+/* optional, as in libFuzzer */
+int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
 
 int main(int argc, char **argv)
 {
     int i;
 
+    if (LLVMFuzzerInitialize != NULL)
+        LLVMFuzzerInitialize(&argc, &argv);
     for (i = 1; i < argc; i++) {
         FILE *fp = fopen(argv[i], "rb");
         unsigned char *buf = NULL;

@@ -1,0 +1,295 @@
+/*
+ * test_jsonarena.c - the per-thread arena behind jansson (issue 7): values
+ * made in a scope come from the thread's chunks and are all gone at its end;
+ * values made outside, large ones and those beyond the cap come from malloc
+ * and are freed as usual; scopes nest; each thread has its own arena and
+ * gives its chunks back when it exits (valgrind, in `make valgrind`, would
+ * report them lost otherwise).  Under AddressSanitizer (`make asan`) freed
+ * values and a closed scope's memory are checked to be poisoned.  jsonread
+ * makes a tree read in a scope immortal when it lies entirely in the arena,
+ * and an ordinary tree otherwise (freed as usual: no leak under valgrind).
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "jsonarena.h"
+#include "jsonread.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#ifdef TEST_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
+#define CHUNK (64 * 1024) /* jsonarena.c's chunk size */
+
+/* A Condition-like tree of a few dozen values. */
+static json_t *tree(int i)
+{
+    json_t *o = json_pack("{s:s, s:s, s:{s:[{s:s, s:s, s:s}]}, s:{s:s}, s:i}",
+                          "resourceType", "Condition", "id", "c-1", "code", "coding",
+                          "system", "http://snomed.info/sct", "code", "254837009",
+                          "display", "Malignant neoplasm of breast", "subject", "reference",
+                          "Patient/p-1", "n", i);
+
+    assert_non_null(o);
+    return o;
+}
+
+static void test_scope_reuses_memory(void **state)
+{
+    json_t *a, *b;
+    uintptr_t first;
+
+    (void)state;
+    jsonarena_begin();
+    a = tree(1);
+    assert_true(jsonarena_held() >= CHUNK);
+    first = (uintptr_t)a;
+    json_decref(a);
+    jsonarena_end();
+
+    /* the next scope starts again at the beginning of the same chunk */
+    jsonarena_begin();
+    b = tree(2);
+    assert_int_equal((uintptr_t)b, first);
+    assert_int_equal(json_integer_value(json_object_get(b, "n")), 2);
+    json_decref(b);
+    jsonarena_end();
+}
+
+static void test_outside_scope_is_malloc(void **state)
+{
+    json_t *outer, *inner;
+    unsigned long held;
+
+    (void)state;
+    held = jsonarena_held();
+    outer = tree(3); /* no scope: malloc, does not touch the arena */
+    assert_int_equal(jsonarena_held(), held);
+
+    /* made outside, changed and freed inside: goes back to free() */
+    jsonarena_begin();
+    inner = tree(4);
+    assert_int_equal(json_object_set_new(outer, "inner", json_deep_copy(inner)), 0);
+    json_decref(inner);
+    json_decref(outer);
+    jsonarena_end();
+}
+
+static void test_nested_scopes(void **state)
+{
+    json_t *a, *b;
+
+    (void)state;
+    jsonarena_begin();
+    a = tree(5);
+    jsonarena_begin();
+    b = tree(6);
+    json_decref(b);
+    jsonarena_end(); /* inner: a stays valid */
+    assert_string_equal(json_string_value(json_object_get(a, "id")), "c-1");
+    assert_int_equal(json_integer_value(json_object_get(a, "n")), 5);
+    json_decref(a);
+    jsonarena_end();
+    jsonarena_end(); /* one end too many: ignored */
+}
+
+static void test_large_and_capped(void **state)
+{
+    json_t *arr, *big;
+    char *s;
+    size_t i;
+
+    (void)state;
+    s = malloc(100000);
+    assert_non_null(s);
+    memset(s, 'x', 99999);
+    s[99999] = '\0';
+    jsonarena_begin();
+    big = json_string(s); /* the string's copy is larger than a piece: malloc */
+    assert_non_null(big);
+    /* ~5 MB of values: beyond the 1 MiB cap, the rest comes from malloc */
+    arr = json_array();
+    for (i = 0; i < 20000; i++)
+        assert_int_equal(json_array_append_new(arr, tree((int)i)), 0);
+    assert_true(jsonarena_held() <= 16ul * CHUNK);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(arr, 19999), "n")),
+                     19999);
+    assert_int_equal(strlen(json_string_value(big)), 99999);
+    json_decref(arr);
+    json_decref(big);
+    jsonarena_end();
+    /* two chunks are kept for the next scope, the others returned */
+    assert_true(jsonarena_held() <= 2ul * CHUNK);
+    free(s);
+}
+
+static void test_dumps_text(void **state)
+{
+    json_t *a;
+    char *text;
+
+    (void)state;
+    jsonarena_begin();
+    a = tree(7);
+    text = json_dumps(a, JSON_COMPACT); /* from the arena: not free()'d */
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\"254837009\""));
+    jsonarena_free_text(text);
+    json_decref(a);
+    jsonarena_end();
+    text = malloc(8); /* and a malloc'd text outside a scope */
+    assert_non_null(text);
+    jsonarena_free_text(text);
+}
+
+static void test_read_immortal(void **state)
+{
+    const char *doc = "{\"resourceType\":\"Observation\",\"valueQuantity\":{\"value\":"
+                      "2.5,\"unit\":\"cm\"},\"component\":[1,true,null,\"x\"]}";
+    json_t *t, *c;
+
+    (void)state;
+    jsonarena_begin();
+    assert_int_equal(jsonarena_active(), 1);
+    t = jsonread_loadb(doc, strlen(doc), NULL);
+    assert_non_null(t);
+    assert_int_equal(t->refcount, (size_t)-1);
+    c = json_object_get(t, "component");
+    assert_int_equal(c->refcount, (size_t)-1);
+    assert_int_equal(json_array_get(c, 0)->refcount, (size_t)-1);
+    assert_int_equal(json_array_get(c, 3)->refcount, (size_t)-1);
+    assert_true(json_real_value(json_object_get(json_object_get(t, "valueQuantity"), "value")) ==
+                2.5);
+    json_decref(t); /* does nothing: the scope's end takes it back */
+    assert_string_equal(json_string_value(json_array_get(c, 3)), "x");
+    jsonarena_end();
+
+    /* outside a scope: an ordinary tree */
+    assert_int_equal(jsonarena_active(), 0);
+    t = jsonread_loadb(doc, strlen(doc), NULL);
+    assert_non_null(t);
+    assert_int_equal(t->refcount, 1);
+    assert_int_equal(json_object_get(t, "component")->refcount, 1);
+    json_decref(t);
+}
+
+/* A document with a string longer than an arena piece: the string comes
+ * from malloc, so the tree must be counted (and freed) as usual. */
+static void test_read_mortal_when_malloced(void **state)
+{
+    size_t n = 20000, i;
+    char *doc = malloc(n + 64);
+    json_t *t;
+
+    (void)state;
+    assert_non_null(doc);
+    i = (size_t)sprintf(doc, "{\"a\":[{\"b\":1}],\"div\":\"");
+    memset(doc + i, 'y', n);
+    i += n;
+    memcpy(doc + i, "\"}", 3);
+    jsonarena_begin();
+    t = jsonread_loadb(doc, strlen(doc), NULL);
+    assert_non_null(t);
+    assert_int_equal(t->refcount, 1);
+    assert_int_equal(json_object_get(t, "a")->refcount, 1);
+    assert_int_equal(json_array_get(json_object_get(t, "a"), 0)->refcount, 1);
+    assert_int_equal(json_string_length(json_object_get(t, "div")), n);
+    json_decref(t); /* frees the long string (valgrind: no leak) */
+
+    /* the same, failing after the long string: nothing leaks either */
+    memcpy(doc + i, "\",]", 4);
+    assert_null(jsonread_loadb(doc, strlen(doc), NULL));
+    jsonarena_end();
+    free(doc);
+}
+
+#ifdef TEST_ASAN
+static void test_poisoned(void **state)
+{
+    json_t *a, *b;
+    const char *v;
+
+    (void)state;
+    jsonarena_begin();
+    a = tree(8);
+    b = json_string("freed value");
+    v = json_string_value(b);
+    assert_int_equal(__asan_address_is_poisoned(v), 0);
+    json_decref(b);
+    assert_int_equal(__asan_address_is_poisoned(v), 1); /* freed in the scope */
+    v = json_string_value(json_object_get(a, "id"));
+    assert_int_equal(__asan_address_is_poisoned(v), 0);
+    jsonarena_end();
+    assert_int_equal(__asan_address_is_poisoned(v), 1); /* the scope is closed */
+}
+#endif
+
+struct th {
+    uintptr_t addr; /* where its first value went */
+    unsigned long held;
+};
+
+static void *in_thread(void *arg)
+{
+    struct th *t = arg;
+    json_t *a;
+
+    jsonarena_begin();
+    a = tree(9);
+    t->addr = (uintptr_t)a;
+    t->held = jsonarena_held();
+    json_decref(a);
+    jsonarena_end();
+    return NULL; /* its chunks are freed by the thread's exit */
+}
+
+static void test_threads(void **state)
+{
+    struct th t[4];
+    pthread_t id[4];
+    unsigned long held = jsonarena_held();
+    int i;
+
+    (void)state;
+    for (i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&id[i], NULL, in_thread, &t[i]), 0);
+    for (i = 0; i < 4; i++)
+        assert_int_equal(pthread_join(id[i], NULL), 0);
+    for (i = 0; i < 4; i++) {
+        assert_int_equal(t[i].held, CHUNK); /* a fresh arena each */
+        assert_true(t[i].addr != 0);
+    }
+    assert_int_equal(jsonarena_held(), held); /* this thread's is untouched */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_scope_reuses_memory), cmocka_unit_test(test_outside_scope_is_malloc),
+        cmocka_unit_test(test_nested_scopes),       cmocka_unit_test(test_large_and_capped),
+        cmocka_unit_test(test_dumps_text),          cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_read_immortal),       cmocka_unit_test(test_read_mortal_when_malloced),
+#ifdef TEST_ASAN
+        cmocka_unit_test(test_poisoned),
+#endif
+    };
+
+    jsonarena_install();
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

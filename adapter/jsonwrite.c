@@ -9,12 +9,15 @@
 #include "jsonwrite.h"
 
 #include <locale.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/evp.h>
+
+#include "jsonplain.h"
 
 /*
  * Canonical hash: SHA-256 of the bytes json_dumps(value, JSON_SORT_KEYS |
@@ -171,7 +174,7 @@ static int canon_string(struct canon *c, const char *s, size_t len)
 
     if (canon_byte(c, '"') != 0)
         return -1;
-    while (p < end) {
+    while ((p = skip_plain(p, end)) < end) {
         char esc[6] = {'\\', 'u', '0', '0', 0, 0};
         size_t n = 2;
 
@@ -181,10 +184,6 @@ static int canon_string(struct canon *c, const char *s, size_t len)
             if (k == 0)
                 return -1;
             p += k;
-            continue;
-        }
-        if (*p >= 0x20 && *p != '"' && *p != '\\') {
-            p++;
             continue;
         }
         switch (*p) {
@@ -404,6 +403,21 @@ static void canon_release(struct canon *c)
     EVP_MD_CTX_free(c->md);
 }
 
+static EVP_MD *sha256_fetched;
+
+static void sha256_fetch(void)
+{
+    sha256_fetched = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+const EVP_MD *jsonwrite_sha256_md(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+    pthread_once(&once, sha256_fetch);
+    return sha256_fetched != NULL ? sha256_fetched : EVP_sha256();
+}
+
 int jsonwrite_sha256(json_t *value, char out[65])
 {
     static const char hex[] = "0123456789abcdef";
@@ -419,7 +433,7 @@ int jsonwrite_sha256(json_t *value, char out[65])
     c.md = EVP_MD_CTX_new();
     if (c.md == NULL)
         return -1;
-    if (EVP_DigestInit_ex(c.md, EVP_sha256(), NULL) != 1 ||
+    if (EVP_DigestInit_ex(c.md, jsonwrite_sha256_md(), NULL) != 1 ||
         canon_value(&c, value, NULL) != 0 || canon_flush(&c) != 0 ||
         EVP_DigestFinal_ex(c.md, md, &mdlen) != 1 || mdlen != 32)
         goto out;

@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include <jansson.h>
+#include <openssl/evp.h>
 
 /* SHA-256 (hex, into out) of json_dumps(value, JSON_SORT_KEYS |
  * JSON_COMPACT), fed to the digest while walking (no text is built).
@@ -15,6 +16,11 @@
  * (not an array or object at the top, a reference cycle, a string that is
  * not UTF-8) or an allocation or the digest fails. */
 int jsonwrite_sha256(json_t *value, char out[65]);
+
+/* SHA-256 for EVP_DigestInit_ex / EVP_Digest, fetched once per process:
+ * OpenSSL 3's implicit fetch (EVP_sha256()) looks the algorithm up again
+ * on every digest, which costs more than hashing a short text. */
+const EVP_MD *jsonwrite_sha256_md(void);
 
 /* The text of json_dumps(value, JSON_COMPACT): keys in insertion order.
  * New NUL-terminated string from jansson's allocator (free with free()

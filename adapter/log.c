@@ -10,6 +10,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "jsonwrite.h"
+#include "strjoin.h"
+
 static enum log_level current_level = LOG_LVL_INFO;
 static int json_lines;                       /* log.format json */
 static _Thread_local char correlation[24];   /* "" when none */
@@ -35,12 +38,10 @@ void log_new_correlation(char *buf, size_t len)
 {
     unsigned char r[8];
     char hex[17];
-    size_t i;
 
     if (RAND_bytes(r, sizeof(r)) != 1)
         memset(r, 0, sizeof(r));
-    for (i = 0; i < sizeof(r); i++)
-        snprintf(hex + 2 * i, 3, "%02x", r[i]);
+    str_hex(hex, r, sizeof(r));
     log_set_correlation(hex);
     if (buf != NULL && len > 0)
         snprintf(buf, len, "%s", hex);
@@ -121,8 +122,8 @@ void log_patient_tag(const char *patient_id, char *buf, size_t len)
         return;
     buf[0] = '\0';
     if (patient_id == NULL ||
-        !EVP_Digest(patient_id, strlen(patient_id), md, &mdlen, EVP_sha256(), NULL))
+        !EVP_Digest(patient_id, strlen(patient_id), md, &mdlen, jsonwrite_sha256_md(), NULL))
         return;
     for (i = 0; i < 6 && 2 * i + 2 < len; i++)
-        snprintf(buf + 2 * i, len - 2 * i, "%02x", md[i]);
+        str_hex(buf + 2 * i, md + i, 1);
 }

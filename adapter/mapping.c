@@ -29,6 +29,7 @@
 #include <strings.h>
 
 #include "bundle.h"
+#include "strjoin.h"
 
 /* ------------------------------------------------------------------ */
 /* Feature catalogue                                                    */
@@ -1018,7 +1019,7 @@ static int make_token(const struct mapping *m, const char *system, const char *c
 
     if (code_norm(m, system, code, norm, sizeof(norm)) != 0)
         return -1;
-    if ((size_t)snprintf(buf, len, "%s|%s", cs, norm) >= len)
+    if (str_join(buf, len, cs, "|", norm, NULL) < 0)
         return -1;
     return 0;
 }
@@ -1940,15 +1941,15 @@ static int match_coding(struct xctx *x, const char *resw, json_t *coding,
         best[i] = -1;
         exact[i] = 0;
     }
-    snprintf(prefix, sizeof(prefix), "E|%s|%s|", resw, cs);
-    snprintf(key, sizeof(key), "%s%s", prefix, norm);
+    str_join(prefix, sizeof(prefix), "E|", resw, "|", cs, "|", NULL);
+    str_join(key, sizeof(key), prefix, norm, NULL);
     sl = hash_find(m, key);
     for (i = 0; sl != NULL && i < sl->n && *nhits < MAX_HITS; i++) {
         hits[(*nhits)++].entry = sl->ids[i];
         exact[m->ents[sl->ids[i]].feature] = 1;
         added++;
     }
-    snprintf(key, sizeof(key), "P%s", prefix);
+    str_join(key, sizeof(key), "P", prefix, NULL);
     sl = hash_find(m, key);
     for (i = 0; sl != NULL && i < sl->n; i++) {
         const struct pattern *p = &m->pats[sl->ids[i]];
@@ -2289,7 +2290,7 @@ static int table_coding(const struct mapping *m, int t, json_t *coding)
 {
     const char *sys = json_string_value(json_object_get(coding, "system"));
     const char *code = json_string_value(json_object_get(coding, "code"));
-    char norm[256], key[1200], prefix[700];
+    char norm[256], key[1200], prefix[700], tn[12];
     struct slot *sl;
     int i, best = -1, bestlit = -1;
 
@@ -2297,12 +2298,13 @@ static int table_coding(const struct mapping *m, int t, json_t *coding)
         return -1;
     if (code_norm(m, sys, code, norm, sizeof(norm)) != 0)
         return -1;
-    snprintf(prefix, sizeof(prefix), "V|%d|%s|", t, sys_canon(m, sys));
-    snprintf(key, sizeof(key), "%s%s", prefix, norm);
+    str_uint(tn, (unsigned)t);
+    str_join(prefix, sizeof(prefix), "V|", tn, "|", sys_canon(m, sys), "|", NULL);
+    str_join(key, sizeof(key), prefix, norm, NULL);
     sl = hash_find(m, key);
     if (sl != NULL)
         return sl->ids[0];
-    snprintf(key, sizeof(key), "P%s", prefix);
+    str_join(key, sizeof(key), "P", prefix, NULL);
     sl = hash_find(m, key);
     for (i = 0; sl != NULL && i < sl->n; i++) {
         const struct pattern *p = &m->pats[sl->ids[i]];
@@ -2825,11 +2827,11 @@ static const char *resource_ref(struct xctx *x, json_t *res, const char *type)
     const char *full = json_string_value(json_object_get(res, BUNDLE_REF_KEY));
 
     if (id != NULL)
-        snprintf(x->refbuf, sizeof(x->refbuf), "%s/%s", type, id);
+        str_join(x->refbuf, sizeof(x->refbuf), type, "/", id, NULL);
     else if (full != NULL)
-        snprintf(x->refbuf, sizeof(x->refbuf), "%s", full);
+        str_join(x->refbuf, sizeof(x->refbuf), full, NULL);
     else
-        snprintf(x->refbuf, sizeof(x->refbuf), "%s/(no id)", type);
+        str_join(x->refbuf, sizeof(x->refbuf), type, "/(no id)", NULL);
     return x->refbuf;
 }
 

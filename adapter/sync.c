@@ -26,6 +26,8 @@
 #include "features.h"
 #include "fhir.h"
 #include "http.h"
+#include "jsonarena.h"
+#include "jsonwrite.h"
 #include "log.h"
 #include "mapping.h"
 #include "metrics.h"
@@ -34,6 +36,7 @@
 #include "ratelimit.h"
 #include "rules.h"
 #include "state.h"
+#include "strjoin.h"
 
 #define GENERIC_NEOPLASM_CODES                                                          \
     "http://snomed.info/sct|363346000,http://snomed.info/sct|55342001"
@@ -204,7 +207,6 @@ enum adp_err adapter_open_worker(struct adapter *w, const struct adapter *a,
     w->worker = 1;
     w->http = NULL;
     w->fhir = NULL;
-    w->state = NULL;
     ho.auth_fn = auth_fn;
     ho.auth_ud = auth_ud;
     rc = http_client_new(&ho, &w->http, err);
@@ -214,8 +216,8 @@ enum adp_err adapter_open_worker(struct adapter *w, const struct adapter *a,
         http_client_observe(w->http, metrics_http_observer, a->metrics);
     if (rc == ADP_OK) {
         fhir_client_follow_other_origins(w->fhir, a->cfg->follow_other_origins);
-        /* a second connection to the state file a has locked */
-        rc = state_open_ex(a->cfg->state_path, 0, &w->state, err);
+        /* a's state handle, shared (state calls are serialised) */
+        w->state = a->state;
     }
     return rc;
 }
@@ -224,8 +226,7 @@ void adapter_close_worker(struct adapter *w)
 {
     fhir_client_free(w->fhir);
     http_client_free(w->http);
-    state_close(w->state);
-    memset(w, 0, sizeof(*w));
+    memset(w, 0, sizeof(*w)); /* the state belongs to the adapter it came from */
 }
 
 void sync_free_ids(char **ids, int n)
@@ -1171,16 +1172,25 @@ static enum adp_err tx_applied(struct prun *r, void *ud, const char *failure, in
 static void tx_uuid(char out[46], unsigned *seed)
 {
     unsigned char b[16];
+    char h[33];
     int i;
 
     for (i = 0; i < 16; i++)
         b[i] = (unsigned char)(rand_r(seed) >> 7);
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    snprintf(out, 46,
-             "urn:uuid:%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
-             b[13], b[14], b[15]);
+    str_hex(h, b, 16); /* urn:uuid:8-4-4-4-12 */
+    memcpy(out, "urn:uuid:", 9);
+    memcpy(out + 9, h, 8);
+    out[17] = '-';
+    memcpy(out + 18, h + 8, 4);
+    out[22] = '-';
+    memcpy(out + 23, h + 12, 4);
+    out[27] = '-';
+    memcpy(out + 28, h + 16, 4);
+    out[32] = '-';
+    memcpy(out + 33, h + 20, 12);
+    out[45] = '\0';
 }
 
 /*
@@ -1751,14 +1761,14 @@ static char *input_key(json_t *res)
     if (id != NULL && ver != NULL) {
         len = strlen(type) + strlen(id) + strlen(ver) + 12;
         if ((out = malloc(len)) != NULL)
-            snprintf(out, len, "%s/%s/_history/%s", type, id, ver);
+            str_join(out, len, type, "/", id, "/_history/", ver, NULL);
         return out;
     }
     if (!json_is_object(res) || emit_json_sha256(res, sha) != 0)
         return NULL;
     len = strlen(type) + 67;
     if ((out = malloc(len)) != NULL)
-        snprintf(out, len, "%s#%s", type, sha);
+        str_join(out, len, type, "#", sha, NULL);
     return out;
 }
 
@@ -1789,15 +1799,14 @@ static enum adp_err input_hash(json_t *resources, char out[65], struct adp_error
             goto out;
         }
     qsort(keys, n, sizeof(*keys), cmp_str);
-    ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+    ok = EVP_DigestInit_ex(ctx, jsonwrite_sha256_md(), NULL) == 1;
     for (i = 0; ok && i < n; i++)
         ok = EVP_DigestUpdate(ctx, keys[i], strlen(keys[i]) + 1) == 1; /* with the NUL */
     if (!ok || EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 || mdlen != 32) {
         rc = adp_error_set(err, ADP_ENOMEM, "SHA-256 failed");
         goto out;
     }
-    for (i = 0; i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    str_hex(out, md, 32);
 out:
     for (i = 0; keys != NULL && i < n; i++)
         free(keys[i]);
@@ -1902,8 +1911,8 @@ static const char *outcome_name(enum outcome o)
     return names[o];
 }
 
-enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run,
-                          struct sync_stats *stats, struct adp_error *err)
+static enum adp_err patient_run(struct adapter *a, const char *patient_id, int dry_run,
+                                struct sync_stats *stats, struct adp_error *err)
 {
     json_t *resources = NULL, *patient = NULL, *report = NULL;
     json_t *careplan = NULL, *risk = NULL, *ours[2] = {NULL, NULL};
@@ -2053,6 +2062,22 @@ out:
     return rc;
 }
 
+/* One patient's jansson values come from this thread's arena and are gone
+ * together when it is done (jsonarena.h): nothing made here outlives the
+ * call.  A coverage report keeps values across patients, so it does not. */
+enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run,
+                          struct sync_stats *stats, struct adp_error *err)
+{
+    enum adp_err rc;
+
+    if (a->coverage != NULL)
+        return patient_run(a, patient_id, dry_run, stats, err);
+    jsonarena_begin();
+    rc = patient_run(a, patient_id, dry_run, stats, err);
+    jsonarena_end();
+    return rc;
+}
+
 enum adp_err sync_write_report(json_t *cov, const char *path, int json,
                                struct adp_error *err)
 {
@@ -2064,12 +2089,12 @@ enum adp_err sync_write_report(json_t *cov, const char *path, int json,
         return adp_error_set(err, ADP_ENOMEM, "report: out of memory");
     fp = fopen(path, "w");
     if (fp == NULL) {
-        free(text);
+        jsonarena_free_text(text); /* json_dumps or malloc: both */
         return adp_error_set(err, ADP_ECONFIG, "%s: cannot write the report", path);
     }
     bad = fputs(text, fp) == EOF || (json && fputc('\n', fp) == EOF);
     bad = fclose(fp) != 0 || bad;
-    free(text);
+    jsonarena_free_text(text);
     if (bad)
         return adp_error_set(err, ADP_ECONFIG, "%s: cannot write the report", path);
     return ADP_OK;

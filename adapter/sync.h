@@ -46,7 +46,7 @@ struct adapter {
     /* Issue 7 (throughput): */
     struct ratelimit *pace;       /* shared request pace; owned unless worker */
     int worker;                   /* 1: a pool worker's copy (adapter_open_worker):
-                                   * only http, fhir and state are its own */
+                                   * only http and fhir are its own */
     int fetch_mode;               /* SYNC_FETCH_*: batch support, probed once */
     int write_mode;               /* SYNC_WRITE_*: set with fetch_mode */
     char *obs_codes;              /* escaped code= list for Observation searches, ""
@@ -88,9 +88,8 @@ void adapter_close(struct adapter *a);
 enum adp_err adapter_check_secrets(const struct config *cfg, struct adp_error *err);
 
 /* A pool worker's adapter: everything of a (borrowed: configuration,
- * mappings, rules, authorisation, pace, flags) plus its own HTTP client
- * (connections), FHIR client and state connection (the state file stays
- * locked by a).  auth_fn / auth_ud replace a's authorisation hook (NULL:
+ * mappings, rules, authorisation, pace, flags, state handle: its calls are
+ * serialised) plus its own HTTP client (connections) and FHIR client.  auth_fn / auth_ud replace a's authorisation hook (NULL:
  * none).  Free with adapter_close_worker. */
 enum adp_err adapter_open_worker(struct adapter *w, const struct adapter *a,
                                  enum adp_err (*auth_fn)(void *ud, const char *url,

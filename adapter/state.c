@@ -47,6 +47,7 @@ enum stmt_id {
     Q_DEAD_DEL,
     Q_DEAD_REQUEUE,
     Q_DEAD_REQUEUE_DEL,
+    Q_PENDING,
     Q_COUNT
 };
 
@@ -106,6 +107,7 @@ static const char *const stmt_sql[Q_COUNT] = {
         "last_error FROM dead_letter WHERE ?1 IS NULL OR patient_id = ?1 "
         "ORDER BY seq ON CONFLICT(patient_id) DO NOTHING",
     [Q_DEAD_REQUEUE_DEL] = "DELETE FROM dead_letter WHERE ?1 IS NULL OR patient_id = ?1",
+    [Q_PENDING] = "SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM dead_letter)",
 };
 
 struct state {
@@ -114,6 +116,11 @@ struct state {
     int lock_fd;                 /* -1 when not locked */
     char path[512];
     sqlite3_stmt *stmt[Q_COUNT]; /* NULL until first use; finalized by state_close */
+    /* Rows in outbox and dead_letter, -1 when not known.  Kept only by the
+     * handle holding the lock (no other process writes then): while both
+     * are 0, as in a healthy run, a patient's outbox and dead-letter
+     * lookups and deletes need no SQL. */
+    long outbox_n, dead_n;
 };
 
 static enum adp_err db_error(struct state *st, const char *what, struct adp_error *err)
@@ -143,6 +150,35 @@ static void stmt_release(sqlite3_stmt *q)
 {
     sqlite3_reset(q);
     sqlite3_clear_bindings(q);
+}
+
+/* Are there no outbox (which 0) or dead-letter (which 1) rows?  Only the
+ * locked handle knows (counting again after a change); 0 means "look". */
+static int none_pending(struct state *st, int which)
+{
+    sqlite3_stmt *q;
+
+    if (st->lock_fd < 0)
+        return 0;
+    if (st->outbox_n < 0 || st->dead_n < 0) {
+        q = stmt_get(st, Q_PENDING);
+        if (q == NULL)
+            return 0;
+        if (sqlite3_step(q) == SQLITE_ROW) {
+            st->outbox_n = sqlite3_column_int64(q, 0);
+            st->dead_n = sqlite3_column_int64(q, 1);
+        }
+        stmt_release(q);
+        if (st->outbox_n < 0 || st->dead_n < 0)
+            return 0;
+    }
+    return (which == 0 ? st->outbox_n : st->dead_n) == 0;
+}
+
+/* After a change (or a failed one) to outbox or dead_letter. */
+static void pending_changed(struct state *st)
+{
+    st->outbox_n = st->dead_n = -1;
 }
 
 static const char *const migrations[STATE_SCHEMA_VERSION] = {
@@ -293,6 +329,7 @@ enum adp_err state_open_ex(const char *path, int flags, struct state **out,
         return adp_error_set(err, ADP_ENOMEM, "state %s: cannot create its lock", path);
     }
     st->lock_fd = -1;
+    st->outbox_n = st->dead_n = -1;
     snprintf(st->path, sizeof(st->path), "%s", path);
     if (flags & STATE_LOCK) {
         rc = take_lock(st, err);
@@ -521,6 +558,8 @@ static enum adp_err outbox_get_locked(struct state *st, const char *patient_id,
     int r;
 
     *found = 0;
+    if (none_pending(st, 0))
+        return ADP_OK;
     q = stmt_get(st, Q_OUTBOX_GET);
     if (q == NULL)
         return db_error(st, "read outbox", err);
@@ -696,6 +735,8 @@ static enum adp_err dead_get_locked(struct state *st, const char *patient_id,
     int r;
 
     *found = 0;
+    if (none_pending(st, 1))
+        return ADP_OK;
     q = stmt_get(st, Q_DEAD_GET);
     if (q == NULL)
         return db_error(st, "read dead letter", err);
@@ -757,6 +798,7 @@ static enum adp_err finish_patient_locked(struct state *st, const char *patient_
                                           struct adp_error *err)
 {
     const char *p[1] = {patient_id};
+    int outbox = !none_pending(st, 0), dead = !none_pending(st, 1);
     enum adp_err rc;
 
     rc = tx(st, Q_BEGIN, err);
@@ -764,10 +806,12 @@ static enum adp_err finish_patient_locked(struct state *st, const char *patient_
         return rc;
     if (sp != NULL)
         rc = put_patient_locked(st, patient_id, sp, err);
-    if (rc == ADP_OK)
+    if (rc == ADP_OK && outbox)
         rc = run(st, Q_OUTBOX_DEL, "clear outbox", p, 1, NULL, err);
-    if (rc == ADP_OK)
+    if (rc == ADP_OK && dead)
         rc = run(st, Q_DEAD_DEL, "clear dead letter", p, 1, NULL, err);
+    if (outbox || dead)
+        pending_changed(st);
     if (rc != ADP_OK) {
         rollback(st);
         return rc;
@@ -864,6 +908,7 @@ enum adp_err state_forget_patient(struct state *st, const char *patient_id,
     rc = durable(st, 1, err);
     if (rc == ADP_OK) {
         rc = forget_patient_locked(st, patient_id, err);
+        pending_changed(st);
         (void)durable(st, 0, NULL);
     }
     pthread_mutex_unlock(&st->mu);
@@ -881,6 +926,7 @@ enum adp_err state_outbox_put(struct state *st, const char *patient_id, const ch
     rc = durable(st, 1, err);
     if (rc == ADP_OK) {
         rc = outbox_put_locked(st, patient_id, kind, decision_hash, careplan, risk, err);
+        pending_changed(st);
         (void)durable(st, 0, NULL);
     }
     pthread_mutex_unlock(&st->mu);
@@ -917,6 +963,7 @@ enum adp_err state_outbox_done(struct state *st, const char *patient_id,
 
     pthread_mutex_lock(&st->mu);
     rc = outbox_done_locked(st, patient_id, err);
+    pending_changed(st);
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
@@ -951,6 +998,7 @@ enum adp_err state_dead_letter(struct state *st, const char *patient_id, const c
     pthread_mutex_lock(&st->mu);
     rc = dead_letter_locked(st, patient_id, kind, decision_hash, attempts, http_status,
                             last_error, outcome, err);
+    pending_changed(st);
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
@@ -984,6 +1032,7 @@ enum adp_err state_dead_clear(struct state *st, const char *patient_id,
 
     pthread_mutex_lock(&st->mu);
     rc = dead_clear_locked(st, patient_id, err);
+    pending_changed(st);
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
@@ -1009,6 +1058,7 @@ enum adp_err state_dead_requeue(struct state *st, const char *patient_id, int *n
     rc = durable(st, 1, err);
     if (rc == ADP_OK) {
         rc = dead_requeue_locked(st, patient_id, n, err);
+        pending_changed(st);
         (void)durable(st, 0, NULL);
     }
     pthread_mutex_unlock(&st->mu);

@@ -1,10 +1,12 @@
 /* Unit tests for state.c: create, migrate, watermark, per-patient records,
- * outbox and dead letters, the one-commit finish, the statement cache. */
+ * outbox and dead letters, the one-commit finish, the statement cache, the
+ * locked handle's outbox/dead-letter counts, one handle shared by threads. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,6 +163,127 @@ static void test_outbox_lifecycle(void **state)
     assert_int_equal(state_outbox_done(st, "p2", &err), ADP_OK);
     assert_int_equal(state_outbox_count(st, &n, &err), ADP_OK);
     assert_int_equal(n, 1);
+    state_close(st);
+    cleanup(p);
+}
+
+/* The locked handle answers "no outbox / dead letter" from its counts while
+ * they are 0: every change, and rows left by an earlier run, must show. */
+static void test_pending_counts_follow_changes(void **state)
+{
+    char p[64];
+    struct state *st = NULL;
+    struct adp_error err;
+    struct state_outbox ob;
+    struct state_dead dl;
+    struct state_patient sp;
+    int found = 0, n = 0;
+
+    (void)state;
+    tmp_path(p, sizeof(p));
+    adp_error_clear(&err);
+    memset(&sp, 0, sizeof(sp));
+    snprintf(sp.decision_hash, sizeof(sp.decision_hash), "h");
+    assert_int_equal(state_open(p, &st, &err), ADP_OK);
+    assert_int_equal(state_outbox_get(st, "a", &ob, &found, &err), ADP_OK);
+    assert_int_equal(found, 0);
+    assert_int_equal(state_outbox_put(st, "a", "post", "h1", NULL, NULL, &err), ADP_OK);
+    assert_int_equal(state_outbox_get(st, "a", &ob, &found, &err), ADP_OK);
+    assert_int_equal(found, 1);
+    assert_int_equal(state_dead_letter(st, "a", "post", "h1", 1, 422, "bad", "", &err),
+                     ADP_OK);
+    assert_int_equal(state_outbox_get(st, "a", &ob, &found, &err), ADP_OK);
+    assert_int_equal(found, 0);
+    assert_int_equal(state_dead_get(st, "a", &dl, &found, &err), ADP_OK);
+    assert_int_equal(found, 1);
+    state_close(st);
+
+    /* left by an earlier run: seen at once */
+    assert_int_equal(state_open(p, &st, &err), ADP_OK);
+    assert_int_equal(state_dead_get(st, "a", &dl, &found, &err), ADP_OK);
+    assert_int_equal(found, 1);
+    assert_int_equal(state_dead_requeue(st, "a", &n, &err), ADP_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(state_dead_get(st, "a", &dl, &found, &err), ADP_OK);
+    assert_int_equal(found, 0);
+    assert_int_equal(state_outbox_get(st, "a", &ob, &found, &err), ADP_OK);
+    assert_int_equal(found, 1);
+    assert_int_equal(state_finish_patient(st, "a", &sp, &err), ADP_OK);
+    assert_int_equal(state_outbox_get(st, "a", &ob, &found, &err), ADP_OK);
+    assert_int_equal(found, 0);
+    assert_int_equal(state_outbox_put(st, "b", "post-tx", "h2", NULL, NULL, &err), ADP_OK);
+    assert_int_equal(state_forget_patient(st, "b", &err), ADP_OK);
+    assert_int_equal(state_outbox_get(st, "b", &ob, &found, &err), ADP_OK);
+    assert_int_equal(found, 0);
+    assert_int_equal(state_outbox_put(st, "c", "post", "h3", NULL, NULL, &err), ADP_OK);
+    assert_int_equal(state_dead_letter(st, "c", "post", "h3", 1, 409, "x", "", &err), ADP_OK);
+    assert_int_equal(state_dead_clear(st, "c", &err), ADP_OK);
+    assert_int_equal(state_dead_get(st, "c", &dl, &found, &err), ADP_OK);
+    assert_int_equal(found, 0);
+    assert_int_equal(state_outbox_count(st, &n, &err), ADP_OK);
+    assert_int_equal(n, 0);
+    state_close(st);
+    cleanup(p);
+}
+
+struct worker_arg {
+    struct state *st;
+    int k;
+    int failures;
+};
+
+static void *shared_worker(void *arg)
+{
+    struct worker_arg *w = arg;
+    struct adp_error err;
+    struct state_patient sp, got;
+    char id[32];
+    int i, found;
+
+    adp_error_clear(&err);
+    for (i = 0; i < 200; i++) {
+        snprintf(id, sizeof(id), "w%d-%d", w->k, i);
+        memset(&sp, 0, sizeof(sp));
+        snprintf(sp.decision_hash, sizeof(sp.decision_hash), "%s", id);
+        if (state_get_patient(w->st, id, &got, &found, &err) != ADP_OK || found ||
+            state_finish_patient(w->st, id, &sp, &err) != ADP_OK ||
+            state_get_patient(w->st, id, &got, &found, &err) != ADP_OK || !found ||
+            strcmp(got.decision_hash, id) != 0)
+            w->failures++;
+    }
+    return NULL;
+}
+
+/* Pool workers share the adapter's handle: calls from four threads at once
+ * are serialised, each transaction whole. */
+static void test_shared_handle_threads(void **state)
+{
+    char p[64];
+    struct state *st = NULL;
+    struct adp_error err;
+    struct worker_arg w[4];
+    pthread_t th[4];
+    struct state_patient got;
+    int i, found;
+
+    (void)state;
+    tmp_path(p, sizeof(p));
+    adp_error_clear(&err);
+    assert_int_equal(state_open(p, &st, &err), ADP_OK);
+    for (i = 0; i < 4; i++) {
+        w[i].st = st;
+        w[i].k = i;
+        w[i].failures = 0;
+        assert_int_equal(pthread_create(&th[i], NULL, shared_worker, &w[i]), 0);
+    }
+    for (i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+        assert_int_equal(w[i].failures, 0);
+    }
+    state_close(st);
+    assert_int_equal(state_open(p, &st, &err), ADP_OK);
+    assert_int_equal(state_get_patient(st, "w3-199", &got, &found, &err), ADP_OK);
+    assert_int_equal(found, 1);
     state_close(st);
     cleanup(p);
 }
@@ -553,6 +676,8 @@ int main(void)
         cmocka_unit_test(test_unwritable),
         cmocka_unit_test(test_newer_schema_refused),
         cmocka_unit_test(test_outbox_lifecycle),
+        cmocka_unit_test(test_pending_counts_follow_changes),
+        cmocka_unit_test(test_shared_handle_threads),
         cmocka_unit_test(test_dead_letter_and_requeue),
         cmocka_unit_test(test_second_instance_refused),
         cmocka_unit_test(test_migrates_v1),

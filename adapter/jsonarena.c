@@ -1,20 +1,34 @@
 /*
  * jsonarena.c - per-thread bump allocation for jansson (see jsonarena.h).
  *
- * Each thread has up to ARENA_CHUNKS chunks of ARENA_CHUNK bytes, malloc'd
- * on demand.  Inside a scope an allocation takes the next aligned piece of
- * the current chunk; a free of a piece does nothing (its memory comes back
- * when the scope ends), a free of anything else goes to free().  At the end
- * of the outermost scope the thread keeps ARENA_KEEP chunks for the next
- * patient and returns the others.  A thread's chunks are freed when it exits.
+ * Each thread reserves one large range of address space (mmap with
+ * MAP_NORESERVE: no memory is used until a page is touched) on its first
+ * scope.  Inside a scope an allocation, of any size, takes the next aligned
+ * piece of the range; a free of a piece does nothing, a free of anything
+ * else goes to free(); whether a pointer is the arena's is one comparison.
+ * The end of the outermost scope moves the bump pointer back to the start
+ * and hands the pages touched beyond ARENA_KEEP back to the system
+ * (MADV_DONTNEED), so a large patient does not leave its memory behind; the
+ * thread unmaps the range when it exits.
+ *
+ * Inside a scope every jansson allocation comes from the arena (malloc only
+ * when the range is used up or could not be reserved, or past a limit that
+ * only the tests set), so a value made in a scope is never one that must be
+ * freed: which is what lets jsonread make response trees immortal, and lets
+ * code insert new values into them.  A scope holds what its patient
+ * allocated, freed or not; a patient whose resources fill N MB held them all
+ * at once before the arena too (its resource list), so the arena at most
+ * adds the garbage.
  */
 #include "jsonarena.h"
 
 #include <jansson.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define ARENA_ASAN 1
@@ -48,19 +62,23 @@
 #define VALGRIND_MAKE_MEM_NOACCESS(p, n) ((void)0)
 #endif
 
-#define ARENA_CHUNK (64 * 1024)
-#define ARENA_CHUNKS 16           /* at most 1 MiB a thread; then malloc */
-#define ARENA_KEEP 2              /* chunks kept between scopes */
-#define ARENA_BIG (ARENA_CHUNK / 8) /* larger pieces always come from malloc */
-#define ARENA_ALIGN 16            /* as malloc's */
+/* Address space reserved per thread (not memory: pages count only once
+ * touched); a smaller range is tried when the system refuses this one. */
+#define ARENA_RESERVE ((size_t)1 << 30)
+#define ARENA_RESERVE_MIN ((size_t)64 << 20)
+#define ARENA_KEEP ((size_t)512 << 10) /* touched bytes kept between scopes */
+#define ARENA_STEP ((size_t)64 << 10)  /* poisoning / marking granularity */
+#define ARENA_ALIGN 16                 /* as malloc's */
 
 struct arena {
-    char *chunk[ARENA_CHUNKS];
-    int n;       /* chunks allocated */
-    int cur;     /* the one being filled */
-    size_t used; /* bytes of chunk[cur] handed out */
-    int depth;   /* open scopes */
-    int pool;    /* valgrind knows this arena as a memory pool */
+    char *base;      /* the reserved range, NULL before the first scope */
+    size_t size;     /* its length; 0 when it could not be reserved */
+    size_t used;     /* bytes handed out in the current scope */
+    size_t touched;  /* high-water mark of used since the range was last trimmed */
+    size_t marked;   /* bytes made inaccessible to the sanitizers so far */
+    size_t limit;    /* test hook: bytes a scope may take before malloc; 0 none */
+    int depth;       /* open scopes */
+    int tried;       /* the reservation was attempted */
     unsigned long fallbacks; /* pieces malloc'd while a scope was open */
 };
 
@@ -69,18 +87,16 @@ static pthread_key_t exit_key;
 static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
 static int exit_key_ok;
 
-/* Thread exit: the chunks go back. */
+/* Thread exit: the range goes back. */
 static void arena_exit(void *ud)
 {
     struct arena *a = ud;
-    int i;
 
-    for (i = 0; i < a->n; i++) {
-        ASAN_UNPOISON_MEMORY_REGION(a->chunk[i], ARENA_CHUNK);
-        free(a->chunk[i]);
-    }
-    if (a->pool)
+    if (a->base != NULL) {
+        ASAN_UNPOISON_MEMORY_REGION(a->base, a->marked);
         VALGRIND_DESTROY_MEMPOOL(a);
+        munmap(a->base, a->size);
+    }
     memset(a, 0, sizeof(*a));
 }
 
@@ -89,56 +105,65 @@ static void exit_key_make(void)
     exit_key_ok = pthread_key_create(&exit_key, arena_exit) == 0;
 }
 
-/* A new chunk (or the next kept one) to fill; 0 when the cap is reached or
- * malloc fails (the caller then uses malloc for the piece). */
-static int next_chunk(struct arena *a)
+/* Reserve this thread's range (once); 0 when there is none. */
+static int reserve(struct arena *a)
 {
-    char *c;
+    size_t size;
+    void *p = MAP_FAILED;
 
-    if (a->n > 0 && a->cur + 1 < a->n) {
-        a->cur++;
-        a->used = 0;
-        return 1;
-    }
-    if (a->n == ARENA_CHUNKS)
+    if (a->tried)
+        return a->base != NULL;
+    a->tried = 1;
+    pthread_once(&exit_once, exit_key_make);
+    if (!exit_key_ok)
         return 0;
-    if (a->n == 0) {
-        /* the first chunk of this thread: free them all when it exits */
-        pthread_once(&exit_once, exit_key_make);
-        if (!exit_key_ok || pthread_setspecific(exit_key, a) != 0)
+    for (size = ARENA_RESERVE;; size /= 4) {
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p != MAP_FAILED)
+            break;
+        if (size / 4 < ARENA_RESERVE_MIN)
             return 0;
-        if (!a->pool) {
-            VALGRIND_CREATE_MEMPOOL(a, 0, 0);
-            a->pool = 1;
-        }
     }
-    c = malloc(ARENA_CHUNK);
-    if (c == NULL)
+    if (pthread_setspecific(exit_key, a) != 0) {
+        munmap(p, size);
         return 0;
-    ASAN_POISON_MEMORY_REGION(c, ARENA_CHUNK);
-    VALGRIND_MAKE_MEM_NOACCESS(c, ARENA_CHUNK);
-    a->chunk[a->n] = c;
-    a->cur = a->n++;
-    a->used = 0;
+    }
+    a->base = p;
+    a->size = size;
+    VALGRIND_CREATE_MEMPOOL(a, 0, 0);
     return 1;
 }
 
 static void *arena_alloc(size_t size)
 {
     struct arena *a = &arena;
-    size_t need;
+    size_t need, end;
     char *p;
 
     if (a->depth == 0)
         return malloc(size);
     need = (size + ARENA_HDR + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
-    if (size > ARENA_BIG ||
-        ((a->n == 0 || a->used + need > ARENA_CHUNK) && !next_chunk(a))) {
+    end = a->used + need;
+    if (need < size || !reserve(a) || end > a->size || end < a->used ||
+        (a->limit != 0 && end > a->limit)) {
         a->fallbacks++;
         return malloc(size);
     }
-    p = a->chunk[a->cur] + a->used;
-    a->used += need;
+    if (end > a->marked) {
+        /* fresh address space: inaccessible until handed out */
+        size_t more = ((end - a->marked) + ARENA_STEP - 1) & ~(ARENA_STEP - 1);
+
+        if (more > a->size - a->marked)
+            more = a->size - a->marked;
+        ASAN_POISON_MEMORY_REGION(a->base + a->marked, more);
+        VALGRIND_MAKE_MEM_NOACCESS(a->base + a->marked, more);
+        a->marked += more;
+    }
+    p = a->base + a->used;
+    a->used = end;
+    if (end > a->touched)
+        a->touched = end;
 #ifdef ARENA_ASAN
     ASAN_UNPOISON_MEMORY_REGION(p, ARENA_HDR);
     memcpy(p, &size, sizeof(size));
@@ -150,30 +175,20 @@ static void *arena_alloc(size_t size)
     return p;
 }
 
-/* Is p inside one of a's chunks? */
-static int in_arena(const struct arena *a, const char *p)
-{
-    int i;
-
-    for (i = a->n - 1; i >= 0; i--)
-        if (p >= a->chunk[i] && p < a->chunk[i] + ARENA_CHUNK)
-            return 1;
-    return 0;
-}
-
 static void arena_free(void *ptr)
 {
     struct arena *a = &arena;
+    char *p = ptr;
 
-    if (ptr == NULL)
+    if (p == NULL)
         return;
-    if (!in_arena(a, ptr)) {
+    if (a->base == NULL || p < a->base || p >= a->base + a->size) {
         free(ptr);
         return;
     }
 #ifdef ARENA_ASAN
     {
-        char *h = (char *)ptr - ARENA_HDR;
+        char *h = p - ARENA_HDR;
         size_t size;
 
         ASAN_UNPOISON_MEMORY_REGION(h, ARENA_HDR);
@@ -183,6 +198,8 @@ static void arena_free(void *ptr)
 #endif
     VALGRIND_MEMPOOL_FREE(a, ptr);
 }
+
+/*** the interface ***/
 
 void jsonarena_install(void)
 {
@@ -197,26 +214,21 @@ void jsonarena_begin(void)
 void jsonarena_end(void)
 {
     struct arena *a = &arena;
-    int i;
 
     if (a->depth == 0 || --a->depth > 0)
         return;
-    for (i = ARENA_KEEP; i < a->n; i++) {
-        ASAN_UNPOISON_MEMORY_REGION(a->chunk[i], ARENA_CHUNK);
-        free(a->chunk[i]);
+    if (a->base == NULL)
+        return;
+    ASAN_POISON_MEMORY_REGION(a->base, a->used);
+    VALGRIND_MAKE_MEM_NOACCESS(a->base, a->used);
+    /* every piece of the scope is gone, freed or not */
+    VALGRIND_DESTROY_MEMPOOL(a);
+    VALGRIND_CREATE_MEMPOOL(a, 0, 0);
+    if (a->touched > ARENA_KEEP) {
+        /* a large patient: give its pages back (they read as zeros later) */
+        madvise(a->base + ARENA_KEEP, a->touched - ARENA_KEEP, MADV_DONTNEED);
+        a->touched = ARENA_KEEP;
     }
-    if (a->n > ARENA_KEEP)
-        a->n = ARENA_KEEP;
-    for (i = 0; i < a->n; i++) {
-        ASAN_POISON_MEMORY_REGION(a->chunk[i], ARENA_CHUNK);
-        VALGRIND_MAKE_MEM_NOACCESS(a->chunk[i], ARENA_CHUNK);
-    }
-    if (a->pool) {
-        /* every piece of the scope is gone, freed or not */
-        VALGRIND_DESTROY_MEMPOOL(a);
-        VALGRIND_CREATE_MEMPOOL(a, 0, 0);
-    }
-    a->cur = 0;
     a->used = 0;
 }
 
@@ -237,7 +249,12 @@ unsigned long jsonarena_fallbacks(void)
 
 unsigned long jsonarena_held(void)
 {
-    return (unsigned long)arena.n * ARENA_CHUNK;
+    return (unsigned long)arena.touched;
+}
+
+void jsonarena_limit(unsigned long bytes)
+{
+    arena.limit = bytes;
 }
 
 void jsonarena_free_text(void *p)

@@ -7,9 +7,9 @@
  * by one through malloc.  Inside a scope (jsonarena_begin .. jsonarena_end)
  * on a thread, jansson's allocations come from that thread's chunks instead:
  * an allocation is a pointer bump, a free does nothing, and jsonarena_end
- * takes everything back at once.  Outside a scope, and for what does not fit
- * (the chunks are capped, so a patient with huge pages costs what it did
- * before, not more memory), jansson uses malloc as usual.
+ * takes everything back at once.  Outside a scope jansson uses malloc as
+ * usual.  Inside one, malloc is used only when memory runs out, so a value
+ * made in a scope never needs freeing (jsonread relies on that).
  *
  * The rule that keeps this safe: a jansson value made inside a scope must not
  * be used after the scope ends (no caching it in long-lived structures, no
@@ -37,9 +37,13 @@ void jsonarena_end(void);
 int jsonarena_active(void);
 
 /* How many allocations the calling thread's open scopes had to take from
- * malloc (larger than a piece, or beyond the cap).  A tree built while this
+ * malloc (out of memory, or past jsonarena_limit).  A tree built while this
  * did not move lives entirely in the arena. */
 unsigned long jsonarena_fallbacks(void);
+
+/* Tests: the calling thread's arena takes at most bytes (0: no limit, the
+ * default) before scopes fall back to malloc. */
+void jsonarena_limit(unsigned long bytes);
 
 /* Free a text jansson allocated (json_dumps, jsonwrite_dumps): with the
  * arena installed that is not plain free(). */

@@ -1,13 +1,14 @@
 /*
  * test_jsonarena.c - the per-thread arena behind jansson (issue 7): values
  * made in a scope come from the thread's chunks and are all gone at its end;
- * values made outside, large ones and those beyond the cap come from malloc
- * and are freed as usual; scopes nest; each thread has its own arena and
- * gives its chunks back when it exits (valgrind, in `make valgrind`, would
- * report them lost otherwise).  Under AddressSanitizer (`make asan`) freed
+ * large ones too; values made outside a scope (or past the tests' limit)
+ * come from malloc and are freed as usual; scopes nest;
+ * each thread has its own arena and gives its chunks back when it exits
+ * (valgrind, in `make valgrind`, would report them lost otherwise).  Under AddressSanitizer (`make asan`) freed
  * values and a closed scope's memory are checked to be poisoned.  jsonread
  * makes a tree read in a scope immortal when it lies entirely in the arena,
- * and an ordinary tree otherwise (freed as usual: no leak under valgrind).
+ * and an ordinary tree otherwise (past the tests' limit: freed as usual, no
+ * leak under valgrind).
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -35,7 +36,8 @@
 #include <sanitizer/asan_interface.h>
 #endif
 
-#define CHUNK (64 * 1024) /* jsonarena.c's chunk size */
+#define CHUNK (64ul * 1024)
+#define KEEP (512ul * 1024) /* jsonarena.c's ARENA_KEEP */
 
 /* A Condition-like tree of a few dozen values. */
 static json_t *tree(int i)
@@ -58,7 +60,7 @@ static void test_scope_reuses_memory(void **state)
     (void)state;
     jsonarena_begin();
     a = tree(1);
-    assert_true(jsonarena_held() >= CHUNK);
+    assert_true(jsonarena_held() > 0);
     first = (uintptr_t)a;
     json_decref(a);
     jsonarena_end();
@@ -109,9 +111,10 @@ static void test_nested_scopes(void **state)
     jsonarena_end(); /* one end too many: ignored */
 }
 
-static void test_large_and_capped(void **state)
+static void test_large_pieces_and_many(void **state)
 {
-    json_t *arr, *big;
+    unsigned long fb = jsonarena_fallbacks();
+    json_t *arr, *big, *t;
     char *s;
     size_t i;
 
@@ -121,21 +124,35 @@ static void test_large_and_capped(void **state)
     memset(s, 'x', 99999);
     s[99999] = '\0';
     jsonarena_begin();
-    big = json_string(s); /* the string's copy is larger than a piece: malloc */
+    big = json_string(s); /* a large piece: from the arena too */
     assert_non_null(big);
-    /* ~5 MB of values: beyond the 1 MiB cap, the rest comes from malloc */
+    /* ~5 MB of values: many chunks, still all from the arena */
     arr = json_array();
     for (i = 0; i < 20000; i++)
         assert_int_equal(json_array_append_new(arr, tree((int)i)), 0);
-    assert_true(jsonarena_held() <= 16ul * CHUNK);
+    assert_true(jsonarena_held() > 2ul * 1024 * 1024);
+    assert_int_equal(jsonarena_fallbacks(), fb);
     assert_int_equal(json_integer_value(json_object_get(json_array_get(arr, 19999), "n")),
                      19999);
     assert_int_equal(strlen(json_string_value(big)), 99999);
     json_decref(arr);
     json_decref(big);
     jsonarena_end();
-    /* two chunks are kept for the next scope, the others returned */
-    assert_true(jsonarena_held() <= 2ul * CHUNK);
+    /* what was touched beyond 512 KiB is given back */
+    assert_int_equal(jsonarena_held(), KEEP);
+
+    /* past a limit (tests only) pieces come from malloc and are freed as usual */
+    jsonarena_limit(3ul * CHUNK);
+    jsonarena_begin();
+    arr = json_array();
+    for (i = 0; i < 2000; i++)
+        assert_int_equal(json_array_append_new(arr, tree((int)i)), 0);
+    assert_true(jsonarena_fallbacks() > fb);
+    t = json_array_get(arr, 1999);
+    assert_int_equal(json_integer_value(json_object_get(t, "n")), 1999);
+    json_decref(arr); /* the malloc'd ones: valgrind would report them lost */
+    jsonarena_end();
+    jsonarena_limit(0);
     free(s);
 }
 
@@ -189,8 +206,9 @@ static void test_read_immortal(void **state)
     json_decref(t);
 }
 
-/* A document with a string longer than an arena piece: the string comes
- * from malloc, so the tree must be counted (and freed) as usual. */
+/* A long string comes from the arena too: still immortal.  When a parse had
+ * to take memory from malloc (here past a test limit), the tree is counted
+ * and freed as usual. */
 static void test_read_mortal_when_malloced(void **state)
 {
     size_t n = 20000, i;
@@ -206,6 +224,14 @@ static void test_read_mortal_when_malloced(void **state)
     jsonarena_begin();
     t = jsonread_loadb(doc, strlen(doc), NULL);
     assert_non_null(t);
+    assert_int_equal(t->refcount, (size_t)-1);
+    assert_int_equal(json_string_length(json_object_get(t, "div")), n);
+    jsonarena_end();
+
+    jsonarena_limit(4096); /* the long string must come from malloc */
+    jsonarena_begin();
+    t = jsonread_loadb(doc, strlen(doc), NULL);
+    assert_non_null(t);
     assert_int_equal(t->refcount, 1);
     assert_int_equal(json_object_get(t, "a")->refcount, 1);
     assert_int_equal(json_array_get(json_object_get(t, "a"), 0)->refcount, 1);
@@ -216,6 +242,7 @@ static void test_read_mortal_when_malloced(void **state)
     memcpy(doc + i, "\",]", 4);
     assert_null(jsonread_loadb(doc, strlen(doc), NULL));
     jsonarena_end();
+    jsonarena_limit(0);
     free(doc);
 }
 
@@ -272,7 +299,7 @@ static void test_threads(void **state)
     for (i = 0; i < 4; i++)
         assert_int_equal(pthread_join(id[i], NULL), 0);
     for (i = 0; i < 4; i++) {
-        assert_int_equal(t[i].held, CHUNK); /* a fresh arena each */
+        assert_true(t[i].held > 0 && t[i].held < CHUNK); /* a fresh arena each */
         assert_true(t[i].addr != 0);
     }
     assert_int_equal(jsonarena_held(), held); /* this thread's is untouched */
@@ -282,7 +309,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scope_reuses_memory), cmocka_unit_test(test_outside_scope_is_malloc),
-        cmocka_unit_test(test_nested_scopes),       cmocka_unit_test(test_large_and_capped),
+        cmocka_unit_test(test_nested_scopes),       cmocka_unit_test(test_large_pieces_and_many),
         cmocka_unit_test(test_dumps_text),          cmocka_unit_test(test_threads),
         cmocka_unit_test(test_read_immortal),       cmocka_unit_test(test_read_mortal_when_malloced),
 #ifdef TEST_ASAN

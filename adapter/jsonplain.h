@@ -1,11 +1,12 @@
 /*
- * jsonplain.h - finding the end of a run of JSON string bytes that need no
- * attention (printable ASCII but '"' and '\\'), eight bytes at a time: the
- * reader (jsonread.c) and the writer (jsonwrite.c) share it.
+ * jsonplain.h - the string byte rules the reader (jsonread.c) and the writer
+ * (jsonwrite.c) share: runs of bytes that need no attention (printable ASCII
+ * but '"' and '\\'), found eight bytes at a time, and well-formed UTF-8.
  */
 #ifndef ADP_JSONPLAIN_H
 #define ADP_JSONPLAIN_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -48,6 +49,35 @@ static inline const unsigned char *skip_plain(const unsigned char *p, const unsi
     while (p < end && is_plain(*p))
         p++;
     return p;
+}
+
+/* Length of the well-formed UTF-8 sequence at p (whose lead byte is >= 0x80),
+ * 0 when it is not: no overlong forms, no surrogates, nothing past U+10FFFF
+ * (jansson's utf8_check_first and utf8_check_full, which its encoder's
+ * utf8_iterate applies too). */
+static inline size_t utf8_seq(const unsigned char *p, const unsigned char *end)
+{
+    unsigned c = p[0];
+    size_t avail = (size_t)(end - p);
+
+    if (c >= 0xc2 && c <= 0xdf)
+        return avail >= 2 && (p[1] & 0xc0) == 0x80 ? 2 : 0;
+    if (c >= 0xe0 && c <= 0xef) {
+        if (avail < 3 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80)
+            return 0;
+        if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] >= 0xa0))
+            return 0;
+        return 3;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        if (avail < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 ||
+            (p[3] & 0xc0) != 0x80)
+            return 0;
+        if ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] >= 0x90))
+            return 0;
+        return 4;
+    }
+    return 0;
 }
 
 #endif

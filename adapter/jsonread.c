@@ -231,34 +231,6 @@ static const unsigned char *skip_ws(const unsigned char *p, const unsigned char 
 
 static int is_digit(unsigned c) { return c - '0' < 10u; }
 
-/* Length of the well-formed UTF-8 sequence at p (whose lead byte is >= 0x80),
- * 0 when it is not: no overlong forms, no surrogates, nothing past U+10FFFF
- * (jansson's utf8_check_first and utf8_check_full). */
-static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
-{
-    unsigned c = p[0];
-    size_t avail = (size_t)(end - p);
-
-    if (c >= 0xc2 && c <= 0xdf)
-        return avail >= 2 && (p[1] & 0xc0) == 0x80 ? 2 : 0;
-    if (c >= 0xe0 && c <= 0xef) {
-        if (avail < 3 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80)
-            return 0;
-        if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] >= 0xa0))
-            return 0;
-        return 3;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        if (avail < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 ||
-            (p[3] & 0xc0) != 0x80)
-            return 0;
-        if ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] >= 0x90))
-            return 0;
-        return 4;
-    }
-    return 0;
-}
-
 /* The value of four hex digits at p, or -1. */
 static long hex4(const unsigned char *p)
 {

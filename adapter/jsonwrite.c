@@ -134,39 +134,6 @@ static int canon_byte(struct canon *c, char ch)
     return 0;
 }
 
-/* Length of the valid UTF-8 sequence at p (n >= 1 bytes left, p[0] >= 0x80),
- * or 0: the rules of jansson's utf8_iterate (no overlong forms, no
- * surrogates, nothing above U+10FFFF). */
-static size_t canon_utf8_len(const unsigned char *p, size_t n)
-{
-    size_t len, i;
-    unsigned long cp;
-
-    if (p[0] >= 0xC2 && p[0] <= 0xDF) {
-        len = 2;
-        cp = p[0] & 0x1Fu;
-    } else if (p[0] >= 0xE0 && p[0] <= 0xEF) {
-        len = 3;
-        cp = p[0] & 0x0Fu;
-    } else if (p[0] >= 0xF0 && p[0] <= 0xF4) {
-        len = 4;
-        cp = p[0] & 0x07u;
-    } else {
-        return 0; /* continuation byte, C0/C1, F5..FF */
-    }
-    if (len > n)
-        return 0;
-    for (i = 1; i < len; i++) {
-        if ((p[i] & 0xC0u) != 0x80u)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3Fu);
-    }
-    if (cp > 0x10FFFFul || (cp >= 0xD800ul && cp <= 0xDFFFul) ||
-        (len == 3 && cp < 0x800ul) || (len == 4 && cp < 0x10000ul))
-        return 0;
-    return len;
-}
-
 static int canon_string(struct canon *c, const char *s, size_t len)
 {
     static const char hex[] = "0123456789ABCDEF";
@@ -179,7 +146,7 @@ static int canon_string(struct canon *c, const char *s, size_t len)
         size_t n = 2;
 
         if (*p >= 0x80) {
-            size_t k = canon_utf8_len(p, (size_t)(end - p));
+            size_t k = utf8_seq(p, end);
 
             if (k == 0)
                 return -1;

@@ -32,6 +32,7 @@
 #include "fhir.h"
 #include "jsonarena.h"
 #include "log.h"
+#include "strjoin.h"
 
 #define AUTH_COMPONENT "auth"
 #define ES384_HALF 48
@@ -391,15 +392,14 @@ enum adp_err auth_client_assertion(struct auth *a, const char *aud, time_t now,
     char *h = NULL, *c = NULL, *h64 = NULL, *c64 = NULL, *input = NULL, *sig = NULL;
     unsigned char rnd[16];
     char jti[33];
-    size_t i, n;
+    size_t n;
     enum adp_err rc = ADP_OK;
 
     if (a == NULL || a->mode != AUTH_SMART || aud == NULL)
         return adp_error_set(err, ADP_EUSAGE, "auth: client assertion needs mode smart");
     if (RAND_bytes(rnd, sizeof(rnd)) != 1)
         return adp_error_set(err, ADP_EAUTH, "auth: no random bytes for jti");
-    for (i = 0; i < sizeof(rnd); i++)
-        snprintf(jti + 2 * i, 3, "%02x", rnd[i]);
+    str_hex(jti, rnd, sizeof(rnd));
     hdr = json_pack("{s:s, s:s, s:s}", "alg", a->alg, "kid", a->kid, "typ", "JWT");
     if (hdr != NULL && a->jku != NULL && json_object_set_new(hdr, "jku", json_string(a->jku)))
         json_decref(hdr), hdr = NULL;

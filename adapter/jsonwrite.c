@@ -18,6 +18,7 @@
 #include <openssl/evp.h>
 
 #include "jsonplain.h"
+#include "strjoin.h"
 
 /*
  * Canonical hash: SHA-256 of the bytes json_dumps(value, JSON_SORT_KEYS |
@@ -387,10 +388,9 @@ const EVP_MD *jsonwrite_sha256_md(void)
 
 int jsonwrite_sha256(json_t *value, char out[65])
 {
-    static const char hex[] = "0123456789abcdef";
     struct canon c;
     unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0, i;
+    unsigned int mdlen = 0;
     int rc = -1;
 
     if (!json_is_array(value) && !json_is_object(value))
@@ -404,11 +404,7 @@ int jsonwrite_sha256(json_t *value, char out[65])
         canon_value(&c, value, NULL) != 0 || canon_flush(&c) != 0 ||
         EVP_DigestFinal_ex(c.md, md, &mdlen) != 1 || mdlen != 32)
         goto out;
-    for (i = 0; i < mdlen; i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 0xF];
-    }
-    out[64] = '\0';
+    str_hex(out, md, 32);
     rc = 0;
 out:
     canon_release(&c);

@@ -33,6 +33,7 @@
 #include "engine.h"
 #include "jsonwrite.h"
 #include "mapping.h"
+#include "chaos_alloc.h"
 
 #define CASES_DIR "tests/cases"
 #define MAPPINGS_DIR "mappings"
@@ -537,16 +538,7 @@ static void test_refused(void **state)
 }
 
 /* Allocation failure at every step (jansson allocator, which the key stack
- * uses): each call gives the right hash or -1. */
-static int chaos_fail_at, chaos_count;
-
-static void *chaos_malloc(size_t n)
-{
-    if (++chaos_count == chaos_fail_at)
-        return NULL;
-    return malloc(n);
-}
-
+ * uses; chaos_alloc.h): each call gives the right hash or -1. */
 static void test_allocation_failures(void **state)
 {
     json_t *v = json_object(), *inner = json_object();
@@ -567,11 +559,9 @@ static void test_allocation_failures(void **state)
     for (at = 1;; at++) {
         int rc;
 
-        chaos_fail_at = at;
-        chaos_count = 0;
-        json_set_alloc_funcs(chaos_malloc, free);
+        chaos_on(at);
         rc = emit_json_sha256(v, got);
-        json_set_alloc_funcs(malloc, free);
+        chaos_off();
         if (rc == 0) {
             assert_string_equal(got, want);
             break;
@@ -588,11 +578,9 @@ static void test_allocation_failures(void **state)
         assert_non_null(wtext);
         failures = 0;
         for (at = 1;; at++) {
-            chaos_fail_at = at;
-            chaos_count = 0;
-            json_set_alloc_funcs(chaos_malloc, free);
+            chaos_on(at);
             text = jsonwrite_dumps(v, NULL);
-            json_set_alloc_funcs(malloc, free);
+            chaos_off();
             if (text != NULL) {
                 assert_string_equal(text, wtext);
                 free(text);

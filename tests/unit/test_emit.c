@@ -23,6 +23,7 @@
 #include "emit.h"
 #include "engine.h"
 #include "features.h"
+#include "chaos_alloc.h"
 
 #define BASE "https://dnmbc-adapter.example.org/fhir"
 #define PID "pat-emit-7f3a"
@@ -1135,30 +1136,9 @@ static void test_explain(void **state)
     json_decref(report);
 }
 
-/* Allocation failure at every step (jansson allocator): each call either
- * succeeds with the same result or fails cleanly; leaks show under
- * valgrind / ASan. */
-static int chaos_fail_at, chaos_count;
-
-static void *chaos_malloc(size_t n)
-{
-    if (++chaos_count == chaos_fail_at)
-        return NULL;
-    return malloc(n);
-}
-
-static void chaos_on(int at)
-{
-    chaos_fail_at = at;
-    chaos_count = 0;
-    json_set_alloc_funcs(chaos_malloc, free);
-}
-
-static void chaos_off(void)
-{
-    json_set_alloc_funcs(malloc, free);
-}
-
+/* Allocation failure at every step (jansson allocator, chaos_alloc.h): each
+ * call either succeeds with the same result or fails cleanly; leaks show
+ * under valgrind / ASan. */
 static void test_allocation_failures(void **state)
 {
     static const char *const targets[] = {"CarePlan/cp-1/_history/1"};

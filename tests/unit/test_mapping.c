@@ -17,6 +17,7 @@
 
 #include "bundle.h"
 #include "mapping.h"
+#include "chaos_alloc.h"
 
 #ifndef MAPPINGS_DIR
 #define MAPPINGS_DIR "mappings"
@@ -1137,19 +1138,9 @@ static void no_report_ok(void **state)
     json_decref(res);
 }
 
-/* Allocation failure: jansson allocation number k fails, for every k.  Each
- * run returns ADP_OK or ADP_ENOMEM and leaks nothing (run under ASan). */
-static long chaos_left;
-
-static void *chaos_malloc(size_t n)
-{
-    if (chaos_left-- == 0)
-        return NULL;
-    return malloc(n);
-}
-
-static void chaos_free(void *p) { free(p); }
-
+/* Allocation failure: jansson allocation number k + 1 fails, for every k
+ * (chaos_alloc.h).  Each run returns ADP_OK or ADP_ENOMEM and leaks nothing
+ * (run under ASan). */
 static void extract_allocation_failures(void **state)
 {
     json_t *res =
@@ -1174,10 +1165,9 @@ static void extract_allocation_failures(void **state)
         json_t *rep = NULL;
         enum adp_err rc;
 
-        chaos_left = k;
-        json_set_alloc_funcs(chaos_malloc, chaos_free);
+        chaos_on((int)k + 1);
         rc = mapping_extract(M, res, &f, &rep, &err);
-        json_set_alloc_funcs(malloc, free);
+        chaos_off();
         if (rc == ADP_OK) {
             assert_non_null(rep);
             ok++;

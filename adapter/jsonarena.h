@@ -49,7 +49,8 @@ void jsonarena_limit(unsigned long bytes);
  * arena installed that is not plain free(). */
 void jsonarena_free_text(void *p);
 
-/* Bytes the calling thread's arena holds (its chunks), for tests. */
+/* Bytes of the calling thread's range touched and not yet given back (what
+ * the arena adds to RSS), for tests. */
 unsigned long jsonarena_held(void);
 
 #endif

@@ -34,32 +34,22 @@
 #include "jsonwrite.h"
 #include "mapping.h"
 #include "chaos_alloc.h"
+#include "legacy_hash.h"
 
 #define CASES_DIR "tests/cases"
 #define MAPPINGS_DIR "mappings"
 
 /* ---- reference: the old dump-then-hash method ------------------------- */
 
-static void hex_of(const unsigned char *md, char out[65])
-{
-    unsigned int i;
-
-    for (i = 0; i < 32; i++)
-        sprintf(out + 2 * i, "%02x", md[i]);
-}
 
 /* 0 and the hash of json_dumps' text, or -1 when json_dumps fails. */
 static int old_hash(json_t *v, char out[65])
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
     char *text = json_dumps(v, JSON_SORT_KEYS | JSON_COMPACT);
 
     if (text == NULL)
         return -1;
-    assert_int_equal(EVP_Digest(text, strlen(text), md, &n, EVP_sha256(), NULL), 1);
-    assert_int_equal(n, 32);
-    hex_of(md, out);
+    text_sha256_hex(text, out);
     free(text);
     return 0;
 }
@@ -597,30 +587,6 @@ static void test_allocation_failures(void **state)
 
 /* ---- decision hash of emitted pairs ----------------------------------- */
 
-/* The old content_hash(): [CarePlan, RiskAssessment] without time fields
- * and hash extension, dumped sorted and compact, parsed back and compared. */
-static void old_decision_hash(json_t *cp, json_t *ra, char out[65])
-{
-    json_t *c = json_deep_copy(cp), *r = json_deep_copy(ra), *pair, *back;
-    char *text;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-
-    json_object_del(c, "created");
-    json_object_del(c, "extension");
-    json_object_del(r, "occurrenceDateTime");
-    json_object_del(r, "extension");
-    pair = json_pack("[oo]", c, r);
-    text = json_dumps(pair, JSON_SORT_KEYS | JSON_COMPACT);
-    assert_non_null(text);
-    back = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
-    assert_true(json_equal(back, pair));
-    assert_int_equal(EVP_Digest(text, strlen(text), md, &n, EVP_sha256(), NULL), 1);
-    hex_of(md, out);
-    json_decref(back);
-    json_decref(pair);
-    free(text);
-}
 
 static void test_emitted_pairs(void **state)
 {
@@ -657,7 +623,7 @@ static void test_emitted_pairs(void **state)
             c.params = &p;
             if (dec.rec != REC_NOT_APPLICABLE) {
                 assert_int_equal(emit_outputs(&c, &f, &dec, &cp, &ra, hash), 0);
-                old_decision_hash(cp, ra, want);
+                legacy_decision_hash(cp, ra, want);
                 assert_string_equal(hash, want);
                 emitted++;
             }

@@ -23,7 +23,9 @@
 #include <cmocka.h>
 
 #include "bundle.h"
+#include "engine.h"
 #include "mapping.h"
+#include "rules.h"
 
 #ifndef MAPPINGS_DIR
 #define MAPPINGS_DIR "mappings"
@@ -33,6 +35,11 @@
 #endif
 
 static struct mapping *M;
+static struct rule_params P;
+
+/* Rule coverage over the decision goldens: a rule id counts as covered
+ * "fired" (or "not fired") only when a case that expects it passed. */
+static int cov_fired[RULE_COUNT], cov_not_fired[RULE_COUNT];
 
 static const char *env_or(const char *name, const char *def)
 {
@@ -287,11 +294,184 @@ static json_t *load(const char *dir, const char *file)
     return v;
 }
 
+/*
+ * expected_decision.json: the decision the engine must reach for the case,
+ * with the real mappings/thresholds.json.  Keys (tests/cases/README.md):
+ * description, recommendation, palliative, rules_fired, rules_not_fired,
+ * m1_subgroup, rules_version, missing (fragments that must each occur in a
+ * work-up line), factors, factors_absent, immunotherapy.
+ */
+static int rule_by_code(const char *code)
+{
+    int r;
+
+    for (r = 0; r < RULE_COUNT; r++)
+        if (code != NULL && strcmp(rule_code((enum rule_id)r), code) == 0)
+            return r;
+    return -1;
+}
+
+static int factor_by_code(const char *code)
+{
+    int i;
+
+    for (i = 0; i < FAC_COUNT; i++)
+        if (code != NULL && strcmp(factor_code((enum factor)i), code) == 0)
+            return i;
+    return -1;
+}
+
+static int check_rule_list(const char *dir, json_t *want, const struct decision *d,
+                           int expect_fired, int mark[RULE_COUNT])
+{
+    size_t i;
+    json_t *v;
+    int failures = 0;
+
+    if (!json_is_array(want)) {
+        print_error("%s: rules list must be an array\n", dir);
+        return 1;
+    }
+    json_array_foreach (want, i, v) {
+        int r = rule_by_code(json_string_value(v));
+
+        if (r < 0) {
+            print_error("%s: unknown rule id '%s'\n", dir, json_string_value(v));
+            failures++;
+        } else if (!d->fired[r] != !expect_fired) {
+            print_error("%s: rule %s %s\n", dir, json_string_value(v),
+                        expect_fired ? "did not fire" : "fired");
+            failures++;
+        } else {
+            mark[r] = 1;
+        }
+    }
+    return failures;
+}
+
+static int check_decision(const char *dir, json_t *exp, const struct features *f)
+{
+    struct decision d;
+    const char *key;
+    json_t *want;
+    int failures = 0, r;
+    int mark_f[RULE_COUNT] = {0}, mark_n[RULE_COUNT] = {0};
+
+    engine_run(f, &P, &d);
+    json_object_foreach (exp, key, want) {
+        if (!strcmp(key, "description"))
+            continue;
+        if (!strcmp(key, "recommendation")) {
+            if (!json_is_string(want) ||
+                strcmp(json_string_value(want), rec_code(d.rec)) != 0) {
+                print_error("%s: recommendation: expected %s, got %s\n", dir,
+                            json_string_value(want), rec_code(d.rec));
+                failures++;
+            }
+        } else if (!strcmp(key, "palliative") || !strcmp(key, "immunotherapy")) {
+            int got = !strcmp(key, "palliative") ? d.palliative : d.opt_immuno;
+
+            if (!json_is_boolean(want) || json_is_true(want) != !!got) {
+                print_error("%s: %s: expected %s, got %s\n", dir, key,
+                            json_is_true(want) ? "true" : "false", got ? "true" : "false");
+                failures++;
+            }
+        } else if (!strcmp(key, "rules_fired")) {
+            failures += check_rule_list(dir, want, &d, 1, mark_f);
+        } else if (!strcmp(key, "rules_not_fired")) {
+            failures += check_rule_list(dir, want, &d, 0, mark_n);
+        } else if (!strcmp(key, "m1_subgroup")) {
+            const char *got = d.models.lin == M1_UNKNOWN ? "not computed"
+                                                         : m1sub_name(d.models.lin);
+
+            if (!json_is_string(want) || strcmp(json_string_value(want), got) != 0) {
+                print_error("%s: m1_subgroup: expected %s, got %s\n", dir,
+                            json_string_value(want), got);
+                failures++;
+            }
+        } else if (!strcmp(key, "rules_version")) {
+            if (!json_is_string(want) ||
+                strcmp(json_string_value(want), engine_rules_version()) != 0) {
+                print_error("%s: rules_version: expected %s, got %s\n", dir,
+                            json_string_value(want), engine_rules_version());
+                failures++;
+            }
+        } else if (!strcmp(key, "missing")) {
+            size_t i;
+            json_t *frag;
+
+            json_array_foreach (want, i, frag) {
+                int m, found = 0;
+
+                for (m = 0; m < MISS_COUNT; m++)
+                    if (d.missing[m] && json_string_value(frag) != NULL &&
+                        strstr(missing_text((enum missing_item)m),
+                               json_string_value(frag)) != NULL)
+                        found = 1;
+                if (!found) {
+                    print_error("%s: no work-up line contains '%s'\n", dir,
+                                json_string_value(frag));
+                    failures++;
+                }
+            }
+        } else if (!strcmp(key, "factors") || !strcmp(key, "factors_absent")) {
+            int present = !strcmp(key, "factors");
+            size_t i;
+            json_t *v;
+
+            json_array_foreach (want, i, v) {
+                int fac = factor_by_code(json_string_value(v));
+
+                if (fac < 0) {
+                    print_error("%s: unknown factor '%s'\n", dir, json_string_value(v));
+                    failures++;
+                } else if (!d.factors[fac] != !present) {
+                    print_error("%s: factor %s %s\n", dir, json_string_value(v),
+                                present ? "absent" : "present");
+                    failures++;
+                }
+            }
+        } else {
+            print_error("%s: unknown expected_decision key '%s'\n", dir, key);
+            failures++;
+        }
+    }
+    if (failures == 0)
+        for (r = 0; r < RULE_COUNT; r++) {
+            cov_fired[r] |= mark_f[r];
+            cov_not_fired[r] |= mark_n[r];
+        }
+    return failures;
+}
+
+/* Every rule id of the engine is expected to fire in some passing golden
+ * case and expected not to fire in another. */
+static void rule_coverage(void **state)
+{
+    int r, missing = 0;
+
+    (void)state;
+    for (r = 0; r < RULE_COUNT; r++) {
+        if (!cov_fired[r]) {
+            print_error("rule %s: no passing golden case expects it to fire\n",
+                        rule_code((enum rule_id)r));
+            missing++;
+        }
+        if (!cov_not_fired[r]) {
+            print_error("rule %s: no passing golden case expects it not to fire\n",
+                        rule_code((enum rule_id)r));
+            missing++;
+        }
+    }
+    assert_int_equal(missing, 0);
+}
+
 static void run_case(void **state)
 {
     const char *dir = *state;
     json_t *input = load(dir, "input.json"), *exp = load(dir, "expected_features.json");
-    json_t *res = NULL, *rep = NULL, *act = NULL, *want;
+    json_t *res = NULL, *rep = NULL, *act = NULL, *want, *dec = NULL;
+    struct mapping *mx = NULL;
     const char *pid = NULL, *key;
     struct adp_error err = {0};
     struct features f;
@@ -311,7 +491,24 @@ static void run_case(void **state)
         snprintf(why, sizeof(why), "bundle: %s", err.msg);
         goto out;
     }
-    if (mapping_extract(M, res, &f, &rep, &err) != ADP_OK) {
+    {
+        /* A case may carry a site-local mapping file (mappings.extra). */
+        char xpath[1024];
+        const char *xp = xpath;
+        FILE *fp;
+
+        snprintf(xpath, sizeof(xpath), "%s/extra_mapping.json", dir);
+        fp = fopen(xpath, "r");
+        if (fp != NULL) {
+            fclose(fp);
+            if (mapping_load(env_or("ADP_MAPPINGS_DIR", MAPPINGS_DIR), &xp, 1, &mx,
+                             &err) != ADP_OK) {
+                snprintf(why, sizeof(why), "extra mapping: %s", err.msg);
+                goto out;
+            }
+        }
+    }
+    if (mapping_extract(mx != NULL ? mx : M, res, &f, &rep, &err) != ADP_OK) {
         snprintf(why, sizeof(why), "extract: %s", err.msg);
         goto out;
     }
@@ -357,9 +554,23 @@ static void run_case(void **state)
             failures++;
         }
     }
+    {
+        char dpath[1024];
+        FILE *fp;
+
+        snprintf(dpath, sizeof(dpath), "%s/expected_decision.json", dir);
+        fp = fopen(dpath, "r");
+        if (fp != NULL) {
+            fclose(fp);
+            dec = load(dir, "expected_decision.json");
+            failures += check_decision(dir, dec, &f);
+        }
+    }
     if (failures > 0)
         snprintf(why, sizeof(why), "%d mismatches", failures);
 out:
+    mapping_free(mx);
+    json_decref(dec);
     json_decref(act);
     json_decref(rep);
     json_decref(res);
@@ -460,6 +671,16 @@ static int setup(void **state)
         fprintf(stderr, "mapping_load: %s\n", err.msg);
         return -1;
     }
+    {
+        char path[1024];
+
+        snprintf(path, sizeof(path), "%s/thresholds.json",
+                 env_or("ADP_MAPPINGS_DIR", MAPPINGS_DIR));
+        if (rules_load(path, &P, &err) != ADP_OK) {
+            fprintf(stderr, "rules_load: %s\n", err.msg);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -515,7 +736,7 @@ int main(void)
         return 1;
     }
     qsort(dirs, n, sizeof(*dirs), cmp_str);
-    tests = calloc(2 * n, sizeof(*tests));
+    tests = calloc(2 * n + 1, sizeof(*tests));
     if (tests == NULL)
         return 1;
     for (i = 0; i < n; i++) {
@@ -526,7 +747,10 @@ int main(void)
         tests[n + i].test_func = mutate_case;
         tests[n + i].initial_state = dirs[i];
     }
-    rc = _cmocka_run_group_tests("cases", tests, 2 * n, setup, teardown);
+    /* Last: it reads what the decision goldens above recorded. */
+    tests[2 * n].name = "every rule id expected to fire and not to fire";
+    tests[2 * n].test_func = rule_coverage;
+    rc = _cmocka_run_group_tests("cases", tests, 2 * n + 1, setup, teardown);
     for (i = 0; i < n; i++)
         free(dirs[i]);
     free(dirs);

@@ -115,12 +115,47 @@ static enum receptor derive_hr(const struct features *f)
     return RCP_UNKNOWN; /* includes ER equivocal and one receptor untested */
 }
 
-static enum receptor derive_her2(const struct features *f)
+/*
+ * HER2 by ASCO/CAP 2018 (docs/clinical-rules.md, "HER2 status"): an
+ * amplified ISH (coded, or dual-probe group 1) is positive whatever the IHC,
+ * with a pathology-review remark when the IHC was 0/1+; a non-amplified ISH
+ * (coded, or group 5) is negative unless IHC 3+; groups 2-4 are decided by
+ * the IHC.  The reported overall interpretation is used only when neither
+ * IHC nor ISH is known.
+ */
+static enum receptor derive_her2(const struct features *f, struct derived *d)
 {
     int ihc = f->her2_ihc_src.conflict ? -1 : f->her2_ihc;
     enum tri ish = tri_of(f->her2_ish, &f->her2_ish_src);
+    int group = f->her2_ish_src.conflict ? 0 : f->her2_ish_group;
     enum receptor overall = rcp(f->her2_overall, &f->her2_overall_src);
 
+    d->her2_discordant = 0;
+    d->her2_group24 = 0;
+    d->her2_needs_ihc = 0;
+    if (ish == TRI_YES) {
+        d->her2_discordant = ihc == 0 || ihc == 1;
+        return RCP_POS;
+    }
+    if (ish == TRI_NO)
+        return ihc == 3 ? RCP_POS : RCP_NEG;
+    if (group >= 2 && group <= 4) {
+        switch (ihc) {
+        case 3:
+            return RCP_POS;
+        case 0:
+        case 1:
+            return RCP_NEG;
+        case 2:
+            if (group == 3)
+                return RCP_POS;
+            d->her2_group24 = 1;
+            return RCP_NEG;
+        default:
+            d->her2_needs_ihc = 1;
+            return RCP_EQUIVOCAL;
+        }
+    }
     switch (ihc) {
     case 3:
         return RCP_POS;
@@ -128,19 +163,10 @@ static enum receptor derive_her2(const struct features *f)
     case 1:
         return RCP_NEG;
     case 2:
-        if (ish == TRI_YES)
-            return RCP_POS;
-        if (ish == TRI_NO)
-            return RCP_NEG;
         return RCP_EQUIVOCAL;
     default:
         break;
     }
-    /* IHC unknown: ISH alone decides. */
-    if (ish == TRI_YES)
-        return RCP_POS;
-    if (ish == TRI_NO)
-        return RCP_NEG;
     /* Neither IHC nor ISH: the reported interpretation, if any. */
     if (overall == RCP_POS || overall == RCP_NEG || overall == RCP_EQUIVOCAL)
         return overall;
@@ -170,45 +196,37 @@ static int stage_iv_recorded(const struct features *f)
     return tri_of(f->stage_iv, &f->stage_src) == TRI_YES;
 }
 
-/* Fold one piece of metastasis evidence into the de novo tally. */
-static void de_novo_evidence(long date, long diag, int window, int *within, int *later,
-                             int *undated)
+static void earliest(long date, long *first)
 {
-    if (date == FEAT_NO_DATE || diag == FEAT_NO_DATE)
-        (*undated)++;
-    else if (date - diag <= (long)window)
-        (*within)++; /* includes metastasis documented before the primary */
-    else
-        (*later)++;
+    if (date != FEAT_NO_DATE && (*first == FEAT_NO_DATE || date < *first))
+        *first = date;
 }
 
+/*
+ * De novo from the earliest dated evidence of distant disease: a site's
+ * onset, an unsited metastasis, the first M1, the first stage IV.  Later
+ * records (a restaging) never move it.  Undated evidence is skipped; when
+ * nothing is dated, or the diagnosis has no date, de novo stays unknown
+ * (insufficient-data asking for the dates), never "recurrent".
+ */
 static enum tri derive_de_novo(const struct features *f, const struct rule_params *p)
 {
-    long diag = f->primary_src.date;
-    int within = 0, later = 0, undated = 0;
+    long diag = f->primary_src.date, first = FEAT_NO_DATE;
     int i;
 
     for (i = 0; i < SITE_COUNT; i++)
         if (f->site_present[i])
-            de_novo_evidence(f->site_src[i].date, diag, p->de_novo_window_days, &within,
-                             &later, &undated);
+            earliest(f->site_src[i].date, &first);
     if (f->metastasis_unsited)
-        de_novo_evidence(f->metastasis_unsited_src.date, diag, p->de_novo_window_days,
-                         &within, &later, &undated);
-    if (m1_recorded(f))
-        de_novo_evidence(f->m_src.date, diag, p->de_novo_window_days, &within, &later,
-                         &undated);
-    if (stage_iv_recorded(f))
-        de_novo_evidence(f->stage_src.date, diag, p->de_novo_window_days, &within, &later,
-                         &undated);
-
-    if (within > 0)
-        return TRI_YES;
-    if (undated > 0)
-        return TRI_UNKNOWN; /* undated evidence might have been at diagnosis */
-    if (later > 0)
-        return TRI_NO;  /* first documented after the window: recurrent MBC */
-    return TRI_UNKNOWN; /* no metastasis at all */
+        earliest(f->metastasis_unsited_src.date, &first);
+    if (m1_recorded(f) || f->m1_any)
+        earliest(f->m1_any ? f->m1_first_date : f->m_src.date, &first);
+    if (stage_iv_recorded(f) || f->stage_iv_any)
+        earliest(f->stage_iv_any ? f->stage_iv_first_date : f->stage_src.date, &first);
+    if (diag == FEAT_NO_DATE || first == FEAT_NO_DATE)
+        return TRI_UNKNOWN;
+    /* Evidence dated before the diagnosis counts as inside the window. */
+    return first - diag <= (long)p->de_novo_window_days ? TRI_YES : TRI_NO;
 }
 
 /* Latest response on or after diagnosis; ties on date go to the later
@@ -221,6 +239,7 @@ static void derive_response(const struct features *f, struct derived *d)
     d->response = RESP_NONE;
     d->response_date = FEAT_NO_DATE;
     d->response_index = -1;
+    d->progressed_ever = 0;
     if (n > FEAT_MAX_RESPONSES)
         n = FEAT_MAX_RESPONSES;
     for (i = 0; i < n; i++) {
@@ -230,6 +249,8 @@ static void derive_response(const struct features *f, struct derived *d)
             continue;
         if (diag != FEAT_NO_DATE && r->date < diag)
             continue;
+        if (r->value == RESP_PD)
+            d->progressed_ever = 1;
         if (d->response_index < 0 || r->date >= d->response_date) {
             d->response = r->value;
             d->response_date = r->date;
@@ -238,25 +259,68 @@ static void derive_response(const struct features *f, struct derived *d)
     }
 }
 
-static enum tri derive_ps(const struct features *f, const struct rule_params *p)
+/* Performance status class: 2 good, 1 unverified (Karnofsky between the
+ * cut-offs), 0 poor, -1 unknown.  Lower is worse. */
+static int ecog_class(int ecog, const struct rule_params *p)
 {
-    int ecog = f->ecog_src.conflict ? -1 : f->ecog;
-    int kps = f->karnofsky_src.conflict ? -1 : f->karnofsky;
-    enum tri by_ecog = TRI_UNKNOWN, by_kps = TRI_UNKNOWN;
-    long de = f->ecog_src.date, dk = f->karnofsky_src.date;
+    if (ecog < 0 || ecog > 5)
+        return -1;
+    return ecog <= p->ecog_good_max ? 2 : 0;
+}
 
-    if (ecog >= 0 && ecog <= 5)
-        by_ecog = ecog <= p->ecog_good_max ? TRI_YES : TRI_NO;
-    if (kps >= 0 && kps <= 100)
-        by_kps = kps >= p->karnofsky_good_min ? TRI_YES : TRI_NO;
-    if (by_kps == TRI_UNKNOWN)
-        return by_ecog;
-    if (by_ecog == TRI_UNKNOWN || by_ecog == by_kps)
-        return by_kps;
-    /* Both known, they disagree: the more recent wins; else the worse. */
-    if (de != FEAT_NO_DATE && dk != FEAT_NO_DATE && de != dk)
-        return de > dk ? by_ecog : by_kps;
-    return TRI_NO;
+static int kps_class(int kps, const struct rule_params *p)
+{
+    if (kps < 0 || kps > 100)
+        return -1;
+    if (kps >= p->karnofsky_good_min)
+        return 2;
+    return kps <= p->karnofsky_poor_max ? 0 : 1;
+}
+
+/*
+ * The most recent status wins; on the same date, or when either is
+ * undated, the worse wins and a disagreement is flagged.  A status older
+ * than ps_stale_days before the reference date (the latest response, else
+ * the diagnosis) is stale: the criterion becomes unverified.
+ */
+static void derive_ps(const struct features *f, const struct rule_params *p,
+                      struct derived *d)
+{
+    int ce = ecog_class(f->ecog_src.conflict ? -1 : f->ecog, p);
+    int ck = kps_class(f->karnofsky_src.conflict ? -1 : f->karnofsky, p);
+    long de = f->ecog_src.date, dk = f->karnofsky_src.date, date, ref;
+    int cls, from_kps;
+
+    d->ps_flags = 0;
+    d->ps_good = TRI_UNKNOWN;
+    if (ce < 0 && ck < 0)
+        return;
+    if (ck < 0 || (ce >= 0 && de != FEAT_NO_DATE && dk != FEAT_NO_DATE && de > dk)) {
+        from_kps = 0;
+    } else if (ce < 0 || (de != FEAT_NO_DATE && dk != FEAT_NO_DATE && dk > de)) {
+        from_kps = 1;
+    } else {
+        /* same date or undated: the worse one, and ask when they differ */
+        if (ce != ck)
+            d->ps_flags |= PSF_DISCORDANT;
+        from_kps = ck < ce;
+    }
+    cls = from_kps ? ck : ce;
+    date = from_kps ? dk : de;
+    if (cls == 1)
+        d->ps_flags |= PSF_KARNOFSKY_70;
+    if (cls == 0)
+        d->ps_flags |= PSF_POOR;
+    ref = d->response_date != FEAT_NO_DATE ? d->response_date : f->primary_src.date;
+    if (date != FEAT_NO_DATE && ref != FEAT_NO_DATE &&
+        ref - date > (long)p->ps_stale_days)
+        d->ps_flags |= PSF_STALE;
+    if (d->ps_flags & PSF_STALE)
+        d->ps_good = TRI_UNKNOWN;
+    else if (cls == 2)
+        d->ps_good = TRI_YES;
+    else if (cls == 0)
+        d->ps_good = TRI_NO;
 }
 
 void features_derive(const struct features *f, const struct rule_params *p,
@@ -267,7 +331,7 @@ void features_derive(const struct features *f, const struct rule_params *p,
 
     d.age = age_at(f->birth_date, f->primary_src.date);
     d.hr = derive_hr(f);
-    d.her2 = derive_her2(f);
+    d.her2 = derive_her2(f, &d);
     d.subtype = derive_subtype(d.hr, d.her2);
 
     d.site_count = 0;
@@ -287,8 +351,12 @@ void features_derive(const struct features *f, const struct rule_params *p,
                    stage_iv_recorded(f);
     d.de_novo = d.metastatic ? derive_de_novo(f, p) : TRI_UNKNOWN;
     d.m1 = models_lin_m1(f->site_present);
+    d.lin_other_sites = 0;
+    for (i = 0; i < SITE_COUNT; i++)
+        if (f->site_present[i] && !models_lin_counts((enum site)i))
+            d.lin_other_sites = 1;
     derive_response(f, &d);
-    d.ps_good = derive_ps(f, p);
+    derive_ps(f, p, &d);
     *out = d;
 }
 
@@ -312,7 +380,8 @@ static enum systemic systemic_for(enum subtype s)
 }
 
 /* §3: the subtype's therapy and the options to flag. */
-static void decide_systemic(const struct features *f, struct decision *o)
+static void decide_systemic(const struct features *f, const struct rule_params *p,
+                            struct decision *o)
 {
     enum subtype s = o->d.subtype;
 
@@ -322,7 +391,14 @@ static void decide_systemic(const struct features *f, struct decision *o)
     o->opt_pi3k = s == SUB_HRPOS_HER2NEG && tri_of(f->pik3ca, &f->pik3ca_src) == TRI_YES;
     o->opt_parp = (s == SUB_HRPOS_HER2NEG || s == SUB_TNBC) &&
                   tri_of(f->gbrca, &f->gbrca_src) == TRI_YES;
-    o->opt_immuno = s == SUB_TNBC && tri_of(f->pdl1, &f->pdl1_src) == TRI_YES;
+    /* Only a positive 22C3 result or a CPS at the KEYNOTE-355 cut-off
+     * counts; other assays are reported, never read as positive. */
+    o->opt_immuno = s == SUB_TNBC && (tri_of(f->pdl1, &f->pdl1_src) == TRI_YES ||
+                                      (!f->pdl1_cps_src.conflict && f->pdl1_cps >= 0 &&
+                                       f->pdl1_cps >= p->pdl1_cps_min));
+    if (s == SUB_TNBC && tri_of(f->pdl1, &f->pdl1_src) == TRI_UNKNOWN &&
+        !(f->pdl1_cps_src.known && !f->pdl1_cps_src.conflict && f->pdl1_cps >= 0))
+        o->missing[MISS_PDL1_CPS] = 1;
 }
 
 /* §4: favouring and disfavouring factors (reported, not required). */
@@ -336,13 +412,16 @@ static void decide_factors(const struct features *f, const struct rule_params *p
     double rs = f->rs_src.conflict ? -1 : f->rs;
 
     fac[FAC_BONE_ONLY] = d->bone_only;
+    fac[FAC_BONE_INVOLVED] = f->site_present[SITE_BONE] != 0;
+    fac[FAC_BONE_PRIMARY_LT_5CM] = f->site_present[SITE_BONE] && size >= 0 &&
+                                   size < p->tumour_size_favour_mm;
+    fac[FAC_SOFT_TISSUE] = f->site_present[SITE_SOFT_TISSUE] != 0;
     fac[FAC_M1A] = d->m1 == M1_A;
     fac[FAC_HR_POS] = d->hr == RCP_POS;
-    fac[FAC_HR_POS_HER2_NEG] = d->subtype == SUB_HRPOS_HER2NEG;
+    fac[FAC_HER2_NEG] = d->her2 == RCP_NEG;
     fac[FAC_HER2_POS] = d->her2 == RCP_POS;
     fac[FAC_AGE_LT_55] = d->age >= 0 && d->age < p->age_favour_mf07;
     fac[FAC_AGE_LT_50] = d->age >= 0 && d->age < p->age_favour_shien;
-    fac[FAC_TUMOUR_LE_5CM] = size >= 0 && size <= p->tumour_size_favour_mm;
     fac[FAC_GRADE_1_2] = grade == 1 || grade == 2;
     fac[FAC_NO_LVI] = tri_of(f->lvi, &f->lvi_src) == TRI_NO;
     fac[FAC_NO_COMORBIDITY] = tri_of(f->comorbidity, &f->comorbidity_src) == TRI_NO;
@@ -352,11 +431,16 @@ static void decide_factors(const struct features *f, const struct rule_params *p
 
     fac[FAC_TNBC] = d->subtype == SUB_TNBC;
     fac[FAC_BRAIN] = d->brain;
-    fac[FAC_M1C_LIVER_PLUS] = f->site_present[SITE_LIVER] && d->site_count > 1;
-    fac[FAC_MULTI_VISCERAL] = d->visceral_count > p->max_visceral_sites;
-    /* "ECOG >= 2" includes Karnofsky below the threshold (read as ECOG >= 2). */
-    fac[FAC_ECOG_GE_2] = d->ps_good == TRI_NO;
-    fac[FAC_PROGRESSION] = d->response == RESP_PD;
+    /* Lin's M1c by liver: liver plus another of the four SEER sites. */
+    fac[FAC_M1C_LIVER_PLUS] =
+        f->site_present[SITE_LIVER] &&
+        (f->site_present[SITE_BONE] || f->site_present[SITE_LUNG] || d->brain);
+    /* Wang 2019: several visceral sites and no other kind of site. */
+    fac[FAC_MULTI_VISCERAL] = d->visceral_count > p->max_visceral_sites &&
+                              d->visceral_count == d->site_count;
+    fac[FAC_ECOG_GE_2] = (d->ps_flags & PSF_POOR) != 0;
+    fac[FAC_PROGRESSION] = d->progressed_ever;
+    fac[FAC_INFLAMMATORY] = (!f->t_src.conflict && f->t4d) || f->inflammatory;
 }
 
 /* §2 step 5: the three criteria of a favourable profile. */
@@ -410,7 +494,9 @@ static enum rec decide_primary(const struct features *f, const struct rule_param
         o->fired[RULE_INSUFF_SUBTYPE] = 1;
         if (d->hr == RCP_UNKNOWN)
             o->missing[MISS_RECEPTORS] = 1;
-        if (d->her2 == RCP_EQUIVOCAL)
+        if (d->her2 == RCP_EQUIVOCAL && d->her2_needs_ihc)
+            o->missing[MISS_HER2_IHC_FOR_ISH] = 1;
+        else if (d->her2 == RCP_EQUIVOCAL)
             o->missing[MISS_HER2_ISH] = 1;
         else if (d->her2 == RCP_UNKNOWN)
             o->missing[MISS_HER2] = 1;
@@ -439,13 +525,26 @@ static enum rec decide_primary(const struct features *f, const struct rule_param
         o->fired[RULE_SECOND_LINE] = 1;
         return REC_SECOND_LINE_SYSTEMIC;
     }
-    /* 5. curative-lrt: no progression and all three criteria. */
+    /* 5. curative-lrt: no progression now or ever since the diagnosis,
+     * and all three criteria.  A response after a progression is a
+     * later-line response, outside the evidence: continue-systemic. */
     decide_criteria(p, o);
+    if (d->progressed_ever) {
+        o->fired[RULE_RESPONSE_AFTER_PD] = 1;
+        o->fired[RULE_CONTINUE] = 1;
+        return REC_CONTINUE_SYSTEMIC;
+    }
     if (o->crit_low_burden == CRIT_MET && o->crit_not_tnbc == CRIT_MET &&
         o->crit_ps != CRIT_NOT_MET) {
         o->fired[RULE_CURATIVE_LRT] = 1;
-        if (o->crit_ps == CRIT_UNVERIFIED)
-            o->missing[MISS_PERFORMANCE_STATUS] = 1;
+        if (o->crit_ps == CRIT_UNVERIFIED) {
+            if (d->ps_flags & PSF_STALE)
+                o->missing[MISS_PS_CURRENT] = 1;
+            else if (d->ps_flags & PSF_KARNOFSKY_70)
+                o->missing[MISS_PS_ECOG] = 1;
+            else
+                o->missing[MISS_PERFORMANCE_STATUS] = 1;
+        }
         return REC_CURATIVE_LRT;
     }
     /* 6. continue-systemic. */
@@ -486,6 +585,25 @@ void engine_run(const struct features *f, const struct rule_params *p,
     models_run(f, &o.d, p, &o.models);
     o.rec = decide_primary(f, p, &o);
 
+    /* Outside the algorithm's scope nothing model-like is reported. */
+    if (o.rec == REC_NOT_APPLICABLE) {
+        o.models.lin = M1_UNKNOWN;
+        o.models.lin_shr = 0;
+        o.models.lin_other_sites = 0;
+        o.models.rs_category = -1;
+        o.models.rs_applicable = 0;
+        o.models.he_score = -1;
+        o.models.he_bcss3y = 0;
+    }
+    /* Remarks that accompany every plan once the patient is in scope. */
+    if (o.rec != REC_NOT_APPLICABLE) {
+        o.missing[MISS_HER2_DISCORDANT] = o.d.her2_discordant;
+        o.missing[MISS_HER2_GROUP_2_4] = o.d.her2_group24;
+        o.missing[MISS_PS_DISCORDANT] = (o.d.ps_flags & PSF_DISCORDANT) != 0;
+        o.missing[MISS_GBRCA_TEST] =
+            f->hboc && tri_of(f->gbrca, &f->gbrca_src) == TRI_UNKNOWN;
+    }
+
     /* palliative-lrt: symptomatic primary, added to steps 2-6 only. */
     if (o.rec != REC_NOT_APPLICABLE &&
         tri_of(f->symptomatic_primary, &f->symptomatic_src) == TRI_YES) {
@@ -498,7 +616,7 @@ void engine_run(const struct features *f, const struct rule_params *p,
      * and agent being the oncologist's choice).  insufficient-data proposes
      * no therapy until the missing items are known. */
     if (o.rec != REC_NOT_APPLICABLE && o.rec != REC_INSUFFICIENT_DATA)
-        decide_systemic(f, &o);
+        decide_systemic(f, p, &o);
 
     /* §4 factors describe candidates for local therapy: not reported for a
      * patient outside the scope (nothing is posted for not-applicable). */
@@ -515,6 +633,11 @@ void engine_run(const struct features *f, const struct rule_params *p,
 }
 
 /* ---- vocabulary (§6) -------------------------------------------------- */
+
+const char *engine_rules_version(void)
+{
+    return ENGINE_RULES_VERSION;
+}
 
 const char *rec_code(enum rec r)
 {
@@ -590,6 +713,8 @@ const char *rule_code(enum rule_id r)
         return "R6-continue-systemic";
     case RULE_PALLIATIVE:
         return "R7-palliative-lrt";
+    case RULE_RESPONSE_AFTER_PD:
+        return "R6b-response-after-progression";
     case RULE_COUNT:
         break;
     }
@@ -624,8 +749,9 @@ const char *rule_text(enum rule_id r)
                "tailored to subtype; reassess response after 3-9 months [Rao 2008; "
                "E2108 used 4-8 months] and decide on local therapy at that assessment.";
     case RULE_SECOND_LINE:
-        return "The latest response assessment shows progression: second-line or "
-               "further systemic therapy; no local therapy for survival.";
+        return "The latest response assessment shows progression: next-line systemic "
+               "therapy chosen by current guidelines, naming what the disease progressed "
+               "on; no local therapy for survival.";
     case RULE_LRT_LOW_BURDEN:
         return "Low metastatic burden: no brain metastasis, at most one visceral organ "
                "site and at most 3 organ sites [Xiong 2018: <=3 sites; Wang 2019: harm "
@@ -634,10 +760,12 @@ const char *rule_text(enum rule_id r)
         return "Not triple-negative [Pons-Tostivint 2019: no OS effect of LRT in TNBC; "
                "Tan 2016: no added benefit in HR-].";
     case RULE_LRT_PS:
-        return "Performance status ECOG 0-1 or Karnofsky >= 70 when known; when "
-               "unknown, confirm performance status (criterion unverified).";
+        return "Performance status ECOG 0-1 or Karnofsky 80 or more when known; when "
+               "unknown, out of date or Karnofsky 70, confirm performance status "
+               "(criterion unverified).";
     case RULE_CURATIVE_LRT:
-        return "No progression on systemic therapy and a favourable profile: surgery of "
+        return "No progression at any time since diagnosis and a favourable profile: "
+               "surgery of "
                "the primary aiming at clear margins [Rapiti 2006], then radiotherapy to "
                "the breast/chest wall and regional nodes [Altundag; Kim 2019; Arciero "
                "2019], and resection or ablation of distant metastases where feasible, "
@@ -647,8 +775,14 @@ const char *rule_text(enum rule_id r)
                "therapy; early local therapy did not improve survival in responders "
                "[E2108: 3-year OS 68.4% vs 67.9%] and is reserved for local progression.";
     case RULE_PALLIATIVE:
-        return "The primary is symptomatic: surgery and/or radiotherapy of the primary "
+        return "The primary is symptomatic (ulceration, bleeding, pain, skin or "
+               "chest-wall invasion, cT4a-c): surgery and/or radiotherapy of the primary "
                "for local control, whatever the systemic status [review, Fig. 1].";
+    case RULE_RESPONSE_AFTER_PD:
+        return "The disease responds after an earlier progression: local therapy after a "
+               "later-line response lies outside the evidence (E2108 and the review's "
+               "Fig. 1 concern responders to first-line therapy); continue systemic "
+               "therapy.";
     case RULE_COUNT:
         break;
     }
@@ -671,10 +805,34 @@ const char *missing_text(enum missing_item m)
     case MISS_DIAGNOSIS_DATE:
         return "dates of the primary diagnosis and of the first distant metastasis (or "
                "of stage IV / M1) to establish de novo presentation";
+    case MISS_HER2_IHC_FOR_ISH:
+        return "HER2 IHC for ISH group 2-4";
+    case MISS_HER2_DISCORDANT:
+        return "discordant HER2 IHC and ISH: pathology review";
+    case MISS_HER2_GROUP_2_4:
+        return "HER2 ISH group 2/4: negative with comment";
+    case MISS_PS_ECOG:
+        return "confirm performance status: Karnofsky 70 may correspond to ECOG 2, "
+               "record ECOG";
+    case MISS_PS_CURRENT:
+        return "confirm performance status: the latest recorded one is out of date, "
+               "record a current ECOG or Karnofsky";
+    case MISS_PS_DISCORDANT:
+        return "confirm performance status: ECOG and Karnofsky of the same date disagree";
+    case MISS_PDL1_CPS:
+        return "PD-L1 22C3 CPS";
+    case MISS_GBRCA_TEST:
+        return "germline BRCA1/2 testing (hereditary breast and ovarian cancer "
+               "syndrome recorded, no BRCA result)";
     case MISS_COUNT:
         break;
     }
     return "unknown item";
+}
+
+int missing_is_comment(enum missing_item m)
+{
+    return m == MISS_HER2_GROUP_2_4;
 }
 
 const char *factor_code(enum factor f)
@@ -686,16 +844,22 @@ const char *factor_code(enum factor f)
         return "m1a";
     case FAC_HR_POS:
         return "hr-positive";
-    case FAC_HR_POS_HER2_NEG:
-        return "hr-positive-her2-negative";
+    case FAC_HER2_NEG:
+        return "her2-negative";
+    case FAC_BONE_INVOLVED:
+        return "bone-involved";
+    case FAC_BONE_PRIMARY_LT_5CM:
+        return "bone-with-primary-under-5cm";
+    case FAC_SOFT_TISSUE:
+        return "soft-tissue-metastasis";
+    case FAC_INFLAMMATORY:
+        return "inflammatory-t4d";
     case FAC_HER2_POS:
         return "her2-positive";
     case FAC_AGE_LT_55:
         return "age-under-55";
     case FAC_AGE_LT_50:
         return "age-under-50";
-    case FAC_TUMOUR_LE_5CM:
-        return "tumour-5cm-or-less";
     case FAC_GRADE_1_2:
         return "grade-1-2";
     case FAC_NO_LVI:
@@ -711,7 +875,7 @@ const char *factor_code(enum factor f)
     case FAC_M1C_LIVER_PLUS:
         return "liver-plus-other-sites";
     case FAC_MULTI_VISCERAL:
-        return "multiple-visceral-sites";
+        return "multiple-visceral-only";
     case FAC_ECOG_GE_2:
         return "ecog-2-or-more";
     case FAC_PROGRESSION:
@@ -726,22 +890,25 @@ const char *factor_text(enum factor f)
 {
     switch (f) {
     case FAC_BONE_ONLY:
-        return "Bone-only metastasis [MF07-01: HR 0.47 for solitary bone-only; Rapiti "
-               "2006; Wang 2019]";
+        return "Metastases in bone only [Rapiti 2006; Wang 2019, SEER]";
+    case FAC_BONE_INVOLVED:
+        return "Bone involved, alone or with other sites [Wang 2019]";
+    case FAC_BONE_PRIMARY_LT_5CM:
+        return "Bone metastasis with a primary tumour under 5 cm [Xiong 2018]";
+    case FAC_SOFT_TISSUE:
+        return "Soft-tissue metastasis [Xiong 2018]";
     case FAC_M1A:
-        return "M1a: a single site other than brain or liver [Lin 2019]";
+        return "Lin subgroup M1a [Lin 2019]";
     case FAC_HR_POS:
-        return "Hormone receptor positive [MF07-01: HR 0.64; Tan 2016]";
-    case FAC_HR_POS_HER2_NEG:
-        return "HER2 negative with HR positive [MF07-01: HR 0.64 for HER2-negative]";
+        return "ER or PR positive [MF07-01, unplanned subgroup]";
+    case FAC_HER2_NEG:
+        return "HER2 negative [MF07-01, unplanned subgroup]";
     case FAC_HER2_POS:
         return "HER2 positive [Pons-Tostivint 2019]";
     case FAC_AGE_LT_55:
         return "Age under 55 at diagnosis [MF07-01: HR 0.57]";
     case FAC_AGE_LT_50:
         return "Age under 50 at diagnosis [Shien 2009]";
-    case FAC_TUMOUR_LE_5CM:
-        return "Primary tumour 5 cm or less [Xiong 2018]";
     case FAC_GRADE_1_2:
         return "Histologic grade 1-2";
     case FAC_NO_LVI:
@@ -756,13 +923,15 @@ const char *factor_text(enum factor f)
     case FAC_BRAIN:
         return "Brain metastasis [Lin 2019: M1c]";
     case FAC_M1C_LIVER_PLUS:
-        return "Liver plus other metastatic sites [Lin 2019: M1c]";
+        return "Liver plus another of bone, lung or brain [Lin 2019: M1c]";
     case FAC_MULTI_VISCERAL:
-        return "Two or more visceral metastatic sites [Wang 2019]";
+        return "Several visceral metastatic sites and no other kind [Wang 2019]";
     case FAC_ECOG_GE_2:
-        return "Performance status ECOG 2 or worse (or Karnofsky below 70)";
+        return "Poor performance status: ECOG 2 or worse, or Karnofsky 60 or less";
     case FAC_PROGRESSION:
-        return "Progression on systemic therapy";
+        return "Progression on systemic therapy since diagnosis";
+    case FAC_INFLAMMATORY:
+        return "Inflammatory carcinoma (T4d)";
     case FAC_COUNT:
         break;
     }

@@ -10,13 +10,21 @@
 
 #include "features.h"
 
+/* The version of the decision rules (docs/clinical-rules.md) this engine
+ * implements.  It is written on every output and is part of the decision
+ * hash: a new version re-decides every patient once. */
+#define ENGINE_RULES_VERSION "2"
+
 /* Rule thresholds (mappings/thresholds.json). */
 struct rule_params {
     int de_novo_window_days;     /* 90: metastasis no later than this after diagnosis */
     int max_sites;               /* 3: low burden, at most this many organ sites */
     int max_visceral_sites;      /* 1 */
     int ecog_good_max;           /* 1: ECOG 0-1 is good performance */
-    int karnofsky_good_min;      /* 70 */
+    int karnofsky_good_min;      /* 80: good performance status */
+    int karnofsky_poor_max;      /* 60: poor; in between (70) unverified */
+    int ps_stale_days;           /* 180: older status is stale */
+    double pdl1_cps_min;         /* 10: CPS counted positive [KEYNOTE-355] */
     int reassess_min_months;     /* 3 */
     int reassess_max_months;     /* 9 */
     int age_favour_mf07;         /* 55: age < 55 favours LRT [MF07-01] */
@@ -55,17 +63,26 @@ enum missing_item {
     MISS_SITES,               /* staging imaging to define metastatic sites */
     MISS_PERFORMANCE_STATUS,  /* confirm performance status (curative-lrt) */
     MISS_DIAGNOSIS_DATE,      /* dates needed to establish de novo */
+    MISS_HER2_IHC_FOR_ISH,    /* HER2 IHC for ISH group 2-4 */
+    MISS_HER2_DISCORDANT,     /* amplified ISH with IHC 0/1+: pathology review */
+    MISS_HER2_GROUP_2_4,      /* comment line: ISH group 2/4 read as negative */
+    MISS_PS_ECOG,             /* Karnofsky 70: confirm ECOG */
+    MISS_PS_CURRENT,          /* stale performance status: a current one */
+    MISS_PS_DISCORDANT,       /* ECOG and Karnofsky disagree: confirm */
+    MISS_PDL1_CPS,            /* TNBC without a 22C3 result: PD-L1 22C3 CPS */
+    MISS_GBRCA_TEST,          /* HBOC syndrome recorded: germline BRCA1/2 testing */
     MISS_COUNT
 };
 
 /* Favouring / disfavouring factors of §4 (reported, not required). */
 enum factor {
-    FAC_BONE_ONLY = 0, FAC_M1A, FAC_HR_POS, FAC_HR_POS_HER2_NEG, FAC_HER2_POS,
-    FAC_AGE_LT_55, FAC_AGE_LT_50, FAC_TUMOUR_LE_5CM, FAC_GRADE_1_2, FAC_NO_LVI,
+    FAC_BONE_ONLY = 0, FAC_BONE_INVOLVED, FAC_BONE_PRIMARY_LT_5CM, FAC_SOFT_TISSUE,
+    FAC_M1A, FAC_HR_POS, FAC_HER2_NEG, FAC_HER2_POS,
+    FAC_AGE_LT_55, FAC_AGE_LT_50, FAC_GRADE_1_2, FAC_NO_LVI,
     FAC_NO_COMORBIDITY, FAC_RS_LT_18,
     /* disfavouring */
     FAC_TNBC, FAC_BRAIN, FAC_M1C_LIVER_PLUS, FAC_MULTI_VISCERAL, FAC_ECOG_GE_2,
-    FAC_PROGRESSION,
+    FAC_PROGRESSION, FAC_INFLAMMATORY,
     FAC_COUNT
 };
 #define FAC_FIRST_DISFAVOURING FAC_TNBC
@@ -86,6 +103,9 @@ enum rule_id {
      * metastasis present but the dates cannot place it within the de novo
      * window, so neither "de novo" nor "recurrent" can be decided. */
     RULE_INSUFF_DE_NOVO,
+    /* A response that follows an earlier progression: continue-systemic,
+     * never curative-lrt (the evidence concerns first-line responders). */
+    RULE_RESPONSE_AFTER_PD,
     RULE_COUNT
 };
 
@@ -105,7 +125,7 @@ enum criterion_state { CRIT_NOT_EVALUATED = 0, CRIT_MET, CRIT_NOT_MET, CRIT_UNVE
 struct models {
     enum m1sub lin;             /* M1_UNKNOWN when not computable */
     double lin_shr;             /* 1.0 for M1a; 0 when not computable */
-    int lin_other_sites;        /* sites outside {bone,lung,liver,brain} counted: model not validated for them */
+    int lin_other_sites;        /* sites outside {bone,lung,liver,brain} present: not counted */
     int rs_category;            /* -1 not computable, 0 low, 1 intermediate, 2 high */
     int rs_applicable;          /* ER+/HER2- (TBCRC 013 population) */
     int he_score;               /* -1 not computable, else 0..3 */
@@ -142,12 +162,17 @@ void features_derive(const struct features *f, const struct rule_params *p,
 void engine_run(const struct features *f, const struct rule_params *p,
                 struct decision *out);
 
+/* ENGINE_RULES_VERSION, for callers that print or emit it. */
+const char *engine_rules_version(void);
+
 /* Vocabulary (clinical-rules.md §6). */
 const char *rec_code(enum rec r);            /* "curative-lrt", ... */
 const char *rec_display(enum rec r);
 const char *rule_code(enum rule_id r);       /* stable id, e.g. "R5-curative-lrt" */
 const char *rule_text(enum rule_id r);       /* one sentence with citations */
 const char *missing_text(enum missing_item m);
+/* 1 when the item is a comment on a result, not something to obtain. */
+int missing_is_comment(enum missing_item m);
 const char *factor_code(enum factor f);
 const char *factor_text(enum factor f);      /* with citation */
 const char *systemic_text(enum systemic s);

@@ -34,6 +34,9 @@ void features_init(struct features *f)
     f->m_cat = -1;
     fsrc_init(&f->m_src);
     fsrc_init(&f->stage_src);
+    f->m1_first_date = FEAT_NO_DATE;
+    f->stage_iv_first_date = FEAT_NO_DATE;
+    fsrc_init(&f->inflammatory_src);
     f->tumour_size_mm = -1;
     fsrc_init(&f->tumour_size_src);
     f->grade = -1;
@@ -48,9 +51,13 @@ void features_init(struct features *f)
     f->ki67_pct = -1;
     fsrc_init(&f->ki67_src);
     fsrc_init(&f->pdl1_src);
+    fsrc_init(&f->pdl1_other_src);
+    f->pdl1_cps = -1;
+    fsrc_init(&f->pdl1_cps_src);
     f->rs = -1;
     fsrc_init(&f->rs_src);
     fsrc_init(&f->gbrca_src);
+    fsrc_init(&f->hboc_src);
     fsrc_init(&f->pik3ca_src);
     f->ecog = -1;
     fsrc_init(&f->ecog_src);

@@ -103,6 +103,13 @@ struct features {
     struct fsrc m_src;           /* date = when M1 was recorded */
     enum tri stage_iv;           /* stage group IV recorded */
     struct fsrc stage_src;       /* date = when stage IV was recorded */
+    /* The first dated record of M1 and of stage IV, whatever later records
+     * say (a restaging repeats them): de novo is decided from the earliest
+     * evidence.  *_any is 1 when such a record exists, dated or not. */
+    int m1_any;                  long m1_first_date;
+    int stage_iv_any;            long stage_iv_first_date;
+    /* Inflammatory carcinoma recorded as a diagnosis (not only as cT4d). */
+    int inflammatory;            struct fsrc inflammatory_src;
 
     double tumour_size_mm;       struct fsrc tumour_size_src;
     int grade;                   struct fsrc grade_src;   /* 1..3 */
@@ -113,12 +120,21 @@ struct features {
     /* HER2 evidence as reported; the engine derives the status (her2_status). */
     int her2_ihc;                struct fsrc her2_ihc_src;     /* 0..3, -1 unknown */
     enum tri her2_ish;           struct fsrc her2_ish_src;     /* YES amplified, NO not */
+    /* ASCO/CAP 2018 dual-probe ISH group 1..5 from the ratio and the copy
+     * number (0 unknown or reported as a coded result only); groups 1 and 5
+     * also set her2_ish YES / NO, groups 2-4 leave it unknown. */
+    int her2_ish_group;
     enum receptor her2_overall;  struct fsrc her2_overall_src; /* interpretation code */
 
     double ki67_pct;             struct fsrc ki67_src;
-    enum tri pdl1;               struct fsrc pdl1_src;
+    enum tri pdl1;               struct fsrc pdl1_src;         /* 22C3 assay result */
+    enum tri pdl1_other;         struct fsrc pdl1_other_src;   /* 28-8, SP142: reported only */
+    double pdl1_cps;             struct fsrc pdl1_cps_src;     /* combined positive score, -1 unknown */
     double rs;                   struct fsrc rs_src;           /* 21-gene RS 0..100 */
     enum tri gbrca;              struct fsrc gbrca_src;
+    /* Hereditary breast and ovarian cancer syndrome: a clinical diagnosis,
+     * not a BRCA result; the plan asks for germline testing. */
+    int hboc;                    struct fsrc hboc_src;
     enum tri pik3ca;             struct fsrc pik3ca_src;
 
     int ecog;                    struct fsrc ecog_src;         /* 0..5, -1 unknown */
@@ -151,8 +167,21 @@ struct derived {
     enum response response;      /* latest response on/after diagnosis */
     long response_date;
     int response_index;          /* index into features.responses, -1 none */
-    enum tri ps_good;            /* ECOG 0-1 or Karnofsky >= threshold */
+    enum tri ps_good;            /* YES good, NO poor, UNKNOWN unknown or unverified */
+    int ps_flags;                /* PSF_* below */
+    int progressed_ever;         /* any progression dated on/after diagnosis */
+    /* HER2 remarks of ASCO/CAP 2018 (docs/clinical-rules.md, HER2) */
+    int her2_discordant;         /* amplified ISH with IHC 0/1+: pathology review */
+    int her2_group24;            /* ISH group 2/4 with IHC 2+: negative with comment */
+    int her2_needs_ihc;          /* ISH group 2-4 without IHC */
+    int lin_other_sites;         /* sites outside bone/lung/liver/brain present */
 };
+
+/* Performance status remarks (struct derived.ps_flags). */
+#define PSF_KARNOFSKY_70 1  /* Karnofsky between the poor and good cut-offs */
+#define PSF_STALE 2         /* older than ps_stale_days before the reference date */
+#define PSF_DISCORDANT 4    /* ECOG and Karnofsky of the same date disagree */
+#define PSF_POOR 8          /* the status that counts is poor */
 
 /* Set every feature to unknown. */
 void features_init(struct features *f);

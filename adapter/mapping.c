@@ -71,6 +71,11 @@ enum fid {
     F_HER2_ISH_COPIES, /* mean HER2 copies per nucleus >= 4.0: yes / no */
     F_NOTTINGHAM,      /* Nottingham score 3..9, offered as grade */
     F_MET_HISTORY,     /* HistoryOfMetastaticCancer: yes = metastasis, site unknown */
+    F_HER2_ISH_COPIES6, /* mean HER2 copies per nucleus >= 6.0: ISH group 3 vs 4 */
+    F_PDL1_OTHER,      /* PD-L1 by another assay than 22C3: reported only */
+    F_PDL1_CPS,        /* PD-L1 combined positive score (a site code) */
+    F_INFLAMMATORY,    /* inflammatory carcinoma diagnosis */
+    F_HBOC,            /* hereditary breast and ovarian cancer syndrome */
     F_IGNORE,
     F_COUNT
 };
@@ -148,6 +153,11 @@ static const struct featdef feats[F_COUNT] = {
     [F_HER2_ISH_COPIES] = {"her2-ish-copies", VT_TRI, 0, 0, NULL, FK_LATEST, 0, 0},
     [F_NOTTINGHAM] = {"nottingham-score", VT_INT, 3, 9, NULL, FK_LATEST, 0, 0},
     [F_MET_HISTORY] = {"metastasis-history", VT_TRI, 0, 0, NULL, FK_LATEST, 0, 0},
+    [F_HER2_ISH_COPIES6] = {"her2-ish-copies-6", VT_TRI, 0, 0, NULL, FK_LATEST, 0, 0},
+    [F_PDL1_OTHER] = {"pdl1-other-assay", VT_TRI, 0, 0, NULL, FK_LATEST, 0, 0},
+    [F_PDL1_CPS] = {"pdl1-cps", VT_NUMBER, 0, 0, NULL, FK_LATEST, 0, 0},
+    [F_INFLAMMATORY] = {"inflammatory", VT_TRI, 0, 0, NULL, FK_PRESENCE, 0, 0},
+    [F_HBOC] = {"hboc-syndrome", VT_TRI, 0, 0, NULL, FK_PRESENCE, 0, 0},
     [F_IGNORE] = {"ignore", VT_ANY, 0, 0, NULL, FK_NONE, 0, 0},
 };
 
@@ -1689,6 +1699,7 @@ struct xctx {
     struct acc acc[F_COUNT];
     struct acc sites[SITE_COUNT];
     struct acc unsited;
+    struct acc m1_first, stage_iv_first; /* earliest M1 / stage IV record */
     const char *ref;
     char refbuf[FEAT_REF_LEN];
     int rank; /* of the resource in hand: 1 for an amended / corrected Observation */
@@ -1854,6 +1865,14 @@ static void offer(struct xctx *x, int f, const struct val *v, long date)
         offer_latest(x, F_GRADE, &x->acc[F_GRADE], &g, date);
         return;
     }
+
+    /* The first M1 and the first stage IV are kept apart from the latest
+     * value: de novo is decided from the earliest evidence
+     * (docs/clinical-rules.md §1), a restaging repeats them later. */
+    if (f == F_M && v->i == 1)
+        offer_presence(x, &x->m1_first, date);
+    if (f == F_STAGE && v->i == 0)
+        offer_presence(x, &x->stage_iv_first, date);
 
     switch (feats[f].kind) {
     case FK_LATEST:
@@ -2842,17 +2861,22 @@ static void copy_latest(struct acc *a, struct fsrc *s)
 }
 
 /*
- * HER2 ISH from its numbers when no ISH result is coded (fhir-codes.md §6.3):
- * amplified needs a HER2/CEP17 ratio >= 2.0 AND a mean HER2 copy number
- * >= 4.0 (the two thresholds are in the mapping entries); ratio < 2.0 with
- * copies < 4.0 is not amplified; the other groups depend on IHC and leave
- * ISH unknown, with an issue.
+ * HER2 ISH from its numbers when no ISH result is coded: the ASCO/CAP 2018
+ * dual-probe group (docs/clinical-rules.md §1a; the cut-offs 2.0, 4.0 and
+ * 6.0 are in the mapping entries):
+ *   1 ratio >= 2.0, copies >= 4.0      amplified (her2_ish yes)
+ *   2 ratio >= 2.0, copies <  4.0
+ *   3 ratio <  2.0, copies >= 6.0
+ *   4 ratio <  2.0, copies 4.0 - < 6.0
+ *   5 ratio <  2.0, copies <  4.0      not amplified (her2_ish no)
+ * Groups 2-4 are decided by the IHC in the engine; her2_ish stays unknown.
  */
 static void ish_from_counts(struct xctx *x)
 {
     struct acc *r = &x->acc[F_HER2_ISH_RATIO], *c = &x->acc[F_HER2_ISH_COPIES];
+    struct acc *c6 = &x->acc[F_HER2_ISH_COPIES6];
     struct fsrc *s = &x->f->her2_ish_src;
-    int i;
+    int i, group = 0;
 
     if (!(r->has && r->s.known) || !(c->has && c->s.known)) {
         if ((r->has && r->s.known) || (c->has && c->s.known)) {
@@ -2863,24 +2887,38 @@ static void ish_from_counts(struct xctx *x)
         }
         return;
     }
-    if (r->v.i == TRI_YES && c->v.i == TRI_YES)
+    if (r->v.i == TRI_YES)
+        group = c->v.i == TRI_YES ? 1 : 2;
+    else if (c->v.i == TRI_NO)
+        group = 5;
+    else if (c6->has && c6->s.known)
+        group = c6->v.i == TRI_YES ? 3 : 4;
+    if (group == 1)
         x->f->her2_ish = TRI_YES;
-    else if (r->v.i == TRI_NO && c->v.i == TRI_NO)
+    else if (group == 5)
         x->f->her2_ish = TRI_NO;
+    x->f->her2_ish_group = group;
     memset(s, 0, sizeof(*s));
     s->date = r->s.date > c->s.date ? r->s.date : c->s.date;
     for (i = 0; i < r->s.nsrc; i++)
         fsrc_add(s, r->s.src[i]);
     for (i = 0; i < c->s.nsrc; i++)
         fsrc_add(s, c->s.src[i]);
-    if (x->f->her2_ish != TRI_UNKNOWN) {
+    if (group != 0) {
         s->known = 1;
-        return;
+        if (group == 1 || group == 5)
+            return;
     }
     x->ref = r->s.src[0];
-    issue(x, "her2-ish",
-          "HER2 ISH ratio and copy number fall in a group that depends on IHC; ISH "
-          "stays unknown");
+    if (group == 0)
+        issue(x, "her2-ish",
+              "HER2 ISH ratio below 2.0 with 4 or more copies but no copy number "
+              "against 6.0: the ISH group stays unknown");
+    else
+        issue(x, "her2-ish",
+              "HER2 ISH ratio and copy number fall in a group that depends on IHC "
+              "(ASCO/CAP group %d); ISH stays unknown",
+              group);
 }
 
 static void finish(struct xctx *x)
@@ -2930,7 +2968,10 @@ static void finish(struct xctx *x)
 
         f->t_cat = t <= 4 ? t : 4;
         f->t4d = t == 8;
-        if (t >= 6) { /* 4b, 4c, 4d: skin / inflammatory: symptomatic primary */
+        /* 4a-4c (chest wall, skin): a symptomatic primary.  4d
+         * (inflammatory) alone is not: it is reported as a factor
+         * (docs/clinical-rules.md §1). */
+        if (t >= 5 && t <= 7) {
             struct acc *s = &x->acc[F_SYMPTOMATIC];
             int j;
 
@@ -2981,6 +3022,12 @@ static void finish(struct xctx *x)
     copy_latest(&x->acc[F_PDL1], &f->pdl1_src);
     if (KNOWN(F_PDL1))
         f->pdl1 = (enum tri)x->acc[F_PDL1].v.i;
+    copy_latest(&x->acc[F_PDL1_OTHER], &f->pdl1_other_src);
+    if (KNOWN(F_PDL1_OTHER))
+        f->pdl1_other = (enum tri)x->acc[F_PDL1_OTHER].v.i;
+    copy_latest(&x->acc[F_PDL1_CPS], &f->pdl1_cps_src);
+    if (KNOWN(F_PDL1_CPS))
+        f->pdl1_cps = x->acc[F_PDL1_CPS].v.d;
     copy_latest(&x->acc[F_RS], &f->rs_src);
     if (KNOWN(F_RS))
         f->rs = x->acc[F_RS].v.d;
@@ -3012,6 +3059,24 @@ static void finish(struct xctx *x)
     if (a->has) {
         f->comorbidity = TRI_YES;
         f->comorbidity_src = a->s;
+    }
+    a = &x->acc[F_INFLAMMATORY];
+    if (a->has) {
+        f->inflammatory = 1;
+        f->inflammatory_src = a->s;
+    }
+    a = &x->acc[F_HBOC];
+    if (a->has) {
+        f->hboc = 1;
+        f->hboc_src = a->s;
+    }
+    if (x->m1_first.has) {
+        f->m1_any = 1;
+        f->m1_first_date = x->m1_first.s.date;
+    }
+    if (x->stage_iv_first.has) {
+        f->stage_iv_any = 1;
+        f->stage_iv_first_date = x->stage_iv_first.s.date;
     }
 }
 

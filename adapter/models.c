@@ -11,23 +11,29 @@
 #include "models.h"
 
 /*
- * Lin et al. (JNCCN 2019), the rule as worded in the abstract:
- *   brain involved (any number of sites)  -> M1c
- *   liver plus any other site             -> M1c
- *   liver only                            -> M1b
- *   two or more sites, no brain/liver     -> M1b
- *   one site other than brain/liver       -> M1a
- * Every site of enum site counts towards "number of sites" (clinical-rules.md
- * §1 counts distinct organ sites).  The SEER cohort most likely recorded
- * only bone, brain, liver and lung (prognostic-models.md §3, UNVERIFIED), so
- * models_run() flags lin_other_sites when another site was counted.
+ * Lin et al. (JNCCN 2019), SEER 2010-2014.  SEER recorded only bone, lung,
+ * liver and brain metastases at diagnosis in those years, so the subgroup
+ * is computed from those four sites and no others (docs/clinical-rules.md,
+ * "Lin M1 subgroup"):
+ *   brain involved                  -> M1c
+ *   liver plus another of the four  -> M1c
+ *   liver only                      -> M1b
+ *   bone and lung                   -> M1b
+ *   bone only or lung only          -> M1a
+ * Other sites are not counted; when only such sites exist the subgroup is
+ * not computed (M1_UNKNOWN).
  */
+int models_lin_counts(enum site s)
+{
+    return s == SITE_BONE || s == SITE_LUNG || s == SITE_LIVER || s == SITE_BRAIN;
+}
+
 enum m1sub models_lin_m1(const int site_present[SITE_COUNT])
 {
     int i, n = 0;
 
     for (i = 0; i < SITE_COUNT; i++)
-        if (site_present[i])
+        if (site_present[i] && models_lin_counts((enum site)i))
             n++;
     if (n == 0)
         return M1_UNKNOWN;
@@ -60,8 +66,7 @@ static void lin_run(const struct features *f, const struct rule_params *p,
     }
     out->lin_other_sites = 0;
     for (i = 0; i < SITE_COUNT; i++)
-        if (f->site_present[i] && i != SITE_BONE && i != SITE_LUNG && i != SITE_LIVER &&
-            i != SITE_BRAIN)
+        if (f->site_present[i] && !models_lin_counts((enum site)i))
             out->lin_other_sites = 1;
 }
 

@@ -8,6 +8,9 @@
 
 #include "engine.h"
 
+/* 1 when Lin's subgroup counts the site (bone, lung, liver, brain). */
+int models_lin_counts(enum site s);
+
 /* Lin M1 subgroup from the set of sites (site_present[SITE_COUNT]). */
 enum m1sub models_lin_m1(const int site_present[SITE_COUNT]);
 

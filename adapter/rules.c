@@ -27,7 +27,10 @@ void rule_params_defaults(struct rule_params *p)
     p->max_sites = 3;
     p->max_visceral_sites = 1;
     p->ecog_good_max = 1;
-    p->karnofsky_good_min = 70;
+    p->karnofsky_good_min = 80;
+    p->karnofsky_poor_max = 60;
+    p->ps_stale_days = 180;
+    p->pdl1_cps_min = 10;
     p->reassess_min_months = 3;
     p->reassess_max_months = 9;
     p->age_favour_mf07 = 55;
@@ -64,6 +67,9 @@ static const struct pdesc params[] = {
     PD(max_visceral_sites, PT_INT, 0, SITE_COUNT, 0),
     PD(ecog_good_max, PT_INT, 0, 5, 0),
     PD(karnofsky_good_min, PT_INT, 0, 100, 0),
+    PD(karnofsky_poor_max, PT_INT, 0, 100, 0),
+    PD(ps_stale_days, PT_INT, 1, 3650, 0),
+    PD(pdl1_cps_min, PT_DOUBLE, 0, 100, 1),
     PD(reassess_min_months, PT_INT, 1, 36, 0),
     PD(reassess_max_months, PT_INT, 1, 36, 0),
     PD(age_favour_mf07, PT_INT, 1, 120, 0),
@@ -216,6 +222,11 @@ static enum adp_err check_relations(const char *path, const struct rule_params *
                              "%s: key 'reassess_max_months': %d is below "
                              "reassess_min_months %d",
                              path, p->reassess_max_months, p->reassess_min_months);
+    if (p->karnofsky_poor_max >= p->karnofsky_good_min)
+        return adp_error_set(err, ADP_ECONFIG,
+                             "%s: key 'karnofsky_poor_max': %d must be below "
+                             "karnofsky_good_min %d",
+                             path, p->karnofsky_poor_max, p->karnofsky_good_min);
     if (p->rs_high_from <= p->rs_low_below)
         return adp_error_set(err, ADP_ECONFIG,
                              "%s: key 'rs_high_from': %g must be above rs_low_below %g",

@@ -207,8 +207,9 @@ static void test_de_novo_m1_or_stage_iv(void **state)
     assert_int_equal(d.d.de_novo, TRI_YES);
     assert_int_equal(d.rec, REC_CURATIVE_LRT);
 
-    /* Undated site, stage IV at day 90: de novo; at day 91 with the site
-     * undated, it cannot be decided. */
+    /* Undated site, stage IV at day 90: de novo; at day 91 the earliest
+     * dated evidence is after the window (rules version 2: undated evidence
+     * is skipped when something is dated), so recurrent. */
     base(&f);
     f.site_src[SITE_BONE].date = FEAT_NO_DATE;
     f.stage_iv = TRI_YES;
@@ -218,8 +219,8 @@ static void test_de_novo_m1_or_stage_iv(void **state)
     assert_int_equal(d.d.de_novo, TRI_YES);
     f.stage_src.date = DIAG + 91;
     d = run(&f);
-    assert_int_equal(d.d.de_novo, TRI_UNKNOWN);
-    assert_int_equal(d.rec, REC_INSUFFICIENT_DATA);
+    assert_int_equal(d.d.de_novo, TRI_NO);
+    assert_int_equal(d.rec, REC_NOT_APPLICABLE);
 
     /* Stage IV recorded late and the site dated late: recurrent. */
     f.site_src[SITE_BONE].date = DIAG + 300;
@@ -252,13 +253,25 @@ static void test_de_novo_undatable(void **state)
     assert_int_equal(nmissing(&d), 1);
     assert_int_equal(d.systemic, SYS_NONE);
 
-    /* One site late, one undated: the undated one may have been at
-     * diagnosis, so not "recurrent" either. */
+    /* One site late, one undated: rules version 2 decides from the
+     * earliest dated evidence, so recurrent. */
     base(&f);
     f.site_src[SITE_BONE].date = DIAG + 200;
     set_site(&f, SITE_LUNG, FEAT_NO_DATE);
     d = run(&f);
-    assert_int_equal(d.d.de_novo, TRI_UNKNOWN);
+    assert_int_equal(d.d.de_novo, TRI_NO);
+
+    /* Restaging: the first M1 at diagnosis decides, a later M1 and stage IV
+     * (the latest values) and a late-dated site do not move it. */
+    base(&f);
+    f.site_src[SITE_BONE].date = DIAG + 400;
+    f.m_cat = 1;
+    f.m_src.known = 1;
+    f.m_src.date = DIAG + 400;
+    f.m1_any = 1;
+    f.m1_first_date = DIAG + 3;
+    d = run(&f);
+    assert_int_equal(d.d.de_novo, TRI_YES);
 
     /* Diagnosis date unknown. */
     base(&f);
@@ -425,7 +438,10 @@ static void test_response_latest_by_date(void **state)
     add_response(&f, RESP_PD, DIAG + 200);
     d = run(&f);
     assert_int_equal(d.d.response, RESP_SD);
-    assert_int_equal(d.rec, REC_CURATIVE_LRT);
+    /* rules version 2: a response after a progression never leads to
+     * curative-lrt */
+    assert_int_equal(d.rec, REC_CONTINUE_SYSTEMIC);
+    assert_true(d.fired[RULE_RESPONSE_AFTER_PD]);
 }
 
 static void test_response_tie_and_before_diagnosis(void **state)
@@ -700,8 +716,14 @@ static void test_burden_visceral_1_vs_2(void **state)
     assert_int_equal(d.d.visceral_count, 2);
     assert_int_equal(d.crit_low_burden, CRIT_NOT_MET);
     assert_int_equal(d.rec, REC_CONTINUE_SYSTEMIC);
-    assert_true(d.factors[FAC_MULTI_VISCERAL]);
+    /* rules version 2: Wang 2019 concerns visceral-only disease; bone is
+     * present here, so the factor does not apply */
+    assert_false(d.factors[FAC_MULTI_VISCERAL]);
     assert_true(d.factors[FAC_M1C_LIVER_PLUS]);
+    f.site_present[SITE_BONE] = 0;
+    d = run(&f);
+    assert_true(d.factors[FAC_MULTI_VISCERAL]);
+    f.site_present[SITE_BONE] = 1;
 
     /* The limit comes from the parameters. */
     P.max_visceral_sites = 2;
@@ -769,8 +791,16 @@ static void test_ps_karnofsky_70_vs_60(void **state)
     f.ecog = -1;
     f.karnofsky = 70;
     d = run(&f);
-    assert_int_equal(d.crit_ps, CRIT_MET);
+    /* rules version 2: Karnofsky 70 is unverified (it may be ECOG 2) */
+    assert_int_equal(d.crit_ps, CRIT_UNVERIFIED);
     assert_int_equal(d.rec, REC_CURATIVE_LRT);
+    assert_true(d.missing[MISS_PS_ECOG]);
+    assert_false(d.factors[FAC_ECOG_GE_2]);
+
+    f.karnofsky = 80;
+    d = run(&f);
+    assert_int_equal(d.crit_ps, CRIT_MET);
+    assert_false(d.missing[MISS_PS_ECOG]);
 
     f.karnofsky = 60;
     d = run(&f);
@@ -958,22 +988,24 @@ static void test_factors_favouring(void **state)
     (void)state;
     base(&f);
     f.birth_date = day("1975-03-02"); /* 48 */
-    f.tumour_size_mm = 50;
+    /* rules version 2: "bone metastasis with a primary < 5 cm" [Xiong] */
+    f.tumour_size_mm = 49;
     f.grade = 2;
     f.lvi = TRI_NO;
     f.comorbidity = TRI_NO;
     f.rs = 17;
     d = run(&f);
     for (i = 0; i < FAC_FIRST_DISFAVOURING; i++)
-        if (i != FAC_HER2_POS)
+        if (i != FAC_HER2_POS && i != FAC_SOFT_TISSUE)
             assert_true(d.factors[i]);
     assert_false(d.factors[FAC_HER2_POS]);
+    assert_false(d.factors[FAC_SOFT_TISSUE]);
     for (i = FAC_FIRST_DISFAVOURING; i < FAC_COUNT; i++)
         assert_false(d.factors[i]);
 
     /* Each threshold, just over. */
     f.birth_date = day("1974-03-01"); /* 50 */
-    f.tumour_size_mm = 51;
+    f.tumour_size_mm = 50;
     f.grade = 3;
     f.lvi = TRI_YES;
     f.comorbidity = TRI_YES;
@@ -982,7 +1014,7 @@ static void test_factors_favouring(void **state)
     assert_int_equal(d.d.age, 50);
     assert_true(d.factors[FAC_AGE_LT_55]);
     assert_false(d.factors[FAC_AGE_LT_50]);
-    assert_false(d.factors[FAC_TUMOUR_LE_5CM]);
+    assert_false(d.factors[FAC_BONE_PRIMARY_LT_5CM]);
     assert_false(d.factors[FAC_GRADE_1_2]);
     assert_false(d.factors[FAC_NO_LVI]);
     assert_false(d.factors[FAC_NO_COMORBIDITY]);
@@ -1001,7 +1033,7 @@ static void test_factors_favouring(void **state)
     f.birth_date = FEAT_NO_DATE;
     d = run(&f);
     assert_false(d.factors[FAC_AGE_LT_55] || d.factors[FAC_AGE_LT_50]);
-    assert_false(d.factors[FAC_TUMOUR_LE_5CM] || d.factors[FAC_GRADE_1_2]);
+    assert_false(d.factors[FAC_BONE_PRIMARY_LT_5CM] || d.factors[FAC_GRADE_1_2]);
     assert_false(d.factors[FAC_NO_LVI] || d.factors[FAC_NO_COMORBIDITY]);
     assert_false(d.factors[FAC_RS_LT_18]);
     f.grade = 1;
@@ -1039,7 +1071,7 @@ static void test_factors_subtype_and_sites(void **state)
     d = run(&f);
     assert_true(d.factors[FAC_HER2_POS]);
     assert_true(d.factors[FAC_HR_POS]);
-    assert_false(d.factors[FAC_HR_POS_HER2_NEG]);
+    assert_false(d.factors[FAC_HER2_NEG]);
 
     /* Liver only is M1b: not "liver plus", not M1a, not bone-only. */
     base(&f);
@@ -1141,7 +1173,11 @@ static void test_vocabulary(void **state)
     assert_non_null(strstr(rule_text(RULE_LRT_NOT_TNBC), "Pons-Tostivint 2019"));
     assert_non_null(strstr(rule_text(RULE_CURATIVE_LRT), "[Rapiti 2006]"));
     assert_non_null(strstr(factor_text(FAC_AGE_LT_55), "[MF07-01: HR 0.57]"));
-    assert_non_null(strstr(factor_text(FAC_BONE_ONLY), "HR 0.47"));
+    /* rules version 2: MF07-01's HR 0.47 concerns a solitary bone
+     * metastasis, which the features cannot tell; bone-only cites Rapiti
+     * and Wang */
+    assert_null(strstr(factor_text(FAC_BONE_ONLY), "HR 0.47"));
+    assert_non_null(strstr(factor_text(FAC_BONE_ONLY), "[Rapiti 2006; Wang 2019"));
     assert_non_null(strstr(factor_text(FAC_RS_LT_18), "[TBCRC 013]"));
     assert_string_equal(missing_text(MISS_HER2_ISH), "ISH for HER2 IHC 2+");
     assert_string_equal(missing_text(MISS_SITES),

@@ -553,7 +553,9 @@ static void staging_legacy_and_ajcc(void **state)
         &f);
     assert_int_equal(f.t_cat, 4);
     assert_int_equal(f.t4d, 1);
-    assert_int_equal(f.symptomatic_primary, TRI_YES);
+    /* rules version 2: T4d (inflammatory) alone is not a symptomatic
+     * primary; it is reported as a factor */
+    assert_int_equal(f.symptomatic_primary, TRI_UNKNOWN);
     assert_int_equal(f.m_cat, 1);
     assert_int_equal(f.stage_iv, TRI_YES);
     json_decref(rep);
@@ -782,7 +784,9 @@ static void ki67_pdl1_rs(void **state)
                                             "//unitsofmeasure.org','code':'1'}") "]",
           &f);
     assert_true(f.ki67_pct > 29.9 && f.ki67_pct < 30.1);
-    assert_int_equal(f.pdl1, TRI_NO);
+    /* SP142 is reported apart: only 22C3 feeds the immunotherapy option */
+    assert_int_equal(f.pdl1, TRI_UNKNOWN);
+    assert_int_equal(f.pdl1_other, TRI_NO);
     assert_true(f.rs > 46.9 && f.rs < 47.1);
     json_decref(rep);
 }

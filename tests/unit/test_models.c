@@ -40,18 +40,22 @@ static void test_lin_m1(void **state)
     assert_int_equal(LIN(SITE_BRAIN), M1_C);
     assert_int_equal(LIN(SITE_BRAIN, SITE_BONE), M1_C);
     assert_int_equal(LIN(SITE_BRAIN, SITE_LIVER, SITE_LUNG, SITE_BONE), M1_C);
-    /* liver plus any other site -> M1c; liver only -> M1b */
+    /* liver plus another of the four SEER sites -> M1c; liver only -> M1b.
+     * Rules version 2: sites outside bone/lung/liver/brain are not counted
+     * (Lin's SEER 2010-2014 cohort recorded only those four). */
     assert_int_equal(LIN(SITE_LIVER, SITE_BONE), M1_C);
-    assert_int_equal(LIN(SITE_LIVER, SITE_DISTANT_LN), M1_C);
+    assert_int_equal(LIN(SITE_LIVER, SITE_DISTANT_LN), M1_B);
     assert_int_equal(LIN(SITE_LIVER), M1_B);
-    /* two or more sites without brain or liver -> M1b */
+    /* bone and lung -> M1b */
     assert_int_equal(LIN(SITE_BONE, SITE_LUNG), M1_B);
-    assert_int_equal(LIN(SITE_SOFT_TISSUE, SITE_DISTANT_LN), M1_B);
+    assert_int_equal(LIN(SITE_SOFT_TISSUE, SITE_DISTANT_LN), M1_UNKNOWN);
     assert_int_equal(LIN(SITE_BONE, SITE_LUNG, SITE_PLEURA), M1_B);
-    /* one site other than brain or liver -> M1a */
+    /* bone only or lung only -> M1a */
     assert_int_equal(LIN(SITE_BONE), M1_A);
     assert_int_equal(LIN(SITE_LUNG), M1_A);
-    assert_int_equal(LIN(SITE_PERITONEUM), M1_A);
+    assert_int_equal(LIN(SITE_BONE, SITE_DISTANT_LN), M1_A);
+    /* only sites outside the four: not computed */
+    assert_int_equal(LIN(SITE_PERITONEUM), M1_UNKNOWN);
     /* no site: not computable */
     memset(none, 0, sizeof(none));
     assert_int_equal(models_lin_m1(none), M1_UNKNOWN);
@@ -118,18 +122,18 @@ static void test_lin_shr_and_other_sites(void **state)
     }
     assert_true(m.lin_shr == 3.0);
 
-    /* A site outside bone/lung/liver/brain is counted and flagged. */
+    /* A site outside bone/lung/liver/brain is not counted, and flagged. */
     base(&f);
     f.site_present[SITE_DISTANT_LN] = 1;
     m = run(&f);
-    assert_int_equal(m.lin, M1_B);
+    assert_int_equal(m.lin, M1_A);
     assert_int_equal(m.lin_other_sites, 1);
 
     base(&f);
     f.site_present[SITE_BONE] = 0;
     f.site_present[SITE_SOFT_TISSUE] = 1;
     m = run(&f);
-    assert_int_equal(m.lin, M1_A);
+    assert_int_equal(m.lin, M1_UNKNOWN);
     assert_int_equal(m.lin_other_sites, 1);
 
     /* No site: not computable, SHR 0. */

@@ -43,6 +43,9 @@ static void assert_params_equal(const struct rule_params *a, const struct rule_p
     assert_int_equal(a->max_visceral_sites, b->max_visceral_sites);
     assert_int_equal(a->ecog_good_max, b->ecog_good_max);
     assert_int_equal(a->karnofsky_good_min, b->karnofsky_good_min);
+    assert_int_equal(a->karnofsky_poor_max, b->karnofsky_poor_max);
+    assert_int_equal(a->ps_stale_days, b->ps_stale_days);
+    assert_true(a->pdl1_cps_min == b->pdl1_cps_min);
     assert_int_equal(a->reassess_min_months, b->reassess_min_months);
     assert_int_equal(a->reassess_max_months, b->reassess_max_months);
     assert_int_equal(a->age_favour_mf07, b->age_favour_mf07);
@@ -68,7 +71,10 @@ static void test_defaults_match_clinical_rules(void **state)
     assert_int_equal(p.max_sites, 3);
     assert_int_equal(p.max_visceral_sites, 1);
     assert_int_equal(p.ecog_good_max, 1);
-    assert_int_equal(p.karnofsky_good_min, 70);
+    assert_int_equal(p.karnofsky_good_min, 80);
+    assert_int_equal(p.karnofsky_poor_max, 60);
+    assert_int_equal(p.ps_stale_days, 180);
+    assert_true(p.pdl1_cps_min == 10.0);
     assert_int_equal(p.reassess_min_months, 3);
     assert_int_equal(p.reassess_max_months, 9);
     assert_int_equal(p.age_favour_mf07, 55);
@@ -113,12 +119,12 @@ static void test_shipped_file_cites_sources(void **state)
     repo_path(path, sizeof(path), "mappings/thresholds.json");
     root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     assert_non_null(root);
-    assert_int_equal(json_object_size(root), 16);
+    assert_int_equal(json_object_size(root), 19);
     json_object_foreach (root, key, entry) {
         const char *src = json_string_value(json_object_get(entry, "source"));
 
         assert_non_null(src);
-        assert_non_null(strstr(src, "clinical-rules.md"));
+        assert_non_null(strstr(src, "docs/clinical-rules.md"));
     }
     json_decref(root);
 }
@@ -184,7 +190,9 @@ static void test_values_come_from_file(void **state)
         } chg[] = {
             {"de_novo_window_days", 60, 1}, {"max_sites", 4, 1},
             {"max_visceral_sites", 2, 1},   {"ecog_good_max", 2, 1},
-            {"karnofsky_good_min", 80, 1},  {"reassess_min_months", 4, 1},
+            {"karnofsky_good_min", 90, 1},  {"reassess_min_months", 4, 1},
+            {"karnofsky_poor_max", 50, 1},  {"ps_stale_days", 120, 1},
+            {"pdl1_cps_min", 20, 0},
             {"reassess_max_months", 8, 1},  {"age_favour_mf07", 60, 1},
             {"age_favour_shien", 45, 1},    {"tumour_size_favour_mm", 30.5, 0},
             {"rs_low_below", 11, 0},        {"rs_high_from", 26, 0},
@@ -214,7 +222,10 @@ static void test_values_come_from_file(void **state)
         want.max_sites = 4;
         want.max_visceral_sites = 2;
         want.ecog_good_max = 2;
-        want.karnofsky_good_min = 80;
+        want.karnofsky_good_min = 90;
+        want.karnofsky_poor_max = 50;
+        want.ps_stale_days = 120;
+        want.pdl1_cps_min = 20;
         want.reassess_min_months = 4;
         want.reassess_max_months = 8;
         want.age_favour_mf07 = 60;

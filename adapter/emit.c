@@ -721,6 +721,27 @@ char *emit_identifier_system(const struct emit_ctx *c, const char *resource_type
     return s;
 }
 
+char *emit_rules_version_extension_url(const struct emit_ctx *c)
+{
+    return xprintf("%s/StructureDefinition/rules-version", nz(c->canonical_base));
+}
+
+/* The rules version that decided (docs/clinical-rules.md §7): on CarePlan
+ * and RiskAssessment it is part of the hashed content, so a new version
+ * changes the decision hash and updates every plan once. */
+static void put_rules_version(struct bld *b, const struct emit_ctx *c, json_t *res)
+{
+    json_t *exts = json_object_get(res, "extension"), *e = obj(b);
+
+    put(b, e, "url", str_own(b, emit_rules_version_extension_url(c)));
+    put(b, e, "valueString", str(b, engine_rules_version()));
+    if (exts == NULL) {
+        exts = arr(b);
+        put(b, res, "extension", exts);
+    }
+    add(b, exts, e);
+}
+
 char *emit_hash_extension_url(const struct emit_ctx *c)
 {
     return xprintf("%s/StructureDefinition/decision-hash", nz(c->canonical_base));
@@ -802,6 +823,25 @@ static void activity(struct bld *b, json_t *acts, const struct act *a, char *des
     add(b, acts, act);
 }
 
+/* The first-line regimen without its trial citation, for naming what the
+ * disease progressed on. */
+static const char *first_line_name(enum systemic s)
+{
+    switch (s) {
+    case SYS_ENDOCRINE_CDK46:
+        return "endocrine therapy with a CDK4/6 inhibitor";
+    case SYS_ANTIHER2_CHEMO_ENDO:
+        return "anti-HER2 therapy with chemotherapy, endocrine maintenance";
+    case SYS_ANTIHER2_CHEMO:
+        return "anti-HER2 therapy with chemotherapy";
+    case SYS_CHEMO:
+        return "chemotherapy";
+    case SYS_NONE:
+        break;
+    }
+    return "first-line systemic therapy";
+}
+
 static const char *continuing(enum rec r)
 {
     return r == REC_CONTINUE_SYSTEMIC || r == REC_CURATIVE_LRT ? "Continue " : "";
@@ -817,11 +857,16 @@ static void systemic_activities(struct bld *b, json_t *acts, const struct decisi
     if (d->rec == REC_SECOND_LINE_SYSTEMIC) {
         memset(&a, 0, sizeof(a));
         a.kind = "MedicationRequest";
+        /* Name what the disease progressed on (the subtype's first-line
+         * regimen unless the record says otherwise) and leave the next
+         * regimen to current guidelines: the first-line regimen, with its
+         * trial citation, is not the next step (docs/clinical-rules.md §2). */
         activity(b, acts, &a,
-                 xprintf("Second-line or further systemic therapy for %s disease after "
-                         "progression (%s); the agent is chosen by the treating "
-                         "oncologist.",
-                         sub, nz(systemic_text(d->systemic))));
+                 xprintf("Next-line systemic therapy for %s disease: the disease "
+                         "progressed on first-line therapy (for this subtype: %s, unless "
+                         "the record shows another regimen); choose the next regimen by "
+                         "current guidelines.",
+                         sub, nz(first_line_name(d->systemic))));
     } else {
         switch (d->systemic) {
         case SYS_ENDOCRINE_CDK46:
@@ -1028,7 +1073,10 @@ static json_t *build_activities(struct bld *b, const struct emit_ctx *c,
         if (d->missing[m]) {
             memset(&a, 0, sizeof(a));
             activity(b, acts, &a,
-                     xprintf("Missing data: %s.", nz(missing_text((enum missing_item)m))));
+                     xprintf("%s: %s.",
+                             missing_is_comment((enum missing_item)m) ? "Note"
+                                                                      : "Missing data",
+                             nz(missing_text((enum missing_item)m))));
         }
     return acts;
 }
@@ -1230,6 +1278,7 @@ static json_t *build_careplan(struct bld *b, const struct emit_ctx *c,
     struct sbuf desc = {0}, div = {0};
 
     put(b, cp, "resourceType", str(b, "CarePlan"));
+    put_rules_version(b, c, cp);
     put(b, cp, "identifier", identifier_list(b, c, "CarePlan"));
     put(b, cp, "status", str(b, "draft"));
     put(b, cp, "intent", str(b, "proposal"));
@@ -1318,6 +1367,7 @@ static json_t *build_risk(struct bld *b, const struct emit_ctx *c, const struct 
     if (methodsys == NULL)
         b->oom = 1;
     put(b, ra, "resourceType", str(b, "RiskAssessment"));
+    put_rules_version(b, c, ra);
     put(b, ra, "identifier", identifier_list(b, c, "RiskAssessment"));
     put(b, ra, "status", str(b, "preliminary"));
     {
@@ -1510,12 +1560,17 @@ static int content_hash(json_t *cp, json_t *ra, char out[65])
 static void set_hash_extension(struct bld *b, const struct emit_ctx *c, json_t *res,
                                const char *hash)
 {
-    json_t *exts = arr(b), *e = obj(b);
+    json_t *exts = json_object_get(res, "extension"), *e = obj(b);
 
     put(b, e, "url", str_own(b, emit_hash_extension_url(c)));
     put(b, e, "valueString", str(b, hash));
-    add(b, exts, e);
-    put(b, res, "extension", exts);
+    if (exts == NULL) {
+        exts = arr(b);
+        put(b, res, "extension", exts);
+    }
+    /* First, where readers of earlier versions found it. */
+    if (e == NULL || json_array_insert_new(exts, 0, e) != 0)
+        b->oom = 1;
 }
 
 int emit_outputs(const struct emit_ctx *c, const struct features *f,
@@ -1589,6 +1644,21 @@ json_t *emit_provenance(const struct emit_ctx *c, const struct features *f,
         add(&b, tg, reference(&b, targets[k]));
     put(&b, pv, "target", tg);
     put(&b, pv, "recorded", str(&b, c->now));
+    /* Why this version was written: the decision of the clinical rules
+     * version named here (docs/clinical-rules.md §7); after an upgrade the
+     * previous version of the target names the older rules. */
+    {
+        json_t *pol = arr(&b), *reasons = arr(&b), *rc = obj(&b);
+
+        add(&b, pol, str_own(&b, xprintf("%s/clinical-rules/version/%s",
+                                         nz(c->canonical_base), engine_rules_version())));
+        put(&b, pv, "policy", pol);
+        put(&b, rc, "text",
+            str_own(&b, xprintf("Decision of the dnmbc-adapter clinical rules version %s",
+                                engine_rules_version())));
+        add(&b, reasons, rc);
+        put(&b, pv, "reason", reasons);
+    }
     put(&b, ag, "type", concept(&b, SYS_PROV_PARTICIPANT, "author", "Author", NULL));
     if (c->device_ref != NULL) {
         put(&b, ag, "who", reference(&b, c->device_ref));
@@ -1727,6 +1797,7 @@ static json_t *build_guidance(struct bld *b, const struct emit_ctx *c,
     int r;
 
     put(b, gr, "resourceType", str(b, "GuidanceResponse"));
+    put_rules_version(b, c, gr);
     put(b, gr, "identifier", identifier_list(b, c, "GuidanceResponse"));
     put(b, gr, "moduleUri",
         str_own(b, xprintf("%s/PlanDefinition/dnmbc-local-therapy", nz(c->canonical_base))));
@@ -1913,7 +1984,13 @@ char *emit_explain(const struct emit_ctx *c, const struct features *f,
     sb_printf(&s, " (%d organ site(s), %d visceral%s%s)\n", dv->site_count,
               dv->visceral_count, dv->bone_only ? ", bone-only" : "",
               dv->brain ? ", brain" : "");
-    sb_printf(&s, "  M1 subgroup: %s\n", m1sub_name(dv->m1));
+    if (d->rec == REC_NOT_APPLICABLE)
+        sb_add(&s, "  M1 subgroup: not computed (outside the algorithm's scope)\n");
+    else
+        sb_printf(&s, "  M1 subgroup: %s%s\n",
+                  dv->m1 == M1_UNKNOWN ? "not computed" : m1sub_name(dv->m1),
+                  dv->lin_other_sites ? " (sites outside bone/lung/liver/brain not counted)"
+                                      : "");
     if (dv->response != RESP_NONE) {
         feat_format_date(dv->response_date, date, sizeof(date));
         sb_printf(&s, "  response: %s on %s\n", response_name(dv->response), date);
@@ -1928,7 +2005,8 @@ char *emit_explain(const struct emit_ctx *c, const struct features *f,
             sb_printf(&s, "  %s: %s\n", nz(rule_code((enum rule_id)r)),
                       nz(rule_text((enum rule_id)r)));
 
-    sb_printf(&s, "\nDecision\n  %s (%s)\n", nz(rec_code(d->rec)), nz(rec_display(d->rec)));
+    sb_printf(&s, "\nDecision (clinical rules version %s)\n  %s (%s)\n",
+              engine_rules_version(), nz(rec_code(d->rec)), nz(rec_display(d->rec)));
     if (d->rec == REC_NOT_APPLICABLE)
         sb_printf(&s, "  reason: %s\n", na_reason_text(d->na_reason));
     if (d->palliative)

@@ -33,6 +33,11 @@ char *emit_identifier_system(const struct emit_ctx *c, const char *resource_type
  * RiskAssessment: <canonical_base>/StructureDefinition/decision-hash. */
 char *emit_hash_extension_url(const struct emit_ctx *c);
 
+/* URL of the extension naming the clinical rules version on CarePlan,
+ * RiskAssessment and GuidanceResponse:
+ * <canonical_base>/StructureDefinition/rules-version (valueString). */
+char *emit_rules_version_extension_url(const struct emit_ctx *c);
+
 /*
  * Build CarePlan and RiskAssessment (new references) for a decision whose
  * rec is not REC_NOT_APPLICABLE.  Both carry the business identifier and the

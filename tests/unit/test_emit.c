@@ -535,9 +535,9 @@ static void test_hash(void **state)
     cp = json_deep_copy(a.cp);
     ra = json_deep_copy(a.ra);
     json_object_del(cp, "created");
-    json_object_del(cp, "extension");
+    legacy_drop_hash_extension(cp);
     json_object_del(ra, "occurrenceDateTime");
-    json_object_del(ra, "extension");
+    legacy_drop_hash_extension(ra);
     pair = json_pack("[oo]", cp, ra);
     assert_int_equal(emit_json_sha256(pair, mine), 0);
     assert_string_equal(mine, a.hash);
@@ -736,9 +736,15 @@ static void test_second_line(void **state)
     run(&f, NOW1, &o);
     assert_int_equal(o.d.rec, REC_SECOND_LINE_SYSTEMIC);
     check_activities(o.cp);
-    det = activity_with_text(o.cp, "Second-line");
+    /* rules version 2: the step names what the disease progressed on and
+     * leaves the regimen to current guidelines, without the first-line
+     * trial citation */
+    det = activity_with_text(o.cp, "Next-line");
     assert_non_null(det);
     assert_string_equal(sget(det, "kind"), "MedicationRequest");
+    assert_non_null(strstr(sget(det, "description"), "progressed on"));
+    assert_non_null(strstr(sget(det, "description"), "current guidelines"));
+    assert_null(strstr(sget(det, "description"), "PALATINE"));
     det = activity_with_text(o.cp, "locoregional therapy");
     assert_non_null(det);
     assert_true(json_is_true(json_object_get(det, "doNotPerform")));

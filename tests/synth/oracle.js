@@ -1,6 +1,7 @@
 'use strict';
 /*
- * A second, independent reading of clinical-rules.md §1-§4 applied to the
+ * A second, independent reading of the clinical rules (version 2,
+ * docs/clinical-rules.md §1-§4) applied to the
  * patient *specs* (not to FHIR).  The tests compare it with the hand-written
  * `expected` of every fixed patient and with the by-construction `expected`
  * of random patients, so a slip in either shows up as a failure.  It is not
@@ -22,17 +23,17 @@ function receptorStatus(r) {
     return r.pos ? 'pos' : 'neg';
 }
 
+/* ASCO/CAP 2018 with a coded ISH: amplified is positive whatever the IHC,
+ * not amplified negative unless IHC 3+; without ISH the IHC decides. */
 function her2Status(h) {
     if (!h) return 'unknown';
-    if (h.overall === true) return 'pos';
-    if (h.overall === false) return 'neg';
+    if (h.ish === true) return 'pos';
+    if (h.ish === false) return h.ihc === 3 ? 'pos' : 'neg';
     if (h.ihc === 3) return 'pos';
     if (h.ihc === 0 || h.ihc === 1) return 'neg';
-    if (h.ihc === 2) {
-        if (h.ish === true) return 'pos';
-        if (h.ish === false) return 'neg';
-        return 'equivocal';
-    }
+    if (h.ihc === 2) return 'equivocal';
+    if (h.overall === true) return 'pos';
+    if (h.overall === false) return 'neg';
     return 'unknown';
 }
 
@@ -48,10 +49,22 @@ function subtypeOf(spec) {
     return her2 === 'pos' ? 'HR-/HER2+' : 'TNBC';
 }
 
-function psGood(ps) {
+/* ECOG 0-1 good; Karnofsky 80+ good, 60 or less poor, 70 unverified; a
+ * status more than 180 days before the latest response is stale. */
+function psGood(ps, spec) {
     if (!ps) return 'unknown';
+    const day = ps.day === undefined ? 7 : ps.day;
+    const rs = (spec.responses || []).filter((r) => r.status !== 'entered-in-error' && r.day >= 0);
+    const ref = rs.length ? Math.max(...rs.map((r) => r.day)) : 0;
+    if (ref - day > 180) return 'unknown';
     if (ps.kind === 'ecog') return ps.value <= 1 ? 'yes' : 'no';
-    return ps.value >= 70 ? 'yes' : 'no';
+    if (ps.value >= 80) return 'yes';
+    return ps.value <= 60 ? 'no' : 'unknown';
+}
+
+function progressedEver(spec) {
+    return (spec.responses || []).some((r) => r.status !== 'entered-in-error' && r.day >= 0 &&
+        C.RESP_MEANING[r.value] === 'PD');
 }
 
 function latestResponse(spec) {
@@ -61,7 +74,9 @@ function latestResponse(spec) {
     return C.RESP_MEANING[last.value];
 }
 
-function m1Subgroup(sites) {
+/* Lin: only bone, lung, liver and brain are counted. */
+function m1Subgroup(allSites) {
+    const sites = new Set([...allSites].filter((s) => ['bone', 'lung', 'liver', 'brain'].includes(s)));
     if (!sites.size) return 'unknown';
     if (sites.has('brain')) return 'M1c';
     if (sites.has('liver')) return sites.size > 1 ? 'M1c' : 'M1b';
@@ -79,9 +94,9 @@ function evaluate(spec) {
     const metastatic = sites.size > 0 || unsited || m1AtDx;
     const deNovo = m1AtDx || mets.some((m) => m.day <= WINDOW);
     const subtype = subtypeOf(spec);
+    /* T4a-c and skin findings; inflammatory (T4d) alone is not symptomatic */
     const symptomatic = !!(
-        (spec.primary && spec.primary.style === 'inflammatory') ||
-        (t && ['T4b', 'T4d'].includes(t.t)) ||
+        (t && ['T4a', 'T4b', 'T4c'].includes(t.t)) ||
         spec.symptomatic === 'skinCondition'
     );
     const out = { subtype, palliative: false, benefit: 'low', m1: m1Subgroup(sites) };
@@ -105,9 +120,9 @@ function evaluate(spec) {
     }
     const visceral = [...sites].filter((s) => C.VISCERAL.has(s)).length;
     const lowBurden = !sites.has('brain') && visceral <= MAX_VISCERAL && sites.size <= MAX_SITES;
-    const ps = psGood(spec.ps);
+    const ps = psGood(spec.ps, spec);
     out.ps = ps === 'yes' ? 'met' : ps === 'no' ? 'not-met' : 'unverified';
-    if (lowBurden && subtype !== 'TNBC' && ps !== 'no') {
+    if (lowBurden && subtype !== 'TNBC' && ps !== 'no' && !progressedEver(spec)) {
         out.recommendation = 'curative-lrt';
         const bone = sites.size === 1 && sites.has('bone');
         const hrPos = subtype.startsWith('HR+');

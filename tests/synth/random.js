@@ -112,9 +112,11 @@ function psSpec(rng, kind) {
     return { kind: 'kps', value: good ? rng.pick([70, 80, 90, 100]) : rng.pick([40, 50, 60]) };
 }
 
-function responses(rng, last, count) {
+function responses(rng, last, count, noEarlierPD) {
     /* `count` responses after diagnosis; the latest has meaning `last`
-     * ('PD' or 'notPD'); earlier ones are anything. */
+     * ('PD' or 'notPD'); earlier ones are anything, except that
+     * `noEarlierPD` (curative-lrt: no progression at any time) keeps them
+     * free of progression. */
     const styleOf = () => rng.pick(['stu3', 'stu3', 'stu1', 'synthea']);
     const valueFor = (style, pd) => {
         if (style === 'synthea') return pd ? 'worsening' : 'improving';
@@ -126,7 +128,7 @@ function responses(rng, last, count) {
     for (let i = 0; i < count; i++) {
         const style = styleOf();
         const isLast = i === count - 1;
-        const pd = isLast ? last === 'PD' : rng.chance(0.4);
+        const pd = isLast ? last === 'PD' : rng.chance(0.4) && !noEarlierPD;
         out.push({ style, value: valueFor(style, pd), day });
         day += rng.int(30, 120);
     }
@@ -176,10 +178,15 @@ function randomSpec(rng, i, seed, width) {
 
     /* palliative: symptomatic primary, added by construction */
     const applicable = target !== 'not-applicable';
-    const symptomatic = rng.chance(0.3);
+    /* Rules version 2: T4d and an inflammatory carcinoma alone are not a
+     * symptomatic primary; they stay in the draw (same random stream) as
+     * non-symptomatic variants. */
+    const drawn = rng.chance(0.3);
     let symptomWay = null;
-    if (symptomatic) {
+    let symptomatic = false;
+    if (drawn) {
         symptomWay = rng.pick(['T4b', 'T4d', 'skinCondition', 'inflammatory']);
+        symptomatic = symptomWay === 'T4b' || symptomWay === 'skinCondition';
         if (symptomWay === 'inflammatory') spec.primary = { style: 'inflammatory' };
         if (symptomWay === 'skinCondition') spec.symptomatic = 'skinCondition';
     }
@@ -263,9 +270,14 @@ function randomSpec(rng, i, seed, width) {
     if (spec.ps === undefined) delete spec.ps;
 
     if (target === 'second-line-systemic') spec.responses = responses(rng, 'PD', rng.int(1, 3));
-    else if (target === 'curative-lrt' || target === 'continue-systemic') spec.responses = responses(rng, 'notPD', rng.int(1, 3));
+    else if (target === 'curative-lrt') spec.responses = responses(rng, 'notPD', rng.int(1, 3), true);
+    else if (target === 'continue-systemic') spec.responses = responses(rng, 'notPD', rng.int(1, 3));
     else if (target === 'upfront-systemic') spec.responses = [];
     else spec.responses = rng.chance(0.5) ? responses(rng, rng.pick(['PD', 'notPD']), rng.int(1, 2)) : [];
+
+    /* The performance status is recorded with the latest response, so it
+     * is never out of date (rules version 2: older than 180 days is stale). */
+    if (spec.ps && spec.responses.length) spec.ps.day = spec.responses[spec.responses.length - 1].day;
 
     /* filler to reach a realistic size: labs, vitals, other features */
     const fillers = rng.shuffle(['size', 'grade', 'ki67', 'ca153', 'alp', 'pdl1', 'gbrca', 'pik3ca']);

@@ -847,7 +847,7 @@ static const char *continuing(enum rec r)
     return r == REC_CONTINUE_SYSTEMIC || r == REC_CURATIVE_LRT ? "Continue " : "";
 }
 
-/* First-line systemic therapy tailored to subtype (clinical-rules.md §3). */
+/* First-line systemic therapy tailored to subtype (docs/clinical-rules.md §3). */
 static void systemic_activities(struct bld *b, json_t *acts, const struct decision *d)
 {
     const char *cont = continuing(d->rec);
@@ -1397,7 +1397,7 @@ static json_t *build_risk(struct bld *b, const struct emit_ctx *c, const struct 
 
     sb_add(&div, "<p><b>De novo metastatic breast cancer: risk assessment (preliminary)</b></p><ul>");
 
-    /* 1. Benefit likelihood of local therapy (clinical-rules.md §4). */
+    /* 1. Benefit likelihood of local therapy (docs/clinical-rules.md §4). */
     p = obj(b);
     put(b, p, "outcome",
         concept(b, NULL, NULL, NULL,
@@ -1989,8 +1989,9 @@ char *emit_explain(const struct emit_ctx *c, const struct features *f,
     else
         sb_printf(&s, "  M1 subgroup: %s%s\n",
                   dv->m1 == M1_UNKNOWN ? "not computed" : m1sub_name(dv->m1),
-                  dv->lin_other_sites ? " (sites outside bone/lung/liver/brain not counted)"
-                                      : "");
+                  dv->lin_other_sites
+                      ? " (sites outside bone/lung/liver/brain not counted)"
+                      : "");
     if (dv->response != RESP_NONE) {
         feat_format_date(dv->response_date, date, sizeof(date));
         sb_printf(&s, "  response: %s on %s\n", response_name(dv->response), date);

@@ -1,5 +1,5 @@
 /*
- * engine.c - the pure decision algorithm (clinical-rules.md §1-§5).
+ * engine.c - the pure decision algorithm (docs/clinical-rules.md §1-§5).
  *
  * Pipeline place: mapping.c fills a struct features from FHIR resources;
  * features_derive() turns it into the derived values of §1; engine_run()
@@ -10,36 +10,34 @@
  * from struct rule_params (mappings/thresholds.json).  Unknown is never read
  * as negative.
  *
- * Choices this file makes where clinical-rules.md leaves one open (each is
+ * Choices this file makes where docs/clinical-rules.md leaves one open (each is
  * repeated at the code that implements it):
  *  - Distant metastasis is "recorded" when a site, an unsited metastasis, a
  *    clinical M1 or a stage IV group is recorded.  M1 / stage IV without a
  *    site is the §2 step 2 case "metastasis recorded without any site".
- *  - De novo with undatable evidence: any dated evidence (site onset,
- *    unsited metastasis, M1, stage IV) within the window decides "de novo",
- *    so undated sites plus a dated stage IV / M1 at diagnosis are de novo.
- *    Otherwise, any undated evidence (or an unknown diagnosis date) leaves
- *    de novo unknown, which leads to insufficient-data with the dates to
- *    obtain (RULE_INSUFF_DE_NOVO) - never to "not de novo".  Only when all
- *    evidence is dated and later than the window is the disease recurrent.
- *  - ECOG and Karnofsky both known and disagreeing: the more recently dated
- *    one wins (performance status changes); when the dates are equal or
- *    either is undated, the worse one wins, because good performance is a
- *    requirement for curative-lrt.
- *  - HER2: IHC 0/1+/3+ decides alone (§1 table); ISH modifies only IHC 2+;
- *    ISH alone decides when IHC is unknown; the overall interpretation is
- *    used only when neither IHC nor ISH is known.
+ *  - De novo from the earliest *dated* evidence (site onset, unsited
+ *    metastasis, first M1, first stage IV); undated evidence is skipped when
+ *    something is dated.  Nothing dated, or no diagnosis date, leaves de
+ *    novo unknown: insufficient-data with the dates to obtain
+ *    (RULE_INSUFF_DE_NOVO), never "not de novo".
+ *  - Performance status: ECOG and Karnofsky disagreeing on the same date (or
+ *    one undated) count as the worse one and add a confirmation line; a
+ *    stale status is unverified whatever its value.
+ *  - HER2 with a coded ISH result and a dual-probe group from the numbers:
+ *    the coded result is used when both exist (the mapping computes the
+ *    group only when no coded result is present).
  *  - Responses with unknown dates are ignored (they cannot be placed after
  *    diagnosis).  When the diagnosis date is unknown, de novo is unknown and
  *    the patient stops at insufficient-data anyway.
  *  - Bone-only counts identified sites only (an extra unsited record is
  *    most often the same disease coded generically).  "Solitary" bone-only
  *    of MF07-01 cannot be told apart: the features carry no lesion count.
- *  - §3 therapy accompanies steps 3-6 (for second-line it names the
- *    subtype's therapy family); insufficient-data proposes none.
+ *  - §3 therapy accompanies steps 3-6 (for second-line it names what the
+ *    disease progressed on); insufficient-data proposes none.
  *  - §4 factors are not reported for not-applicable; "RS < 18" only in
  *    ER+/HER2- disease (the TBCRC 013 subgroup); "ECOG >= 2" includes
- *    Karnofsky below the threshold.
+ *    Karnofsky at or below karnofsky_poor_max; "progression" is any
+ *    progression since diagnosis.
  */
 #include "engine.h"
 
@@ -116,7 +114,7 @@ static enum receptor derive_hr(const struct features *f)
 }
 
 /*
- * HER2 by ASCO/CAP 2018 (docs/clinical-rules.md, "HER2 status"): an
+ * HER2 by ASCO/CAP 2018 (docs/clinical-rules.md §1a): an
  * amplified ISH (coded, or dual-probe group 1) is positive whatever the IHC,
  * with a pathology-review remark when the IHC was 0/1+; a non-amplified ISH
  * (coded, or group 5) is negative unless IHC 3+; groups 2-4 are decided by

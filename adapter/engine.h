@@ -1,5 +1,5 @@
 /*
- * engine.h - the pure decision algorithm (clinical-rules.md §1-§5).
+ * engine.h - the pure decision algorithm (docs/clinical-rules.md §1-§5).
  *
  * features in, decision out: no allocation, no I/O, no logging, no clock.
  * Every threshold comes from struct rule_params, which rules.c loads from
@@ -38,7 +38,7 @@ struct rule_params {
     double he_bcss3y[4];         /* 76.3 64.5 48.5 23.7 */
 };
 
-/* Fill with the values clinical-rules.md gives (used by tests and as a
+/* Fill with the values docs/clinical-rules.md gives (used by tests and as a
  * reference; the daemon always loads the file). */
 void rule_params_defaults(struct rule_params *p);
 
@@ -125,7 +125,7 @@ enum criterion_state { CRIT_NOT_EVALUATED = 0, CRIT_MET, CRIT_NOT_MET, CRIT_UNVE
 struct models {
     enum m1sub lin;             /* M1_UNKNOWN when not computable */
     double lin_shr;             /* 1.0 for M1a; 0 when not computable */
-    int lin_other_sites;        /* sites outside {bone,lung,liver,brain} present: not counted */
+    int lin_other_sites;        /* a site outside bone/lung/liver/brain: not counted */
     int rs_category;            /* -1 not computable, 0 low, 1 intermediate, 2 high */
     int rs_applicable;          /* ER+/HER2- (TBCRC 013 population) */
     int he_score;               /* -1 not computable, else 0..3 */
@@ -165,7 +165,7 @@ void engine_run(const struct features *f, const struct rule_params *p,
 /* ENGINE_RULES_VERSION, for callers that print or emit it. */
 const char *engine_rules_version(void);
 
-/* Vocabulary (clinical-rules.md §6). */
+/* Vocabulary (docs/clinical-rules.md §6). */
 const char *rec_code(enum rec r);            /* "curative-lrt", ... */
 const char *rec_display(enum rec r);
 const char *rule_code(enum rule_id r);       /* stable id, e.g. "R5-curative-lrt" */
@@ -179,7 +179,7 @@ const char *systemic_text(enum systemic s);
 const char *benefit_code(enum benefit b);    /* "low" "moderate" "high" */
 const char *criterion_code(enum criterion_state c); /* "met" "not-met" "unverified" ... */
 
-/* The caveat every plan proposing local therapy carries (clinical-rules.md
+/* The caveat every plan proposing local therapy carries (docs/clinical-rules.md
  * §2): randomised trials disagree; a proposal for the tumour board. */
 const char *engine_lrt_caveat(void);
 

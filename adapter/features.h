@@ -1,6 +1,6 @@
 /*
  * features.h - the dnMBC feature record: what the mapping layer extracts from
- * FHIR resources and what the pure engine consumes (clinical-rules.md §1).
+ * FHIR resources and what the pure engine consumes (docs/clinical-rules.md §1).
  *
  * Every feature is known or unknown; unknown is never read as negative.  Each
  * known feature carries the FHIR references ("Observation/123") of the
@@ -36,7 +36,7 @@ enum laterality { LAT_UNKNOWN = 0, LAT_LEFT, LAT_RIGHT, LAT_BILATERAL };
 
 enum histology { HIST_UNKNOWN = 0, HIST_DUCTAL, HIST_LOBULAR, HIST_OTHER };
 
-/* Distant metastatic sites (clinical-rules.md §1). */
+/* Distant metastatic sites (docs/clinical-rules.md §1). */
 enum site {
     SITE_BONE = 0,
     SITE_LIVER,
@@ -128,8 +128,8 @@ struct features {
 
     double ki67_pct;             struct fsrc ki67_src;
     enum tri pdl1;               struct fsrc pdl1_src;         /* 22C3 assay result */
-    enum tri pdl1_other;         struct fsrc pdl1_other_src;   /* 28-8, SP142: reported only */
-    double pdl1_cps;             struct fsrc pdl1_cps_src;     /* combined positive score, -1 unknown */
+    enum tri pdl1_other;         struct fsrc pdl1_other_src;   /* 28-8, SP142: reported */
+    double pdl1_cps;             struct fsrc pdl1_cps_src;     /* CPS, -1 unknown */
     double rs;                   struct fsrc rs_src;           /* 21-gene RS 0..100 */
     enum tri gbrca;              struct fsrc gbrca_src;
     /* Hereditary breast and ovarian cancer syndrome: a clinical diagnosis,
@@ -150,7 +150,7 @@ struct features {
     double alp;                  struct fsrc alp_src;          /* U/L */
 };
 
-/* Derived features (clinical-rules.md §1 "Derived"), computed by
+/* Derived features (docs/clinical-rules.md §1), computed by
  * features_derive() from a struct features and the rule thresholds. */
 struct derived {
     int age;                     /* years at diagnosis, -1 unknown */
@@ -170,7 +170,7 @@ struct derived {
     enum tri ps_good;            /* YES good, NO poor, UNKNOWN unknown or unverified */
     int ps_flags;                /* PSF_* below */
     int progressed_ever;         /* any progression dated on/after diagnosis */
-    /* HER2 remarks of ASCO/CAP 2018 (docs/clinical-rules.md, HER2) */
+    /* HER2 remarks of ASCO/CAP 2018 (docs/clinical-rules.md §1a) */
     int her2_discordant;         /* amplified ISH with IHC 0/1+: pathology review */
     int her2_group24;            /* ISH group 2/4 with IHC 2+: negative with comment */
     int her2_needs_ihc;          /* ISH group 2-4 without IHC */

@@ -1,5 +1,5 @@
 /*
- * models.c - prognostic models of clinical-rules.md §5, as defined in
+ * models.c - prognostic models of docs/clinical-rules.md §5, as defined in
  * prognostic-models.md: Lin M1 subgroup (§3 there), 21-gene recurrence score
  * category [TBCRC 013] (§5) and the He 2020 biologic score (bonus section).
  *
@@ -13,7 +13,7 @@
 /*
  * Lin et al. (JNCCN 2019), SEER 2010-2014.  SEER recorded only bone, lung,
  * liver and brain metastases at diagnosis in those years, so the subgroup
- * is computed from those four sites and no others (docs/clinical-rules.md,
+ * is computed from those four sites and no others (docs/clinical-rules.md §1,
  * "Lin M1 subgroup"):
  *   brain involved                  -> M1c
  *   liver plus another of the four  -> M1c

@@ -1,6 +1,6 @@
 /*
  * rules.c - rule thresholds: mappings/thresholds.json -> struct rule_params,
- * and the reference values of clinical-rules.md (rule_params_defaults).
+ * and the reference values of docs/clinical-rules.md (rule_params_defaults).
  *
  * Pipeline place: loaded at start-up and on reload (config validation, `-n`),
  * before any cycle; the engine only reads the result.

@@ -76,7 +76,7 @@ const SITE = {
     skin: { sct: '94579000', icd: 'C79.2', body: '39937001' },
     softTissue: { sct: '94595000', icd: 'C79.89', body: '1490004' },
 };
-/* The feature site each SITE key maps to (clinical-rules.md §1). */
+/* The feature site each SITE key maps to (docs/clinical-rules.md §1). */
 const FEATURE_SITE = {
     bone: 'bone', boneSpine: 'bone', boneRib: 'bone', liver: 'liver', lung: 'lung',
     brain: 'brain', pleura: 'pleura', peritoneum: 'peritoneum', distantLN: 'distant-ln',
@@ -138,7 +138,7 @@ const RESP = {
     improving: [SYS.sct, '385633008'], worsening: [SYS.sct, '230993007'],
     tumourProgression: [SYS.sct, '419835002'],
 };
-/* What each response value means for the decision (clinical-rules.md §1). */
+/* What each response value means for the decision (docs/clinical-rules.md §1). */
 const RESP_MEANING = {
     improved: 'PR', stable: 'SD', worse: 'PD', fullRemission: 'CR', partialRemission: 'PR',
     improving: 'PR', worsening: 'PD', tumourProgression: 'PD',

@@ -9,7 +9,7 @@
  */
 const C = require('./codes');
 
-const WINDOW = 90; /* de novo window, days (clinical-rules.md §1, our choice) */
+const WINDOW = 90; /* de novo window, days (docs/clinical-rules.md §1, our choice) */
 const MAX_SITES = 3;
 const MAX_VISCERAL = 1;
 

@@ -3,7 +3,7 @@
  * The fixed, hand-designed synthetic patients.
  *
  * `expected` is the oracle for the integration tests.  It was worked out by
- * hand from /work/shared/spec/clinical-rules.md (§1 derived features, §2
+ * hand from docs/clinical-rules.md (version 1 at the time) (§1 derived features, §2
  * decision order, §4 benefit likelihood) and is NOT computed by any code;
  * test/oracle.test.js re-derives it from the spec with an independent
  * evaluator only to catch slips in either.

@@ -1,5 +1,5 @@
 /*
- * test_engine.c - the decision algorithm (engine.c) against clinical-rules.md
+ * test_engine.c - the decision algorithm (engine.c) against docs/clinical-rules.md
  * §1-§4, with struct features built by hand.  Each boundary is tested on
  * both sides so that a shifted comparison fails.
  */

@@ -1,7 +1,7 @@
 /*
  * test_rules.c - the thresholds loader (rules.c): the shipped
  * mappings/thresholds.json equals rule_params_defaults(), the defaults equal
- * clinical-rules.md, and every bad file in tests/fixtures/thresholds-bad/ is
+ * docs/clinical-rules.md, and every bad file in tests/fixtures/thresholds-bad/ is
  * rejected with a message naming the file and key, leaving the output
  * untouched.
  *
@@ -60,7 +60,7 @@ static void assert_params_equal(const struct rule_params *a, const struct rule_p
         assert_true(a->he_bcss3y[i] == b->he_bcss3y[i]);
 }
 
-/* The defaults are the numbers clinical-rules.md states. */
+/* The defaults are the numbers docs/clinical-rules.md states. */
 static void test_defaults_match_clinical_rules(void **state)
 {
     struct rule_params p;
@@ -107,7 +107,7 @@ static void test_shipped_file_equals_defaults(void **state)
     assert_params_equal(&loaded, &def);
 }
 
-/* Every entry of the shipped file cites a source in clinical-rules.md. */
+/* Every entry of the shipped file cites a source in docs/clinical-rules.md. */
 static void test_shipped_file_cites_sources(void **state)
 {
     char path[4096];

@@ -3,7 +3,7 @@
  * Self-check of the synthetic patient generator and the offline fixtures:
  * determinism, transaction Bundle shape and reference integrity, coverage of
  * every recommendation code and both palliative states, and agreement of the
- * hand-written oracle with an independent reading of clinical-rules.md.
+ * hand-written oracle with an independent reading of docs/clinical-rules.md.
  */
 const test = require('node:test');
 const assert = require('node:assert/strict');

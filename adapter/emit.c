@@ -309,6 +309,7 @@ enum feat_id {
     FE_M, FE_STAGE, FE_SIZE, FE_GRADE, FE_LVI, FE_ER, FE_PR, FE_HER2_IHC,
     FE_HER2_ISH, FE_HER2_OVERALL, FE_KI67, FE_PDL1, FE_RS, FE_GBRCA, FE_PIK3CA,
     FE_ECOG, FE_KARNOFSKY, FE_SYMPTOMATIC, FE_COMORBIDITY, FE_CA153, FE_ALP,
+    FE_PDL1_OTHER, FE_PDL1_CPS, FE_INFLAMMATORY, FE_HBOC,
     FE_COUNT
 };
 
@@ -347,6 +348,10 @@ static const struct feat_desc feat_table[FE_COUNT] = {
     FD(FE_COMORBIDITY, "significant comorbidity", comorbidity_src),
     FD(FE_CA153, "CA 15-3", ca153_src),
     FD(FE_ALP, "alkaline phosphatase", alp_src),
+    FD(FE_PDL1_OTHER, "PD-L1 by another assay (reported only)", pdl1_other_src),
+    FD(FE_PDL1_CPS, "PD-L1 combined positive score", pdl1_cps_src),
+    FD(FE_INFLAMMATORY, "inflammatory carcinoma", inflammatory_src),
+    FD(FE_HBOC, "hereditary breast and ovarian cancer syndrome", hboc_src),
 };
 #undef FD
 
@@ -441,10 +446,13 @@ static void feat_value(const struct features *f, int id, char *buf, size_t n)
         snprintf(buf, n, f->her2_ihc < 0 ? "unknown" : "%d+", f->her2_ihc);
         return;
     case FE_HER2_ISH:
-        snprintf(buf, n, "%s",
-                 f->her2_ish == TRI_YES  ? "amplified"
-                 : f->her2_ish == TRI_NO ? "not amplified"
-                                         : "unknown");
+        if (f->her2_ish_group > 0 && f->her2_ish == TRI_UNKNOWN)
+            snprintf(buf, n, "ASCO/CAP group %d (decided with the IHC)", f->her2_ish_group);
+        else
+            snprintf(buf, n, "%s",
+                     f->her2_ish == TRI_YES  ? "amplified"
+                     : f->her2_ish == TRI_NO ? "not amplified"
+                                             : "unknown");
         return;
     case FE_HER2_OVERALL:
         snprintf(buf, n, "%s", receptor_name(f->her2_overall));
@@ -484,6 +492,21 @@ static void feat_value(const struct features *f, int id, char *buf, size_t n)
         return;
     case FE_ALP:
         snprintf(buf, n, "%.1f U/L", f->alp);
+        return;
+    case FE_PDL1_OTHER:
+        snprintf(buf, n, "%s",
+                 f->pdl1_other == TRI_YES  ? "positive"
+                 : f->pdl1_other == TRI_NO ? "negative"
+                                           : "unknown");
+        return;
+    case FE_PDL1_CPS:
+        snprintf(buf, n, "%.0f", f->pdl1_cps);
+        return;
+    case FE_INFLAMMATORY:
+        snprintf(buf, n, "%s", f->inflammatory ? "yes" : "no");
+        return;
+    case FE_HBOC:
+        snprintf(buf, n, "%s (not a BRCA test result)", f->hboc ? "recorded" : "no");
         return;
     default:
         snprintf(buf, n, "?");
@@ -652,8 +675,14 @@ static int models_not_computed(const struct features *f, const struct decision *
     int n = 0;
 
     if (m->lin == M1_UNKNOWN) {
-        sb_printf(s, "%sLin M1 subgroup not computed: no metastatic site is recorded.%s",
-                  prefix, suffix);
+        /* Lin's SEER cohort recorded bone, lung, liver and brain only
+         * (docs/clinical-rules.md §1): other sites alone give no subgroup. */
+        sb_printf(s, "%sLin M1 subgroup not computed: %s.%s", prefix,
+                  d->d.lin_other_sites
+                      ? "only sites outside Lin's four (bone, lung, liver, brain) are "
+                        "recorded"
+                      : "no metastatic site is recorded",
+                  suffix);
         n++;
     }
     if (m->rs_category < 0 || m->rs_category > 2 || !m->rs_applicable) {
@@ -938,7 +967,9 @@ static void systemic_activities(struct bld *b, json_t *acts, const struct decisi
         a.rx_display = "pembrolizumab";
         a.product_text = "Immune checkpoint inhibitor (e.g. pembrolizumab)";
         activity(b, acts, &a,
-                 xprintf("Option: add immunotherapy to chemotherapy (PD-L1 positive)."));
+                 xprintf("Option: add immunotherapy to chemotherapy (PD-L1 22C3 positive, "
+                         "or a combined positive score at the KEYNOTE-355 cut-off) "
+                         "[KEYNOTE-355]."));
     }
     if (d->opt_pi3k) {
         memset(&a, 0, sizeof(a));
@@ -1432,8 +1463,8 @@ static json_t *build_risk(struct bld *b, const struct emit_ctx *c, const struct 
                   "SEER); prognostic only.",
                   m1sub_name(m->lin), m->lin_shr);
         if (m->lin_other_sites)
-            sb_add(&s, " Sites other than bone, lung, liver and brain were counted; the "
-                       "model may not have been validated for them.");
+            sb_add(&s, " Sites outside Lin's four (bone, lung, liver, brain) not counted: "
+                       "SEER did not record them.");
         sb_add(&div, "<li>");
         sb_esc(&div, s.p);
         sb_add(&div, "</li>");
@@ -1936,7 +1967,8 @@ static void explain_features(struct sbuf *s, const struct features *f)
     }
     sb_add(s, "  missing:");
     for (i = 0; i < FE_COUNT; i++) {
-        if (i == FE_UNSITED)
+        /* Findings that are reported when present but never asked for. */
+        if (i == FE_UNSITED || i == FE_PDL1_OTHER || i == FE_INFLAMMATORY || i == FE_HBOC)
             continue;
         if (!feat_src(f, i)->known) {
             sb_printf(s, "%s %s", nmiss ? "," : "", feat_table[i].name);

@@ -2051,9 +2051,17 @@ char *emit_explain(const struct emit_ctx *c, const struct features *f,
     if (d->opt_parp)
         sb_add(&s, "  option: PARP inhibitor (germline BRCA1/2)\n");
     if (d->opt_immuno)
-        sb_add(&s, "  option: immunotherapy (PD-L1 positive)\n");
+        sb_add(&s, "  option: immunotherapy (PD-L1 22C3 positive or CPS at the cut-off)\n");
     if (local_therapy_proposed(d))
         sb_printf(&s, "  note: %s\n", nz(engine_lrt_caveat()));
+
+    /* Outside the scope nothing model-like is reported (docs/clinical-rules.md
+     * §2 step 1): say so instead of listing empty factors and models. */
+    if (d->rec == REC_NOT_APPLICABLE) {
+        sb_add(&s, "\nCriteria, factors, benefit likelihood and models\n  not reported: "
+                   "the patient is outside the algorithm's scope\n");
+        goto missing;
+    }
 
     sb_add(&s, "\nCriteria (curative-intent local therapy)\n");
     sb_printf(&s, "  low metastatic burden: %s\n  not TNBC: %s\n  performance status: %s\n",
@@ -2081,7 +2089,8 @@ char *emit_explain(const struct emit_ctx *c, const struct features *f,
     if (m->lin != M1_UNKNOWN)
         sb_printf(&s, "  Lin M1 subgroup: %s, SHR %.2f vs M1a%s\n", m1sub_name(m->lin),
                   m->lin_shr,
-                  m->lin_other_sites ? " (sites outside bone/lung/liver/brain counted)" : "");
+                  m->lin_other_sites ? " (sites outside bone/lung/liver/brain not counted)"
+                                     : "");
     if (m->rs_category >= 0 && m->rs_applicable)
         sb_printf(&s, "  21-gene RS: %.0f, %s category\n", f->rs,
                   rs_category_name(m->rs_category));
@@ -2090,6 +2099,7 @@ char *emit_explain(const struct emit_ctx *c, const struct features *f,
                   m->he_bcss3y);
     models_not_computed(f, d, &s, "  ", "\n");
 
+missing:
     sb_add(&s, "\nMissing data\n");
     for (i = 0, n = 0; i < MISS_COUNT; i++)
         if (d->missing[i]) {

@@ -204,6 +204,33 @@ static void test_explain_prints_version(void **state)
     free(s);
 }
 
+/* Not applicable: nothing model-like, explain says why instead. */
+static void test_not_applicable_reports_no_models(void **state)
+{
+    struct features f;
+    struct decision d;
+    struct emit_ctx c;
+    char *s;
+
+    (void)state;
+    base(&f);
+    f.grade = 3;
+    known(&f.grade_src, "Observation/grade", day("2024-03-01"));
+    f.site_src[SITE_BONE].date = day("2025-06-01"); /* recurrent */
+    ctx(&c);
+    engine_run(&f, &P, &d);
+    assert_int_equal(d.rec, REC_NOT_APPLICABLE);
+    assert_int_equal(d.models.lin, M1_UNKNOWN);
+    assert_int_equal(d.models.he_score, -1);
+    s = emit_explain(&c, &f, &d, NULL);
+    assert_non_null(s);
+    assert_non_null(strstr(s, "outside the algorithm's scope"));
+    assert_null(strstr(s, "He 2020 score"));
+    assert_null(strstr(s, "Lin M1 subgroup: M1"));
+    assert_null(strstr(s, "benefit likelihood of local therapy:"));
+    free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -212,6 +239,7 @@ int main(void)
         cmocka_unit_test(test_on_guidance_response),
         cmocka_unit_test(test_provenance_says_why),
         cmocka_unit_test(test_explain_prints_version),
+        cmocka_unit_test(test_not_applicable_reports_no_models),
     };
 
     rule_params_defaults(&P);

@@ -96,7 +96,12 @@ static enum adp_err gate_header(void *ud, const char *url, int renew, const char
     enum adp_err rc;
 
     pthread_mutex_lock(g->mu);
-    rc = auth_header(g->auth, url, renew, &h, err);
+    /* after a 401: g->copy is the header this worker sent; renew once for
+     * all workers refused together (auth_header_refused) */
+    if (renew)
+        rc = auth_header_refused(g->auth, url, g->copy, &h, err);
+    else
+        rc = auth_header(g->auth, url, 0, &h, err);
     if (g->copy != NULL) {
         memset(g->copy, 0, strlen(g->copy));
         free(g->copy);

@@ -158,6 +158,8 @@ enum adp_err adapter_open(struct adapter *a, const struct config *cfg, int netwo
     ao.jku = cfg->jku;
     ao.token_url = cfg->token_url;
     ao.scope = cfg->scope;
+    ao.no_provenance = !cfg->write_provenance;
+    ao.audit = cfg->audit_enabled;
     ao.http = ho; /* discovery and token endpoint: same TLS settings */
     rc = auth_new(&ao, &a->auth, err);
     if (rc != ADP_OK)

@@ -20,6 +20,7 @@ const { buildCapabilityStatement } = require('./capability');
 const { FaultTable } = require('./faults');
 const { Stats } = require('./stats');
 const { BearerGuard } = require('./bearer');
+const { neededPermissions } = require('./scopes');
 
 const BASE_PATH = '/fhir/R4';
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
@@ -165,6 +166,12 @@ class FhirTestApp {
   wrapRoutes() {
     for (const route of this.router.router.routes) {
       const inner = route.handler;
+      const segments = (route.path || []).map((p) => p.value);
+      const perms = segments.length === 0 ? null : neededPermissions(route.method, {
+        hasId: segments.includes('id'),
+        search: segments.includes('_search'),
+        history: segments.includes('_history'),
+      });
       route.handler = async (req, repo, router, options) => {
         const type = req.params && req.params.resourceType;
         if (type !== undefined && !isResourceType(type)) {
@@ -186,8 +193,24 @@ class FhirTestApp {
           this.stats.countEntry(req.method, type || '_system', url);
           await this.applyFault(req.method, type || '_system', url);
         }
+        if (type !== undefined) {
+          // SMART scopes (bearer.js, scopes.js): top-level requests and
+          // every Bundle entry alike
+          this.checkScope(req.method, type, req.url, perms);
+        }
         return inner(req, repo, router, options);
       };
+    }
+  }
+
+  // 403 when the token of the request being handled (this.grants, set under
+  // the mutex) lacks the scope for this interaction.
+  checkScope(method, type, url, perms) {
+    const missing = this.bearer.allowed(this.grants, method, type, url, perms);
+    if (missing) {
+      const oo = outcome('forbidden', `insufficient_scope: ${method} ${type} needs scope ${missing}`);
+      this.faultStatus.set(oo, 403);
+      throw new OperationOutcomeError(oo);
     }
   }
 
@@ -356,7 +379,10 @@ class FhirTestApp {
       fhirReq.url = rel;
     }
 
-    const [oo, resource] = await this.mutex.run(() => this.router.handleRequest(fhirReq, this.repo));
+    const [oo, resource] = await this.mutex.run(() => {
+      this.grants = req.smartGrants;
+      return this.router.handleRequest(fhirReq, this.repo);
+    });
     const status = this.statusOf(oo);
     const headers = {};
     if (!isOk(oo)) {

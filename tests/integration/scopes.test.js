@@ -214,3 +214,13 @@ test('-n refuses bearer auth to a non-loopback http:// base, as sync does', () =
     { env: { DNMBC_BEARER_TOKEN: 'not-a-real-token' } });
   assert.equal(ok.status, 0, ok.stderr);
 });
+
+test('credentials never go to a token URL whose loopback look is only a prefix', async () => {
+  await reload(oauths[0]);
+  // libcurl would connect to evil.example: user "127.0.0.1", password "x"
+  for (const url of ['http://127.0.0.1:x@evil.example/token', 'http://127.0.0.1.evil.example/token']) {
+    const r = sync(['--token-url', url]);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /token endpoint \S+ (carries user information|is not https)/, r.stderr);
+  }
+});

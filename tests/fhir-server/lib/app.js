@@ -21,6 +21,7 @@ const { FaultTable } = require('./faults');
 const { Stats } = require('./stats');
 const { BearerGuard } = require('./bearer');
 const { neededPermissions } = require('./scopes');
+const { RacyConditional } = require('./racy');
 
 const BASE_PATH = '/fhir/R4';
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
@@ -151,6 +152,7 @@ class FhirTestApp {
     this.faultStatus = new WeakMap(); // OperationOutcome from a fault -> its HTTP status
     this.faultRetryAfter = new WeakMap(); // ... -> its Retry-After (a fault in a transaction)
     this.bearer = new BearerGuard(); // off until POST /$test/auth (bearer.js)
+    this.racy = new RacyConditional(); // off until POST /$test/racy-conditional (racy.js)
     this.wrapRoutes();
   }
 
@@ -201,6 +203,15 @@ class FhirTestApp {
         return inner(req, repo, router, options);
       };
     }
+  }
+
+  // One FHIR interaction through Medplum's router under the repository
+  // mutex, with the scopes of its token (`grants`) for checkScope.
+  routed(fhirReq, grants) {
+    return this.mutex.run(() => {
+      this.grants = grants;
+      return this.router.handleRequest(fhirReq, this.repo);
+    });
   }
 
   // 403 when the token of the request being handled (this.grants, set under
@@ -379,10 +390,9 @@ class FhirTestApp {
       fhirReq.url = rel;
     }
 
-    const [oo, resource] = await this.mutex.run(() => {
-      this.grants = req.smartGrants;
-      return this.router.handleRequest(fhirReq, this.repo);
-    });
+    const [oo, resource] = this.racy.applies(req.method, firstSegment, url.search) && !rel.includes('/')
+      ? await this.racy.run(this, fhirReq, req.smartGrants, firstSegment, url.search.slice(1))
+      : await this.routed(fhirReq, req.smartGrants);
     const status = this.statusOf(oo);
     const headers = {};
     if (!isOk(oo)) {
@@ -466,6 +476,7 @@ class FhirTestApp {
     }
     switch (route) {
       case 'POST /$test/reset':
+        this.racy.clear();
         this.capabilityPatch = null;
         this.bareTransactionAnswers = false;
         await this.mutex.run(() => this.repo.clear());
@@ -518,6 +529,16 @@ class FhirTestApp {
       case 'DELETE /$test/bare-transaction-answers':
         this.bareTransactionAnswers = false;
         this.send(res, 200, { bareTransactionAnswers: false });
+        return;
+      case 'POST /$test/racy-conditional':
+        this.send(res, 200, this.racy.configure(body || {}));
+        return;
+      case 'GET /$test/racy-conditional':
+        this.send(res, 200, this.racy.report());
+        return;
+      case 'DELETE /$test/racy-conditional':
+        this.racy.clear();
+        this.send(res, 200, this.racy.report());
         return;
       case 'DELETE /$test/capability':
         this.capabilityPatch = null;

@@ -224,3 +224,21 @@ test('credentials never go to a token URL whose loopback look is only a prefix',
     assert.match(r.stderr, /token endpoint \S+ (carries user information|is not https)/, r.stderr);
   }
 });
+
+test('a daemon cycle with audit.enabled asks for AuditEvent create too, and needs nothing more', async () => {
+  await reload(oauths[0]);
+  const cfg = path.join(work, 'audit.json');
+  fs.writeFileSync(cfg, JSON.stringify({ audit: { enabled: true } }));
+  const r = runAdapter(['run', '--once', '--config', cfg, '--base-url', srv.base, '--listen', '127.0.0.1:0',
+    '--state', path.join(work, 'run.db'), '--auth', 'smart', '--client-id', 'es-client',
+    '--private-key', path.join(key, 'private-key.pem')], { env: { DNMBC_LOG_LEVEL: 'info' } });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /granted scope: [^\n]*system\/AuditEvent\.c/);
+  assert.doesNotMatch(r.stderr, /AuditEvent not written/);
+  assert.match(r.stderr, /cycle done: \d+ patient\(s\), [1-9]\d* created, \d+ updated, \d+ unchanged, \d+ revoked, 0 failed/);
+  assert.deepEqual((await authReport()).forbidden, []);
+  await authConfig({ issuer: null });
+  const audits = await searchAll(srv.base, 'AuditEvent?_count=10');
+  assert.equal(audits.length, 1);
+  assert.equal(audits[0].agent[0].who.identifier.value, 'dnmbc-adapter');
+});

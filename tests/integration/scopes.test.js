@@ -26,6 +26,18 @@ let synth;
 let key;
 const oauths = [];
 
+// fetch for the test-control endpoints, once more when a kept-alive socket
+// was closed by the server while a long sync ran (a stale socket, not a
+// test failure).
+async function req(url, init) {
+  try {
+    return await fetch(url, init);
+  } catch (err) {
+    if (!(err instanceof TypeError)) throw err;
+    return fetch(url, init);
+  }
+}
+
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -47,7 +59,7 @@ async function startOauth(args) {
 }
 
 async function oauthStats(o) {
-  return (await fetch(`${o.url}/$test/stats`)).json();
+  return (await req(`${o.url}/$test/stats`)).json();
 }
 
 function admin(route) {
@@ -55,17 +67,17 @@ function admin(route) {
 }
 
 async function authConfig(body) {
-  const r = await fetch(admin('/$test/auth'), { method: 'POST', body: JSON.stringify(body) });
+  const r = await req(admin('/$test/auth'), { method: 'POST', body: JSON.stringify(body) });
   assert.equal(r.status, 200);
   return r.json();
 }
 
 async function authReport() {
-  return (await fetch(admin('/$test/auth'))).json();
+  return (await req(admin('/$test/auth'))).json();
 }
 
 async function writes() {
-  return (await (await fetch(admin('/$test/stats'))).json()).writes;
+  return (await (await req(admin('/$test/stats'))).json()).writes;
 }
 
 // Empty server with the fixtures, tokens of `o` required, scopes enforced.

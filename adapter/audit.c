@@ -17,15 +17,18 @@
 
 #define DCM "http://dicom.nema.org/resources/ontology/DCM"
 
-static json_t *who(const char *device_ref)
+/* Our Device by its identifier (a logical reference): the adapter keeps no
+ * Device resource on the server, whose write its scopes do not cover. */
+static json_t *who(const char *canonical_base)
 {
-    if (device_ref != NULL && device_ref[0] != '\0')
-        return json_pack("{s:s,s:s}", "reference", device_ref, "display",
-                         "dnmbc-adapter " DNMBC_VERSION);
-    return json_pack("{s:s}", "display", "dnmbc-adapter " DNMBC_VERSION);
+    char sys[512];
+
+    snprintf(sys, sizeof(sys), "%s/identifier/device", canonical_base ? canonical_base : "");
+    return json_pack("{s:s,s:{s:s,s:s},s:s}", "type", "Device", "identifier", "system", sys,
+                     "value", "dnmbc-adapter", "display", "dnmbc-adapter " DNMBC_VERSION);
 }
 
-json_t *audit_cycle_event(const char *device_ref, const char *base_url, const char *start,
+json_t *audit_cycle_event(const char *canonical_base, const char *base_url, const char *start,
                           const char *end, const struct sync_stats *st, char **ids, int n)
 {
     json_t *ev, *entities;
@@ -61,10 +64,10 @@ json_t *audit_cycle_event(const char *device_ref, const char *base_url, const ch
         "code", "update", "display", "update", "action", "U", "period", "start", start, "end",
         end, "recorded", end, "outcome", st->failed ? "4" : "0", "outcomeDesc", desc,
         "agent", "type", "coding", "system", DCM, "code", "110153", "display",
-        "Source Role ID", "who", who(device_ref), "requestor", 1, "type", "coding", "system",
+        "Source Role ID", "who", who(canonical_base), "requestor", 1, "type", "coding", "system",
         DCM, "code", "110152", "display", "Destination Role ID", "who", "display",
         base_url ? base_url : "FHIR server", "requestor", 0, "source", "observer",
-        who(device_ref), "type", "system",
+        who(canonical_base), "type", "system",
         "http://terminology.hl7.org/CodeSystem/security-source-type", "code", "4",
         "display", "Application Server");
     if (ev == NULL) {
@@ -87,7 +90,7 @@ enum adp_err audit_cycle(struct adapter *a, const char *started, const struct sy
     enum adp_err rc;
 
     sync_now(now, sizeof(now));
-    ev = audit_cycle_event(a->device_ref, a->cfg->base_url, started, now, st, ids, n);
+    ev = audit_cycle_event(a->cfg->canonical_base, a->cfg->base_url, started, now, st, ids, n);
     if (ev == NULL)
         return adp_error_set(err, ADP_ENOMEM, "out of memory");
     rc = fhir_create(a->fhir, "AuditEvent", ev, &w, err);

@@ -479,23 +479,174 @@ char *auth_scope_v1(const char *scope)
     return out;
 }
 
+char *auth_default_scope(int write_provenance, int audit)
+{
+    size_t n = sizeof(AUTH_SCOPE_BASE " " AUTH_SCOPE_PROVENANCE " " AUTH_SCOPE_AUDIT);
+    char *s = malloc(n);
+
+    if (s != NULL)
+        snprintf(s, n, "%s%s%s", AUTH_SCOPE_BASE,
+                 write_provenance ? " " AUTH_SCOPE_PROVENANCE : "", audit ? " " AUTH_SCOPE_AUDIT : "");
+    return s;
+}
+
+#define PERM_ORDER "cruds"
+
+/* The permissions of a resource scope "context/Type.perms" as a bit set
+ * (bit i: PERM_ORDER[i]); v1 ".read" is r+s, ".write" c+u+d, ".*" all.
+ * ctx and type receive its context and resource type ("*" possible).  0
+ * when s is no resource scope (or one with a query, which we never ask). */
+static unsigned scope_perms(const char *s, char *ctx, size_t clen, char *type, size_t tlen)
+{
+    const char *slash = strchr(s, '/'), *dot, *p, *q;
+    unsigned mask = 0;
+    int last = -1;
+
+    if (slash == NULL || (dot = strrchr(slash, '.')) == NULL || dot == slash + 1 ||
+        strchr(s, '?') != NULL || (size_t)(slash - s) >= clen ||
+        (size_t)(dot - slash - 1) >= tlen)
+        return 0;
+    snprintf(ctx, clen, "%.*s", (int)(slash - s), s);
+    snprintf(type, tlen, "%.*s", (int)(dot - slash - 1), slash + 1);
+    p = dot + 1;
+    if (strcmp(p, "read") == 0)
+        return 1u << 1 | 1u << 4;
+    if (strcmp(p, "write") == 0)
+        return 1u << 0 | 1u << 2 | 1u << 3;
+    if (strcmp(p, "*") == 0)
+        return 0x1f;
+    for (; *p != '\0'; p++) {
+        q = strchr(PERM_ORDER, *p);
+        if (q == NULL || (int)(q - PERM_ORDER) <= last)
+            return 0; /* SMART v2: each of c r u d s at most once, in that order */
+        last = (int)(q - PERM_ORDER);
+        mask |= 1u << last;
+    }
+    return mask;
+}
+
+char *auth_scope_missing(const char *asked, const char *granted)
+{
+    char *a = strdup(asked ? asked : ""), *g = strdup(granted ? granted : ""), *tok, *gt;
+    char *sa = NULL, *sg = NULL, *out;
+    char actx[32], atype[96], gctx[32], gtype[96], perms[8];
+    size_t cap = strlen(asked ? asked : "") + 1, o = 0;
+    unsigned want, have;
+    int i, k;
+
+    out = calloc(1, cap + 1);
+    if (a == NULL || g == NULL || out == NULL) {
+        free(a);
+        free(g);
+        free(out);
+        return NULL;
+    }
+    for (tok = strtok_r(a, " ", &sa); tok != NULL; tok = strtok_r(NULL, " ", &sa)) {
+        char *gcopy = strdup(g);
+
+        if (gcopy == NULL) {
+            free(out);
+            out = NULL;
+            break;
+        }
+        want = scope_perms(tok, actx, sizeof(actx), atype, sizeof(atype));
+        have = 0;
+        sg = NULL;
+        for (gt = strtok_r(gcopy, " ", &sg); gt != NULL; gt = strtok_r(NULL, " ", &sg)) {
+            if (strcmp(gt, tok) == 0) {
+                have = want ? want : 1;
+                break;
+            }
+            if (want != 0 && scope_perms(gt, gctx, sizeof(gctx), gtype, sizeof(gtype)) != 0 &&
+                strcmp(gctx, actx) == 0 &&
+                (strcmp(gtype, atype) == 0 || strcmp(gtype, "*") == 0))
+                have |= scope_perms(gt, gctx, sizeof(gctx), gtype, sizeof(gtype));
+        }
+        free(gcopy);
+        if (want == 0 ? have != 0 : (want & ~have) == 0)
+            continue;
+        /* name what is missing: the v2 permissions lacking, else the scope */
+        if (want != 0 && strchr(tok, '.') != NULL &&
+            strspn(strrchr(tok, '.') + 1, PERM_ORDER) == strlen(strrchr(tok, '.') + 1)) {
+            for (i = 0, k = 0; i < 5; i++)
+                if ((want & ~have) & (1u << i))
+                    perms[k++] = PERM_ORDER[i];
+            perms[k] = '\0';
+            o += (size_t)snprintf(out + o, cap + 1 - o, "%s%s/%s.%s", o ? " " : "", actx, atype,
+                                  perms);
+        } else {
+            o += (size_t)snprintf(out + o, cap + 1 - o, "%s%s", o ? " " : "", tok);
+        }
+        if (o > cap)
+            o = cap;
+    }
+    free(a);
+    free(g);
+    return out;
+}
+
+int auth_scope_for_request(const char *method, const char *path, char *out, size_t len)
+{
+    char type[96];
+    const char *p = path, *perms;
+    size_t n;
+    int has_id, search;
+
+    if (method == NULL || path == NULL)
+        return -1;
+    while (*p == '/')
+        p++;
+    n = strcspn(p, "/?#");
+    if (n == 0 || n >= sizeof(type) || !(*p >= 'A' && *p <= 'Z'))
+        return -1;
+    snprintf(type, sizeof(type), "%.*s", (int)n, p);
+    p += n;
+    search = strncmp(p, "/_search", 8) == 0;
+    has_id = *p == '/' && p[1] != '\0' && p[1] != '_' && p[1] != '$' && p[1] != '?';
+    if (strcmp(method, "GET") == 0)
+        perms = has_id ? "r" : "s";
+    else if (strcmp(method, "POST") == 0)
+        perms = search ? "s" : "c";
+    else if (strcmp(method, "PUT") == 0)
+        perms = has_id ? "u" : "cu"; /* a conditional update may create */
+    else if (strcmp(method, "PATCH") == 0)
+        perms = "u";
+    else if (strcmp(method, "DELETE") == 0)
+        perms = "d";
+    else
+        return -1;
+    return snprintf(out, len, "system/%s.%s", type, perms) < (int)len ? 0 : -1;
+}
+
 /* ---- token endpoint ------------------------------------------------------ */
 
-/* TLS is required for credentials; plain http only to the loopback host. */
-static int url_safe_for_secrets(const char *url)
+const char *auth_url_refusal(const char *url)
 {
-    static const char *const loop[] = {"http://127.0.0.1", "http://localhost", "http://[::1]"};
-    size_t i, n;
+    struct http_url u;
 
-    if (strncasecmp(url, "https://", 8) == 0)
-        return 1;
-    for (i = 0; i < sizeof(loop) / sizeof(loop[0]); i++) {
-        n = strlen(loop[i]);
-        if (strncasecmp(url, loop[i], n) == 0 &&
-            (url[n] == ':' || url[n] == '/' || url[n] == '\0'))
-            return 1;
-    }
-    return 0;
+    /* judged on libcurl's own parse: the host checked is the one it connects to */
+    if (http_url_parse(url, &u) != 0)
+        return "is not an absolute http(s) URL";
+    if (u.userinfo)
+        return "carries user information (user:password@)";
+    if (strcmp(u.scheme, "https") == 0 || http_url_loopback(&u))
+        return NULL;
+    return "is not https (credentials are only sent over TLS, or to the loopback host)";
+}
+
+enum adp_err auth_check_base(const char *mode, const char *base_url, struct adp_error *err)
+{
+    const char *why;
+
+    if (mode == NULL || strcmp(mode, "none") == 0 || base_url == NULL)
+        return ADP_OK;
+    why = auth_url_refusal(base_url);
+    if (why != NULL)
+        return adp_error_set(err, ADP_ECONFIG,
+                             "auth.mode %s needs an https:// fhir.base_url (plain http only "
+                             "to the loopback host): %s %s",
+                             mode, base_url, why);
+    return ADP_OK;
 }
 
 static int json_array_has(json_t *arr, const char *s)
@@ -518,6 +669,10 @@ static enum adp_err discover(struct auth *a, struct adp_error *err)
     size_t n = strlen(a->base) + 40;
     enum adp_err rc = ADP_OK;
     const char *method = a->mode == AUTH_SMART ? "private_key_jwt" : "client_secret_basic";
+    /* SMART App Launch 2.0 capabilities: backend services authenticate
+     * with an asymmetric key, client-secret clients with a symmetric one */
+    const char *capability = a->mode == AUTH_SMART ? "client-confidential-asymmetric"
+                                                   : "client-confidential-symmetric";
 
     memset(&r, 0, sizeof(r));
     url = malloc(n);
@@ -546,6 +701,15 @@ static enum adp_err discover(struct auth *a, struct adp_error *err)
                            "SMART discovery: %s: grant_types_supported lacks "
                            "client_credentials (no backend services)",
                            url);
+        goto out;
+    }
+    v = json_object_get(doc, "capabilities");
+    if (!json_is_array(v) || !json_array_has(v, capability)) {
+        rc = adp_error_set(err, ADP_EAUTH,
+                           "SMART discovery: %s: capabilities %s %s (auth.mode %s needs it; "
+                           "set auth.token_url to skip discovery)",
+                           url, json_is_array(v) ? "lacks" : "missing: no", capability,
+                           a->mode == AUTH_SMART ? "smart" : "client-secret");
         goto out;
     }
     if ((v = json_object_get(doc, "token_endpoint_auth_methods_supported")) != NULL &&
@@ -690,6 +854,24 @@ static enum adp_err token_request(struct auth *a, const char *scope, char *oauth
     if (json_is_integer(v) && json_integer_value(v) > 0)
         expires_in = (long)json_integer_value(v);
     granted = json_string_value(json_object_get(doc, "scope"));
+    if (granted != NULL) {
+        /* RFC 6749 5.1: a server may grant less than asked; every request
+         * needing what is missing would be refused (403), so say so now */
+        char *missing = auth_scope_missing(scope, granted);
+
+        if (missing == NULL)
+            goto oom;
+        if (missing[0] != '\0') {
+            rc = adp_error_set(err, ADP_EAUTH,
+                               "token endpoint %s granted fewer scopes than asked: missing "
+                               "%.160s (granted: %.160s); the client registration must grant "
+                               "them (see auth.scope)",
+                               a->token_url, missing, granted);
+            free(missing);
+            goto out;
+        }
+        free(missing);
+    }
     n = strlen(tok) + 32;
     free_secret(a->header);
     a->header = malloc(n);
@@ -730,6 +912,7 @@ static enum adp_err obtain_token(struct auth *a, struct adp_error *err)
     struct adp_error local;
     char oerr[64];
     char *v1;
+    const char *why;
     enum adp_err rc;
 
     if (a->token_url == NULL) {
@@ -737,11 +920,9 @@ static enum adp_err obtain_token(struct auth *a, struct adp_error *err)
         if (rc != ADP_OK)
             return rc;
     }
-    if (!url_safe_for_secrets(a->token_url))
-        return adp_error_set(err, ADP_ECONFIG,
-                             "auth: token endpoint %s is not https (credentials are only "
-                             "sent over TLS, or to the loopback host)",
-                             a->token_url);
+    if ((why = auth_url_refusal(a->token_url)) != NULL)
+        return adp_error_set(err, ADP_ECONFIG, "auth: token endpoint %s %s", a->token_url,
+                             why);
     adp_error_clear(&local);
     rc = token_request(a, a->scope, oerr, sizeof(oerr), &local);
     if (rc != ADP_OK && strcmp(oerr, "invalid_scope") == 0 && !a->scope_is_v1) {
@@ -804,6 +985,18 @@ enum adp_err auth_header(void *auth, const char *url, int renew, const char **hd
     return ADP_OK;
 }
 
+enum adp_err auth_header_refused(struct auth *a, const char *url, const char *refused,
+                                 const char **hdr, struct adp_error *err)
+{
+    /* Another worker renewed since this request was sent: its token is
+     * new, use it (a second renewal would only revoke nothing and cost a
+     * token request per worker). */
+    int renew = !(a != NULL && a->mode != AUTH_BEARER && a->header != NULL && refused != NULL &&
+                  strcmp(a->header, refused) != 0);
+
+    return auth_header(a, url, renew, hdr, err);
+}
+
 int auth_tokens_issued(const struct auth *a) { return a ? a->issued : 0; }
 const char *auth_alg(const struct auth *a) { return a && a->mode == AUTH_SMART ? a->alg : NULL; }
 const char *auth_kid(const struct auth *a) { return a ? a->kid : NULL; }
@@ -849,13 +1042,9 @@ enum adp_err auth_new(const struct auth_opts *o, struct auth **out, struct adp_e
     n = strlen(a->base);
     while (n > 0 && a->base[n - 1] == '/')
         a->base[--n] = '\0';
-    if (!url_safe_for_secrets(a->base)) {
-        rc = adp_error_set(err, ADP_ECONFIG,
-                           "auth.mode %s needs an https:// fhir.base_url (plain http only "
-                           "to the loopback host)",
-                           o->mode);
+    rc = auth_check_base(o->mode, a->base, err);
+    if (rc != ADP_OK)
         goto fail;
-    }
     if (a->mode == AUTH_BEARER) {
         if (o->bearer_token == NULL || o->bearer_token[0] == '\0') {
             rc = adp_error_set(err, ADP_ECONFIG,
@@ -877,7 +1066,10 @@ enum adp_err auth_new(const struct auth_opts *o, struct auth **out, struct adp_e
     }
     a->client_id = dup_opt(o->client_id, &failed);
     a->token_url = dup_opt(o->token_url, &failed);
-    a->scope = dup_opt(o->scope != NULL ? o->scope : AUTH_DEFAULT_SCOPE, &failed);
+    if (o->scope != NULL)
+        a->scope = dup_opt(o->scope, &failed);
+    else if ((a->scope = auth_default_scope(!o->no_provenance, o->audit)) == NULL)
+        failed = 1;
     a->jku = dup_opt(o->jku, &failed);
     if (failed)
         goto oom;

@@ -22,10 +22,20 @@
 #include "err.h"
 #include "http.h"
 
-/* SMART v2 scopes asked for when auth.scope is not set. */
-#define AUTH_DEFAULT_SCOPE                                                               \
-    "system/Patient.rs system/Condition.rs system/Observation.rs system/CarePlan.cu "   \
-    "system/RiskAssessment.cu system/Provenance.c"
+/* SMART v2 scopes asked for when auth.scope is not set: exactly the
+ * requests the adapter makes.  Patient: read by id, search (cohort, changes);
+ * Condition and Observation: search, and read when /notify names one;
+ * CarePlan and RiskAssessment: search by our identifier, conditional update
+ * (c and u), update by id; Provenance (output.write_provenance): create,
+ * and search by target after a lost answer; AuditEvent (audit.enabled):
+ * create.  Nothing else: the Provenance's author is contained in it. */
+#define AUTH_SCOPE_BASE                                                                   \
+    "system/Patient.rs system/Condition.rs system/Observation.rs system/CarePlan.cus "   \
+    "system/RiskAssessment.cus"
+#define AUTH_SCOPE_PROVENANCE "system/Provenance.cs"
+#define AUTH_SCOPE_AUDIT "system/AuditEvent.c"
+/* The default with output.write_provenance and without audit. */
+#define AUTH_DEFAULT_SCOPE AUTH_SCOPE_BASE " " AUTH_SCOPE_PROVENANCE
 
 /* Longest lifetime we give a client assertion (SMART: at most 5 minutes). */
 #define AUTH_ASSERTION_LIFETIME_S 240
@@ -42,7 +52,9 @@ struct auth_opts {
     const char *key_id;           /* smart: kid; NULL: RFC 7638 thumbprint of the key */
     const char *jku;              /* smart: optional jku header (registered JWKS URL) */
     const char *token_url;        /* NULL: discovery */
-    const char *scope;            /* NULL: AUTH_DEFAULT_SCOPE */
+    const char *scope;            /* NULL: auth_default_scope(!no_provenance, audit) */
+    int no_provenance;            /* output.write_provenance is off */
+    int audit;                    /* audit.enabled: AuditEvents are created */
     /* TLS and timeouts for discovery and the token endpoint (auth_header is
      * ignored; auth_fn must be NULL). */
     struct http_opts http;
@@ -59,6 +71,39 @@ void auth_free(struct auth *a);
  * the cached token first (the server answered 401). */
 enum adp_err auth_header(void *auth, const char *url, int renew, const char **hdr,
                          struct adp_error *err);
+
+/* As auth_header after a 401 to a request sent with the header `refused`:
+ * renews only when `refused` is still the current token, so that workers
+ * whose requests were refused together renew once (the first one to get
+ * here), and the others take the token it obtained.  The caller
+ * serialises calls (pool.c). */
+enum adp_err auth_header_refused(struct auth *a, const char *url, const char *refused,
+                                 const char **hdr, struct adp_error *err);
+
+/* Refuse auth mode `mode` (not none) with a base URL credentials may not go
+ * to: the same check as auth_new, for `-n`. */
+enum adp_err auth_check_base(const char *mode, const char *base_url, struct adp_error *err);
+
+/* NULL when credentials may be sent to url: https, or http to the loopback
+ * host, as libcurl parses it, and no user information in it; else why not
+ * (a static phrase: "is not https ..."). */
+const char *auth_url_refusal(const char *url);
+
+/* The scope list asked for by default (see AUTH_SCOPE_BASE).  New string
+ * (free()) or NULL. */
+char *auth_default_scope(int write_provenance, int audit);
+
+/* The scopes of `asked` that `granted` does not cover (a granted v2 or v1
+ * scope of the same context on the type or on "*" covers the permissions
+ * it names), space-separated, v2 permissions named as the part missing
+ * ("system/Provenance.c"); "" when all are covered.  New string (free()) or
+ * NULL. */
+char *auth_scope_missing(const char *asked, const char *granted);
+
+/* The SMART v2 scope a FHIR request needs, from its method and its path
+ * relative to the base ("CarePlan?identifier=..." -> PUT: system/CarePlan.cu).
+ * 0, or -1 when path names no resource type. */
+int auth_scope_for_request(const char *method, const char *path, char *out, size_t len);
 
 /* Tokens obtained so far (for logs and tests). */
 int auth_tokens_issued(const struct auth *a);

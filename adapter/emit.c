@@ -1334,8 +1334,6 @@ static json_t *build_careplan(struct bld *b, const struct emit_ctx *c,
     t = obj(b);
     put(b, t, "reference", patient_ref(b, c));
     put(b, cp, "subject", t);
-    if (c->device_ref != NULL)
-        put(b, cp, "author", reference(b, c->device_ref));
     if (f->primary_ref[0] != '\0') {
         t = arr(b);
         add(b, t, reference(b, f->primary_ref));
@@ -1421,8 +1419,6 @@ static json_t *build_risk(struct bld *b, const struct emit_ctx *c, const struct 
     put(b, ra, "subject", t);
     if (f->primary_ref[0] != '\0')
         put(b, ra, "condition", reference(b, f->primary_ref));
-    if (c->device_ref != NULL)
-        put(b, ra, "performer", reference(b, c->device_ref));
     if (json_array_size(sources) > 0)
         put(b, ra, "basis", reference_list(b, sources));
 
@@ -1659,18 +1655,27 @@ const char *emit_recorded_hash(const struct emit_ctx *c, json_t *res)
 }
 
 /* ---------------------------------------------------------------- */
-/* Provenance, Device                                                */
+/* Provenance and its contained Device                              */
 
 json_t *emit_provenance(const struct emit_ctx *c, const struct features *f,
                         const char *const *targets, int ntargets)
 {
     struct bld b = {0};
     json_t *pv = obj(&b), *tg = arr(&b), *agents = arr(&b), *ag = obj(&b);
-    json_t *sources, *ents = arr(&b);
+    json_t *sources, *ents = arr(&b), *contained = arr(&b), *dev = emit_device(c);
     size_t i;
     int k;
 
     put(&b, pv, "resourceType", str(&b, "Provenance"));
+    /* The author travels inside the Provenance: a Device of our own on the
+     * server would need a write the least-privilege scopes do not grant,
+     * and concurrent writers would race to create it. */
+    if (dev == NULL)
+        b.oom = 1;
+    else
+        put(&b, dev, "id", str(&b, EMIT_DEVICE_LOCAL_ID));
+    add(&b, contained, dev);
+    put(&b, pv, "contained", contained);
     for (k = 0; k < ntargets; k++)
         add(&b, tg, reference(&b, targets[k]));
     put(&b, pv, "target", tg);
@@ -1691,11 +1696,10 @@ json_t *emit_provenance(const struct emit_ctx *c, const struct features *f,
         put(&b, pv, "reason", reasons);
     }
     put(&b, ag, "type", concept(&b, SYS_PROV_PARTICIPANT, "author", "Author", NULL));
-    if (c->device_ref != NULL) {
-        put(&b, ag, "who", reference(&b, c->device_ref));
-    } else {
+    {
         json_t *who = obj(&b);
 
+        put(&b, who, "reference", str(&b, "#" EMIT_DEVICE_LOCAL_ID));
         put(&b, who, "display",
             str_own(&b, xprintf("dnmbc-adapter %s", nz(c->software_version))));
         put(&b, ag, "who", who);
@@ -1840,8 +1844,6 @@ static json_t *build_guidance(struct bld *b, const struct emit_ctx *c,
     put(b, t, "reference", patient_ref(b, c));
     put(b, gr, "subject", t);
     put(b, gr, "occurrenceDateTime", str(b, c->now));
-    if (c->device_ref != NULL)
-        put(b, gr, "performer", reference(b, c->device_ref));
     add(b, reasons,
         rec_concept(b, c, rec_code(REC_NOT_APPLICABLE), rec_display(REC_NOT_APPLICABLE)));
     put(b, gr, "reasonCode", reasons);

@@ -17,7 +17,6 @@ struct emit_ctx {
     const char *patient_id;       /* logical id of the Patient on the server */
     const char *now;              /* FHIR dateTime of this evaluation */
     const char *software_version; /* e.g. "0.1.0" */
-    const char *device_ref;       /* "Device/<id>" or NULL: author in Provenance */
     /* Optional (may be NULL): the thresholds the decision was made with, so
      * that the plan can state the reassessment interval.  When NULL the plan
      * quotes the engine's rule text instead of printing the months. */
@@ -66,12 +65,17 @@ int emit_json_sha256(json_t *value, char out[65]);
 const char *emit_recorded_hash(const struct emit_ctx *c, json_t *res);
 
 /* Provenance for written resources: targets are "Type/id/_history/v"
- * references.  New reference. */
+ * references.  The author (agent.who) is our Device, contained in the
+ * Provenance as "#" EMIT_DEVICE_LOCAL_ID, so that nothing but the Provenance
+ * is written for it.  New reference. */
 json_t *emit_provenance(const struct emit_ctx *c, const struct features *f,
                         const char *const *targets, int ntargets);
 
-/* The Device that authors our output (for a conditional PUT by identifier).
- * New reference. */
+/* Local id of the contained Device that authors a Provenance. */
+#define EMIT_DEVICE_LOCAL_ID "device"
+
+/* The Device that authors our output (identifier <canonical_base>/identifier/
+ * device | dnmbc-adapter, name, version), without an id.  New reference. */
 json_t *emit_device(const struct emit_ctx *c);
 
 /* For `evaluate`: a collection Bundle with CarePlan + RiskAssessment, or with

@@ -17,9 +17,11 @@
 #include "fhir.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "jsonarena.h"
 #include "jsonread.h"
 #include "jsonwrite.h"
@@ -256,6 +258,43 @@ static enum adp_err fail_status(struct fhir_client *fc, struct adp_error *err,
     return rc;
 }
 
+/* A 403 with our token is, on a SMART server, a scope the token lacks: name
+ * the scope each request needs (entries: of a batch or transaction), so
+ * that the operator knows what to have granted. */
+static void scope_hint(const struct fhir_client *fc, struct adp_error *err, const char *method,
+                       const char *url, json_t *bundle)
+{
+    char need[256] = "", one[160];
+    size_t i, bl = strlen(fc->base), n;
+    json_t *e;
+
+    if (err == NULL || err->http_status != 403)
+        return;
+    if (bundle != NULL) {
+        json_array_foreach(json_object_get(bundle, "entry"), i, e)
+        {
+            json_t *rq = json_object_get(e, "request");
+
+            n = strlen(need);
+            if (auth_scope_for_request(json_string_value(json_object_get(rq, "method")),
+                                       json_string_value(json_object_get(rq, "url")), one,
+                                       sizeof(one)) == 0 &&
+                strstr(need, one) == NULL)
+                snprintf(need + n, sizeof(need) - n, "%s%s", n ? " " : "", one);
+        }
+    } else if (strncmp(url, fc->base, bl) == 0 &&
+               auth_scope_for_request(method, url + bl, one, sizeof(one)) == 0) {
+        snprintf(need, sizeof(need), "%s", one);
+    }
+    if (need[0] == '\0')
+        return;
+    n = strlen(err->msg);
+    snprintf(err->msg + n, sizeof(err->msg) - n,
+             " (forbidden: the access token lacks a scope this needs: %s; see auth.scope and "
+             "the client's registration)",
+             need);
+}
+
 /* One request: a transport failure or a non-2xx status becomes the error
  * (with the OperationOutcome diagnostics); on ADP_OK *r holds a 2xx response.
  * The caller frees *r in every case. */
@@ -269,8 +308,13 @@ static enum adp_err exchange(struct fhir_client *fc, const char *what, const cha
     adp_error_clear(&local);
     if (http_do(fc->http, method, url, hdrs, body, ctype, r, &local) != ADP_OK)
         return fail_transport(err, what, method, &local);
-    if (!is_http_ok(r->status))
-        return fail_status(fc, err, what, r);
+    if (!is_http_ok(r->status)) {
+        enum adp_err rc = fail_status(fc, err, what, r);
+
+        if (strcmp(url, fc->base) != 0)
+            scope_hint(fc, err, method, url, NULL);
+        return rc;
+    }
     return ADP_OK;
 }
 
@@ -313,66 +357,17 @@ struct origin {
     long port;
 };
 
+/* The origin as libcurl parses the URL (http.h): the host compared is the
+ * one a request would go to, whatever user information precedes it. */
 static int origin_parse(const char *url, struct origin *o)
 {
-    const char *p, *auth, *end, *at, *h, *hend, *portp;
-    size_t n, i;
-    char *e;
+    struct http_url u;
 
-    if (url == NULL)
+    if (http_url_parse(url, &u) != 0)
         return -1;
-    p = strstr(url, "://");
-    if (p == NULL || (size_t)(p - url) >= sizeof(o->scheme))
-        return -1;
-    n = (size_t)(p - url);
-    for (i = 0; i < n; i++)
-        o->scheme[i] = (char)tolower((unsigned char)url[i]);
-    o->scheme[n] = '\0';
-    if (strcmp(o->scheme, "http") == 0)
-        o->port = 80;
-    else if (strcmp(o->scheme, "https") == 0)
-        o->port = 443;
-    else
-        return -1;
-    auth = p + 3;
-    end = auth + strcspn(auth, "/?#");
-    /* userinfo ends at the last '@' of the authority */
-    at = NULL;
-    for (h = auth; h < end; h++)
-        if (*h == '@')
-            at = h;
-    h = at != NULL ? at + 1 : auth;
-    if (h < end && *h == '[') {
-        hend = memchr(h, ']', (size_t)(end - h));
-        if (hend == NULL)
-            return -1;
-        hend++;
-    } else {
-        hend = memchr(h, ':', (size_t)(end - h));
-        if (hend == NULL)
-            hend = end;
-    }
-    n = (size_t)(hend - h);
-    if (n == 0 || n >= sizeof(o->host))
-        return -1;
-    for (i = 0; i < n; i++)
-        o->host[i] = (char)tolower((unsigned char)h[i]);
-    o->host[n] = '\0';
-    /* "example.org." names the same host as "example.org" */
-    if (n > 1 && o->host[n - 1] == '.')
-        o->host[n - 1] = '\0';
-    if (hend < end) {
-        if (*hend != ':')
-            return -1;
-        portp = hend + 1;
-        if (portp < end) {
-            if (!isdigit((unsigned char)*portp))
-                return -1;
-            o->port = strtol(portp, &e, 10);
-            if (e != end || o->port <= 0 || o->port > 65535)
-                return -1;
-        }
-    }
+    snprintf(o->scheme, sizeof(o->scheme), "%s", u.scheme);
+    snprintf(o->host, sizeof(o->host), "%s", u.host);
+    o->port = u.port;
     return 0;
 }
 
@@ -967,8 +962,10 @@ enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
      * the resources need not come back */
     rc = exchange(fc, what, "POST", fc->base, strcmp(kind, "transaction") == 0 ? minimal : NULL,
                   body, "application/fhir+json", &r, err);
-    if (rc != ADP_OK)
+    if (rc != ADP_OK) {
+        scope_hint(fc, err, "POST", fc->base, bundle);
         goto out;
+    }
     rc = parse_body(what, &r, &doc, err);
     if (rc != ADP_OK)
         goto out;
@@ -1015,6 +1012,14 @@ enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
                                st != NULL ? st : "(no status)", fc->last.diagnostics);
             if (err != NULL && err->http_status == 0)
                 err->http_status = fc->last.http_status;
+            if (fc->last.http_status == 403) {
+                json_t *one = json_pack("{s:[O]}", "entry",
+                                        json_array_get(json_object_get(bundle, "entry"), i));
+
+                if (one != NULL)
+                    scope_hint(fc, err, "POST", fc->base, one);
+                json_decref(one);
+            }
             goto out;
         }
     }

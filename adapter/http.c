@@ -927,3 +927,81 @@ int http_global_init(void)
 }
 
 void http_global_cleanup(void) { curl_global_cleanup(); }
+
+/* ---- URL parts, by libcurl's own parser ---------------------------------- */
+
+static int url_part(CURLU *u, CURLUPart what, unsigned flags, char *buf, size_t len)
+{
+    char *v = NULL;
+    size_t n;
+
+    if (curl_url_get(u, what, &v, flags) != CURLUE_OK)
+        return -1;
+    n = strlen(v);
+    if (n >= len) {
+        curl_free(v);
+        return -1;
+    }
+    memcpy(buf, v, n + 1);
+    curl_free(v);
+    return 0;
+}
+
+int http_url_parse(const char *url, struct http_url *out)
+{
+    CURLU *u;
+    char port[16], *e;
+    size_t i, n;
+    int rc = -1;
+
+    memset(out, 0, sizeof(*out));
+    if (url == NULL || (u = curl_url()) == NULL)
+        return -1;
+    /* no CURLU_GUESS_SCHEME, no CURLU_NON_SUPPORT_SCHEME: absolute URLs of
+     * schemes libcurl speaks only */
+    if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+        url_part(u, CURLUPART_SCHEME, 0, out->scheme, sizeof(out->scheme)) != 0 ||
+        url_part(u, CURLUPART_HOST, 0, out->host, sizeof(out->host)) != 0 ||
+        url_part(u, CURLUPART_PORT, CURLU_DEFAULT_PORT, port, sizeof(port)) != 0)
+        goto out;
+    for (i = 0; out->scheme[i] != '\0'; i++)
+        out->scheme[i] = (char)tolower((unsigned char)out->scheme[i]);
+    if (strcmp(out->scheme, "http") != 0 && strcmp(out->scheme, "https") != 0)
+        goto out;
+    for (i = 0; out->host[i] != '\0'; i++)
+        out->host[i] = (char)tolower((unsigned char)out->host[i]);
+    /* "example.org." names the same host as "example.org" */
+    n = strlen(out->host);
+    if (n > 1 && out->host[n - 1] == '.')
+        out->host[n - 1] = '\0';
+    if (out->host[0] == '\0')
+        goto out;
+    out->port = strtol(port, &e, 10);
+    if (*e != '\0' || out->port <= 0 || out->port > 65535)
+        goto out;
+    {
+        char *v = NULL;
+
+        if (curl_url_get(u, CURLUPART_USER, &v, 0) == CURLUE_OK) {
+            out->userinfo = 1;
+            curl_free(v);
+        }
+        v = NULL;
+        if (curl_url_get(u, CURLUPART_PASSWORD, &v, 0) == CURLUE_OK) {
+            out->userinfo = 1;
+            curl_free(v);
+        }
+    }
+    rc = 0;
+out:
+    curl_url_cleanup(u);
+    if (rc != 0)
+        memset(out, 0, sizeof(*out));
+    return rc;
+}
+
+int http_url_loopback(const struct http_url *u)
+{
+    return strcmp(u->host, "127.0.0.1") == 0 || strcmp(u->host, "localhost") == 0 ||
+           strcmp(u->host, "[::1]") == 0;
+}

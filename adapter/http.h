@@ -106,6 +106,24 @@ long http_retry_after_parse(const char *value, time_t now);
 /* Percent-encode s for a URL query value. New string (free()) or NULL. */
 char *http_escape(const char *s);
 
+/* An absolute http(s) URL as libcurl itself parses it, so that a check on
+ * it judges the host libcurl will connect to (a prefix compare does not:
+ * "http://127.0.0.1:x@evil.example/" goes to evil.example). */
+struct http_url {
+    char scheme[8];  /* "http" or "https" */
+    char host[256];  /* lower case, IPv6 in brackets, no trailing dot */
+    long port;       /* the scheme's default when none is given */
+    int userinfo;    /* the URL carries a user name or password */
+};
+
+/* 0, or -1 when libcurl refuses url, the scheme is neither http nor https,
+ * or a part does not fit. */
+int http_url_parse(const char *url, struct http_url *out);
+
+/* 1 when the host of a parsed URL is the loopback host (127.0.0.1,
+ * localhost, [::1]). */
+int http_url_loopback(const struct http_url *u);
+
 /* Process-wide init/cleanup (curl_global_init); call once from main. */
 int http_global_init(void);
 void http_global_cleanup(void);

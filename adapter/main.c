@@ -901,7 +901,8 @@ int main(int argc, char **argv)
         ad.shard_n = sh.n;
     }
     if (a.check) {
-        if (adapter_check_secrets(&cfg, &err) != ADP_OK) {
+        if (adapter_check_secrets(&cfg, &err) != ADP_OK ||
+            auth_check_base(cfg.auth_mode, cfg.base_url, &err) != ADP_OK) {
             fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
             status = EXIT_USAGE;
             goto out;

@@ -13,7 +13,6 @@
 #include "log.h"
 
 #define SHARD_MAX 4096
-#define POOL_WARMUP 16
 
 int shard_parse(const char *s, struct shard *out)
 {
@@ -97,7 +96,12 @@ static enum adp_err gate_header(void *ud, const char *url, int renew, const char
     enum adp_err rc;
 
     pthread_mutex_lock(g->mu);
-    rc = auth_header(g->auth, url, renew, &h, err);
+    /* after a 401: g->copy is the header this worker sent; renew once for
+     * all workers refused together (auth_header_refused) */
+    if (renew)
+        rc = auth_header_refused(g->auth, url, g->copy, &h, err);
+    else
+        rc = auth_header(g->auth, url, 0, &h, err);
     if (g->copy != NULL) {
         memset(g->copy, 0, strlen(g->copy));
         free(g->copy);
@@ -205,15 +209,9 @@ enum adp_err pool_run(struct adapter *a, char *const *ids, int n, const struct p
         nw = 1;
     if (nw > n - 1)
         nw = n - 1 > 0 ? n - 1 : 1;
-    /* The first patient alone, on a: the server probe happens once.  Our
-     * Device is created by the first write; until one happened (at most
-     * POOL_WARMUP patients), patients stay on a, so that two workers never
-     * create it at the same time. */
-    for (k = 0; k < POOL_WARMUP && (i = take(&p)) >= 0; k++) {
+    /* The first patient alone, on a: the server probe happens once. */
+    if ((i = take(&p)) >= 0)
         one(&p, a, i, &st0);
-        if (a->device_ref[0] != '\0' || o->dry_run || !a->cfg->write_provenance)
-            break;
-    }
     if (nw == 1) {
         while ((i = take(&p)) >= 0)
             one(&p, a, i, &st0);

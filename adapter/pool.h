@@ -54,7 +54,7 @@ void sync_stats_add(struct sync_stats *into, const struct sync_stats *s);
  * the counters to *stats.  One worker (or a coverage report, whose JSON is
  * not shared between threads) runs on the calling thread with a itself.
  * The first patient always runs alone on a, so that one-time work (the
- * probe of the server, our Device) happens once.  Stops taking new ids when
+ * probe of the server) happens once.  Stops taking new ids when
  * *a->stop is set or a patient fails with a TLS or authorisation error,
  * which is then returned (ADP_OK otherwise: patient failures are counted).
  */

@@ -4,8 +4,9 @@
  *
  * The requirement table below is the list of requests the adapter makes:
  * read Patient; search Patient, Condition, Observation (by subject, code
- * and _lastUpdated); search our CarePlan, RiskAssessment and Device by
- * identifier and write them by update; create Provenance.  A search
+ * and _lastUpdated); search our CarePlan and RiskAssessment by
+ * identifier and write them by update; create Provenance (its author, our
+ * Device, is contained in it: no Device on the server).  A search
  * parameter is looked for on the resource and on rest.searchParam (common
  * parameters); a resource that lists no search parameters at all is not
  * judged on them, since many servers do not enumerate them.
@@ -36,7 +37,6 @@ static const struct need needs[] = {
     {"Observation", {"search-type", NULL}, {"subject", "_lastUpdated", NULL}, 0, 0},
     {"CarePlan", {"search-type", "update", NULL}, {"identifier", NULL}, 1, 0},
     {"RiskAssessment", {"search-type", "update", NULL}, {"identifier", NULL}, 1, 0},
-    {"Device", {"search-type", "update", NULL}, {"identifier", NULL}, 1, 1},
     {"Provenance", {"create", NULL}, {NULL}, 0, 1},
 };
 

@@ -158,6 +158,8 @@ enum adp_err adapter_open(struct adapter *a, const struct config *cfg, int netwo
     ao.jku = cfg->jku;
     ao.token_url = cfg->token_url;
     ao.scope = cfg->scope;
+    ao.no_provenance = !cfg->write_provenance;
+    ao.audit = cfg->audit_enabled;
     ao.http = ho; /* discovery and token endpoint: same TLS settings */
     rc = auth_new(&ao, &a->auth, err);
     if (rc != ADP_OK)
@@ -760,41 +762,6 @@ out:
     return rc;
 }
 
-static enum adp_err ensure_device(struct prun *r, const struct emit_ctx *ctx,
-                                  struct adp_error *err)
-{
-    struct adapter *a = r->a;
-    json_t *dev;
-    char *query;
-    struct fhir_write w;
-    enum adp_err rc;
-    struct emit_ctx dctx = *ctx;
-    struct op op;
-
-    if (a->device_ref[0] != '\0')
-        return ADP_OK;
-    dev = emit_device(ctx);
-    dctx.patient_id = "dnmbc-adapter";
-    query = identifier_query(&dctx, "Device");
-    if (dev == NULL || query == NULL) {
-        json_decref(dev);
-        free(query);
-        return adp_error_set(err, ADP_ENOMEM, "out of memory");
-    }
-    memset(&op, 0, sizeof(op));
-    op.kind = OP_COND_UPDATE;
-    op.type = "Device";
-    op.arg = query;
-    op.resource = dev;
-    op.w = &w;
-    rc = call(r, &op, err);
-    if (rc == ADP_OK)
-        snprintf(a->device_ref, sizeof(a->device_ref), "Device/%s", w.id);
-    json_decref(dev);
-    free(query);
-    return rc;
-}
-
 /* Is `res` a current (not withdrawn) copy of our output carrying `hash`? */
 static int same_output(const struct emit_ctx *ctx, json_t *res, const char *hash,
                        const char *current_status)
@@ -814,15 +781,10 @@ static enum adp_err write_provenance(struct prun *r, const struct emit_ctx *ctx,
     struct fhir_write w;
     enum adp_err rc;
     struct op op;
-    struct emit_ctx pctx = *ctx;
 
     if (!r->a->cfg->write_provenance)
         return ADP_OK;
-    rc = ensure_device(r, ctx, err);
-    if (rc != ADP_OK)
-        return rc;
-    pctx.device_ref = r->a->device_ref;
-    prov = emit_provenance(&pctx, f, targets, ntargets);
+    prov = emit_provenance(ctx, f, targets, ntargets);
     if (prov == NULL)
         return adp_error_set(err, ADP_ENOMEM, "out of memory");
     memset(&op, 0, sizeof(op));
@@ -1215,7 +1177,6 @@ static enum adp_err write_transaction(struct prun *r, const struct emit_ctx *ctx
     char *cq = identifier_query(ctx, "CarePlan"), *rq = identifier_query(ctx, "RiskAssessment");
     char u_cp[46], u_ra[46], u_pv[46];
     const char *targets[2] = {u_cp, u_ra};
-    struct emit_ctx pctx = *ctx;
     struct adp_error local;
     struct op op;
     enum adp_err rc = ADP_OK;
@@ -1229,13 +1190,8 @@ static enum adp_err write_transaction(struct prun *r, const struct emit_ctx *ctx
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         goto out;
     }
-    if (cfg->write_provenance) {
-        rc = ensure_device(r, ctx, err);
-        if (rc != ADP_OK)
-            goto out;
-        pctx.device_ref = a->device_ref;
-        prov = emit_provenance(&pctx, f, targets, 2);
-    }
+    if (cfg->write_provenance)
+        prov = emit_provenance(ctx, f, targets, 2);
     bundle = json_pack("{s:s, s:s, s:[{s:s, s:O, s:{s:s, s:s}}, {s:s, s:O, s:{s:s, s:s}}]}",
                        "resourceType", "Bundle", "type", "transaction", "entry", "fullUrl",
                        u_cp, "resource", careplan, "request", "method", "PUT", "url", "",
@@ -1948,7 +1904,6 @@ static enum adp_err patient_run(struct adapter *a, const char *patient_id, int d
     ctx.patient_id = patient_id;
     ctx.now = now;
     ctx.software_version = DNMBC_VERSION;
-    ctx.device_ref = NULL; /* set by write_provenance once the Device exists */
     ctx.params = &a->params;
     rc = fetch_inputs(&run, &ctx, resources, ours, err);
     if (rc != ADP_OK)

@@ -29,7 +29,6 @@ struct adapter {
     struct http_client *http;
     struct fhir_client *fhir;
     struct state *state;
-    char device_ref[192];         /* "Device/<id>" once ensured */
     struct auth *auth;            /* authorisation of FHIR requests (auth.h) */
     volatile sig_atomic_t *stop;  /* signal flag (main.c) or NULL: cuts retry waits short */
     volatile sig_atomic_t *reload; /* SIGHUP flag (main.c) or NULL; `run` checks it */

@@ -142,8 +142,10 @@ test('the next sync completes and every patient has the plan the rules give', as
     assert.ok(prov[0].target.some((t) => t.reference === `RiskAssessment/${ra.id}` ||
       t.reference === `RiskAssessment/${ra.id}/_history/${ra.meta.versionId}`),
     'the same Provenance targets the RiskAssessment');
-    const agent = prov[0].agent.find((a) => a.who && /^Device\//.test(a.who.reference));
-    assert.ok(agent, 'Provenance names our Device as author');
+    const agent = prov[0].agent.find((a) => a.who && a.who.reference === '#device');
+    assert.ok(agent, 'Provenance names our contained Device as author');
+    assert.equal((prov[0].contained || []).filter((c) => c.resourceType === 'Device' && c.id === 'device').length, 1,
+      'the author Device is contained in the Provenance');
     const entities = (prov[0].entity || []).map((e) => e.what.reference).sort();
     assert.deepEqual(entities, cp.supportingInfo.map((s) => s.reference).sort(), 'Provenance entities are the inputs');
   }

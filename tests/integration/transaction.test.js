@@ -47,8 +47,9 @@ test('a written patient costs one batch and one transaction', async () => {
   const { r, stats, created, seen } = await syncWith('tx', {});
   assert.match(r.stderr, /write: CarePlan, RiskAssessment and Provenance in one transaction/);
   // one batch per patient, one transaction per written one; the cohort
-  // search, /metadata and our Device besides
+  // search and /metadata besides (no Device: the Provenance contains it)
   assert.equal(stats.requests.POST.Bundle, seen + created, JSON.stringify(stats));
+  assert.equal(stats.requests.PUT?.Device, undefined, 'no Device written');
   assert.equal(stats.requests.PUT?.CarePlan, undefined, 'no CarePlan PUT outside a Bundle');
   assert.equal(stats.requests.POST?.Provenance, undefined, 'no Provenance POST outside a Bundle');
   assert.equal(stats.entries.PUT.CarePlan, created);

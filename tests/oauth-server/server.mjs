@@ -11,12 +11,14 @@
 //     has seen), plus a record of every assertion received.
 //
 //   node server.mjs --resource URL [--port N] [--port-file FILE] [--pid-file FILE]
-//                   [--token-ttl SECONDS] [--scopes v1|v2|both]
+//                   [--token-ttl SECONDS] [--scopes v1|v2|both] [--withhold SCOPE]...
 //                   [--client ID=JWKS_FILE]... [--secret-client ID=SECRET_FILE]...
 //                   [--tls-cert FILE --tls-key FILE]
 //
 // --scopes v1 makes the server answer invalid_scope to SMART v2 scopes (as
-// some EHRs still do). Test endpoints (loopback only):
+// some EHRs still do). Tokens carry the scopes asked for (`scope` in the
+// token response and the JWT), less any --withhold SCOPE: a server that
+// grants fewer scopes than asked without an error. Test endpoints (loopback only):
 //   GET  /$test/stats   {tokensIssued, assertions: [{jti, alg, kid, iss, sub, aud, exp, iat}],
 //                        rawAssertions: [JWT...] (for the log-leak test),
 //                        errors: [{error, description}]}
@@ -30,21 +32,24 @@ import * as https from 'node:https';
 
 import Provider, { errors } from 'oidc-provider';
 
-const V2 = ['Patient.rs', 'Condition.rs', 'Observation.rs', 'CarePlan.cu', 'RiskAssessment.cu', 'Provenance.c'];
-const V1 = ['Patient.read', 'Condition.read', 'Observation.read', 'CarePlan.write', 'RiskAssessment.write', 'Provenance.write'];
+// Any well-formed SMART system scope on a resource type is known; which
+// forms are accepted depends on --scopes.
+const V2 = /^system\/[A-Z][A-Za-z]+\.(?=[cruds])c?r?u?d?s?$/;
+const V1 = /^system\/[A-Z][A-Za-z]+\.(read|write)$/;
 
 function usage(msg) {
   if (msg) process.stderr.write('oauth-server: ' + msg + '\n');
   process.stderr.write(
     'usage: node server.mjs --resource URL [--port N] [--port-file FILE] [--pid-file FILE]\n' +
-      '         [--token-ttl SECONDS] [--scopes v1|v2|both] [--client ID=JWKS_FILE]...\n' +
+      '         [--token-ttl SECONDS] [--scopes v1|v2|both] [--withhold SCOPE]...\n' +
+      '         [--client ID=JWKS_FILE]...\n' +
       '         [--secret-client ID=SECRET_FILE]... [--tls-cert FILE --tls-key FILE]\n'
   );
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const o = { port: 0, ttl: 300, scopes: 'both', clients: [], secretClients: [], tls: {} };
+  const o = { port: 0, ttl: 300, scopes: 'both', withhold: [], clients: [], secretClients: [], tls: {} };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = () => {
@@ -64,6 +69,7 @@ function parseArgs(argv) {
       case '--pid-file': o.pidFile = v(); break;
       case '--token-ttl': o.ttl = Number(v()); break;
       case '--scopes': o.scopes = v(); break;
+      case '--withhold': o.withhold.push(v()); break;
       case '--client': o.clients.push(pair()); break;
       case '--secret-client': o.secretClients.push(pair()); break;
       case '--tls-cert': o.tls.cert = v(); break;
@@ -85,7 +91,7 @@ function writeAtomically(file, text) {
 
 const opts = parseArgs(process.argv.slice(2));
 const stats = { tokensIssued: 0, assertions: [], rawAssertions: [], errors: [] };
-const allowed = (opts.scopes === 'v1' ? V1 : opts.scopes === 'v2' ? V2 : [...V2, ...V1]).map((s) => 'system/' + s);
+const known = (s) => (opts.scopes !== 'v1' && V2.test(s)) || (opts.scopes !== 'v2' && V1.test(s));
 
 const clients = [
   ...opts.clients.map(([id, file]) => {
@@ -163,12 +169,12 @@ server.listen(opts.port, '127.0.0.1', () => {
         getResourceServerInfo: async (ctx, resource) => {
           if (resource !== opts.resource) throw new errors.InvalidTarget();
           const asked = String(ctx.oidc.params.scope || '').split(' ').filter(Boolean);
-          const refused = asked.filter((s) => !allowed.includes(s));
+          const refused = asked.filter((s) => !known(s));
           if (refused.length) {
             throw new errors.InvalidScope('scope not granted to backend services here', refused.join(' '));
           }
           return {
-            scope: allowed.join(' '),
+            scope: asked.filter((s) => !opts.withhold.includes(s)).join(' '),
             audience: opts.resource,
             accessTokenTTL: opts.ttl,
             accessTokenFormat: 'jwt',

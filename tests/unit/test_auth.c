@@ -413,8 +413,9 @@ static void test_scope_v1(void **state)
     (void)state;
     s = auth_scope_v1(AUTH_DEFAULT_SCOPE);
     assert_string_equal(s, "system/Patient.read system/Condition.read system/Observation.read "
-                           "system/CarePlan.write system/RiskAssessment.write "
-                           "system/Provenance.write");
+                           "system/CarePlan.read system/CarePlan.write "
+                           "system/RiskAssessment.read system/RiskAssessment.write "
+                           "system/Provenance.read system/Provenance.write");
     free(s);
     s = auth_scope_v1("system/Observation.cruds launch openid");
     assert_string_equal(s, "system/Observation.read system/Observation.write launch openid");

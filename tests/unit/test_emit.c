@@ -94,7 +94,6 @@ static void ctx_init(struct emit_ctx *c, const char *now)
     c->patient_id = PID;
     c->now = now;
     c->software_version = "0.1.0";
-    c->device_ref = NULL;
     c->params = &P;
 }
 
@@ -1003,7 +1002,6 @@ static void test_provenance_device(void **state)
     (void)state;
     curative(&f);
     ctx_init(&c, NOW1);
-    c.device_ref = "Device/dev-9";
     pv = emit_provenance(&c, &f, targets, 2);
     assert_non_null(pv);
     assert_string_equal(sget(pv, "resourceType"), "Provenance");
@@ -1013,19 +1011,20 @@ static void test_provenance_device(void **state)
     assert_string_equal(sat(pv, "agent.0.type.coding.0.code"), "author");
     assert_string_equal(sat(pv, "agent.0.type.coding.0.system"),
                         "http://terminology.hl7.org/CodeSystem/provenance-participant-type");
-    assert_string_equal(sat(pv, "agent.0.who.reference"), "Device/dev-9");
+    /* the author is contained: no Device resource of our own on the server */
+    assert_string_equal(sat(pv, "agent.0.who.reference"), "#" EMIT_DEVICE_LOCAL_ID);
+    assert_non_null(strstr(sat(pv, "agent.0.who.display"), "dnmbc-adapter"));
+    assert_int_equal(json_array_size(json_object_get(pv, "contained")), 1);
+    assert_string_equal(sat(pv, "contained.0.resourceType"), "Device");
+    assert_string_equal(sat(pv, "contained.0.id"), EMIT_DEVICE_LOCAL_ID);
+    assert_string_equal(sat(pv, "contained.0.identifier.0.system"), BASE "/identifier/device");
+    assert_string_equal(sat(pv, "contained.0.version.0.value"), "0.1.0");
     ents = json_object_get(pv, "entity");
     assert_int_equal(json_array_size(ents), 9);
     for (i = 0; i < json_array_size(ents); i++)
         assert_string_equal(sget(json_array_get(ents, i), "role"), "source");
     assert_string_equal(sat(pv, "entity.0.what.reference"), "Patient/" PID);
     save("provenance", pv);
-    json_decref(pv);
-
-    c.device_ref = NULL;
-    pv = emit_provenance(&c, &f, targets, 1);
-    assert_null(at(pv, "agent.0.who.reference"));
-    assert_non_null(strstr(sat(pv, "agent.0.who.display"), "dnmbc-adapter"));
     json_decref(pv);
 
     dev = emit_device(&c);

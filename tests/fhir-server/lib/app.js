@@ -20,6 +20,8 @@ const { buildCapabilityStatement } = require('./capability');
 const { FaultTable } = require('./faults');
 const { Stats } = require('./stats');
 const { BearerGuard } = require('./bearer');
+const { neededPermissions } = require('./scopes');
+const { RacyConditional } = require('./racy');
 
 const BASE_PATH = '/fhir/R4';
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
@@ -150,6 +152,7 @@ class FhirTestApp {
     this.faultStatus = new WeakMap(); // OperationOutcome from a fault -> its HTTP status
     this.faultRetryAfter = new WeakMap(); // ... -> its Retry-After (a fault in a transaction)
     this.bearer = new BearerGuard(); // off until POST /$test/auth (bearer.js)
+    this.racy = new RacyConditional(); // off until POST /$test/racy-conditional (racy.js)
     this.wrapRoutes();
   }
 
@@ -165,6 +168,12 @@ class FhirTestApp {
   wrapRoutes() {
     for (const route of this.router.router.routes) {
       const inner = route.handler;
+      const segments = (route.path || []).map((p) => p.value);
+      const perms = segments.length === 0 ? null : neededPermissions(route.method, {
+        hasId: segments.includes('id'),
+        search: segments.includes('_search'),
+        history: segments.includes('_history'),
+      });
       route.handler = async (req, repo, router, options) => {
         const type = req.params && req.params.resourceType;
         if (type !== undefined && !isResourceType(type)) {
@@ -186,8 +195,33 @@ class FhirTestApp {
           this.stats.countEntry(req.method, type || '_system', url);
           await this.applyFault(req.method, type || '_system', url);
         }
+        if (type !== undefined) {
+          // SMART scopes (bearer.js, scopes.js): top-level requests and
+          // every Bundle entry alike
+          this.checkScope(req.method, type, req.url, perms);
+        }
         return inner(req, repo, router, options);
       };
+    }
+  }
+
+  // One FHIR interaction through Medplum's router under the repository
+  // mutex, with the scopes of its token (`grants`) for checkScope.
+  routed(fhirReq, grants) {
+    return this.mutex.run(() => {
+      this.grants = grants;
+      return this.router.handleRequest(fhirReq, this.repo);
+    });
+  }
+
+  // 403 when the token of the request being handled (this.grants, set under
+  // the mutex) lacks the scope for this interaction.
+  checkScope(method, type, url, perms) {
+    const missing = this.bearer.allowed(this.grants, method, type, url, perms);
+    if (missing) {
+      const oo = outcome('forbidden', `insufficient_scope: ${method} ${type} needs scope ${missing}`);
+      this.faultStatus.set(oo, 403);
+      throw new OperationOutcomeError(oo);
     }
   }
 
@@ -356,7 +390,9 @@ class FhirTestApp {
       fhirReq.url = rel;
     }
 
-    const [oo, resource] = await this.mutex.run(() => this.router.handleRequest(fhirReq, this.repo));
+    const [oo, resource] = this.racy.applies(req.method, firstSegment, url.search) && !rel.includes('/')
+      ? await this.racy.run(this, fhirReq, req.smartGrants, firstSegment, url.search.slice(1))
+      : await this.routed(fhirReq, req.smartGrants);
     const status = this.statusOf(oo);
     const headers = {};
     if (!isOk(oo)) {
@@ -440,6 +476,7 @@ class FhirTestApp {
     }
     switch (route) {
       case 'POST /$test/reset':
+        this.racy.clear();
         this.capabilityPatch = null;
         this.bareTransactionAnswers = false;
         await this.mutex.run(() => this.repo.clear());
@@ -492,6 +529,16 @@ class FhirTestApp {
       case 'DELETE /$test/bare-transaction-answers':
         this.bareTransactionAnswers = false;
         this.send(res, 200, { bareTransactionAnswers: false });
+        return;
+      case 'POST /$test/racy-conditional':
+        this.send(res, 200, this.racy.configure(body || {}));
+        return;
+      case 'GET /$test/racy-conditional':
+        this.send(res, 200, this.racy.report());
+        return;
+      case 'DELETE /$test/racy-conditional':
+        this.racy.clear();
+        this.send(res, 200, this.racy.report());
         return;
       case 'DELETE /$test/capability':
         this.capabilityPatch = null;

@@ -11,11 +11,22 @@
 //   { "issuer": null }                      no token needed (the default)
 //   { "revokeSeen": true }                  every token seen so far is revoked
 //   { "rejectAll": true|false }             refuse every token (an invalidated client)
+//   { "revokeAfter": N, "refusalBarrier": K }
+//                                           after N more accepted requests every token seen
+//                                           is revoked, and the first K requests refused for
+//                                           it are answered together (each waits until K are
+//                                           waiting, at most 30 s): K workers meet a revoked
+//                                           token at once (single-flight renewal test)
+//   { "capabilities": [...]|null }          SMART `capabilities` served (null: the default)
+//   { "enforceScopes": true|false }         the token's `scope` claim gates each
+//                                           interaction and each Bundle entry (scopes.js):
+//                                           what it does not grant is answered 403
 // GET /$test/auth reports the mode and counters (tokens seen, accepted and
 // refused requests, distinct token ids) and the last 200 raw tokens received
 // (test data only: the log-leak test looks for them in the adapter's logs).
 
 const crypto = require('node:crypto');
+const { parseScopes, missingScope } = require('./scopes');
 const http = require('node:http');
 const https = require('node:https');
 
@@ -64,6 +75,11 @@ class BearerGuard {
     this.rejectAll = false;
     this.accepted = 0;
     this.refused = 0;
+    this.enforceScopes = false;
+    this.capabilities = null;
+    this.revokeAt = null; // revokeAfter: revoke every token seen once `accepted` reaches it
+    this.barrier = null; // refusalBarrier: {size, waiting: [resolve]}
+    this.forbidden = []; // [{method, type, url, missing}] answered 403 for want of a scope
   }
 
   get enabled() {
@@ -85,9 +101,22 @@ class BearerGuard {
     if (typeof body.rejectAll === 'boolean') {
       this.rejectAll = body.rejectAll;
     }
+    if (Number.isInteger(body.revokeAfter) && body.revokeAfter >= 0) {
+      this.revokeAt = this.accepted + body.revokeAfter;
+      this.barrier = Number.isInteger(body.refusalBarrier) && body.refusalBarrier > 1
+        ? { size: body.refusalBarrier, waiting: [] } : null;
+    }
+    if (Object.prototype.hasOwnProperty.call(body, 'capabilities')) {
+      // null: the default list; an array: served as SMART `capabilities`
+      this.capabilities = Array.isArray(body.capabilities) ? body.capabilities : null;
+    }
+    if (typeof body.enforceScopes === 'boolean') {
+      this.enforceScopes = body.enforceScopes;
+    }
     if (body.resetCounters) {
       this.accepted = 0;
       this.refused = 0;
+      this.forbidden.length = 0;
       this.seen.clear();
       this.tokens.length = 0;
     }
@@ -104,7 +133,7 @@ class BearerGuard {
       token_endpoint_auth_methods_supported: ['private_key_jwt', 'client_secret_basic'],
       token_endpoint_auth_signing_alg_values_supported: ['RS384', 'ES384'],
       scopes_supported: ['system/*.rs', 'system/*.cu', 'system/*.read', 'system/*.write'],
-      capabilities: ['client-confidential-asymmetric', 'permission-v1', 'permission-v2'],
+      capabilities: this.capabilities || ['client-confidential-asymmetric', 'client-confidential-symmetric', 'permission-v1', 'permission-v2'],
     };
   }
 
@@ -113,6 +142,8 @@ class BearerGuard {
       issuer: this.issuer,
       audience: this.audience,
       rejectAll: this.rejectAll,
+      enforceScopes: this.enforceScopes,
+      forbidden: this.forbidden,
       accepted: this.accepted,
       refused: this.refused,
       distinctTokens: this.seen.size,
@@ -134,17 +165,47 @@ class BearerGuard {
 
   // Resolves to null when the request may go on, else to the reason it is
   // refused (the caller answers 401 with that text).
+  // A request that may go on carries req.smartGrants (the token's scopes)
+  // for allowed().
   async check(req) {
-    const reason = await this.verify(req.headers.authorization || '');
+    const reason = await this.verify(req.headers.authorization || '', req);
     if (reason) {
       this.refused++;
+      if (this.barrier && reason === 'token revoked') await this.meet(this.barrier);
     } else {
       this.accepted++;
+      if (this.revokeAt !== null && this.accepted >= this.revokeAt) {
+        this.revokeAt = null;
+        for (const id of this.seen) this.revoked.add(id);
+      }
     }
     return reason;
   }
 
-  async verify(header) {
+  // Resolves when `barrier.size` refused requests wait (or after 30 s);
+  // later refusals pass at once.
+  meet(barrier) {
+    return new Promise((resolve) => {
+      barrier.waiting.push(resolve);
+      if (barrier.waiting.length >= barrier.size) {
+        if (this.barrier === barrier) this.barrier = null;
+        for (const r of barrier.waiting) r();
+      } else {
+        setTimeout(resolve, 30000).unref();
+      }
+    });
+  }
+
+  // null when the scopes of the request's token (check() ran) grant `perms`
+  // on `type`, else the missing scope (recorded; the caller answers 403).
+  allowed(grants, method, type, url, perms) {
+    if (!this.enabled || !this.enforceScopes || !perms) return null;
+    const missing = missingScope(grants || new Map(), type, perms);
+    if (missing) this.forbidden.push({ method, type, url, missing });
+    return missing;
+  }
+
+  async verify(header, req) {
     const m = /^Bearer ([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/.exec(header);
     if (!m) return 'missing or malformed bearer token';
     const raw = m[1] + '.' + m[2] + '.' + m[3];
@@ -179,6 +240,7 @@ class BearerGuard {
     if (typeof claims.exp !== 'number' || claims.exp * 1000 <= Date.now()) return 'token expired';
     if (this.revoked.has(id)) return 'token revoked';
     if (this.rejectAll) return 'client access revoked';
+    if (req) req.smartGrants = parseScopes(claims.scope);
     return null;
   }
 }

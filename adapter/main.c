@@ -675,7 +675,7 @@ static int cmd_replay(struct adapter *ad, const struct args *a)
 {
     struct sync_stats stats;
     struct adp_error err;
-    int n = 0, total = 0, i;
+    int n = 0, total = 0, i, status;
 
     memset(&stats, 0, sizeof(stats));
     adp_error_clear(&err);
@@ -692,6 +692,8 @@ static int cmd_replay(struct adapter *ad, const struct args *a)
         fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
         return EXIT_USAGE;
     }
+    if ((status = state_stopped(ad, &stats, 0)) >= 0)
+        return status;
     print_summary(&stats, 0);
     return stats.failed > 0 || quit ? EXIT_PARTIAL : 0;
 }

@@ -1884,7 +1884,9 @@ enum adp_err sync_replay_outbox(struct adapter *a, struct sync_stats *stats,
         return rc;
     if (n > 0)
         log_info("sync", "outbox: %d patient(s) left by an interrupted run; replaying", n);
-    for (i = 0; i < n && !(a->stop != NULL && *a->stop); i++) {
+    /* a state that cannot be written ends the replay too (state_failed) */
+    for (i = 0; i < n && !(a->stop != NULL && *a->stop) && !state_failed(a->state, NULL, 0);
+         i++) {
         struct adp_error e;
 
         adp_error_clear(&e);

@@ -980,6 +980,30 @@ static enum adp_err ours_or_find(struct prun *r, const struct emit_ctx *ctx, jso
                                  const char *type, json_t **out, struct adp_error *err);
 
 /* Withdraw plans posted earlier for a patient who is no longer eligible. */
+/* ADP_OK while the state file can be written; else ADP_EIO with the first
+ * error that made it unusable (state_failed).  Nothing is written to the
+ * server past this point without it. */
+static enum adp_err state_usable(struct adapter *a, struct adp_error *err)
+{
+    char why[600];
+
+    if (state_failed(a->state, why, sizeof(why)))
+        return adp_error_set(err, ADP_EIO, "%s", why);
+    return ADP_OK;
+}
+
+/* The decision to write, durable in the outbox, and the state still usable
+ * (another worker's commit may have failed meanwhile): only then may the
+ * write go to the server. */
+static enum adp_err outbox_before_write(struct adapter *a, const char *patient_id,
+                                        const char *kind, const char *hash,
+                                        struct adp_error *err)
+{
+    enum adp_err rc = state_outbox_put(a->state, patient_id, kind, hash, NULL, NULL, err);
+
+    return rc != ADP_OK ? rc : state_usable(a, err);
+}
+
 static enum adp_err revoke_outputs(struct prun *r, const struct emit_ctx *ctx,
                                    const struct features *f, int dry_run, json_t *ours[2],
                                    enum outcome *outcome, struct adp_error *err)
@@ -1013,7 +1037,7 @@ static enum adp_err revoke_outputs(struct prun *r, const struct emit_ctx *ctx,
     if (dry_run)
         goto out;
     /* the decision to revoke is durable before the first write */
-    rc = state_outbox_put(r->a->state, ctx->patient_id, "revoke", "", NULL, NULL, err);
+    rc = outbox_before_write(r->a, ctx->patient_id, "revoke", "", err);
     for (t = 0; t < 2 && rc == ADP_OK; t++) {
         json_array_foreach(found[t], i, res)
         {
@@ -1410,7 +1434,7 @@ static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
     if (a->write_mode == SYNC_WRITE_TX) {
         int refused = 0;
 
-        rc = state_outbox_put(a->state, ctx->patient_id, "post-tx", hash, NULL, NULL, err);
+        rc = outbox_before_write(a, ctx->patient_id, "post-tx", hash, err);
         if (rc != ADP_OK)
             goto out;
         r->pending_hash = hash;
@@ -1428,7 +1452,7 @@ static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         goto out;
     }
-    rc = state_outbox_put(a->state, ctx->patient_id, "post", hash, NULL, NULL, err);
+    rc = outbox_before_write(a, ctx->patient_id, "post", hash, err);
     if (rc != ADP_OK)
         goto out;
     /* one already written by an interrupted earlier pass is not written
@@ -1938,12 +1962,8 @@ static enum adp_err patient_run(struct adapter *a, const char *patient_id, int d
 
     /* A state that could not be written stops every further write (the
      * caller stops the run and says why): nothing is started blind. */
-    if (!dry_run) {
-        char why[600];
-
-        if (state_failed(a->state, why, sizeof(why)))
-            return adp_error_set(err, ADP_EIO, "%s", why);
-    }
+    if (!dry_run && state_usable(a, err) != ADP_OK)
+        return err->code;
     log_patient_tag(patient_id, tag, sizeof(tag));
     log_new_correlation(NULL, 0); /* every line of this patient's pass carries it */
     memset(&run, 0, sizeof(run));

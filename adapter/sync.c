@@ -979,7 +979,6 @@ static enum adp_err reconcile(struct prun *r, const struct emit_ctx *ctx, const 
 static enum adp_err ours_or_find(struct prun *r, const struct emit_ctx *ctx, json_t *ours,
                                  const char *type, json_t **out, struct adp_error *err);
 
-/* Withdraw plans posted earlier for a patient who is no longer eligible. */
 /* ADP_OK while the state file can be written; else ADP_EIO with the first
  * error that made it unusable (state_failed).  Nothing is written to the
  * server past this point without it. */
@@ -1004,6 +1003,7 @@ static enum adp_err outbox_before_write(struct adapter *a, const char *patient_i
     return rc != ADP_OK ? rc : state_usable(a, err);
 }
 
+/* Withdraw plans posted earlier for a patient who is no longer eligible. */
 static enum adp_err revoke_outputs(struct prun *r, const struct emit_ctx *ctx,
                                    const struct features *f, int dry_run, json_t *ours[2],
                                    enum outcome *outcome, struct adp_error *err)

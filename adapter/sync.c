@@ -1383,7 +1383,11 @@ static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
     if (rc != ADP_OK)
         goto out;
     if (!dry_run) {
-        rc = reconcile(r, ctx, "CarePlan", cps, hash, "draft", "revoked", err);
+        /* revoking extra copies needs no outbox entry (the next pass finds
+         * any left), but no write is made once the state failed */
+        rc = state_usable(a, err);
+        if (rc == ADP_OK)
+            rc = reconcile(r, ctx, "CarePlan", cps, hash, "draft", "revoked", err);
         if (rc == ADP_OK)
             rc = reconcile(r, ctx, "RiskAssessment", ras, hash, "preliminary", "cancelled",
                            err);

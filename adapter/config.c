@@ -7,11 +7,13 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "log.h"
 
@@ -260,16 +262,60 @@ out:
     return rc;
 }
 
+/* The mode check of config_check_private_file on a stat result. */
+static enum adp_err check_mode(const char *what, const char *path, const struct stat *st,
+                               int group_too, struct adp_error *err)
+{
+    mode_t mode = st->st_mode;
+
+    if (!S_ISREG(mode))
+        return adp_error_set(err, ADP_ECONFIG, "%s: %s is not a regular file", what, path);
+    if (group_too && (mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH)) != 0)
+        return adp_error_set(err, ADP_ECONFIG,
+                             "%s: %s is readable or writable by group or others (mode "
+                             "%03o); refusing it: chmod 600 %s",
+                             what, path, (unsigned)(mode & 0777), path);
+    if ((mode & (S_IROTH | S_IWOTH)) != 0)
+        return adp_error_set(err, ADP_ECONFIG,
+                             "%s: %s is %s by others (mode %03o); refusing it: chmod 600 %s",
+                             what, path, (mode & S_IROTH) ? "readable" : "writable",
+                             (unsigned)(mode & 0777), path);
+    return ADP_OK;
+}
+
+enum adp_err config_check_private_file(const char *what, const char *path, int group_too,
+                                       struct adp_error *err)
+{
+    struct stat st;
+
+    if (stat(path, &st) != 0)
+        return adp_error_set(err, ADP_ECONFIG, "%s: cannot read %s: %s", what, path,
+                             strerror(errno));
+    return check_mode(what, path, &st, group_too, err);
+}
+
 static enum adp_err read_secret_file(const char *key, const char *path, char **out,
                                      struct adp_error *err)
 {
     FILE *fp;
     char buf[8192];
     size_t n;
+    struct stat st;
+    enum adp_err rc;
 
     fp = fopen(path, "r");
     if (fp == NULL)
         return adp_error_set(err, ADP_ECONFIG, "%s: cannot open %s", key, path);
+    /* checked as opened (no window between the check and the read); a
+     * FIFO or device is refused before it could block the read */
+    if (fstat(fileno(fp), &st) != 0)
+        rc = adp_error_set(err, ADP_ECONFIG, "%s: cannot read %s", key, path);
+    else
+        rc = check_mode(key, path, &st, 0, err);
+    if (rc != ADP_OK) {
+        fclose(fp);
+        return rc;
+    }
     n = fread(buf, 1, sizeof(buf) - 1, fp);
     fclose(fp);
     buf[n] = '\0';

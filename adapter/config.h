@@ -94,4 +94,14 @@ enum adp_err config_set_str(char **field, const char *val, struct adp_error *err
 /* Semantic checks after command-line overrides (URL scheme, ranges, auth). */
 enum adp_err config_check(const struct config *cfg, struct adp_error *err);
 
+/* The one check of every file holding a key or a secret (what names its
+ * configuration key): refused (ADP_ECONFIG, naming key, file and mode) when
+ * it is not a regular file or others can read or write it, and with
+ * group_too also when its group can (a private key the adapter signs with).
+ * The secret files (auth.bearer_token_file, auth.client_secret_file,
+ * server.notify_secret_file) are checked this way as config_load reads
+ * them; the key files by adapter_check_secrets, in `-n` and before a run. */
+enum adp_err config_check_private_file(const char *what, const char *path, int group_too,
+                                       struct adp_error *err);
+
 #endif

@@ -158,6 +158,14 @@ static int cycle(struct adapter *a, volatile sig_atomic_t *quit, int *catchup)
     adp_error_clear(&err);
     memset(&stats, 0, sizeof(stats));
     sync_now(started, sizeof(started));
+    /* a state file deleted, replaced or unwritable: writes would be
+     * recorded nowhere, so none is made (sync.c) until a restart */
+    if (state_check(a->state, &err) != ADP_OK) {
+        log_err("daemon", "%s", err.msg);
+        server_set_state_error(a->server, err.msg);
+        metrics_cycle_done(a->metrics, 0);
+        return 1;
+    }
     if (state_get_watermark(a->state, watermark, sizeof(watermark), &err) != ADP_OK) {
         log_err("daemon", "%s", err.msg);
         metrics_cycle_done(a->metrics, 0);
@@ -203,7 +211,10 @@ static int cycle(struct adapter *a, volatile sig_atomic_t *quit, int *catchup)
         log_info("daemon", "stopping before the end of the cycle; watermark kept");
         return stats.failed ? 1 : 0;
     }
-    if (stats.failed == 0) {
+    if (state_check(a->state, &err) != ADP_OK) {
+        log_err("daemon", "%s", err.msg);
+        server_set_state_error(a->server, err.msg);
+    } else if (stats.failed == 0) {
         adp_error_clear(&err);
         if (state_set_watermark(a->state, next, &err) != ADP_OK)
             log_err("daemon", "%s", err.msg);

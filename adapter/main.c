@@ -479,13 +479,53 @@ static void show_progress(void *ud, int done, int total)
     fprintf(stderr, "\r[%d/%d] patients", done, total);
 }
 
+static int cmp_id(const void *x, const void *y)
+{
+    return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+/* Drop from ids[0..n) the patients the outbox replay already processed in
+ * this run (done, sorted here): counted once, not pulled twice.  Freed
+ * when owned.  Returns the new count. */
+static int skip_replayed(char **ids, int n, int owned, char **done, int ndone)
+{
+    int i, k = 0;
+
+    if (ndone == 0)
+        return n;
+    qsort(done, (size_t)ndone, sizeof(*done), cmp_id);
+    for (i = 0; i < n; i++) {
+        if (bsearch(&ids[i], done, (size_t)ndone, sizeof(*done), cmp_id) == NULL)
+            ids[k++] = ids[i];
+        else if (owned)
+            free(ids[i]);
+    }
+    return k;
+}
+
+/* The state file could not be written (state_failed): the run was
+ * stopped.  Says why once; returns the exit status. */
+static int state_stopped(struct adapter *ad, const struct sync_stats *stats, int dry_run)
+{
+    char why[600];
+
+    if (!state_failed(ad->state, why, sizeof(why)))
+        return -1;
+    print_summary(stats, dry_run);
+    fprintf(stderr,
+            "dnmbc-adapter: stopped: the state file cannot be written, so nothing more "
+            "was written to the server: %s\n",
+            why);
+    return EXIT_USAGE;
+}
+
 static int cmd_sync(struct adapter *ad, const struct args *a)
 {
     struct sync_stats stats;
     struct adp_error err;
     struct pool_opts po;
-    char **ids = NULL;
-    int n = 0, owned = 0;
+    char **ids = NULL, **replayed = NULL;
+    int n = 0, owned = 0, nreplayed = 0, status;
 
     memset(&stats, 0, sizeof(stats));
     adp_error_clear(&err);
@@ -494,15 +534,22 @@ static int cmd_sync(struct adapter *ad, const struct args *a)
         return EXIT_USAGE;
     }
     /* decisions an interrupted run made but did not finish writing come first */
-    if (!a->dry_run && sync_replay_outbox(ad, &stats, &err) != ADP_OK) {
+    if (!a->dry_run && (state_outbox_list(ad->state, &replayed, &nreplayed, &err) != ADP_OK ||
+                        sync_replay_outbox(ad, &stats, &err) != ADP_OK)) {
         fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+        sync_free_ids(replayed, nreplayed);
         return EXIT_USAGE;
+    }
+    if ((status = state_stopped(ad, &stats, a->dry_run)) >= 0) {
+        sync_free_ids(replayed, nreplayed);
+        return status;
     }
     if (a->npatients > 0) {
         ids = (char **)a->patients;
         n = a->npatients;
     } else {
         if (sync_cohort(ad, &ids, &n, &err) != ADP_OK) {
+            sync_free_ids(replayed, nreplayed);
             fprintf(stderr, "dnmbc-adapter: cohort search failed: %s\n", err.msg);
             return err.code == ADP_ETLS || err.code == ADP_ECONFIG ||
                            err.code == ADP_EAUTH
@@ -512,6 +559,8 @@ static int cmd_sync(struct adapter *ad, const struct args *a)
         owned = 1;
         log_info("sync", "cohort: %d patient(s)", n);
     }
+    n = skip_replayed(ids, n, owned, replayed, nreplayed);
+    sync_free_ids(replayed, nreplayed);
     if (ad->shard_n > 1) {
         struct shard sh = {ad->shard_k, ad->shard_n};
         int all = n;
@@ -525,18 +574,24 @@ static int cmd_sync(struct adapter *ad, const struct args *a)
     po.progress = is_tty() ? show_progress : NULL;
     if (pool_run(ad, ids, n, &po, &stats, &err) != ADP_OK) {
         /* a certificate or credential problem will not go away for the next
-         * patient */
+         * patient, nor will a state file that cannot be written */
         if (is_tty())
             fputc('\n', stderr);
-        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
         if (owned)
             sync_free_ids(ids, n);
+        if ((status = state_stopped(ad, &stats, a->dry_run)) >= 0)
+            return status;
+        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
         return EXIT_USAGE;
     }
     if (is_tty() && n > 0)
         fputc('\n', stderr);
     if (owned)
         sync_free_ids(ids, n);
+    /* a failure found by the last patient (its write reached the server,
+     * recording it did not) */
+    if ((status = state_stopped(ad, &stats, a->dry_run)) >= 0)
+        return status;
     print_summary(&stats, a->dry_run);
     if (ad->coverage != NULL) {
         adp_error_clear(&err);
@@ -620,7 +675,7 @@ static int cmd_replay(struct adapter *ad, const struct args *a)
 {
     struct sync_stats stats;
     struct adp_error err;
-    int n = 0, total = 0, i;
+    int n = 0, total = 0, i, status;
 
     memset(&stats, 0, sizeof(stats));
     adp_error_clear(&err);
@@ -637,6 +692,8 @@ static int cmd_replay(struct adapter *ad, const struct args *a)
         fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
         return EXIT_USAGE;
     }
+    if ((status = state_stopped(ad, &stats, 0)) >= 0)
+        return status;
     print_summary(&stats, 0);
     return stats.failed > 0 || quit ? EXIT_PARTIAL : 0;
 }

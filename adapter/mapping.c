@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "bundle.h"
 #include "strjoin.h"
@@ -1546,6 +1547,7 @@ enum adp_err mapping_load(const char *dir, const char *const *extra, int nextra,
         const char *slash = strrchr(p, '/');
         json_error_t jerr;
         const char *k;
+        struct stat sb;
 
         files[nfiles].path = xstrdup(p);
         if (files[nfiles].path == NULL) {
@@ -1554,6 +1556,15 @@ enum adp_err mapping_load(const char *dir, const char *const *extra, int nextra,
         }
         files[nfiles].name = i < nnames && slash ? strrchr(files[nfiles].path, '/') + 1
                                                  : files[nfiles].path;
+        /* Only regular files are read: opening a FIFO (or a device) named
+         * *.json would block `-n` and every start until something writes. */
+        if (stat(p, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+            rc = adp_error_set(err, ADP_ECONFIG,
+                               "%s: not a regular file; a mapping table must be a file",
+                               files[nfiles].name);
+            nfiles++;
+            goto out;
+        }
         files[nfiles].doc = json_load_file(p, JSON_REJECT_DUPLICATES, &jerr);
         nfiles++;
         if (files[nfiles - 1].doc == NULL) {

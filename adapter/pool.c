@@ -11,6 +11,7 @@
 
 #include "auth.h"
 #include "log.h"
+#include "state.h"
 
 #define SHARD_MAX 4096
 
@@ -151,7 +152,10 @@ static void one(struct pool *p, struct adapter *ad, int i, struct sync_stats *st
     adp_error_clear(&e);
     sync_patient(ad, p->ids[i], p->o->dry_run, st, &e);
     pthread_mutex_lock(&p->mu);
-    if (fatal_code(e.code) && !p->abort) {
+    /* a state that cannot be written stops the run too (sync.c writes
+     * nothing more): the rest would only fail one by one */
+    if ((fatal_code(e.code) || (e.code == ADP_EIO && state_failed(ad->state, NULL, 0))) &&
+        !p->abort) {
         p->abort = 1;
         p->fatal = e;
     }

@@ -56,6 +56,7 @@ struct server {
     pthread_cond_t cond;
     int started;
     char auth_error[300];          /* "" when authorised */
+    char state_error[600];         /* "" while the state file can be written */
     char **queue;
     int nqueue;
     int catchup;
@@ -479,6 +480,15 @@ void server_set_auth_error(struct server *s, const char *msg)
     pthread_mutex_unlock(&s->lock);
 }
 
+void server_set_state_error(struct server *s, const char *msg)
+{
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->lock);
+    snprintf(s->state_error, sizeof(s->state_error), "%s", msg ? msg : "");
+    pthread_mutex_unlock(&s->lock);
+}
+
 /* ---- handlers ---------------------------------------------------------- */
 
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned int status,
@@ -546,12 +556,18 @@ static void probe_ready(struct server *s)
     struct adp_error err;
     struct preflight pf;
     int started, mode = s->preflight_mode;
-    char auth_error[300];
+    char auth_error[300], state_error[600];
 
     pthread_mutex_lock(&s->lock);
     started = s->started;
     snprintf(auth_error, sizeof(auth_error), "%s", s->auth_error);
+    snprintf(state_error, sizeof(state_error), "%s", s->state_error);
     pthread_mutex_unlock(&s->lock);
+    if (state_error[0] != '\0') {
+        s->ready_ok = 0;
+        snprintf(s->ready_why, sizeof(s->ready_why), "%s", state_error);
+        return;
+    }
     s->ready_ok = 0;
     if (!started) {
         snprintf(s->ready_why, sizeof(s->ready_why), "starting: preflight not done yet");

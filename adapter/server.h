@@ -55,6 +55,9 @@ void server_set_started(struct server *s, int started);
  * obtained, 401/403): msg, or NULL once requests are authorised again.
  * /readyz is unready while a message is set. */
 void server_set_auth_error(struct server *s, const char *msg);
+/* The sync loop reports that the state file cannot be used (state_failed):
+ * msg; /readyz is unready while it is set (NULL clears it). */
+void server_set_state_error(struct server *s, const char *msg);
 
 /* Take what was queued: *refs a new array of new strings "Type/id" (free
  * with server_free_refs), *catchup 1 when a catch-up poll was requested

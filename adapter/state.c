@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -114,6 +115,16 @@ struct state {
     pthread_mutex_t mu;          /* held by every public call (see the end) */
     sqlite3 *db;
     int lock_fd;                 /* -1 when not locked */
+    int file_fd;                 /* the state file itself (locked handle), -1 otherwise:
+                                  * the instance lock is on its inode, and state_check
+                                  * compares its identity with the path's */
+    /* The first error that made the store unusable (disk full, I/O error,
+     * read-only, damaged, the file gone); "" while healthy.  Sticky: once
+     * a write was lost, a write to the server could no longer be recorded,
+     * so none is started (state_failed). */
+    char failed[600];
+    dev_t dev;                   /* identity of file_fd at open */
+    ino_t ino;
     char path[512];
     sqlite3_stmt *stmt[Q_COUNT]; /* NULL until first use; finalized by state_close */
     /* Rows in outbox and dead_letter, -1 when not known.  Kept only by the
@@ -123,10 +134,40 @@ struct state {
     long outbox_n, dead_n;
 };
 
+/* SQLite results that say the store itself cannot be relied on any more
+ * (as opposed to a busy lock or a constraint): see struct state's failed. */
+static int store_broken(int code)
+{
+    switch (code & 0xff) {
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_READONLY:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PROTOCOL:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* The error of the last SQLite call on st, naming the file and the action.
+ * A damaged or read-only file says so first: the operator's next step
+ * differs (restore or move the file aside; fix permissions). */
 static enum adp_err db_error(struct state *st, const char *what, struct adp_error *err)
 {
-    return adp_error_set(err, ADP_EIO, "state %s: %s: %s", st->path, what,
-                         sqlite3_errmsg(st->db));
+    int code = st->db != NULL ? sqlite3_errcode(st->db) & 0xff : SQLITE_CANTOPEN;
+    const char *how = code == SQLITE_CORRUPT || code == SQLITE_NOTADB ? " is damaged"
+                      : code == SQLITE_READONLY                       ? " is read-only"
+                                                                      : "";
+    char msg[600];
+
+    snprintf(msg, sizeof(msg), "state %.400s%s: %s: %s", st->path, how, what,
+             sqlite3_errmsg(st->db));
+    if (st->failed[0] == '\0' && store_broken(code))
+        snprintf(st->failed, sizeof(st->failed), "%s", msg);
+    return adp_error_set(err, ADP_EIO, "%s", msg);
 }
 
 /* The cached statement for id, prepared on first use.  NULL (the reason in
@@ -253,12 +294,21 @@ static enum adp_err migrate(struct state *st, struct adp_error *err)
     return ADP_OK;
 }
 
+/* The pid written in "<path>.lock" by the instance holding it, or "". */
+static void holder_pid(int fd, char *pid, size_t len)
+{
+    ssize_t n = pread(fd, pid, len - 1, 0);
+
+    pid[n > 0 ? n : 0] = '\0';
+    pid[strcspn(pid, "\n")] = '\0';
+}
+
 /* Exclusive lock on "<path>.lock" (kept open; the kernel drops it when the
- * process dies, so a SIGKILL never leaves a stale lock). */
+ * process dies, so a SIGKILL never leaves a stale lock), which also holds
+ * our pid for the message a second instance prints. */
 static enum adp_err take_lock(struct state *st, struct adp_error *err)
 {
     char lp[600], pid[32] = "";
-    ssize_t n;
     int len;
 
     snprintf(lp, sizeof(lp), "%s.lock", st->path);
@@ -269,9 +319,7 @@ static enum adp_err take_lock(struct state *st, struct adp_error *err)
     if (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
 
-        n = pread(st->lock_fd, pid, sizeof(pid) - 1, 0);
-        pid[n > 0 ? n : 0] = '\0';
-        pid[strcspn(pid, "\n")] = '\0';
+        holder_pid(st->lock_fd, pid, sizeof(pid));
         close(st->lock_fd);
         st->lock_fd = -1;
         if (e == EWOULDBLOCK)
@@ -286,6 +334,89 @@ static enum adp_err take_lock(struct state *st, struct adp_error *err)
     /* the pid is for the message above only: failing to write it is harmless */
     if (ftruncate(st->lock_fd, 0) == 0 && pwrite(st->lock_fd, pid, (size_t)len, 0) != len)
         pid[0] = '\0';
+    return ADP_OK;
+}
+
+/*
+ * Open the state file itself before SQLite does (locked handle only):
+ *  - a new file is created 0600 whatever the umask (it holds patient ids;
+ *    SQLite gives the -wal and -shm files the main file's mode);
+ *  - a file that cannot be opened for writing (read-only file or file
+ *    system) is refused here, where SQLite would quietly open it read-only
+ *    and fail the writes one patient at a time;
+ *  - the instance lock is taken on this inode (flock; SQLite's own locks
+ *    are fcntl locks, which Linux keeps apart), so a second path to the
+ *    same file (a hard link, a symlink, another mount) is refused too;
+ *    "<path>.lock" alone is keyed by the name.
+ */
+static enum adp_err open_file(struct state *st, struct adp_error *err)
+{
+    struct stat sb;
+    int created = 1;
+
+    st->file_fd = open(st->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600);
+    if (st->file_fd < 0 && errno == EEXIST) {
+        created = 0;
+        st->file_fd = open(st->path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    }
+    if (st->file_fd < 0) {
+        if (errno == EROFS || errno == EACCES || errno == EPERM)
+            return adp_error_set(err, ADP_EIO,
+                                 "state %s is read-only (%s): the adapter must be able to "
+                                 "write its state file; fix its permissions or file system",
+                                 st->path, strerror(errno));
+        return adp_error_set(err, ADP_EIO, "state %s: cannot open: %s", st->path,
+                             strerror(errno));
+    }
+    if (fstat(st->file_fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+        return adp_error_set(err, ADP_EIO, "state %s: not a regular file", st->path);
+    if (created && fchmod(st->file_fd, 0600) != 0)
+        return adp_error_set(err, ADP_EIO, "state %s: cannot make it private: %s", st->path,
+                             strerror(errno));
+    if (flock(st->file_fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno != EWOULDBLOCK)
+            return adp_error_set(err, ADP_EIO, "state %s: cannot lock it: %s", st->path,
+                                 strerror(errno));
+        return adp_error_set(err, ADP_EIO,
+                             "state %s is in use by another dnmbc-adapter (the same file "
+                             "under another path); refusing to start a second instance",
+                             st->path);
+    }
+    st->dev = sb.st_dev;
+    st->ino = sb.st_ino;
+    return ADP_OK;
+}
+
+/* Start-up checks of a locked handle: the file is writable and not
+ * damaged.  A damaged file would otherwise fail patient after patient with
+ * "database disk image is malformed".  quick_check reads every page once
+ * (milliseconds for the adapter's files) but skips the index-content
+ * comparison of integrity_check. */
+static enum adp_err check_file(struct state *st, struct adp_error *err)
+{
+    sqlite3_stmt *q = NULL;
+    char first[300] = "";
+    int r, rows = 0;
+
+    if (sqlite3_db_readonly(st->db, "main") == 1)
+        return adp_error_set(err, ADP_EIO,
+                             "state %s is read-only: the adapter must be able to write its "
+                             "state file; fix its permissions or file system",
+                             st->path);
+    if (sqlite3_prepare_v2(st->db, "PRAGMA quick_check", -1, &q, NULL) != SQLITE_OK)
+        return db_error(st, "integrity check", err);
+    while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(q, 0);
+
+        if (rows++ == 0)
+            snprintf(first, sizeof(first), "%s", t != NULL ? (const char *)t : "");
+    }
+    sqlite3_finalize(q);
+    if (r != SQLITE_DONE)
+        return db_error(st, "integrity check", err);
+    if (rows != 1 || strcmp(first, "ok") != 0)
+        return adp_error_set(err, ADP_EIO, "state %s is damaged (integrity check: %s)",
+                             st->path, first);
     return ADP_OK;
 }
 
@@ -329,10 +460,13 @@ enum adp_err state_open_ex(const char *path, int flags, struct state **out,
         return adp_error_set(err, ADP_ENOMEM, "state %s: cannot create its lock", path);
     }
     st->lock_fd = -1;
+    st->file_fd = -1;
     st->outbox_n = st->dead_n = -1;
     snprintf(st->path, sizeof(st->path), "%s", path);
     if (flags & STATE_LOCK) {
         rc = take_lock(st, err);
+        if (rc == ADP_OK)
+            rc = open_file(st, err);
         if (rc != ADP_OK)
             goto fail;
     }
@@ -368,6 +502,11 @@ enum adp_err state_open_ex(const char *path, int flags, struct state **out,
         rc = db_error(st, "set cache size", err);
         goto fail;
     }
+    if (flags & STATE_LOCK) {
+        rc = check_file(st, err);
+        if (rc != ADP_OK)
+            goto fail;
+    }
     rc = migrate(st, err);
     if (rc != ADP_OK)
         goto fail;
@@ -389,6 +528,10 @@ void state_close(struct state *st)
     for (i = 0; i < Q_COUNT; i++)
         sqlite3_finalize(st->stmt[i]);
     sqlite3_close(st->db);
+    /* after sqlite3_close: closing any descriptor of the file drops the
+     * process's fcntl locks on it, SQLite's included */
+    if (st->file_fd >= 0)
+        close(st->file_fd);
     if (st->lock_fd >= 0)
         close(st->lock_fd); /* releases the flock */
     pthread_mutex_destroy(&st->mu);
@@ -1061,6 +1204,52 @@ enum adp_err state_dead_requeue(struct state *st, const char *patient_id, int *n
         pending_changed(st);
         (void)durable(st, 0, NULL);
     }
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int state_failed(struct state *st, char *why, size_t len)
+{
+    int failed;
+
+    if (st == NULL)
+        return 0;
+    pthread_mutex_lock(&st->mu);
+    failed = st->failed[0] != '\0';
+    if (failed && why != NULL)
+        snprintf(why, len, "%s", st->failed);
+    pthread_mutex_unlock(&st->mu);
+    return failed;
+}
+
+/* The handle's file is still the one at its path: a removed file (or
+ * state directory) keeps working through the open descriptor, and every
+ * record written to it is gone at exit. */
+enum adp_err state_check(struct state *st, struct adp_error *err)
+{
+    struct stat open_sb, path_sb;
+    enum adp_err rc = ADP_OK;
+
+    pthread_mutex_lock(&st->mu);
+    if (st->failed[0] == '\0' && st->file_fd >= 0) {
+        if (fstat(st->file_fd, &open_sb) == 0 && open_sb.st_nlink == 0)
+            snprintf(st->failed, sizeof(st->failed),
+                     "state %.400s was deleted while the adapter ran; nothing more is "
+                     "written (restart the adapter)",
+                     st->path);
+        else if (stat(st->path, &path_sb) != 0)
+            snprintf(st->failed, sizeof(st->failed),
+                     "state %.400s is gone (%s): its directory was removed or renamed; "
+                     "nothing more is written (restart the adapter)",
+                     st->path, strerror(errno));
+        else if (path_sb.st_dev != st->dev || path_sb.st_ino != st->ino)
+            snprintf(st->failed, sizeof(st->failed),
+                     "state %.400s was replaced by another file while the adapter ran; "
+                     "nothing more is written (restart the adapter)",
+                     st->path);
+    }
+    if (st->failed[0] != '\0')
+        rc = adp_error_set(err, ADP_EIO, "%s", st->failed);
     pthread_mutex_unlock(&st->mu);
     return rc;
 }

@@ -28,15 +28,31 @@ struct state_patient {
 /* Open (creating and migrating) the state file.  *out new, free with
  * state_close.  The other calls may come from several threads at once (they
  * are serialised on the handle).  flags STATE_LOCK: take an exclusive lock (flock on
- * "<path>.lock", holding our pid) for the life of the handle; a second
- * locker fails with ADP_EIO naming the holder's pid.  Without it (the
- * read-only `status`), nothing is locked. */
+ * "<path>.lock", holding our pid, and on the state file's inode, so that a
+ * second path to the same file is refused too) for the life of the handle;
+ * a second locker fails with ADP_EIO naming the holder's pid when it can.
+ * A locked handle also creates the file 0600 and refuses, with ADP_EIO and
+ * a message saying so, a file that is read-only or damaged (PRAGMA
+ * quick_check).  Without STATE_LOCK (the read-only `status`), nothing is
+ * locked or checked. */
 #define STATE_LOCK 1
 enum adp_err state_open_ex(const char *path, int flags, struct state **out,
                            struct adp_error *err);
 /* state_open_ex(path, STATE_LOCK, ...) */
 enum adp_err state_open(const char *path, struct state **out, struct adp_error *err);
 void state_close(struct state *st);
+
+/* Has the store become unusable (disk full, I/O error, read-only, damaged,
+ * the file removed: see state_check)?  Then 1, and why receives the first
+ * such error; it stays so for the life of the handle.  Callers stop
+ * writing to the server: a write whose outbox entry or record cannot be
+ * kept would be done blind. */
+int state_failed(struct state *st, char *why, size_t len);
+
+/* Once per daemon cycle: is the locked handle's file still the one at its
+ * path (not deleted, its directory not removed, not replaced)?  If not,
+ * the handle is marked failed (state_failed) and ADP_EIO says why. */
+enum adp_err state_check(struct state *st, struct adp_error *err);
 
 /* Watermark: buf receives "" when none is recorded. */
 enum adp_err state_get_watermark(struct state *st, char *buf, size_t len,

@@ -10,11 +10,13 @@
  */
 #include "sync.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 #ifdef __GLIBC__
@@ -88,23 +90,21 @@ static enum adp_err sync_preflight(struct adapter *a, struct adp_error *err)
 
 enum adp_err adapter_check_secrets(const struct config *cfg, struct adp_error *err)
 {
-    /* A TLS client key others can read is refused (group-readable is the
-     * systemd LoadCredential= case); the SMART key may be read by nobody
-     * else (auth_check_key_file, checked again when auth_new loads it). */
-    if (cfg->client_key != NULL) {
-        struct stat st;
+    enum adp_err rc = ADP_OK;
 
-        if (stat(cfg->client_key, &st) == 0 && (st.st_mode & (S_IROTH | S_IWOTH)) != 0)
-            return adp_error_set(err, ADP_ECONFIG,
-                                 "tls.client_key: %s is readable by others (mode %03o); "
-                                 "refusing it: chmod 600 %s",
-                                 cfg->client_key, (unsigned)(st.st_mode & 0777),
-                                 cfg->client_key);
-    }
-    if (cfg->auth_mode != NULL && strncmp(cfg->auth_mode, "smart", 5) == 0 &&
+    /* A TLS key others can read is refused (group-readable is the systemd
+     * LoadCredential= case); the SMART key may be read by nobody else
+     * (auth_check_key_file, checked again when auth_new loads it).  The
+     * listener's key counts whether or not this command listens: `-n`
+     * answers for `run`. */
+    if (cfg->client_key != NULL)
+        rc = config_check_private_file("tls.client_key", cfg->client_key, 0, err);
+    if (rc == ADP_OK && cfg->server_tls_key != NULL)
+        rc = config_check_private_file("server.tls_key", cfg->server_tls_key, 0, err);
+    if (rc == ADP_OK && cfg->auth_mode != NULL && strncmp(cfg->auth_mode, "smart", 5) == 0 &&
         cfg->private_key != NULL)
-        return auth_check_key_file(cfg->private_key, "auth.private_key", err);
-    return ADP_OK;
+        rc = config_check_private_file("auth.private_key", cfg->private_key, 1, err);
+    return rc;
 }
 
 enum adp_err adapter_open(struct adapter *a, const struct config *cfg, int network,
@@ -941,6 +941,30 @@ static enum adp_err reconcile(struct prun *r, const struct emit_ctx *ctx, const 
 static enum adp_err ours_or_find(struct prun *r, const struct emit_ctx *ctx, json_t *ours,
                                  const char *type, json_t **out, struct adp_error *err);
 
+/* ADP_OK while the state file can be written; else ADP_EIO with the first
+ * error that made it unusable (state_failed).  Nothing is written to the
+ * server past this point without it. */
+static enum adp_err state_usable(struct adapter *a, struct adp_error *err)
+{
+    char why[600];
+
+    if (state_failed(a->state, why, sizeof(why)))
+        return adp_error_set(err, ADP_EIO, "%s", why);
+    return ADP_OK;
+}
+
+/* The decision to write, durable in the outbox, and the state still usable
+ * (another worker's commit may have failed meanwhile): only then may the
+ * write go to the server. */
+static enum adp_err outbox_before_write(struct adapter *a, const char *patient_id,
+                                        const char *kind, const char *hash,
+                                        struct adp_error *err)
+{
+    enum adp_err rc = state_outbox_put(a->state, patient_id, kind, hash, NULL, NULL, err);
+
+    return rc != ADP_OK ? rc : state_usable(a, err);
+}
+
 /* Withdraw plans posted earlier for a patient who is no longer eligible. */
 static enum adp_err revoke_outputs(struct prun *r, const struct emit_ctx *ctx,
                                    const struct features *f, int dry_run, json_t *ours[2],
@@ -975,7 +999,7 @@ static enum adp_err revoke_outputs(struct prun *r, const struct emit_ctx *ctx,
     if (dry_run)
         goto out;
     /* the decision to revoke is durable before the first write */
-    rc = state_outbox_put(r->a->state, ctx->patient_id, "revoke", "", NULL, NULL, err);
+    rc = outbox_before_write(r->a, ctx->patient_id, "revoke", "", err);
     for (t = 0; t < 2 && rc == ADP_OK; t++) {
         json_array_foreach(found[t], i, res)
         {
@@ -1315,7 +1339,11 @@ static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
     if (rc != ADP_OK)
         goto out;
     if (!dry_run) {
-        rc = reconcile(r, ctx, "CarePlan", cps, hash, "draft", "revoked", err);
+        /* revoking extra copies needs no outbox entry (the next pass finds
+         * any left), but no write is made once the state failed */
+        rc = state_usable(a, err);
+        if (rc == ADP_OK)
+            rc = reconcile(r, ctx, "CarePlan", cps, hash, "draft", "revoked", err);
         if (rc == ADP_OK)
             rc = reconcile(r, ctx, "RiskAssessment", ras, hash, "preliminary", "cancelled",
                            err);
@@ -1355,17 +1383,20 @@ static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
     if (dry_run)
         goto out;
     /*
-     * Written one by one, the decision is committed to the outbox before
-     * the first request (its outputs are rebuilt from the inputs when it is
-     * replayed), so that an interrupted sequence is finished.  A transaction
-     * cannot be left half done: after a crash the next pass finds the plans
-     * with this hash on the server (done) or not (written again), so the
-     * outbox entry is only made when it fails (park_if_needed), and a written
-     * patient costs one commit.
+     * The decision is committed to the outbox (durable) before the first
+     * request (its outputs are rebuilt from the inputs when it is
+     * replayed), so that an interrupted sequence is finished, and so that
+     * nothing reaches the server that the state could not record: when the
+     * state file cannot be written (disk full, I/O error), the write is not
+     * made.  A transaction's entry is "post-tx" (its Provenance goes with
+     * the plans).
      */
     if (a->write_mode == SYNC_WRITE_TX) {
         int refused = 0;
 
+        rc = outbox_before_write(a, ctx->patient_id, "post-tx", hash, err);
+        if (rc != ADP_OK)
+            goto out;
         r->pending_hash = hash;
         rc = write_transaction(r, ctx, f, careplan, risk, hash, &wc, &wr, &refused, err);
         if (rc != ADP_OK)
@@ -1381,7 +1412,7 @@ static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         goto out;
     }
-    rc = state_outbox_put(a->state, ctx->patient_id, "post", hash, NULL, NULL, err);
+    rc = outbox_before_write(a, ctx->patient_id, "post", hash, err);
     if (rc != ADP_OK)
         goto out;
     /* one already written by an interrupted earlier pass is not written
@@ -1837,7 +1868,9 @@ enum adp_err sync_replay_outbox(struct adapter *a, struct sync_stats *stats,
         return rc;
     if (n > 0)
         log_info("sync", "outbox: %d patient(s) left by an interrupted run; replaying", n);
-    for (i = 0; i < n && !(a->stop != NULL && *a->stop); i++) {
+    /* a state that cannot be written ends the replay too (state_failed) */
+    for (i = 0; i < n && !(a->stop != NULL && *a->stop) && !state_failed(a->state, NULL, 0);
+         i++) {
         struct adp_error e;
 
         adp_error_clear(&e);
@@ -1870,6 +1903,9 @@ static const char *outcome_name(enum outcome o)
 static enum adp_err patient_run(struct adapter *a, const char *patient_id, int dry_run,
                                 struct sync_stats *stats, struct adp_error *err)
 {
+    /* set once CarePlan and RiskAssessment (or the revocations) reached the
+     * server: the patient counts as written even if recording it fails */
+    int written = 0;
     json_t *resources = NULL, *patient = NULL, *report = NULL;
     json_t *careplan = NULL, *risk = NULL, *ours[2] = {NULL, NULL};
     struct features f;
@@ -1884,6 +1920,10 @@ static enum adp_err patient_run(struct adapter *a, const char *patient_id, int d
     int have_state = 0;
     double t_start = metrics_now(), t_fetched = 0, t_decided = 0;
 
+    /* A state that could not be written stops every further write (the
+     * caller stops the run and says why): nothing is started blind. */
+    if (!dry_run && state_usable(a, err) != ADP_OK)
+        return err->code;
     log_patient_tag(patient_id, tag, sizeof(tag));
     log_new_correlation(NULL, 0); /* every line of this patient's pass carries it */
     memset(&run, 0, sizeof(run));
@@ -1957,6 +1997,7 @@ static enum adp_err patient_run(struct adapter *a, const char *patient_id, int d
                           err);
     if (rc != ADP_OK)
         goto out;
+    written = !dry_run && outcome != OUT_NONE && outcome != OUT_UNCHANGED;
     if (!dry_run) {
         struct state_patient old;
 
@@ -1981,7 +2022,7 @@ static enum adp_err patient_run(struct adapter *a, const char *patient_id, int d
                     ? &sp
                     : NULL,
                 err);
-        if (rc != ADP_OK)
+        if (rc != ADP_OK && !written)
             goto out;
     }
     stats->per_rec[d.rec]++;
@@ -1998,7 +2039,11 @@ static enum adp_err patient_run(struct adapter *a, const char *patient_id, int d
              d.palliative ? " + palliative-lrt" : "", outcome_name(outcome),
              dry_run ? " (dry run)" : "");
 out:
-    if (rc != ADP_OK) {
+    if (rc != ADP_OK && written) {
+        /* on the server, not recorded: the outbox entry (durable before the
+         * write) has the next start check it again */
+        log_err("sync", "patient %s: written, but not recorded: %s", tag, err->msg);
+    } else if (rc != ADP_OK) {
         stats->failed++;
         SYNC_METRIC_INC(a, MET_FAILED, 0);
         log_err("sync", "patient %s failed: %s", tag, err->msg);
@@ -2038,12 +2083,21 @@ enum adp_err sync_write_report(json_t *cov, const char *path, int json,
 {
     char *text = json ? json_dumps(cov, JSON_INDENT(2)) : mapping_coverage_text(cov);
     FILE *fp;
-    int bad;
+    int bad, fd;
 
     if (text == NULL)
         return adp_error_set(err, ADP_ENOMEM, "report: out of memory");
-    fp = fopen(path, "w");
+    /* it lists patient ids: private (0600) whatever the umask, also when
+     * an older report is overwritten */
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0600);
+    if (fd >= 0 && fchmod(fd, 0600) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    fp = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (fp == NULL) {
+        if (fd >= 0)
+            close(fd);
         jsonarena_free_text(text); /* json_dumps or malloc: both */
         return adp_error_set(err, ADP_ECONFIG, "%s: cannot write the report", path);
     }

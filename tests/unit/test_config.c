@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -170,6 +171,60 @@ static void test_keys_documented(void **state)
     }
 }
 
+
+/* One check for every key or secret file: others may never read or write
+ * it; the group only where group_too is 0; a FIFO is no key file.  A
+ * secret file readable by others is refused as config_load reads it. */
+static void test_private_files(void **state)
+{
+    struct config cfg;
+    struct adp_error err;
+    char secret[64], cfgtext[256], fifo[80];
+
+    (void)state;
+    write_cfg("s3cret\n");
+    snprintf(secret, sizeof(secret), "%s", path);
+    adp_error_clear(&err);
+    assert_int_equal(chmod(secret, 0600), 0);
+    assert_int_equal(config_check_private_file("k", secret, 1, &err), ADP_OK);
+    assert_int_equal(chmod(secret, 0640), 0);
+    assert_int_equal(config_check_private_file("k", secret, 0, &err), ADP_OK);
+    assert_int_equal(config_check_private_file("k", secret, 1, &err), ADP_ECONFIG);
+    assert_non_null(strstr(err.msg, "group or others"));
+    adp_error_clear(&err);
+    assert_int_equal(chmod(secret, 0604), 0);
+    assert_int_equal(config_check_private_file("k", secret, 0, &err), ADP_ECONFIG);
+    assert_non_null(strstr(err.msg, "readable by others (mode 604)"));
+    adp_error_clear(&err);
+    assert_int_equal(chmod(secret, 0602), 0);
+    assert_int_equal(config_check_private_file("k", secret, 0, &err), ADP_ECONFIG);
+    assert_non_null(strstr(err.msg, "writable by others"));
+    snprintf(fifo, sizeof(fifo), "%s.fifo", secret);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    adp_error_clear(&err);
+    assert_int_equal(config_check_private_file("k", fifo, 0, &err), ADP_ECONFIG);
+    assert_non_null(strstr(err.msg, "not a regular file"));
+    unlink(fifo);
+
+    /* the same check where config_load reads a secret file */
+    assert_int_equal(chmod(secret, 0644), 0);
+    snprintf(cfgtext, sizeof(cfgtext), "{\"server\": {\"notify_secret_file\": \"%s\"}}",
+             secret);
+    adp_error_clear(&err);
+    assert_int_equal(load(cfgtext, &cfg, &err), ADP_ECONFIG);
+    assert_non_null(strstr(err.msg, "server.notify_secret_file"));
+    assert_non_null(strstr(err.msg, "readable by others"));
+    config_free(&cfg);
+    unlink(path);
+    assert_int_equal(chmod(secret, 0600), 0);
+    adp_error_clear(&err);
+    assert_int_equal(load(cfgtext, &cfg, &err), ADP_OK);
+    assert_string_equal(cfg.notify_secret, "s3cret");
+    config_free(&cfg);
+    unlink(path);
+    unlink(secret);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -177,6 +232,7 @@ int main(void)
         cmocka_unit_test(test_unknown_key),   cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_env_overrides), cmocka_unit_test(test_semantic_checks),
         cmocka_unit_test(test_keys_documented),
+        cmocka_unit_test(test_private_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,10 +6,15 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -668,6 +673,170 @@ static void test_statements_reused(void **state)
     cleanup(p);
 }
 
+
+/* ---- local faults: file modes, the lock's key, damage, loss, full disk -- */
+
+static mode_t mode_of(const char *p)
+{
+    struct stat sb;
+
+    assert_int_equal(stat(p, &sb), 0);
+    return sb.st_mode & 07777;
+}
+
+/* The state file and SQLite's -wal and -shm hold patient ids: 0600 even
+ * under umask 000. */
+static void test_files_private(void **state)
+{
+    char p[64], x[80];
+    struct state *st = NULL;
+    struct adp_error err;
+    mode_t old;
+
+    (void)state;
+    tmp_path(p, sizeof(p));
+    adp_error_clear(&err);
+    old = umask(0);
+    assert_int_equal(state_open(p, &st, &err), ADP_OK);
+    assert_int_equal(state_outbox_put(st, "p1", "post", "h", NULL, NULL, &err), ADP_OK);
+    umask(old);
+    assert_int_equal(mode_of(p), 0600);
+    snprintf(x, sizeof(x), "%s-wal", p);
+    assert_int_equal(mode_of(x), 0600);
+    snprintf(x, sizeof(x), "%s-shm", p);
+    assert_int_equal(mode_of(x), 0600);
+    snprintf(x, sizeof(x), "%s.lock", p);
+    assert_int_equal(mode_of(x) & 077, 0);
+    state_close(st);
+    cleanup(p);
+}
+
+/* A second path to the same file (a hard link) is the same state: the
+ * lock is on the file, not its name. */
+static void test_hard_link_refused(void **state)
+{
+    char p[64], q[80];
+    struct state *a = NULL, *b = NULL;
+    struct adp_error err;
+
+    (void)state;
+    tmp_path(p, sizeof(p));
+    snprintf(q, sizeof(q), "%s-link", p);
+    adp_error_clear(&err);
+    assert_int_equal(state_open(p, &a, &err), ADP_OK);
+    assert_int_equal(link(p, q), 0);
+    assert_int_equal(state_open(q, &b, &err), ADP_EIO);
+    assert_null(b);
+    assert_non_null(strstr(err.msg, "in use by another dnmbc-adapter"));
+    state_close(a);
+    /* once the first is closed, the second path may be used */
+    adp_error_clear(&err);
+    assert_int_equal(state_open(q, &b, &err), ADP_OK);
+    state_close(b);
+    cleanup(q);
+    cleanup(p);
+}
+
+/* Zeroed pages: refused at open with "damaged", not one failure per
+ * patient later. */
+static void test_damaged_refused(void **state)
+{
+    char p[64], zero[4096], id[32];
+    struct state *st = NULL;
+    struct adp_error err;
+    struct state_patient sp;
+    int i, fd;
+
+    (void)state;
+    tmp_path(p, sizeof(p));
+    adp_error_clear(&err);
+    assert_int_equal(state_open(p, &st, &err), ADP_OK);
+    memset(&sp, 0, sizeof(sp));
+    snprintf(sp.rec, sizeof(sp.rec), "curative-lrt");
+    for (i = 0; i < 300; i++) {
+        snprintf(id, sizeof(id), "patient-%04d", i);
+        assert_int_equal(state_put_patient(st, id, &sp, &err), ADP_OK);
+    }
+    state_close(st); /* checkpoints the WAL into the file */
+    memset(zero, 0, sizeof(zero));
+    fd = open(p, O_WRONLY);
+    assert_true(fd >= 0);
+    for (i = 2; i < 5; i++)
+        assert_int_equal(pwrite(fd, zero, sizeof(zero), (off_t)i * 4096), (ssize_t)sizeof(zero));
+    close(fd);
+    st = NULL;
+    assert_int_equal(state_open(p, &st, &err), ADP_EIO);
+    assert_null(st);
+    assert_non_null(strstr(err.msg, "is damaged"));
+    assert_non_null(strstr(err.msg, p));
+    cleanup(p);
+}
+
+/* The file deleted (or its directory removed) under a running handle:
+ * state_check says so, and the handle stays failed. */
+static void test_deleted_detected(void **state)
+{
+    char dir[64], p[96], why[600];
+    struct state *st = NULL;
+    struct adp_error err;
+
+    (void)state;
+    snprintf(dir, sizeof(dir), "/tmp/dnmbc-statedir-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    snprintf(p, sizeof(p), "%s/state.db", dir);
+    adp_error_clear(&err);
+    assert_int_equal(state_open(p, &st, &err), ADP_OK);
+    assert_int_equal(state_check(st, &err), ADP_OK);
+    assert_int_equal(state_failed(st, why, sizeof(why)), 0);
+    cleanup(p);
+    assert_int_equal(rmdir(dir), 0);
+    assert_int_equal(state_check(st, &err), ADP_EIO);
+    assert_non_null(strstr(err.msg, p));
+    assert_int_equal(state_failed(st, why, sizeof(why)), 1);
+    assert_non_null(strstr(why, "deleted"));
+    state_close(st);
+}
+
+/* A write that cannot be stored (here the file size limit: EFBIG, as a
+ * full disk gives ENOSPC) marks the handle failed, for good. */
+static void test_write_failure_sticky(void **state)
+{
+    char p[64], id[32], body[2048], why[600];
+    struct state *st = NULL;
+    struct adp_error err;
+    struct rlimit old, lim;
+    enum adp_err rc = ADP_OK;
+    int i;
+
+    (void)state;
+    tmp_path(p, sizeof(p));
+    adp_error_clear(&err);
+    assert_int_equal(state_open(p, &st, &err), ADP_OK);
+    assert_int_equal(state_failed(st, why, sizeof(why)), 0);
+    memset(body, 'x', sizeof(body) - 1);
+    body[sizeof(body) - 1] = '\0';
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = 256 * 1024;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    for (i = 0; i < 1000 && rc == ADP_OK; i++) {
+        snprintf(id, sizeof(id), "patient-%04d", i);
+        rc = state_outbox_put(st, id, "post", "h", body, body, &err);
+    }
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, SIG_DFL);
+    assert_int_equal(rc, ADP_EIO);
+    assert_int_equal(state_failed(st, why, sizeof(why)), 1);
+    assert_non_null(strstr(why, p));
+    /* stays failed although the limit is gone */
+    adp_error_clear(&err);
+    assert_int_equal(state_outbox_put(st, "later", "post", "h", NULL, NULL, &err), ADP_OK);
+    assert_int_equal(state_failed(st, why, sizeof(why)), 1);
+    state_close(st);
+    cleanup(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -685,6 +854,11 @@ int main(void)
         cmocka_unit_test(test_finish_patient_without_record),
         cmocka_unit_test(test_finish_patient_rolls_back),
         cmocka_unit_test(test_statements_reused),
+        cmocka_unit_test(test_files_private),
+        cmocka_unit_test(test_hard_link_refused),
+        cmocka_unit_test(test_damaged_refused),
+        cmocka_unit_test(test_deleted_detected),
+        cmocka_unit_test(test_write_failure_sticky),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -708,8 +708,8 @@ static enum MHD_Result handle_readyz(struct server *s, struct MHD_Connection *c)
                   s->ready_at > 0 ? s->ready_why : "starting: readiness not checked yet");
     pthread_mutex_unlock(&s->lock);
     if (o != NULL && age >= 0)
-        json_object_set_new(o, "age_s", json_real((double)(long)(age * 1000.0) / 1000.0));
-    text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        json_object_set_new(o, "age_s", json_real(age));
+    text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(4)) : NULL;
     snprintf(buf, sizeof(buf), "%s\n", text ? text : "{}");
     jsonarena_free_text(text);
     json_decref(o);

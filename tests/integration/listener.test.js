@@ -177,8 +177,6 @@ test.after(async () => {
 // First, while the adapter is idle: nothing else waits on the silent server.
 test('/healthz answers while the FHIR server is silent; /readyz answers from its cache with its age', async () => {
   await waitFor('ready', async () => (await get(daemon, '/readyz')).status === 200);
-  const r0 = JSON.parse((await get(daemon, '/readyz')).text);
-  assert.equal(typeof r0.age_s, 'number');
   fwd.goSilent();
   try {
     // a /readyz whose verdict is stale starts a check, which the silent
@@ -274,22 +272,23 @@ test('/metrics: dnmbc_start_time_seconds is the start time to the millisecond, n
   assert.ok(t !== Math.round(t / 1000) * 1000, `${v} looks rounded to 1000 s`);
 });
 
-test('100 slowloris connections from one client leave room for a probe from another', async () => {
+test('100 slowloris connections from one client leave room for a probe from another, and end at their deadline', async () => {
   const clients = Array.from({ length: 100 }, () => slowloris(daemon.port, '127.0.0.2'));
   try {
-    // every connection was accepted by the kernel; the listener keeps only
-    // its per-client share and closes the rest
+    // every connection reached the listener, which kept only its share
     await waitFor('the slowloris connections', () => clients.every((c) => c.open || c.closed));
-    await waitFor('the excess closed', () => clients.filter((c) => !c.closed).length <= 16);
+    await waitFor('the listener refusing some', () => clients.some((c) => c.closed));
     for (let i = 0; i < 10; i++) {
       const r = await get(daemon, '/healthz');
       assert.equal(r.status, 200);
     }
-    const m = parseMetrics((await get(daemon, '/metrics')).text);
-    assert.ok(m.dnmbc_start_time_seconds !== undefined);
     const alive = clients.filter((c) => !c.closed).length;
     assert.ok(alive > 0, 'the slowloris connections were still there during the probes');
     assert.ok(alive <= 16, `${alive} connections from one client`);
+    // they trickle a header line every 500 ms, so no inactivity timeout
+    // ends them; server.header_timeout_s (default 10 s) does
+    await waitFor('every slowloris connection closed by the listener', () => clients.every((c) => c.closed));
+    assert.equal((await get(daemon, '/healthz')).status, 200);
   } finally {
     for (const c of clients) c.stop();
   }

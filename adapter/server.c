@@ -45,6 +45,9 @@
 #define MAX_QUEUE 10000
 #define READY_CACHE_S 1.0
 #define REAPER_TICK_MS 200
+#define MHD_LOG_SLOTS 8
+#define MHD_LOG_FIRST 3
+#define MHD_LOG_EVERY 1000
 
 /* One TCP connection, for the deadline reaper (under s->conn_lock). */
 struct conn {
@@ -74,6 +77,12 @@ struct server {
     unsigned int max_per_client;
     long header_timeout_s;
     long body_timeout_s;
+    /* libmicrohttpd's messages and how often each came (under log_lock) */
+    pthread_mutex_t log_lock;
+    struct {
+        char text[512];
+        unsigned long n;
+    } log_seen[MHD_LOG_SLOTS];
     /* open connections, for the reaper */
     pthread_mutex_t conn_lock;
     struct conn *conns;
@@ -916,12 +925,36 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    struct server *s = cls;
     char line[512];
+    unsigned long n = 0;
+    int i, slot = -1;
 
-    (void)cls;
     vsnprintf(line, sizeof(line), fmt, ap);
     line[strcspn(line, "\n")] = '\0';
-    log_warn("listener", "%s", line);
+    /* libmicrohttpd writes a line per refused or broken connection, so a
+     * flood of connections would be a flood of log lines: each message is
+     * logged the first MHD_LOG_FIRST times, then once per MHD_LOG_EVERY */
+    pthread_mutex_lock(&s->log_lock);
+    for (i = 0; i < MHD_LOG_SLOTS; i++)
+        if (s->log_seen[i].n > 0 && strcmp(s->log_seen[i].text, line) == 0) {
+            slot = i;
+            break;
+        }
+    if (slot < 0) {
+        slot = 0; /* a new message takes the slot of the least repeated */
+        for (i = 1; i < MHD_LOG_SLOTS; i++)
+            if (s->log_seen[i].n < s->log_seen[slot].n)
+                slot = i;
+        snprintf(s->log_seen[slot].text, sizeof(s->log_seen[slot].text), "%s", line);
+        s->log_seen[slot].n = 0;
+    }
+    n = ++s->log_seen[slot].n;
+    pthread_mutex_unlock(&s->log_lock);
+    if (n <= MHD_LOG_FIRST)
+        log_warn("listener", "%s", line);
+    else if (n % MHD_LOG_EVERY == 0)
+        log_warn("listener", "%s (%lu times so far)", line, n);
 }
 
 /* ---- connection deadlines ---------------------------------------------- */
@@ -1097,6 +1130,7 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     pthread_mutex_init(&s->conn_lock, NULL);
+    pthread_mutex_init(&s->log_lock, NULL);
     pthread_cond_init(&s->ready_cond, NULL);
     pthread_cond_init(&s->reaper_cond, NULL);
     s->max_connections = o->max_connections ? o->max_connections : SERVER_DEFAULT_MAX_CONNECTIONS;
@@ -1259,6 +1293,7 @@ void server_stop(struct server *s)
     pthread_cond_destroy(&s->reaper_cond);
     pthread_cond_destroy(&s->ready_cond);
     pthread_mutex_destroy(&s->conn_lock);
+    pthread_mutex_destroy(&s->log_lock);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
     free(s);

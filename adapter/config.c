@@ -79,6 +79,10 @@ static const struct key keys[] = {
     {"server", "tls_key", K_STR, OFF(server_tls_key), 0, 0},
     {"server", "notify_secret_file", K_STR, OFF(notify_secret_file), 0, 0},
     {"server", "heartbeat_s", K_INT, OFF(heartbeat_s), 0, 86400},
+    {"server", "max_connections", K_INT, OFF(server_max_connections), 1, 4096},
+    {"server", "max_connections_per_client", K_INT, OFF(server_max_per_client), 1, 4096},
+    {"server", "header_timeout_s", K_INT, OFF(server_header_timeout_s), 1, 3600},
+    {"server", "body_timeout_s", K_INT, OFF(server_body_timeout_s), 1, 3600},
     {"audit", "enabled", K_BOOL, OFF(audit_enabled), 0, 0},
 };
 
@@ -103,6 +107,8 @@ const char *const config_keys[] = {
     "log.format",        "fhir.preflight",         "server.listen",
     "server.tls_cert",   "server.tls_key",         "server.notify_secret_file",
     "server.heartbeat_s", "audit.enabled",
+    "server.max_connections", "server.max_connections_per_client",
+    "server.header_timeout_s", "server.body_timeout_s",
     NULL};
 
 enum adp_err config_set_str(char **field, const char *val, struct adp_error *err)

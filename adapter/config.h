@@ -76,6 +76,10 @@ struct config {
     char *notify_secret_file;
     char *notify_secret;       /* loaded secret (file or DNMBC_NOTIFY_SECRET) */
     long heartbeat_s;          /* expected Subscription heartbeat period; 0: not tracked */
+    long server_max_connections;   /* listener limits and deadlines; 0: server.h defaults */
+    long server_max_per_client;
+    long server_header_timeout_s;
+    long server_body_timeout_s;
     /* audit */
     int audit_enabled;         /* post an AuditEvent per daemon cycle */
 };

@@ -79,22 +79,15 @@ int log_level_parse(const char *s)
     return -1;
 }
 
-void log_msg(enum log_level lvl, const char *component, const char *fmt, ...)
+static void write_line(enum log_level lvl, const char *component, const char *line)
 {
     char ts[32];
-    char line[2048];
     struct timespec now;
     struct tm tm;
-    va_list ap;
 
-    if (lvl > current_level)
-        return;
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
     strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
     if (json_lines) {
         flockfile(stderr);
         fprintf(stderr, "{\"time\":\"%s\",\"level\":\"%s\",\"component\":\"", ts,
@@ -110,6 +103,35 @@ void log_msg(enum log_level lvl, const char *component, const char *fmt, ...)
     }
     /* text lines stay as they were: the patient tag correlates them */
     fprintf(stderr, "%s %s %s: %s\n", ts, level_names[lvl], component, line);
+}
+
+void log_msg(enum log_level lvl, const char *component, const char *fmt, ...)
+{
+    char line[2048];
+    va_list ap;
+
+    if (lvl > current_level)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    write_line(lvl, component, line);
+}
+
+void log_fatal(const char *fmt, ...)
+{
+    char line[2048];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (json_lines) {
+        /* not level-checked: it is why the process stopped */
+        write_line(LOG_LVL_ERROR, "main", line);
+        return;
+    }
+    fprintf(stderr, "dnmbc-adapter: %s\n", line);
 }
 
 void log_patient_tag(const char *patient_id, char *buf, size_t len)

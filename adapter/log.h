@@ -27,6 +27,13 @@ int log_level_parse(const char *s);
 void log_msg(enum log_level lvl, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The message a command ends with (a usage or start-up error): "dnmbc-
+ * adapter: message" on stderr as a text line, or with log.format json a
+ * JSON line (level error, component "main") like every other line, so a
+ * collector that parses each line also gets the reason the process
+ * stopped.  Printed whatever the log level. */
+void log_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 #define log_err(comp, ...) log_msg(LOG_LVL_ERROR, comp, __VA_ARGS__)
 #define log_warn(comp, ...) log_msg(LOG_LVL_WARN, comp, __VA_ARGS__)
 #define log_info(comp, ...) log_msg(LOG_LVL_INFO, comp, __VA_ARGS__)

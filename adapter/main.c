@@ -265,7 +265,7 @@ static char *read_input(const char *path, size_t *len)
     size_t cap = 0, n = 0, r;
 
     if (fp == NULL) {
-        fprintf(stderr, "dnmbc-adapter: cannot open %s\n", path);
+        log_fatal("cannot open %s", path);
         return NULL;
     }
     for (;;) {
@@ -275,7 +275,7 @@ static char *read_input(const char *path, size_t *len)
                 cap = (size_t)MAX_INPUT_BYTES + 65536 + 1;
             nb = realloc(buf, cap);
             if (nb == NULL) {
-                fprintf(stderr, "dnmbc-adapter: out of memory reading input\n");
+                log_fatal("out of memory reading input");
                 free(buf);
                 buf = NULL;
                 break;
@@ -285,8 +285,7 @@ static char *read_input(const char *path, size_t *len)
         r = fread(buf + n, 1, 65536, fp);
         n += r;
         if ((long)n > MAX_INPUT_BYTES) {
-            fprintf(stderr, "dnmbc-adapter: input larger than %ld MiB\n",
-                    MAX_INPUT_BYTES / (1024 * 1024));
+            log_fatal("input larger than %ld MiB", MAX_INPUT_BYTES / (1024 * 1024));
             free(buf);
             buf = NULL;
             break;
@@ -295,7 +294,7 @@ static char *read_input(const char *path, size_t *len)
             break;
     }
     if (buf != NULL && ferror(fp)) {
-        fprintf(stderr, "dnmbc-adapter: error reading %s\n", path ? path : "stdin");
+        log_fatal("error reading %s", path ? path : "stdin");
         free(buf);
         buf = NULL;
     }
@@ -370,7 +369,7 @@ static int cmd_offline(struct adapter *ad, const struct args *a, int explain)
     status = 0;
     goto out;
 fail:
-    fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+    log_fatal("%s", err.msg);
     if (!explain) {
         json_t *oo = emit_operation_outcome(err.code == ADP_EPARSE ? "structure" : "exception",
                                             err.msg);
@@ -435,7 +434,7 @@ static int cmd_map(struct adapter *ad, const struct args *a)
     status = 0;
     goto out;
 fail:
-    fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+    log_fatal("%s", err.msg);
 out:
     jsonarena_free_text(text); /* json_dumps or malloc: both */
     free(buf);
@@ -512,10 +511,9 @@ static int state_stopped(struct adapter *ad, const struct sync_stats *stats, int
     if (!state_failed(ad->state, why, sizeof(why)))
         return -1;
     print_summary(stats, dry_run);
-    fprintf(stderr,
-            "dnmbc-adapter: stopped: the state file cannot be written, so nothing more "
-            "was written to the server: %s\n",
-            why);
+    log_fatal("stopped: the state file cannot be written, so nothing more "
+              "was written to the server: %s",
+              why);
     return EXIT_USAGE;
 }
 
@@ -530,13 +528,13 @@ static int cmd_sync(struct adapter *ad, const struct args *a)
     memset(&stats, 0, sizeof(stats));
     adp_error_clear(&err);
     if (a->report != NULL && (ad->coverage = mapping_coverage_new()) == NULL) {
-        fprintf(stderr, "dnmbc-adapter: out of memory\n");
+        log_fatal("out of memory");
         return EXIT_USAGE;
     }
     /* decisions an interrupted run made but did not finish writing come first */
     if (!a->dry_run && (state_outbox_list(ad->state, &replayed, &nreplayed, &err) != ADP_OK ||
                         sync_replay_outbox(ad, &stats, &err) != ADP_OK)) {
-        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+        log_fatal("%s", err.msg);
         sync_free_ids(replayed, nreplayed);
         return EXIT_USAGE;
     }
@@ -550,7 +548,7 @@ static int cmd_sync(struct adapter *ad, const struct args *a)
     } else {
         if (sync_cohort(ad, &ids, &n, &err) != ADP_OK) {
             sync_free_ids(replayed, nreplayed);
-            fprintf(stderr, "dnmbc-adapter: cohort search failed: %s\n", err.msg);
+            log_fatal("cohort search failed: %s", err.msg);
             return err.code == ADP_ETLS || err.code == ADP_ECONFIG ||
                            err.code == ADP_EAUTH
                        ? EXIT_USAGE
@@ -581,7 +579,7 @@ static int cmd_sync(struct adapter *ad, const struct args *a)
             sync_free_ids(ids, n);
         if ((status = state_stopped(ad, &stats, a->dry_run)) >= 0)
             return status;
-        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+        log_fatal("%s", err.msg);
         return EXIT_USAGE;
     }
     if (is_tty() && n > 0)
@@ -596,7 +594,7 @@ static int cmd_sync(struct adapter *ad, const struct args *a)
     if (ad->coverage != NULL) {
         adp_error_clear(&err);
         if (sync_write_report(ad->coverage, a->report, a->json, &err) != ADP_OK) {
-            fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+            log_fatal("%s", err.msg);
             return EXIT_USAGE;
         }
     }
@@ -622,7 +620,7 @@ static int cmd_status(const struct config *cfg)
         state_get_watermark(st, wm, sizeof(wm), &err) != ADP_OK ||
         state_outbox_count(st, &depth, &err) != ADP_OK ||
         state_dead_list(st, &dead, &ndead, &err) != ADP_OK) {
-        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+        log_fatal("%s", err.msg);
         goto out;
     }
     printf("state         %s\n", cfg->state_path);
@@ -651,16 +649,16 @@ static int cmd_forget(const struct config *cfg, const struct args *a)
 
     adp_error_clear(&err);
     if (a->npatients == 0) {
-        fprintf(stderr, "dnmbc-adapter: forget needs --patient ID\n");
+        log_fatal("forget needs --patient ID");
         return EXIT_USAGE;
     }
     if (state_open(cfg->state_path, &st, &err) != ADP_OK) {
-        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+        log_fatal("%s", err.msg);
         return EXIT_USAGE;
     }
     for (i = 0; i < a->npatients; i++) {
         if (state_forget_patient(st, a->patients[i], &err) != ADP_OK) {
-            fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+            log_fatal("%s", err.msg);
             status = EXIT_USAGE;
             break;
         }
@@ -682,14 +680,14 @@ static int cmd_replay(struct adapter *ad, const struct args *a)
     for (i = 0; i < (a->npatients > 0 ? a->npatients : 1); i++) {
         if (state_dead_requeue(ad->state, a->npatients > 0 ? a->patients[i] : NULL, &n,
                                &err) != ADP_OK) {
-            fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+            log_fatal("%s", err.msg);
             return EXIT_USAGE;
         }
         total += n;
     }
     printf("re-queued %d dead letter(s)\n", total);
     if (sync_replay_outbox(ad, &stats, &err) != ADP_OK) {
-        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+        log_fatal("%s", err.msg);
         return EXIT_USAGE;
     }
     if ((status = state_stopped(ad, &stats, 0)) >= 0)
@@ -854,7 +852,7 @@ static int start_listener(struct adapter *ad, const struct config *cfg, struct m
 
     *m = metrics_new();
     if (*m == NULL) {
-        fprintf(stderr, "dnmbc-adapter: out of memory\n");
+        log_fatal("out of memory");
         return EXIT_USAGE;
     }
     ad->metrics = *m;
@@ -867,10 +865,14 @@ static int start_listener(struct adapter *ad, const struct config *cfg, struct m
     so.tls_key = cfg->server_tls_key;
     so.notify_secret = cfg->notify_secret;
     so.heartbeat_s = cfg->heartbeat_s;
+    so.max_connections = (unsigned int)cfg->server_max_connections;
+    so.max_per_client = (unsigned int)cfg->server_max_per_client;
+    so.header_timeout_s = cfg->server_header_timeout_s;
+    so.body_timeout_s = cfg->server_body_timeout_s;
     so.cfg = cfg;
     adp_error_clear(&err);
     if (server_start(&so, *m, srv, &err) != ADP_OK) {
-        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+        log_fatal("%s", err.msg);
         return EXIT_USAGE;
     }
     if (cfg->notify_secret == NULL)
@@ -911,19 +913,19 @@ int main(int argc, char **argv)
     adp_error_clear(&err);
     memset(&ad, 0, sizeof(ad));
     if (load_config(&a, &cfg, &err) != ADP_OK) {
-        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+        log_fatal("%s", err.msg);
         return EXIT_USAGE;
     }
     lvl = log_level_parse(cfg.log_level);
     log_set_level((enum log_level)lvl);
     log_set_json(strcmp(cfg.log_format, "json") == 0);
     if (a.listen != NULL && config_set_str(&cfg.listen, a.listen, &err) != ADP_OK) {
-        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+        log_fatal("%s", err.msg);
         config_free(&cfg);
         return EXIT_USAGE;
     }
     if (http_global_init() != 0) {
-        fprintf(stderr, "dnmbc-adapter: cannot initialise libcurl\n");
+        log_fatal("cannot initialise libcurl");
         config_free(&cfg);
         return EXIT_USAGE;
     }
@@ -940,7 +942,7 @@ int main(int argc, char **argv)
                                     strcmp(a.command, "run") == 0 ||
                                     strcmp(a.command, "replay") == 0);
     if (adapter_open(&ad, &cfg, network && !a.check, &err) != ADP_OK) {
-        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+        log_fatal("%s", err.msg);
         status = EXIT_USAGE;
         goto out;
     }
@@ -949,8 +951,7 @@ int main(int argc, char **argv)
         struct shard sh;
 
         if (shard_parse(a.shard, &sh) != 0) {
-            fprintf(stderr, "dnmbc-adapter: --shard: expected K/N with 0 <= K < N <= 4096, "
-                            "not '%s'\n", a.shard);
+            log_fatal("--shard: expected K/N with 0 <= K < N <= 4096, not '%s'", a.shard);
             status = EXIT_USAGE;
             goto out;
         }
@@ -960,7 +961,7 @@ int main(int argc, char **argv)
     if (a.check) {
         if (adapter_check_secrets(&cfg, &err) != ADP_OK ||
             auth_check_base(cfg.auth_mode, cfg.base_url, &err) != ADP_OK) {
-            fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+            log_fatal("%s", err.msg);
             status = EXIT_USAGE;
             goto out;
         }

@@ -274,8 +274,18 @@ static void fmt_value(double v, char *out, size_t len)
         snprintf(out, len, "NaN");
     else if (v == floor(v) && fabs(v) < 1e15)
         snprintf(out, len, "%.0f", v);
-    else
-        snprintf(out, len, "%.6g", v);
+    else {
+        int prec;
+
+        /* the shortest form that reads back as the same double: six
+         * significant digits would round a Unix time to 1000 s */
+        for (prec = 6; prec < 17; prec++) {
+            snprintf(out, len, "%.*g", prec, v);
+            if (strtod(out, NULL) == v)
+                return;
+        }
+        snprintf(out, len, "%.17g", v);
+    }
 }
 
 enum adp_err metrics_render(struct metrics *m, char **out, struct adp_error *err)

@@ -4,8 +4,19 @@
  * libmicrohttpd runs one internal polling thread, so the handlers below
  * never run concurrently with each other; what they share with the sync
  * loop (the notification queue, the "started" flag) is behind s->lock, and
- * the metrics have their own lock.  The readiness probe has its own HTTP
- * client, used only from the listener thread.
+ * the metrics have their own lock.
+ *
+ * Two helper threads keep the listener answering whatever the network does:
+ * - readiness: the FHIR server probe can take seconds (a silent server
+ *   holds it for the whole HTTP timeout), so it never runs on the listener
+ *   thread.  The readiness thread computes it when asked and caches the
+ *   result (under s->lock); /readyz answers from the cache with its age.
+ * - deadlines: libmicrohttpd's connection timeout only measures inactivity,
+ *   so a client that sends one header byte now and then holds its
+ *   connection for ever.  Every connection gets an absolute deadline for
+ *   its request head and then for its body; the reaper thread shuts down
+ *   the socket of a connection past its deadline, and libmicrohttpd then
+ *   closes it as if the client had gone.
  */
 #include "server.h"
 
@@ -17,11 +28,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "emit.h"
 #include "http.h"
 #include "jsonarena.h"
 #include "log.h"
@@ -31,6 +44,18 @@
 #define MAX_BODY (1024 * 1024)
 #define MAX_QUEUE 10000
 #define READY_CACHE_S 1.0
+#define REAPER_TICK_MS 200
+#define MHD_LOG_SLOTS 8
+#define MHD_LOG_FIRST 3
+#define MHD_LOG_EVERY 1000
+
+/* One TCP connection, for the deadline reaper (under s->conn_lock). */
+struct conn {
+    struct conn *prev, *next;
+    int fd;
+    double deadline;               /* monotonic seconds */
+    int shut;                      /* the reaper shut it down */
+};
 
 struct server {
     struct MHD_Daemon *mhd;
@@ -46,9 +71,32 @@ struct server {
     char *tls_key_pem;
     int port;
     long heartbeat_s;
-    struct http_client *probe;     /* listener thread only */
-    /* readiness cache (listener thread only) */
-    double ready_at;
+    struct http_client *probe;     /* readiness thread only */
+    /* connection limits and deadlines (fixed at start) */
+    unsigned int max_connections;
+    unsigned int max_per_client;
+    long header_timeout_s;
+    long body_timeout_s;
+    /* libmicrohttpd's messages and how often each came (under log_lock) */
+    pthread_mutex_t log_lock;
+    struct {
+        char text[512];
+        unsigned long n;
+    } log_seen[MHD_LOG_SLOTS];
+    /* open connections, for the reaper */
+    pthread_mutex_t conn_lock;
+    struct conn *conns;
+    /* helper threads */
+    pthread_t ready_thread, reaper_thread;
+    int ready_thread_on, reaper_thread_on;
+    pthread_cond_t ready_cond;     /* readiness thread: wanted or stopping */
+    pthread_cond_t reaper_cond;    /* reaper: stopping (with conn_lock) */
+    int ready_stop;                /* under lock */
+    int reaper_stop;               /* under conn_lock */
+    /* readiness cache, under lock */
+    int ready_wanted;              /* a refresh was asked for */
+    int ready_running;             /* the probe is under way */
+    double ready_at;               /* monotonic seconds of the cached result, 0 = none */
     int ready_ok;
     char ready_why[600];
     /* shared with the sync loop, under lock */
@@ -74,6 +122,8 @@ struct upload {
 
 static const char *const kind_names[] = {"handshake", "heartbeat", "empty", "id-only",
                                          "full-resource"};
+
+static void conn_deadline(struct server *s, struct MHD_Connection *c, long secs);
 
 /* ---- notification parsing -------------------------------------------- */
 
@@ -164,6 +214,11 @@ static void add_ref(json_t *refs, const char *ref)
     size_t i;
     json_t *v;
 
+    /* The duplicate check is quadratic: past the bound nothing more is
+     * kept (one past it is, so the caller can see the notification was
+     * over), and the listener stays responsive whatever the body holds. */
+    if (json_array_size(refs) > SERVER_MAX_NOTIFY_REFS)
+        return;
     json_array_foreach(refs, i, v) if (strcmp(json_string_value(v), ref) == 0) return;
     json_array_append_new(refs, json_string(ref));
 }
@@ -359,6 +414,11 @@ enum adp_err server_parse_notification(const char *body, size_t len, const char 
     add_ref(ni.refs, ref);
     goto done;
 done:
+    if (json_array_size(ni.refs) > SERVER_MAX_NOTIFY_REFS ||
+        json_array_size(focus) > SERVER_MAX_NOTIFY_REFS) {
+        ni.too_many = 1;
+        json_array_clear(ni.refs);
+    }
     *out = ni;
     ni.refs = NULL;
 out:
@@ -462,11 +522,15 @@ void server_wait(struct server *s, long timeout_ms)
     pthread_mutex_unlock(&s->lock);
 }
 
+static void want_ready(struct server *s);
+
 void server_set_started(struct server *s, int started)
 {
     if (s == NULL)
         return;
     pthread_mutex_lock(&s->lock);
+    if (s->started != started)
+        want_ready(s); /* readiness follows at once, not at the next /readyz */
     s->started = started;
     pthread_mutex_unlock(&s->lock);
 }
@@ -476,6 +540,8 @@ void server_set_auth_error(struct server *s, const char *msg)
     if (s == NULL)
         return;
     pthread_mutex_lock(&s->lock);
+    if (strcmp(s->auth_error, msg ? msg : "") != 0)
+        want_ready(s);
     snprintf(s->auth_error, sizeof(s->auth_error), "%s", msg ? msg : "");
     pthread_mutex_unlock(&s->lock);
 }
@@ -525,6 +591,22 @@ static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned int status,
     return ret;
 }
 
+/* A FHIR OperationOutcome with one error issue of the given code. */
+static enum MHD_Result reply_outcome(struct MHD_Connection *c, unsigned int status,
+                                     const char *code, const char *diagnostics)
+{
+    json_t *oo = emit_operation_outcome(code, diagnostics);
+    char *text = oo ? json_dumps(oo, JSON_COMPACT) : NULL;
+    enum MHD_Result ret;
+
+    json_decref(oo);
+    if (text == NULL)
+        return reply_json(c, status, "refused", diagnostics);
+    ret = reply(c, status, "application/fhir+json", text);
+    jsonarena_free_text(text);
+    return ret;
+}
+
 /* State file writable: the file, or its directory when it does not exist. */
 static int state_writable(const char *path, char *why, size_t len)
 {
@@ -551,7 +633,9 @@ static int state_writable(const char *path, char *why, size_t len)
     return 0;
 }
 
-static void probe_ready(struct server *s)
+/* The readiness verdict now: *ok, and why in why[len].  Runs on the
+ * readiness thread only (it may wait for the FHIR server's timeout). */
+static void probe_ready(struct server *s, int *ok, char *why, size_t len)
 {
     struct adp_error err;
     struct preflight pf;
@@ -564,25 +648,24 @@ static void probe_ready(struct server *s)
     snprintf(state_error, sizeof(state_error), "%s", s->state_error);
     pthread_mutex_unlock(&s->lock);
     if (state_error[0] != '\0') {
-        s->ready_ok = 0;
-        snprintf(s->ready_why, sizeof(s->ready_why), "%s", state_error);
+        *ok = 0;
+        snprintf(why, len, "%s", state_error);
         return;
     }
-    s->ready_ok = 0;
+    *ok = 0;
     if (!started) {
-        snprintf(s->ready_why, sizeof(s->ready_why), "starting: preflight not done yet");
+        snprintf(why, len, "starting: preflight not done yet");
         return;
     }
     if (auth_error[0] != '\0') {
-        snprintf(s->ready_why, sizeof(s->ready_why), "token not obtainable: %s", auth_error);
+        snprintf(why, len, "token not obtainable: %s", auth_error);
         return;
     }
-    if (s->state_path != NULL &&
-        !state_writable(s->state_path, s->ready_why, sizeof(s->ready_why)))
+    if (s->state_path != NULL && !state_writable(s->state_path, why, len))
         return;
     if (s->probe == NULL || s->base_url == NULL) {
-        s->ready_ok = 1;
-        snprintf(s->ready_why, sizeof(s->ready_why), "ready (no FHIR server configured)");
+        *ok = 1;
+        snprintf(why, len, "ready (no FHIR server configured)");
         return;
     }
     adp_error_clear(&err);
@@ -590,28 +673,100 @@ static void probe_ready(struct server *s)
                       mode == PREFLIGHT_STRICT ? PREFLIGHT_STRICT : PREFLIGHT_ADAPT,
                       s->write_provenance, &pf, &err) != ADP_OK &&
         !(mode == PREFLIGHT_OFF && (err.code == ADP_ECONFIG || err.code == ADP_EPARSE))) {
-        snprintf(s->ready_why, sizeof(s->ready_why), "FHIR server: %s", err.msg);
+        snprintf(why, len, "FHIR server: %s", err.msg);
         return;
     }
-    s->ready_ok = 1;
-    snprintf(s->ready_why, sizeof(s->ready_why), "ready");
+    *ok = 1;
+    snprintf(why, len, "ready");
+}
+
+/* Ask the readiness thread for a fresh verdict.  Called with s->lock held. */
+static void want_ready(struct server *s)
+{
+    s->ready_wanted = 1;
+    pthread_cond_signal(&s->ready_cond);
+}
+
+static void *ready_main(void *arg)
+{
+    struct server *s = arg;
+    char why[sizeof(s->ready_why)];
+    int ok;
+
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (!s->ready_wanted && !s->ready_stop)
+            pthread_cond_wait(&s->ready_cond, &s->lock);
+        if (s->ready_stop)
+            break;
+        s->ready_wanted = 0;
+        s->ready_running = 1;
+        pthread_mutex_unlock(&s->lock);
+        probe_ready(s, &ok, why, sizeof(why));
+        pthread_mutex_lock(&s->lock);
+        s->ready_running = 0;
+        s->ready_ok = ok;
+        snprintf(s->ready_why, sizeof(s->ready_why), "%s", why);
+        s->ready_at = metrics_now();
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* /readyz: the cached verdict and its age; a stale one asks for a refresh
+ * that the next request sees.  Never waits for the FHIR server. */
+static enum MHD_Result handle_readyz(struct server *s, struct MHD_Connection *c)
+{
+    char buf[1024];
+    json_t *o;
+    char *text;
+    int ok;
+    double now = metrics_now(), age;
+
+    pthread_mutex_lock(&s->lock);
+    if (s->ready_at == 0 || now - s->ready_at > READY_CACHE_S)
+        if (!s->ready_running)
+            want_ready(s);
+    ok = s->ready_at > 0 && s->ready_ok;
+    age = s->ready_at > 0 ? now - s->ready_at : -1;
+    o = json_pack("{s:s,s:s}", "status", ok ? "ready" : "not ready", "detail",
+                  s->ready_at > 0 ? s->ready_why : "starting: readiness not checked yet");
+    pthread_mutex_unlock(&s->lock);
+    if (o != NULL && age >= 0)
+        json_object_set_new(o, "age_s", json_real(age));
+    text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(4)) : NULL;
+    snprintf(buf, sizeof(buf), "%s\n", text ? text : "{}");
+    jsonarena_free_text(text);
+    json_decref(o);
+    return reply(c, ok ? 200 : 503, "application/json", buf);
+}
+
+int server_bearer_matches(const char *h, const char *secret)
+{
+    size_t i, n, m;
+    unsigned char diff = 0;
+
+    /* auth-scheme is case-insensitive (RFC 7235 section 2.1): a FHIR server
+     * that sends "bearer" as written in Subscription.channel.header is
+     * right; the token after it is compared exactly */
+    if (h == NULL || secret == NULL || strncasecmp(h, "Bearer ", 7) != 0)
+        return 0;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    n = strlen(h);
+    m = strlen(secret);
+    /* constant time in the secret's length; a longer or shorter token is
+     * refused by the length test, a prefix also by the loop */
+    for (i = 0; i < m; i++)
+        diff |= (unsigned char)(secret[i] ^ (i < n ? h[i] : 0));
+    return diff == 0 && n == m;
 }
 
 static int secret_ok(struct server *s, struct MHD_Connection *c)
 {
-    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    size_t i, n, m;
-    unsigned char diff = 0;
-
-    if (h == NULL || strncmp(h, "Bearer ", 7) != 0)
-        return 0;
-    h += 7;
-    n = strlen(h);
-    m = strlen(s->secret);
-    /* constant time in the secret's length */
-    for (i = 0; i < m; i++)
-        diff |= (unsigned char)(s->secret[i] ^ (i < n ? h[i] : 0));
-    return diff == 0 && n == m;
+    return server_bearer_matches(
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization"), s->secret);
 }
 
 static enum MHD_Result handle_notify(struct server *s, struct MHD_Connection *c,
@@ -647,6 +802,18 @@ static enum MHD_Result handle_notify(struct server *s, struct MHD_Connection *c,
         metrics_inc(s->metrics, MET_NOTIFY_REJECTED, 0);
         log_warn("notify", "rejected a notification: %s", err.msg);
         return reply_json(c, 400, "invalid", err.msg);
+    }
+    if (ni.too_many) {
+        char msg[200];
+
+        json_decref(ni.refs);
+        metrics_inc(s->metrics, MET_NOTIFY_REJECTED, 0);
+        snprintf(msg, sizeof(msg),
+                 "notification names more than %d resources (Bundle.entry or focus): "
+                 "send fewer per notification",
+                 SERVER_MAX_NOTIFY_REFS);
+        log_warn("notify", "rejected a notification: %s", msg);
+        return reply_outcome(c, 413, "too-costly", msg);
     }
     metrics_inc(s->metrics, MET_NOTIFY, (int)ni.kind);
     pthread_mutex_lock(&s->lock);
@@ -708,6 +875,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         if (up == NULL)
             return MHD_NO;
         *con_cls = up;
+        /* the head is in: from now on the body (and the answer) has its own deadline */
+        conn_deadline(s, c, s->body_timeout_s);
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
@@ -730,14 +899,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     }
     if (strcmp(url, "/healthz") == 0 && is_get)
         return reply(c, 200, "text/plain; charset=utf-8", "ok\n");
-    if (strcmp(url, "/readyz") == 0 && is_get) {
-        if (metrics_now() - s->ready_at > READY_CACHE_S || s->ready_at == 0) {
-            probe_ready(s);
-            s->ready_at = metrics_now();
-        }
-        return reply_json(c, s->ready_ok ? 200 : 503, s->ready_ok ? "ready" : "not ready",
-                          s->ready_why);
-    }
+    if (strcmp(url, "/readyz") == 0 && is_get)
+        return handle_readyz(s, c);
     if (strcmp(url, "/metrics") == 0 && is_get) {
         char *text = NULL;
         struct adp_error err;
@@ -763,9 +926,9 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
 {
     struct upload *up = *con_cls;
 
-    (void)cls;
-    (void)c;
     (void)toe;
+    /* a kept-alive connection has header_timeout_s for its next request */
+    conn_deadline(cls, c, ((struct server *)cls)->header_timeout_s);
     if (up != NULL) {
         free(up->data);
         free(up);
@@ -778,12 +941,129 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    struct server *s = cls;
     char line[512];
+    unsigned long n = 0;
+    int i, slot = -1;
 
-    (void)cls;
     vsnprintf(line, sizeof(line), fmt, ap);
     line[strcspn(line, "\n")] = '\0';
-    log_warn("listener", "%s", line);
+    /* libmicrohttpd writes a line per refused or broken connection, so a
+     * flood of connections would be a flood of log lines: each message is
+     * logged the first MHD_LOG_FIRST times, then once per MHD_LOG_EVERY */
+    pthread_mutex_lock(&s->log_lock);
+    for (i = 0; i < MHD_LOG_SLOTS; i++)
+        if (s->log_seen[i].n > 0 && strcmp(s->log_seen[i].text, line) == 0) {
+            slot = i;
+            break;
+        }
+    if (slot < 0) {
+        slot = 0; /* a new message takes the slot of the least repeated */
+        for (i = 1; i < MHD_LOG_SLOTS; i++)
+            if (s->log_seen[i].n < s->log_seen[slot].n)
+                slot = i;
+        snprintf(s->log_seen[slot].text, sizeof(s->log_seen[slot].text), "%s", line);
+        s->log_seen[slot].n = 0;
+    }
+    n = ++s->log_seen[slot].n;
+    pthread_mutex_unlock(&s->log_lock);
+    if (n <= MHD_LOG_FIRST)
+        log_warn("listener", "%s", line);
+    else if (n % MHD_LOG_EVERY == 0)
+        log_warn("listener", "%s (%lu times so far)", line, n);
+}
+
+/* ---- connection deadlines ---------------------------------------------- */
+
+/* The connection's deadline becomes now + secs. */
+static void conn_deadline(struct server *s, struct MHD_Connection *c, long secs)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct conn *k = ci != NULL ? ci->socket_context : NULL;
+
+    if (k == NULL)
+        return;
+    pthread_mutex_lock(&s->conn_lock);
+    k->deadline = metrics_now() + (double)secs;
+    pthread_mutex_unlock(&s->conn_lock);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    struct server *s = cls;
+    struct conn *k = *socket_context;
+
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+        k = calloc(1, sizeof(*k));
+        if (k == NULL || ci == NULL) {
+            free(k); /* not tracked: the inactivity timeout still applies */
+            return;
+        }
+        k->fd = ci->connect_fd;
+        pthread_mutex_lock(&s->conn_lock);
+        k->deadline = metrics_now() + (double)s->header_timeout_s;
+        k->next = s->conns;
+        if (s->conns != NULL)
+            s->conns->prev = k;
+        s->conns = k;
+        pthread_mutex_unlock(&s->conn_lock);
+        *socket_context = k;
+        return;
+    }
+    /* closed: libmicrohttpd closes the socket after this returns, so once
+     * the entry is gone (under conn_lock) the reaper cannot touch a
+     * descriptor number that a new connection may reuse */
+    if (k == NULL)
+        return;
+    pthread_mutex_lock(&s->conn_lock);
+    if (k->prev != NULL)
+        k->prev->next = k->next;
+    else
+        s->conns = k->next;
+    if (k->next != NULL)
+        k->next->prev = k->prev;
+    pthread_mutex_unlock(&s->conn_lock);
+    free(k);
+    *socket_context = NULL;
+}
+
+static void *reaper_main(void *arg)
+{
+    struct server *s = arg;
+    struct timespec ts;
+    struct conn *k;
+    double now;
+    int n;
+
+    pthread_mutex_lock(&s->conn_lock);
+    while (!s->reaper_stop) {
+        now = metrics_now();
+        n = 0;
+        for (k = s->conns; k != NULL; k = k->next) {
+            if (!k->shut && now > k->deadline) {
+                /* the listener thread sees end of stream and closes it */
+                shutdown(k->fd, SHUT_RDWR);
+                k->shut = 1;
+                n++;
+            }
+        }
+        if (n > 0)
+            log_debug("listener", "closed %d connection(s) past their request deadline", n);
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += REAPER_TICK_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->reaper_cond, &s->conn_lock, &ts);
+    }
+    pthread_mutex_unlock(&s->conn_lock);
+    return NULL;
 }
 
 /* ---- start / stop ------------------------------------------------------ */
@@ -849,7 +1129,7 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
     struct server *s;
     char host[256], port[16];
     struct addrinfo hints, *ai = NULL;
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    unsigned int flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
     const union MHD_DaemonInfo *info;
     enum adp_err rc = ADP_OK;
     int gai;
@@ -865,6 +1145,16 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
         return adp_error_set(err, ADP_ENOMEM, "out of memory");
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
+    pthread_mutex_init(&s->conn_lock, NULL);
+    pthread_mutex_init(&s->log_lock, NULL);
+    pthread_cond_init(&s->ready_cond, NULL);
+    pthread_cond_init(&s->reaper_cond, NULL);
+    s->max_connections = o->max_connections ? o->max_connections : SERVER_DEFAULT_MAX_CONNECTIONS;
+    s->max_per_client = o->max_per_client ? o->max_per_client : SERVER_DEFAULT_MAX_PER_CLIENT;
+    s->header_timeout_s = o->header_timeout_s > 0 ? o->header_timeout_s
+                                                  : SERVER_DEFAULT_HEADER_TIMEOUT_S;
+    s->body_timeout_s = o->body_timeout_s > 0 ? o->body_timeout_s
+                                              : SERVER_DEFAULT_BODY_TIMEOUT_S;
     s->metrics = m;
     if (o->cfg != NULL) {
         const struct config *cfg = o->cfg;
@@ -926,19 +1216,39 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
     }
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    /* the threads first: a connection may arrive as soon as the socket listens */
+    if (pthread_create(&s->reaper_thread, NULL, reaper_main, s) != 0) {
+        freeaddrinfo(ai);
+        rc = adp_error_set(err, ADP_ENOMEM, "cannot start the listener's deadline thread");
+        goto fail;
+    }
+    s->reaper_thread_on = 1;
+    if (pthread_create(&s->ready_thread, NULL, ready_main, s) != 0) {
+        freeaddrinfo(ai);
+        rc = adp_error_set(err, ADP_ENOMEM, "cannot start the listener's readiness thread");
+        goto fail;
+    }
+    s->ready_thread_on = 1;
+    /* The per-client limit below the total keeps one client (a slow or
+     * hostile one) from taking every slot: a probe from another address
+     * still gets in.  The inactivity timeout stays as a second bound. */
     if (s->tls_cert_pem != NULL)
         s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handler, s, MHD_OPTION_SOCK_ADDR,
                                   ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, completed, s,
+                                  MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                                   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-                                  MHD_OPTION_CONNECTION_LIMIT, 64u,
+                                  MHD_OPTION_CONNECTION_LIMIT, s->max_connections,
+                                  MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->max_per_client,
                                   MHD_OPTION_CONNECTION_TIMEOUT, 30u,
                                   MHD_OPTION_HTTPS_MEM_CERT, s->tls_cert_pem,
                                   MHD_OPTION_HTTPS_MEM_KEY, s->tls_key_pem, MHD_OPTION_END);
     else
         s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handler, s, MHD_OPTION_SOCK_ADDR,
                                   ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, completed, s,
+                                  MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                                   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-                                  MHD_OPTION_CONNECTION_LIMIT, 64u,
+                                  MHD_OPTION_CONNECTION_LIMIT, s->max_connections,
+                                  MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->max_per_client,
                                   MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (s->mhd == NULL) {
@@ -970,7 +1280,20 @@ void server_stop(struct server *s)
     if (s == NULL)
         return;
     if (s->mhd != NULL)
-        MHD_stop_daemon(s->mhd);
+        MHD_stop_daemon(s->mhd); /* closes every connection: the list is empty after */
+    pthread_mutex_lock(&s->lock);
+    s->ready_stop = 1;
+    pthread_cond_broadcast(&s->ready_cond);
+    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_lock(&s->conn_lock);
+    s->reaper_stop = 1;
+    pthread_cond_broadcast(&s->reaper_cond);
+    pthread_mutex_unlock(&s->conn_lock);
+    /* a probe under way ends within its HTTP timeout */
+    if (s->ready_thread_on)
+        pthread_join(s->ready_thread, NULL);
+    if (s->reaper_thread_on)
+        pthread_join(s->reaper_thread, NULL);
     http_client_free(s->probe);
     free(s->base_url);
     free(s->state_path);
@@ -983,6 +1306,10 @@ void server_stop(struct server *s)
     if (s->tls_key_pem != NULL)
         memset(s->tls_key_pem, 0, strlen(s->tls_key_pem));
     free(s->tls_key_pem);
+    pthread_cond_destroy(&s->reaper_cond);
+    pthread_cond_destroy(&s->ready_cond);
+    pthread_mutex_destroy(&s->conn_lock);
+    pthread_mutex_destroy(&s->log_lock);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
     free(s);

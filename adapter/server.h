@@ -33,9 +33,20 @@ struct server_opts {
     const char *tls_key;
     const char *notify_secret;   /* NULL: /notify answers 403 (not enabled) */
     long heartbeat_s;            /* expected heartbeat period; 0: not tracked */
+    /* connection limits and deadlines; 0: the defaults below */
+    unsigned int max_connections;      /* all clients together */
+    unsigned int max_per_client;       /* per source address */
+    long header_timeout_s;             /* request line and headers, from connect (or
+                                        * from the previous response on keep-alive) */
+    long body_timeout_s;               /* request body and answer, from the headers */
     const struct config *cfg;    /* read during server_start only: what the readiness
                                   * probe needs (state path, FHIR server, TLS) is copied */
 };
+
+#define SERVER_DEFAULT_MAX_CONNECTIONS 256
+#define SERVER_DEFAULT_MAX_PER_CLIENT 16
+#define SERVER_DEFAULT_HEADER_TIMEOUT_S 10
+#define SERVER_DEFAULT_BODY_TIMEOUT_S 30
 
 struct server;
 
@@ -47,6 +58,12 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
 int server_port(const struct server *s);
 /* Stop the thread, close the socket, free everything (NULL is a no-op). */
 void server_stop(struct server *s);
+
+/* Whether "Authorization: <header>" carries exactly the bearer token
+ * secret: the scheme "Bearer" in any case (RFC 7235 section 2.1), one or
+ * more spaces, then the secret byte for byte, nothing before or after.
+ * Compares in time independent of where the two differ. */
+int server_bearer_matches(const char *header, const char *secret);
 
 /* The sync loop tells readiness what it knows: 1 once the configuration is
  * loaded and the first preflight passed. */
@@ -78,7 +95,13 @@ struct notify_info {
     long long first_event;    /* lowest event number carried, -1 when none */
     long long last_event;     /* highest event number carried, -1 when none */
     char subscription[256];   /* Subscription reference, "" when absent */
+    int too_many;             /* over SERVER_MAX_NOTIFY_REFS references: refs is empty
+                               * and the listener refuses the notification (413) */
 };
+
+/* The most patients or resources one notification may name; a server
+ * with more to say sends several notifications or lets the poll catch up. */
+#define SERVER_MAX_NOTIFY_REFS 1000
 
 /* Parse a notification body (len 0: an empty R4 notification); path_ref
  * is "Type/id" from PUT /notify/Type/id or NULL.  On success fill *out

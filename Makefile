@@ -72,7 +72,9 @@ $(BUILD)/fhir_client_check: tests/integration/fhir_client_check.c $(LIB)
 	$(CC) $(CFLAGS) -Wno-missing-prototypes -iquote adapter -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
 # T= one unit suite (build/tests/T only); CASE= one golden case, or a
-# comma-separated list, of test_cases (read from ADP_CASE).
+# comma-separated list, of test_cases (read from ADP_CASE); CASE alone
+# implies T=test_cases.
+T ?= $(if $(CASE),test_cases)
 unit: $(if $(T),$(BUILD)/tests/$(T),build-tests)
 	@$(if $(T),ADP_CASE='$(CASE)' $(BUILD)/tests/$(T),tests/run-tests.sh --unit-only)
 

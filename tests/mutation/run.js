@@ -13,6 +13,8 @@
 //   MUTATION_BASELINE=1      first run every named test on the unmutated copy
 //                            (a test that already fails would "kill" anything)
 //   MUTATION_KEEP=1          leave build/mutation-tree for inspection
+//   MUTATION_REUSE_BUILD=0   build the copy from scratch instead of starting
+//                            from this tree's build outputs
 //
 // The list format and how to add a line are in docs/testing.md.
 'use strict';
@@ -97,6 +99,15 @@ function copyTree() {
     `tar --exclude=./build --exclude=./dnmbc-adapter --exclude='./tests/*/node_modules' -cf - . | tar -xf - -C '${TREE}'`],
   { cwd: ROOT, stdio: 'inherit' });
   if (tar.status !== 0) die(2, 'copying the tree failed');
+  // The working tree's build outputs come along (tar keeps the times), so
+  // make rebuilds only what is out of date instead of the whole tree.
+  const outputs = ['build/obj', 'build/tests', 'build/fuzz-replay', 'build/libadapter.a',
+    'build/fhir_client_check', 'dnmbc-adapter'].filter((f) => fs.existsSync(path.join(ROOT, f)));
+  if (outputs.length && process.env.MUTATION_REUSE_BUILD !== '0') {
+    const t2 = spawnSync('bash', ['-c', `tar -cf - ${outputs.join(' ')} | tar -xf - -C '${TREE}'`],
+      { cwd: ROOT, stdio: 'inherit' });
+    if (t2.status !== 0) die(2, 'copying the build outputs failed');
+  }
   for (const d of fs.readdirSync(path.join(ROOT, 'tests'))) {
     const nm = path.join(ROOT, 'tests', d, 'node_modules');
     if (fs.existsSync(nm)) fs.symlinkSync(fs.realpathSync(nm), path.join(TREE, 'tests', d, 'node_modules'));

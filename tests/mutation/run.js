@@ -8,7 +8,7 @@
 //
 //   MUTATION=id[,id...]      only these mutations
 //   MUTATION_SUBSET=k/n      every n-th mutation starting at index k
-//   MUTATION_SUBSET=day[/n]  the same, k = days since 1970 mod n (n: 6), so CI
+//   MUTATION_SUBSET=day[/n]  the same, k = days since 1970 mod n (n: 8), so CI
 //                            covers the whole list over n days
 //   MUTATION_BASELINE=1      first run every named test on the unmutated copy
 //                            (a test that already fails would "kill" anything)
@@ -74,7 +74,7 @@ function select(muts) {
   let k;
   let n;
   if (m) {
-    n = Number(m[1] || 6);
+    n = Number(m[1] || 8);
     k = Math.floor(Date.now() / 86400000) % n;
   } else if ((m = /^(\d+)\/(\d+)$/.exec(sub))) {
     k = Number(m[1]);

@@ -13,6 +13,7 @@
 //   MUTATION_BASELINE=1      first run every named test on the unmutated copy
 //                            (a test that already fails would "kill" anything)
 //   MUTATION_KEEP=1          leave build/mutation-tree for inspection
+//   MUTATION_LIST=file       another list (e.g. while writing new lines)
 //   MUTATION_REUSE_BUILD=0   build the copy from scratch instead of starting
 //                            from this tree's build outputs
 //
@@ -23,7 +24,7 @@ const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
 const ROOT = path.resolve(__dirname, '..', '..');
-const LIST = path.join(__dirname, 'mutations.txt');
+const LIST = process.env.MUTATION_LIST ? path.resolve(process.env.MUTATION_LIST) : path.join(__dirname, 'mutations.txt');
 const TREE = path.join(ROOT, 'build', 'mutation-tree');
 const REPORT = path.join(ROOT, 'build', 'mutation-report.md');
 const UNIT_TIMEOUT_S = 120;
@@ -162,9 +163,10 @@ function build(targets) {
 // 'timeout'.  A build failure is reported as 'build'.
 function runSpec(spec) {
   const p = plan(spec);
-  if (p.file && !fs.existsSync(path.join(TREE, p.file))) return { result: 'missing' };
+  // built even when the test is missing, so that every mutant is known to compile
   const b = build(p.target);
   if (!b.ok) return { result: 'build', out: b.out };
+  if (p.file && !fs.existsSync(path.join(TREE, p.file))) return { result: 'missing' };
   const r = sh(p.cmd[0], p.cmd.slice(1), {
     env: { ...process.env, ...(p.env || {}) }, timeout: p.timeout * 1000, killSignal: 'SIGKILL',
   });
@@ -177,23 +179,34 @@ function runSpec(spec) {
   return { result: 'fail', detail: m ? m[1].trim() : `exit ${r.status ?? r.signal}`, out };
 }
 
-function apply(mut) {
-  const saved = new Map();
+// The mutated texts of the files mut touches, read under `root`; dies when
+// an original text is not found exactly once (a stale list).
+function mutate(mut, root) {
+  const texts = new Map();
   for (const e of mut.edits) {
-    const file = path.join(TREE, e.file);
-    if (!fs.existsSync(file)) die(2, `${mut.id}: ${e.file} does not exist (list line ${e.line})`);
-    const text = saved.has(file) ? fs.readFileSync(file, 'utf8') : (() => {
-      const t = fs.readFileSync(file, 'utf8');
-      saved.set(file, t);
-      return t;
-    })();
-    const count = text.split(e.orig).length - 1;
+    const file = path.join(root, e.file);
+    if (!texts.has(file)) {
+      if (!fs.existsSync(file)) die(2, `${mut.id}: ${e.file} does not exist (list line ${e.line})`);
+      texts.set(file, { orig: fs.readFileSync(file, 'utf8') });
+      texts.get(file).now = texts.get(file).orig;
+    }
+    const t = texts.get(file);
+    const count = t.now.split(e.orig).length - 1;
     if (count !== 1) {
-      restore(saved);
       die(2, `${mut.id}: the original text occurs ${count} times in ${e.file}, expected once ` +
         `(list line ${e.line}; the code changed: update the list)\n  original: ${JSON.stringify(e.orig)}`);
     }
-    fs.writeFileSync(file, text.replace(e.orig, () => e.repl));
+    t.now = t.now.replace(e.orig, () => e.repl);
+  }
+  return texts;
+}
+
+function apply(mut) {
+  const texts = mutate(mut, TREE);
+  const saved = new Map();
+  for (const [file, t] of texts) {
+    saved.set(file, t.orig);
+    fs.writeFileSync(file, t.now);
   }
   return saved;
 }
@@ -214,14 +227,13 @@ function main() {
   const muts = select(all);
   if (muts.length === 0) die(2, 'no mutation selected');
   process.stdout.write(`mutation: ${muts.length} of ${all.length} mutations, scratch tree ${path.relative(ROOT, TREE)}\n`);
+  // A stale list fails before any time is spent on the copy and the tests.
+  for (const mut of muts) mutate(mut, ROOT);
   copyTree();
   const t0 = Date.now();
   const first = build(['build-tests']);
   if (!first.ok) die(2, `the unmutated copy does not build:\n${first.out.slice(-4000)}`);
   process.stdout.write(`built the unmutated copy in ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
-
-  // A stale list fails before any time is spent on tests.
-  for (const mut of muts) restore(apply(mut));
 
   if (process.env.MUTATION_BASELINE === '1') {
     const specs = [...new Set(muts.flatMap((m) => m.tests))];

@@ -3,7 +3,11 @@
 #   make            build ./dnmbc-adapter (warnings are errors)
 #   make test       every test: unit (cmocka), golden cases, integration
 #                   against the bundled FHIR server; ends "N passed, N failed"
-#   make unit       unit tests only (no Node.js needed)
+#   make unit       unit tests only (no Node.js needed); one suite:
+#                   make unit T=test_engine, one golden case:
+#                   make unit T=test_cases CASE=inflammatory-ct4d
+#   make integration T=crash   one Node integration file
+#   make mutation   curated mutations, each must be caught (docs/testing.md)
 #   make demo       seed synthetic patients into the test FHIR server and sync
 #   make CC=clang   clang must build too
 
@@ -32,12 +36,15 @@ UNITSRC := $(wildcard tests/unit/test_*.c)
 UNITBIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNITSRC))
 
 
-.PHONY: all deps build-tests unit test demo clean configtest install certs check-certs bench
+.PHONY: all deps build-tests unit test demo clean configtest install certs check-certs bench \
+        integration mutation
 
 all: dnmbc-adapter
 
-$(BUILD)/obj/%.o: adapter/%.c $(wildcard adapter/*.h) | $(BUILD)/obj
-	$(CC) $(CFLAGS) -c $< -o $@
+# -MMD: each object (and test binary) also depends on the headers it
+# includes, listed by the compiler in a .d file next to it.
+$(BUILD)/obj/%.o: adapter/%.c | $(BUILD)/obj
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/obj $(BUILD)/tests:
 	mkdir -p $@
@@ -49,8 +56,10 @@ $(LIB): $(LIBOBJS)
 dnmbc-adapter: $(BUILD)/obj/main.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(LIB) $(wildcard tests/unit/*.h) | $(BUILD)/tests
-	$(CC) $(CFLAGS) -Wno-missing-prototypes -iquote adapter -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
+$(BUILD)/tests/%: tests/unit/%.c $(LIB) | $(BUILD)/tests
+	$(CC) $(CFLAGS) -MMD -MP -MF $@.d -MT $@ -Wno-missing-prototypes -iquote adapter -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS) -lcmocka
+
+-include $(LIBOBJS:.o=.d) $(BUILD)/obj/main.d $(UNITBIN:=.d)
 
 # deps installs missing Debian packages (sudo when not root); the recursive
 # make re-reads pkg-config after the install.
@@ -62,8 +71,23 @@ build-tests: $(UNITBIN) dnmbc-adapter $(BUILD)/fhir_client_check
 $(BUILD)/fhir_client_check: tests/integration/fhir_client_check.c $(LIB)
 	$(CC) $(CFLAGS) -Wno-missing-prototypes -iquote adapter -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)
 
-unit: build-tests
-	@tests/run-tests.sh --unit-only
+# T= one unit suite (build/tests/T only); CASE= one golden case, or a
+# comma-separated list, of test_cases (read from ADP_CASE); CASE alone
+# implies T=test_cases.
+T ?= $(if $(CASE),test_cases)
+unit: $(if $(T),$(BUILD)/tests/$(T),build-tests)
+	@$(if $(T),ADP_CASE='$(CASE)' $(BUILD)/tests/$(T),tests/run-tests.sh --unit-only)
+
+# make integration T=crash: one tests/integration/*.test.js file.
+integration: dnmbc-adapter $(BUILD)/fhir_client_check
+	@test -n '$(T)' || { echo 'usage: make integration T=<name> (tests/integration/<name>.test.js)'; exit 2; }
+	node --test --test-concurrency=1 tests/integration/$(T).test.js
+
+# make mutation [MUTATION=id[,id...]] [MUTATION_SUBSET=k/n]: apply each
+# mutation of tests/mutation/mutations.txt in a copy of the tree and run the
+# tests that must catch it (docs/testing.md).
+mutation:
+	@node tests/mutation/run.js
 
 test: deps
 	@$(MAKE) --no-print-directory build-tests

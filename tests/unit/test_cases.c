@@ -696,6 +696,20 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Is `name` one of the comma-separated names in ADP_CASE (all when unset)? */
+static int case_selected(const char *name)
+{
+    const char *list = env_or("ADP_CASE", ""), *p = list;
+    size_t n = strlen(name);
+
+    if (list[0] == '\0')
+        return 1;
+    for (; (p = strstr(p, name)) != NULL; p += n)
+        if ((p == list || p[-1] == ',') && (p[n] == '\0' || p[n] == ','))
+            return 1;
+    return 0;
+}
+
 int main(void)
 {
     const char *root = env_or("ADP_CASES_DIR", CASES_DIR);
@@ -714,7 +728,7 @@ int main(void)
         char path[1024];
         FILE *fp;
 
-        if (de->d_name[0] == '.')
+        if (de->d_name[0] == '.' || !case_selected(de->d_name))
             continue;
         snprintf(path, sizeof(path), "%s/%s/expected_features.json", root, de->d_name);
         fp = fopen(path, "r");
@@ -732,7 +746,8 @@ int main(void)
     }
     closedir(d);
     if (n == 0) {
-        fprintf(stderr, "no cases under %s\n", root);
+        fprintf(stderr, "no cases under %s%s%s\n", root, getenv("ADP_CASE") ? " named " : "",
+                env_or("ADP_CASE", ""));
         return 1;
     }
     qsort(dirs, n, sizeof(*dirs), cmp_str);

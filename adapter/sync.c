@@ -1766,9 +1766,9 @@ static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
     rc = state_outbox_put(a->state, ctx->patient_id, "post", hash, NULL, NULL, err);
     if (rc != ADP_OK)
         goto out;
+    FAULT_POINT("outbox-committed");
     /* one already written by an interrupted earlier pass is not written
      * again (no second version; the Provenance names the one there) */
-    FAULT_POINT("outbox-committed");
     rc = put_unless_there(r, ctx, "CarePlan", cq, careplan,
                           cp_same ? json_array_get(cps, 0) : NULL, hash, "draft", &wc, err);
     if (rc != ADP_OK)

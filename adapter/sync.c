@@ -1256,7 +1256,13 @@ static enum adp_err reconcile(struct prun *r, const struct emit_ctx *ctx, const 
 static enum adp_err ours_or_find(struct prun *r, const struct emit_ctx *ctx, json_t *ours,
                                  const char *type, json_t **out, struct adp_error *err);
 
-/* Withdraw plans posted earlier for a patient who is no longer eligible. */
+static void history_ref(const char *type, json_t *res, char *buf, size_t len);
+
+/* Withdraw plans posted earlier for a patient who is no longer eligible.
+ * A revocation interrupted earlier (its outbox entry is there) is finished:
+ * the Provenance then also names what that pass withdrew, so that no
+ * withdrawn version is left without one (its id makes a repeat land on
+ * the same Provenance). */
 static enum adp_err revoke_outputs(struct prun *r, const struct emit_ctx *ctx,
                                    const struct features *f, int dry_run, json_t *ours[2],
                                    enum outcome *outcome, struct adp_error *err)
@@ -1266,8 +1272,9 @@ static enum adp_err revoke_outputs(struct prun *r, const struct emit_ctx *ctx,
     char targets[8][256];
     const char *tptr[8];
     json_t *found[2] = {NULL, NULL}, *res;
-    int ntargets = 0, t, pending = 0;
+    int ntargets = 0, t, pending = 0, resume = 0;
     enum adp_err rc = ADP_OK;
+    struct state_outbox ob;
     size_t i;
 
     *outcome = OUT_NONE;
@@ -1284,24 +1291,40 @@ static enum adp_err revoke_outputs(struct prun *r, const struct emit_ctx *ctx,
                 (status == NULL || strcmp(status, withdrawn[t]) != 0))
                 pending++;
         }
-    if (pending == 0)
+    if (!dry_run) {
+        rc = state_outbox_get(r->a->state, ctx->patient_id, &ob, &resume, err);
+        if (rc != ADP_OK)
+            goto out;
+        resume = resume && strcmp(ob.kind, "revoke") == 0;
+    }
+    if (pending == 0 && !resume)
         goto out;
-    *outcome = OUT_REVOKED;
+    *outcome = pending > 0 ? OUT_REVOKED : OUT_NONE;
     if (dry_run)
         goto out;
     /* the decision to revoke is durable before the first write */
-    rc = state_outbox_put(r->a->state, ctx->patient_id, "revoke", "", NULL, NULL, err);
-    if (rc == ADP_OK)
-        FAULT_POINT("revoke-outbox-committed");
+    if (!resume) {
+        rc = state_outbox_put(r->a->state, ctx->patient_id, "revoke", "", NULL, NULL, err);
+        if (rc == ADP_OK)
+            FAULT_POINT("revoke-outbox-committed");
+    }
     for (t = 0; t < 2 && rc == ADP_OK; t++) {
         json_array_foreach(found[t], i, res)
         {
             const char *status = json_string_value(json_object_get(res, "status"));
             struct fhir_write w;
 
-            if (json_string_value(json_object_get(res, "id")) == NULL ||
-                (status != NULL && strcmp(status, withdrawn[t]) == 0))
+            if (json_string_value(json_object_get(res, "id")) == NULL)
                 continue;
+            if (status != NULL && strcmp(status, withdrawn[t]) == 0) {
+                if (resume && ntargets < 8) {
+                    /* withdrawn by the interrupted pass */
+                    history_ref(types[t], res, targets[ntargets], sizeof(targets[0]));
+                    tptr[ntargets] = targets[ntargets];
+                    ntargets++;
+                }
+                continue;
+            }
             rc = put_status(r, types[t], res, withdrawn[t], &w, err);
             if (rc != ADP_OK)
                 break;

@@ -116,6 +116,64 @@ for (const [mode, steps] of Object.entries(STEPS)) {
   }
 }
 
+// Revocation: patients with plans who are no longer eligible (their
+// primary recoded) have both withdrawn, with one Provenance per withdrawn
+// version, however the run was interrupted.  Each step takes two patients
+// of its own (these tests come last on the small server).
+const REVOKE_STEPS = ['revoke-outbox-committed', 'revoke-written', 'revoke-provenance-written'];
+REVOKE_STEPS.forEach((step, k) => {
+  test(`SIGKILL at revocation step ${step}, restart: both withdrawn, one Provenance per version`, async () => {
+    const canonical = `https://kill-${step}.example.org/fhir`;
+    const dir = h.tmpdir(`kill-${step}`);
+    const cfg = path.join(dir, 'config.json');
+    const st = path.join(dir, 'state.db');
+    fs.writeFileSync(cfg, JSON.stringify({ output: { canonical_base: canonical }, fhir: { concurrency: 1 } }));
+    const args = ['sync', '--config', cfg, '--base-url', small.srv.base, '--state', st, '--log-level', 'info'];
+    const first = h.runAdapter(args);
+    assert.equal(first.status, 0, first.stderr.slice(-2000));
+    const ids = await R.patientIds(small.srv.base);
+    const eligible = small.manifest.filter((m) => m.expected.recommendation !== 'not-applicable');
+    const pids = eligible.slice(2 * k, 2 * k + 2).map((m) => ids[m.identifier.value]);
+    assert.equal(pids.length, 2);
+    // the breast primary recoded as a malignant neoplasm of no stated site:
+    // still in the cohort, no longer a breast cancer patient
+    for (const pid of pids) {
+      for (const c of await h.searchAll(small.srv.base, `Condition?subject=Patient/${pid}`)) {
+        const bare = { ...c, code: { coding: [{ system: 'http://snomed.info/sct', code: '363346000' }] } };
+        delete bare.bodySite;
+        delete bare.meta;
+        assert.equal((await h.fhir(small.srv.base, 'PUT', `Condition/${c.id}`, bare)).status, 200);
+      }
+    }
+    const killed = runFaulty(args, `${step}:1`);
+    assert.equal(killed.signal, 'SIGKILL', `the step was reached and killed the run: ${killed.stderr.slice(-1500)}`);
+    assert.equal(R.status(st).outbox, 1, 'the revocation waits in the outbox');
+    const rest = h.runAdapter(args);
+    assert.equal(rest.status, 0, rest.stderr.slice(-2000));
+    const cps = await R.ours(small.srv.base, 'CarePlan', canonical);
+    const ras = await R.ours(small.srv.base, 'RiskAssessment', canonical);
+    const prov = {};
+    for (const p of await h.searchAll(small.srv.base, 'Provenance?_count=1000')) {
+      for (const t of p.target || []) {
+        const key = t.reference.replace(/\/_history\/.*$/, '');
+        prov[key] = (prov[key] || 0) + 1;
+      }
+    }
+    for (const pid of pids) {
+      for (const [type, all, status] of [['CarePlan', cps, 'revoked'], ['RiskAssessment', ras, 'cancelled']]) {
+        assert.equal((all[pid] || []).length, 1, `${pid}: one ${type}`);
+        const res = all[pid][0];
+        assert.equal(res.status, status, `${pid}: ${type} withdrawn`);
+        const hist = (await h.fhir(small.srv.base, 'GET', `${type}/${res.id}/_history`)).json.entry.length;
+        assert.equal(prov[`${type}/${res.id}`] || 0, hist, `${pid}: one Provenance per ${type} version`);
+      }
+    }
+    const end = R.status(st);
+    assert.equal(end.outbox, 0, end.text);
+    assert.equal(end.dead, 0, end.text);
+  });
+});
+
 test('a second instance on the same state file refuses to start', async () => {
   const first = R.spawnAdapter(['run', '--base-url', env.srv.base, '--state', state, '--log-level', 'info']);
   // the state file is open (and locked) before the first cycle's write mode is chosen

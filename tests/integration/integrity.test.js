@@ -88,6 +88,27 @@ for (const [how, cfg] of FETCH) {
   });
 }
 
+for (const [how, cfg] of FETCH) {
+  test(`subjects given as absolute URLs on the server's base are this patient's: every plan written (${how} fetch)`, async () => {
+    const c = config(`absolute-${how}`, cfg);
+    await mode({ absoluteSubjects: true });
+    let r;
+    let rep;
+    try {
+      r = h.runAdapter(c.args);
+      // a second pass finds the plans (absolute subjects too) and keeps them
+      if (r.status === 0) r = h.runAdapter(c.args);
+    } finally {
+      rep = await mode({});
+    }
+    assert.ok(rep.counts.absolute > 0, 'absolute subjects were served');
+    assert.equal(r.status, 0, r.stderr.slice(-2000));
+    assert.doesNotMatch(r.stderr, /dropped from the inputs|is not this patient's/);
+    assert.equal(R.summary(r.stdout, 'unchanged'), eligible.length, 'the second pass found every plan');
+    await R.verifyExactlyOnce(env.srv.base, env.manifest, c.canonical);
+  });
+}
+
 test('a Patient replaced by another (link replaced-by) is reported, not decided', async () => {
   const a = ids[eligible[1].identifier.value];
   const b = ids[eligible[2].identifier.value];

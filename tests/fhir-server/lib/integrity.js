@@ -12,6 +12,11 @@
 //   {"foreign": {"type": "CarePlan", "add": "CarePlan/ID"}}
 //       every identifier= search of that type (top level or in a batch)
 //       also returns the resource named by add (another patient's plan).
+//   {"absoluteSubjects": true}
+//       in the answer to a subject= or identifier= search (top level or in
+//       a batch) every resource gives its subject as an absolute URL on this
+//       server's base, as some servers do: a legitimate form a client must
+//       accept.
 //   {"dropAnswer": {"method": "POST", "resourceType": "Bundle",
 //                   "bundleType": "transaction", "match": "...", "count": 1}}
 //       the next `count` matching requests are carried out (committed) and
@@ -28,8 +33,9 @@ class IntegrityModes {
   clear() {
     this.swap = null;
     this.foreign = null;
+    this.absoluteSubjects = false;
     this.drops = [];
-    this.counts = { swapped: 0, foreign: 0, dropped: 0 };
+    this.counts = { swapped: 0, foreign: 0, dropped: 0, absolute: 0 };
   }
 
   configure(body) {
@@ -37,7 +43,7 @@ class IntegrityModes {
       throw new Error('integrity mode must be a JSON object');
     }
     for (const key of Object.keys(body)) {
-      if (!['swap', 'foreign', 'dropAnswer'].includes(key)) {
+      if (!['swap', 'foreign', 'dropAnswer', 'absoluteSubjects'].includes(key)) {
         throw new Error('unknown integrity mode: ' + key);
       }
     }
@@ -60,6 +66,9 @@ class IntegrityModes {
       }
       this.foreign = f;
     }
+    if (body.absoluteSubjects !== undefined) {
+      this.absoluteSubjects = body.absoluteSubjects === true;
+    }
     if (body.dropAnswer !== undefined) {
       const d = body.dropAnswer;
       if (d === null) {
@@ -76,7 +85,8 @@ class IntegrityModes {
   }
 
   report() {
-    return { swap: this.swap, foreign: this.foreign, dropAnswer: this.drops, counts: this.counts };
+    return { swap: this.swap, foreign: this.foreign, absoluteSubjects: this.absoluteSubjects,
+      dropAnswer: this.drops, counts: this.counts };
   }
 
   // The relative URL of a read (path and query), with Patient/A replaced by
@@ -135,9 +145,37 @@ class IntegrityModes {
     this.counts.foreign++;
   }
 
+  // Subject references of a searchset made absolute (in place).
+  absolutize(bundle, repo) {
+    for (const e of (bundle && bundle.type === 'searchset' && bundle.entry) || []) {
+      const ref = e.resource && e.resource.subject && e.resource.subject.reference;
+      if (typeof ref === 'string' && ref.startsWith('Patient/')) {
+        e.resource.subject.reference = `${repo.baseUrl}/${ref}`;
+        this.counts.absolute++;
+      }
+    }
+  }
+
   // The searchsets of a top-level search or of a batch-response.
   async patchAnswer(method, rel, reqBody, resource, repo) {
-    if (!this.foreign || !resource || resource.resourceType !== 'Bundle') {
+    if (!resource || resource.resourceType !== 'Bundle') {
+      return;
+    }
+    const patientSearch = (url) => /[?&](subject|identifier)=/.test(url);
+    if (this.absoluteSubjects) {
+      if (method === 'GET' && patientSearch(rel)) {
+        this.absolutize(resource, repo);
+      }
+      if (method === 'POST' && resource.type === 'batch-response' && reqBody && Array.isArray(reqBody.entry)) {
+        reqBody.entry.forEach((e, i) => {
+          const out = resource.entry && resource.entry[i];
+          if (e && e.request && patientSearch(String(e.request.url)) && out) {
+            this.absolutize(out.resource, repo);
+          }
+        });
+      }
+    }
+    if (!this.foreign) {
       return;
     }
     const type = rel.replace(/^\/+/, '').split(/[/?]/)[0];

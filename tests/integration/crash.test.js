@@ -26,10 +26,16 @@ let state;
 
 test.before(() => {
   assert.ok(fs.existsSync(FAULT_BIN), `${FAULT_BIN} is built (make build-tests)`);
-  env = R.loadRandom(COUNT);
   small = R.loadRandom(20, '77');
   state = path.join(h.tmpdir('crash'), 'state.db');
 });
+
+// The 500-patient server, loaded when a test first needs it (the kill
+// tests do not: they can be run on their own, e.g. repeatedly).
+function big() {
+  if (!env) env = R.loadRandom(COUNT);
+  return env;
+}
 
 test.after(() => {
   h.stopServer(env && env.srv);
@@ -175,6 +181,7 @@ REVOKE_STEPS.forEach((step, k) => {
 });
 
 test('a second instance on the same state file refuses to start', async () => {
+  big();
   const first = R.spawnAdapter(['run', '--base-url', env.srv.base, '--state', state, '--log-level', 'info']);
   // the state file is open (and locked) before the first cycle's write mode is chosen
   await waitFor(first, /write: /, 'the first instance is running');
@@ -189,6 +196,7 @@ test('a second instance on the same state file refuses to start', async () => {
 });
 
 test('SIGTERM mid-sync exits 0 after the patient in flight; the next start resumes without a duplicate', async () => {
+  big();
   // Another output base: every patient needs writes again, so the signal
   // lands in the write path.
   const canonical = 'https://term.example.org/fhir';
@@ -214,6 +222,7 @@ test('SIGTERM mid-sync exits 0 after the patient in flight; the next start resum
 });
 
 test('SIGHUP with a broken configuration keeps the daemon running on the old one', async () => {
+  big();
   const dir = h.tmpdir('hup');
   const cfg = path.join(dir, 'config.json');
   // overlap 0: each cycle looks only at what changed since the last one

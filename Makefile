@@ -66,7 +66,19 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB) | $(BUILD)/tests
 deps:
 	@bash .ci/install-deps
 
-build-tests: $(UNITBIN) dnmbc-adapter $(BUILD)/fhir_client_check
+build-tests: $(UNITBIN) dnmbc-adapter $(BUILD)/fhir_client_check $(BUILD)/dnmbc-adapter-faults
+
+# The adapter with its write path's fault points compiled in (faultpoint.h):
+# DNMBC_FAULT_POINT=<step>[:<n>] kills it at that step, for the crash tests.
+# Only the file that has fault points is built again.
+FAULTOBJS := $(BUILD)/obj/main.o $(BUILD)/fobj/sync.o $(filter-out $(BUILD)/obj/sync.o,$(LIBOBJS))
+
+$(BUILD)/fobj/%.o: adapter/%.c $(wildcard adapter/*.h)
+	@mkdir -p $(BUILD)/fobj
+	$(CC) $(CFLAGS) -DDNMBC_FAULT_POINTS -c $< -o $@
+
+$(BUILD)/dnmbc-adapter-faults: $(FAULTOBJS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/fhir_client_check: tests/integration/fhir_client_check.c $(LIB)
 	$(CC) $(CFLAGS) -Wno-missing-prototypes -iquote adapter -o $@ $< $(LIB) $(LDFLAGS) $(LDLIBS)

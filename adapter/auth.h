@@ -26,13 +26,13 @@
  * requests the adapter makes.  Patient: read by id, search (cohort, changes);
  * Condition and Observation: search, and read when /notify names one;
  * CarePlan and RiskAssessment: search by our identifier, conditional update
- * (c and u), update by id; Provenance (output.write_provenance): create,
- * and search by target after a lost answer; AuditEvent (audit.enabled):
- * create.  Nothing else: the Provenance's author is contained in it. */
+ * (c and u), update by id; Provenance (output.write_provenance): update
+ * by an id of ours (update as create), read by id and search by target
+ * after a lost answer; AuditEvent (audit.enabled): create.  Nothing else: the Provenance's author is contained in it. */
 #define AUTH_SCOPE_BASE                                                                   \
     "system/Patient.rs system/Condition.rs system/Observation.rs system/CarePlan.cus "   \
     "system/RiskAssessment.cus"
-#define AUTH_SCOPE_PROVENANCE "system/Provenance.cs"
+#define AUTH_SCOPE_PROVENANCE "system/Provenance.rus"
 #define AUTH_SCOPE_AUDIT "system/AuditEvent.c"
 /* The default with output.write_provenance and without audit. */
 #define AUTH_DEFAULT_SCOPE AUTH_SCOPE_BASE " " AUTH_SCOPE_PROVENANCE

@@ -85,6 +85,7 @@ struct http_client {
     void (*observe)(void *ud, long status); /* http_client_observe; NULL: none */
     void *observe_ud;
     int insecure;
+    int fresh_writes; /* http_opts.fresh_connection_writes */
     struct http_req *reqs; /* every submitted request not yet completed */
     /* Easy handles of finished requests, reset to libcurl's defaults and
      * out of the multi handle; owned, cleaned up by http_client_free. */
@@ -586,6 +587,8 @@ static enum adp_err configure_easy(struct http_client *c, struct http_req *q,
         if (strcmp(q->method, "POST") != 0)
             SETOPT(CURLOPT_CUSTOMREQUEST, q->method);
     }
+    if (c->fresh_writes && strcmp(q->method, "GET") != 0 && strcmp(q->method, "HEAD") != 0)
+        SETOPT(CURLOPT_FRESH_CONNECT, 1L);
     return ADP_OK;
 setopt_failed:
     return adp_error_set(err, ADP_ECONFIG, "http: %s: %s", optname,
@@ -839,6 +842,7 @@ enum adp_err http_client_new(const struct http_opts *o, struct http_client **out
     c->low_speed_limit = o->low_speed_limit > 0 ? o->low_speed_limit : 1L;
     c->low_speed_time_s = o->low_speed_time_s > 0 ? o->low_speed_time_s : HTTP_LOW_SPEED_TIME_S;
     c->insecure = o->insecure;
+    c->fresh_writes = o->fresh_connection_writes;
     snprintf(ua, sizeof(ua), "%s",
              o->user_agent != NULL ? o->user_agent : HTTP_DEFAULT_UA);
     c->user_agent = dup_or_null(ua, &failed);

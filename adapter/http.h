@@ -42,6 +42,11 @@ struct http_opts {
      * waits for its slot before it is sent, and its status is reported so
      * that a 429 slows the pace (ratelimit.h). */
     struct ratelimit *pace;
+    /* 1: a request other than GET and HEAD goes on a new connection.
+     * libcurl silently sends a request again when the kept-alive connection
+     * it went on closes before any answer; for a write the server may have
+     * carried out, that is a second write nobody read back for. */
+    int fresh_connection_writes;
 };
 
 struct http_response {

@@ -69,6 +69,12 @@ static const struct counter_def counters[MET_COUNTER_COUNT] = {
     [MET_CATCHUP] = {"dnmbc_catchup_polls_total",
                      "Catch-up polls triggered by a notification gap or a missed heartbeat.",
                      NULL, 1, {NULL}},
+    [MET_IDENTITY] = {"dnmbc_identity_refused_total",
+                      "Data read for a patient that was not that patient's: a Patient with "
+                      "another id (the patient fails), a Condition or Observation of another "
+                      "subject (dropped), a plan of another patient found by our identifier "
+                      "(ignored), a Patient replaced by another (not decided).",
+                      "what", MI_COUNT, {"patient", "subject", "plan", "replaced"}},
 };
 
 static const struct {

@@ -32,12 +32,15 @@ enum metric_counter {
     MET_NOTIFY,          /* [enum metric_notify] Subscription notifications accepted */
     MET_NOTIFY_REJECTED, /* notifications rejected (bad secret, malformed) */
     MET_CATCHUP,         /* catch-up polls triggered by notification gaps */
+    MET_IDENTITY,        /* [enum metric_identity] data of another patient refused */
     MET_COUNTER_COUNT
 };
 
 enum metric_write { MW_CREATED = 0, MW_UPDATED, MW_UNCHANGED, MW_REVOKED, MW_COUNT };
 enum metric_http_class { MH_1XX = 0, MH_2XX, MH_3XX, MH_4XX, MH_5XX, MH_ERROR, MH_COUNT };
 enum metric_cycle { MC_OK = 0, MC_FAILED, MC_COUNT };
+/* What did not belong to the patient it was read for (sync.c). */
+enum metric_identity { MI_PATIENT = 0, MI_SUBJECT, MI_PLAN, MI_REPLACED, MI_COUNT };
 enum metric_notify {
     MN_HANDSHAKE = 0,
     MN_HEARTBEAT,

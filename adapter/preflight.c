@@ -5,8 +5,9 @@
  * The requirement table below is the list of requests the adapter makes:
  * read Patient; search Patient, Condition, Observation (by subject, code
  * and _lastUpdated); search our CarePlan and RiskAssessment by
- * identifier and write them by update; create Provenance (its author, our
- * Device, is contained in it: no Device on the server).  A search
+ * identifier and write them by update; write Provenance by update with an
+ * id of ours (update-as-create) and read it back (its author, our Device,
+ * is contained in it: no Device on the server).  A search
  * parameter is looked for on the resource and on rest.searchParam (common
  * parameters); a resource that lists no search parameters at all is not
  * judged on them, since many servers do not enumerate them.
@@ -37,7 +38,7 @@ static const struct need needs[] = {
     {"Observation", {"search-type", NULL}, {"subject", "_lastUpdated", NULL}, 0, 0},
     {"CarePlan", {"search-type", "update", NULL}, {"identifier", NULL}, 1, 0},
     {"RiskAssessment", {"search-type", "update", NULL}, {"identifier", NULL}, 1, 0},
-    {"Provenance", {"create", NULL}, {NULL}, 0, 1},
+    {"Provenance", {"update", "read", NULL}, {NULL}, 0, 1},
 };
 
 int preflight_mode_parse(const char *s)

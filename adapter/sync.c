@@ -25,6 +25,7 @@
 
 #include "auth.h"
 #include "emit.h"
+#include "faultpoint.h"
 #include "features.h"
 #include "fhir.h"
 #include "http.h"
@@ -147,6 +148,9 @@ enum adp_err adapter_open(struct adapter *a, const struct config *cfg, int netwo
     ho.insecure = cfg->tls_insecure;
     ho.pinned_public_key = cfg->pinned_public_key;
     ho.proxy = cfg->proxy;
+    /* a write whose answer is lost is read back before anything is sent
+     * again (call()), never repeated by the transport behind our back */
+    ho.fresh_connection_writes = 1;
     memset(&ao, 0, sizeof(ao));
     ao.mode = cfg->auth_mode;
     ao.base_url = cfg->base_url;
@@ -524,9 +528,12 @@ struct prun {
  * (op->arg, "identifier=..."), then update that resource by id, or create
  * it when there is none.  More than one match is an error, as with a
  * conditional update (412). */
-static enum adp_err write_by_search(struct adapter *a, const struct op *op,
-                                    struct adp_error *err)
+static enum adp_err keep_own_outputs(struct prun *r, const char *canonical_base,
+                                     const char *type, json_t *arr, struct adp_error *err);
+
+static enum adp_err write_by_search(struct prun *r, const struct op *op, struct adp_error *err)
 {
+    struct adapter *a = r->a;
     json_t *found = json_array();
     enum adp_err rc;
     const char *id;
@@ -534,6 +541,10 @@ static enum adp_err write_by_search(struct adapter *a, const struct op *op,
     if (found == NULL)
         return adp_error_set(err, ADP_ENOMEM, "out of memory");
     rc = fhir_search_all(a->fhir, op->type, op->arg, found, a->cfg->max_pages, err);
+    /* a patient's plan: never another patient's, whatever the search says */
+    if (rc == ADP_OK && r->patient_id[0] != '\0' &&
+        (strcmp(op->type, "CarePlan") == 0 || strcmp(op->type, "RiskAssessment") == 0))
+        rc = keep_own_outputs(r, a->cfg->canonical_base, op->type, found, err);
     if (rc == ADP_OK && json_array_size(found) > 1)
         rc = adp_error_set(err, ADP_EHTTP, "%s: %zu resources carry our identifier; expected "
                                            "at most one", op->type, json_array_size(found));
@@ -563,7 +574,7 @@ static enum adp_err op_once(struct prun *r, const struct op *op, struct adp_erro
         return fhir_search_all(fc, op->type, op->arg, op->into, r->a->cfg->max_pages, err);
     case OP_COND_UPDATE:
         if (r->a->no_conditional_update)
-            return write_by_search(r->a, op, err);
+            return write_by_search(r, op, err);
         return fhir_conditional_update(fc, op->type, op->arg, op->resource, op->w, err);
     case OP_UPDATE:
         return fhir_update(fc, op->type, op->arg, op->resource, op->w, err);
@@ -733,6 +744,158 @@ static char *identifier_query(const struct emit_ctx *ctx, const char *type)
     return query;
 }
 
+/*
+ * Identity.  A misrouting proxy, a stale cache or a patient merge can
+ * answer one patient's reads with another's data; nothing read for a
+ * patient is used unless it is that patient's, and nothing found by our
+ * identifier is changed unless it is this patient's output.
+ */
+
+/* Does `ref` name Patient/<id>: relative, or absolute on our base, either
+ * one possibly versioned (".../_history/v")? */
+static int names_patient(const struct adapter *a, const char *ref, const char *id)
+{
+    const char *base = a->fhir != NULL ? fhir_base(a->fhir) : NULL;
+    size_t bl = base != NULL ? strlen(base) : 0, il = strlen(id);
+
+    if (ref == NULL)
+        return 0;
+    while (bl > 0 && base[bl - 1] == '/')
+        bl--;
+    if (bl > 0 && strncmp(ref, base, bl) == 0 && ref[bl] == '/')
+        ref += bl + 1;
+    if (strncmp(ref, "Patient/", 8) != 0 || strncmp(ref + 8, id, il) != 0)
+        return 0;
+    ref += 8 + il;
+    return ref[0] == '\0' || strncmp(ref, "/_history/", 10) == 0;
+}
+
+static int subject_is(const struct adapter *a, json_t *res, const char *id)
+{
+    return names_patient(
+        a, json_string_value(json_object_get(json_object_get(res, "subject"), "reference")), id);
+}
+
+/* Is `res` this patient's `type` output: our identifier (system) with the
+ * patient's id as value, and the patient as subject?  A search by
+ * identifier that also brings another patient's plan (a server that
+ * matches loosely, a copied identifier) must not make us revoke or rewrite
+ * it. */
+static int own_output(const struct adapter *a, const char *system, const char *type,
+                      json_t *res, const char *id)
+{
+    const char *rt = json_string_value(json_object_get(res, "resourceType"));
+    json_t *ident;
+    size_t i;
+    int ours = 0;
+
+    if (rt == NULL || strcmp(rt, type) != 0)
+        return 0;
+    json_array_foreach(json_object_get(res, "identifier"), i, ident)
+    {
+        const char *sys = json_string_value(json_object_get(ident, "system"));
+        const char *val = json_string_value(json_object_get(ident, "value"));
+
+        if (sys != NULL && val != NULL && strcmp(sys, system) == 0 && strcmp(val, id) == 0)
+            ours = 1;
+    }
+    return ours && subject_is(a, res, id);
+}
+
+/* Drop from arr (found by our identifier) what is not this patient's
+ * output, each with a logged issue and a metric. */
+static enum adp_err keep_own_outputs(struct prun *r, const char *canonical_base,
+                                     const char *type, json_t *arr, struct adp_error *err)
+{
+    struct emit_ctx c;
+    char *system;
+    size_t i = 0;
+
+    memset(&c, 0, sizeof(c));
+    c.canonical_base = canonical_base;
+    system = emit_identifier_system(&c, type);
+    if (system == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    while (i < json_array_size(arr)) {
+        json_t *res = json_array_get(arr, i);
+        const char *id = json_string_value(json_object_get(res, "id"));
+
+        if (own_output(r->a, system, type, res, r->patient_id)) {
+            i++;
+            continue;
+        }
+        log_warn("sync",
+                 "patient %s: %s/%s came back from the search by our identifier but is not "
+                 "this patient's (%s.identifier or %s.subject names another patient); "
+                 "ignored and left unchanged",
+                 r->tag, type, id != NULL ? id : "?", type, type);
+        SYNC_METRIC_INC(r->a, MET_IDENTITY, MI_PLAN);
+        json_array_remove(arr, i);
+    }
+    free(system);
+    return ADP_OK;
+}
+
+/*
+ * The inputs pulled for the patient (resources: Patient first, then
+ * Conditions and Observations; ours: the plans the batch brought): a
+ * Patient that is not the one asked for fails the patient before anything
+ * is decided or written; a Condition or Observation of another subject is
+ * dropped; a plan that is not this patient's is ignored.  *replaced = 1
+ * when the Patient says it was replaced by another (a merge): that is for
+ * a person to look at, not for us to decide on.
+ */
+static enum adp_err check_inputs(struct prun *r, const struct emit_ctx *ctx, json_t *resources,
+                                 json_t *ours[2], int *replaced, struct adp_error *err)
+{
+    json_t *pat = json_array_get(resources, 0), *link;
+    const char *type = json_string_value(json_object_get(pat, "resourceType"));
+    const char *id = json_string_value(json_object_get(pat, "id"));
+    enum adp_err rc = ADP_OK;
+    size_t i;
+    int t;
+
+    *replaced = 0;
+    if (type == NULL || strcmp(type, "Patient") != 0 || id == NULL ||
+        strcmp(id, r->patient_id) != 0) {
+        SYNC_METRIC_INC(r->a, MET_IDENTITY, MI_PATIENT);
+        return adp_error_set(err, ADP_EPARSE,
+                             "Patient.id: the server answered the read of this patient with "
+                             "%s %s (a misrouting proxy or cache?); nothing is decided or "
+                             "written for it",
+                             type != NULL ? type : "a resource",
+                             id != NULL ? "of another id" : "without an id");
+    }
+    json_array_foreach(json_object_get(pat, "link"), i, link)
+    {
+        const char *lt = json_string_value(json_object_get(link, "type"));
+
+        if (lt != NULL && strcmp(lt, "replaced-by") == 0)
+            *replaced = 1;
+    }
+    i = 1;
+    while (i < json_array_size(resources)) {
+        json_t *res = json_array_get(resources, i);
+        const char *rt = json_string_value(json_object_get(res, "resourceType"));
+        const char *rid = json_string_value(json_object_get(res, "id"));
+
+        if (subject_is(r->a, res, r->patient_id)) {
+            i++;
+            continue;
+        }
+        log_warn("sync",
+                 "patient %s: %s/%s dropped from the inputs: %s.subject is not this patient",
+                 r->tag, rt != NULL ? rt : "?", rid != NULL ? rid : "?", rt != NULL ? rt : "?");
+        SYNC_METRIC_INC(r->a, MET_IDENTITY, MI_SUBJECT);
+        json_array_remove(resources, i);
+    }
+    for (t = 0; t < 2 && rc == ADP_OK; t++)
+        if (ours != NULL && ours[t] != NULL)
+            rc = keep_own_outputs(r, ctx->canonical_base,
+                                  t == 0 ? "CarePlan" : "RiskAssessment", ours[t], err);
+    return rc;
+}
+
 /* Search our own output by business identifier; *out new array. */
 static enum adp_err find_ours(struct prun *r, const struct emit_ctx *ctx,
                               const char *type, json_t **out, struct adp_error *err)
@@ -752,6 +915,8 @@ static enum adp_err find_ours(struct prun *r, const struct emit_ctx *ctx,
     op.arg = query;
     op.into = arr;
     rc = call(r, &op, err);
+    if (rc == ADP_OK)
+        rc = keep_own_outputs(r, ctx->canonical_base, type, arr, err);
     if (rc == ADP_OK) {
         *out = arr;
         arr = NULL;
@@ -773,6 +938,67 @@ static int same_output(const struct emit_ctx *ctx, json_t *res, const char *hash
            strcmp(status, current_status) == 0;
 }
 
+/*
+ * The Provenance's id, chosen by us (README, "Exactly once"): "dnmbc-" and
+ * 58 hex digits of the SHA-256 of `parts` (what the Provenance is the
+ * record of).  Written with PUT Provenance/<id>, a repeat after a lost
+ * answer or a crash lands on the same resource instead of making a second
+ * Provenance.  (R4 Provenance has no identifier to make a conditional
+ * create on.)
+ */
+static enum adp_err provenance_id(const char *const *parts, int n, char out[65],
+                                  struct adp_error *err)
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned char sum[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    char hex[65];
+    int i, ok;
+
+    ok = md != NULL && EVP_DigestInit_ex(md, jsonwrite_sha256_md(), NULL) == 1 &&
+         EVP_DigestUpdate(md, "dnmbc-provenance", 17) == 1; /* with the NUL */
+    for (i = 0; ok && i < n; i++)
+        ok = EVP_DigestUpdate(md, parts[i], strlen(parts[i]) + 1) == 1;
+    ok = ok && EVP_DigestFinal_ex(md, sum, &len) == 1 && len == 32;
+    EVP_MD_CTX_free(md);
+    if (!ok)
+        return adp_error_set(err, ADP_ENOMEM, "SHA-256 failed");
+    str_hex(hex, sum, 32);
+    memcpy(out, "dnmbc-", 6);
+    memcpy(out + 6, hex, 58);
+    out[64] = '\0';
+    return ADP_OK;
+}
+
+/* call()'s look before repeating the PUT of a Provenance: is it there? */
+static enum adp_err provenance_applied(struct prun *r, void *ud, const char *failure,
+                                       int *done, struct adp_error *err)
+{
+    json_t *got = NULL;
+    struct adp_error local;
+    struct op op;
+    enum adp_err rc;
+
+    memset(&op, 0, sizeof(op));
+    op.kind = OP_READ;
+    op.type = "Provenance";
+    op.arg = ud;
+    op.out = &got;
+    adp_error_clear(&local);
+    rc = call(r, &op, &local);
+    json_decref(got);
+    *done = rc == ADP_OK;
+    if (rc == ADP_OK) {
+        log_info("sync", "patient %s: the Provenance had been written (%s)", r->tag, failure);
+        return ADP_OK;
+    }
+    if (local.http_status == 404 || local.http_status == 410)
+        return ADP_OK; /* not there: the PUT is repeated */
+    rc = adp_error_set(err, local.code, "%s", local.msg);
+    err->http_status = local.http_status;
+    return rc;
+}
+
 static enum adp_err write_provenance(struct prun *r, const struct emit_ctx *ctx,
                                      const struct features *f, const char *const *targets,
                                      int ntargets, struct adp_error *err)
@@ -781,17 +1007,27 @@ static enum adp_err write_provenance(struct prun *r, const struct emit_ctx *ctx,
     struct fhir_write w;
     enum adp_err rc;
     struct op op;
+    char pid[65];
 
     if (!r->a->cfg->write_provenance)
         return ADP_OK;
+    /* the exact versions it is the record of: one Provenance per version */
+    rc = provenance_id(targets, ntargets, pid, err);
+    if (rc != ADP_OK)
+        return rc;
     prov = emit_provenance(ctx, f, targets, ntargets);
-    if (prov == NULL)
+    if (prov == NULL || json_object_set_new(prov, "id", json_string(pid)) != 0) {
+        json_decref(prov);
         return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    }
     memset(&op, 0, sizeof(op));
-    op.kind = OP_CREATE;
+    op.kind = OP_UPDATE;
     op.type = "Provenance";
+    op.arg = pid;
     op.resource = prov;
     op.w = &w;
+    op.applied = provenance_applied;
+    op.applied_ud = pid;
     rc = call(r, &op, err);
     json_decref(prov);
     return rc;
@@ -848,12 +1084,47 @@ out:
     return rc;
 }
 
+static void written_copy(json_t *res, struct fhir_write *w);
+
+/* call()'s look before repeating a PUT by id that sets a status. */
+struct status_check {
+    const char *type, *id, *status;
+    struct fhir_write *w;
+};
+
+static enum adp_err status_applied(struct prun *r, void *ud, const char *failure, int *done,
+                                   struct adp_error *err)
+{
+    struct status_check *c = ud;
+    const char *st;
+    json_t *got = NULL;
+    struct op op;
+    enum adp_err rc;
+
+    memset(&op, 0, sizeof(op));
+    op.kind = OP_READ;
+    op.type = c->type;
+    op.arg = c->id;
+    op.out = &got;
+    rc = call(r, &op, err);
+    st = json_string_value(json_object_get(got, "status"));
+    *done = rc == ADP_OK && st != NULL && strcmp(st, c->status) == 0;
+    if (*done) {
+        written_copy(got, c->w);
+        log_info("sync", "patient %s: the %s had been set %s (%s)", r->tag, c->type, c->status,
+                 failure);
+    }
+    json_decref(got);
+    return rc;
+}
+
 /* PUT type/id of `res` with status set to `status`. */
 static enum adp_err put_status(struct prun *r, const char *type, json_t *res,
                                const char *status, struct fhir_write *w,
                                struct adp_error *err)
 {
     struct op op;
+    struct status_check chk;
 
     json_object_set_new(res, "status", json_string(status));
     json_object_del(res, "meta");
@@ -863,6 +1134,12 @@ static enum adp_err put_status(struct prun *r, const char *type, json_t *res,
     op.arg = json_string_value(json_object_get(res, "id"));
     op.resource = res;
     op.w = w;
+    chk.type = type;
+    chk.id = op.arg;
+    chk.status = status;
+    chk.w = w;
+    op.applied = status_applied;
+    op.applied_ud = &chk;
     return call(r, &op, err);
 }
 
@@ -965,7 +1242,14 @@ static enum adp_err outbox_before_write(struct adapter *a, const char *patient_i
     return rc != ADP_OK ? rc : state_usable(a, err);
 }
 
-/* Withdraw plans posted earlier for a patient who is no longer eligible. */
+
+static void history_ref(const char *type, json_t *res, char *buf, size_t len);
+
+/* Withdraw plans posted earlier for a patient who is no longer eligible.
+ * A revocation interrupted earlier (its outbox entry is there) is finished:
+ * the Provenance then also names what that pass withdrew, so that no
+ * withdrawn version is left without one (its id makes a repeat land on
+ * the same Provenance). */
 static enum adp_err revoke_outputs(struct prun *r, const struct emit_ctx *ctx,
                                    const struct features *f, int dry_run, json_t *ours[2],
                                    enum outcome *outcome, struct adp_error *err)
@@ -975,8 +1259,9 @@ static enum adp_err revoke_outputs(struct prun *r, const struct emit_ctx *ctx,
     char targets[8][256];
     const char *tptr[8];
     json_t *found[2] = {NULL, NULL}, *res;
-    int ntargets = 0, t, pending = 0;
+    int ntargets = 0, t, pending = 0, resume = 0;
     enum adp_err rc = ADP_OK;
+    struct state_outbox ob;
     size_t i;
 
     *outcome = OUT_NONE;
@@ -993,25 +1278,46 @@ static enum adp_err revoke_outputs(struct prun *r, const struct emit_ctx *ctx,
                 (status == NULL || strcmp(status, withdrawn[t]) != 0))
                 pending++;
         }
-    if (pending == 0)
+    if (!dry_run) {
+        rc = state_outbox_get(r->a->state, ctx->patient_id, &ob, &resume, err);
+        if (rc != ADP_OK)
+            goto out;
+        resume = resume && strcmp(ob.kind, "revoke") == 0;
+    }
+    if (pending == 0 && !resume)
         goto out;
-    *outcome = OUT_REVOKED;
+    *outcome = pending > 0 ? OUT_REVOKED : OUT_NONE;
     if (dry_run)
         goto out;
     /* the decision to revoke is durable before the first write */
-    rc = outbox_before_write(r->a, ctx->patient_id, "revoke", "", err);
+    if (!resume) {
+        rc = outbox_before_write(r->a, ctx->patient_id, "revoke", "", err);
+        if (rc == ADP_OK)
+            FAULT_POINT("revoke-outbox-committed");
+    } else {
+        rc = state_usable(r->a, err);
+    }
     for (t = 0; t < 2 && rc == ADP_OK; t++) {
         json_array_foreach(found[t], i, res)
         {
             const char *status = json_string_value(json_object_get(res, "status"));
             struct fhir_write w;
 
-            if (json_string_value(json_object_get(res, "id")) == NULL ||
-                (status != NULL && strcmp(status, withdrawn[t]) == 0))
+            if (json_string_value(json_object_get(res, "id")) == NULL)
                 continue;
+            if (status != NULL && strcmp(status, withdrawn[t]) == 0) {
+                if (resume && ntargets < 8) {
+                    /* withdrawn by the interrupted pass */
+                    history_ref(types[t], res, targets[ntargets], sizeof(targets[0]));
+                    tptr[ntargets] = targets[ntargets];
+                    ntargets++;
+                }
+                continue;
+            }
             rc = put_status(r, types[t], res, withdrawn[t], &w, err);
             if (rc != ADP_OK)
                 break;
+            FAULT_POINT("revoke-written");
             if (ntargets < 8) {
                 snprintf(targets[ntargets], sizeof(targets[0]), "%s/%s/_history/%s",
                          types[t], w.id, w.version);
@@ -1022,6 +1328,8 @@ static enum adp_err revoke_outputs(struct prun *r, const struct emit_ctx *ctx,
     }
     if (rc == ADP_OK && ntargets > 0)
         rc = write_provenance(r, ctx, f, tptr, ntargets, err);
+    if (rc == ADP_OK && ntargets > 0)
+        FAULT_POINT("revoke-provenance-written");
 out:
     json_decref(found[0]);
     json_decref(found[1]);
@@ -1192,7 +1500,8 @@ static void tx_uuid(char out[46], unsigned *seed)
  */
 static enum adp_err write_transaction(struct prun *r, const struct emit_ctx *ctx,
                                       const struct features *f, json_t *careplan, json_t *risk,
-                                      const char *hash, struct fhir_write *wc,
+                                      const char *hash, const char *prior_cp,
+                                      const char *prior_ra, struct fhir_write *wc,
                                       struct fhir_write *wr, int *refused, struct adp_error *err)
 {
     struct adapter *a = r->a;
@@ -1205,6 +1514,8 @@ static enum adp_err write_transaction(struct prun *r, const struct emit_ctx *ctx
     struct op op;
     enum adp_err rc = ADP_OK;
     struct tx_check chk;
+    char pid[65], purl[96];
+    const char *parts[4] = {"transaction", hash, prior_cp, prior_ra};
 
     *refused = 0;
     tx_uuid(u_cp, &r->seed);
@@ -1214,8 +1525,19 @@ static enum adp_err write_transaction(struct prun *r, const struct emit_ctx *ctx
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         goto out;
     }
-    if (cfg->write_provenance)
+    if (cfg->write_provenance) {
+        /* the versions written are not known before: the id stands for the
+         * decision and the versions it replaces */
+        rc = provenance_id(parts, 4, pid, err);
+        if (rc != ADP_OK)
+            goto out;
+        snprintf(purl, sizeof(purl), "Provenance/%s", pid);
         prov = emit_provenance(ctx, f, targets, 2);
+        if (prov != NULL && json_object_set_new(prov, "id", json_string(pid)) != 0) {
+            json_decref(prov);
+            prov = NULL;
+        }
+    }
     bundle = json_pack("{s:s, s:s, s:[{s:s, s:O, s:{s:s, s:s}}, {s:s, s:O, s:{s:s, s:s}}]}",
                        "resourceType", "Bundle", "type", "transaction", "entry", "fullUrl",
                        u_cp, "resource", careplan, "request", "method", "PUT", "url", "",
@@ -1238,8 +1560,8 @@ static enum adp_err write_transaction(struct prun *r, const struct emit_ctx *ctx
     }
     if (prov != NULL &&
         json_array_append_new(entries, json_pack("{s:s, s:O, s:{s:s, s:s}}", "fullUrl", u_pv,
-                                                 "resource", prov, "request", "method", "POST",
-                                                 "url", "Provenance")) != 0) {
+                                                 "resource", prov, "request", "method", "PUT",
+                                                 "url", purl)) != 0) {
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         goto out;
     }
@@ -1298,11 +1620,38 @@ out:
 
 /* Conditional update of type?query with res, unless `there` (the copy on
  * the server, already carrying the decision) is given: then w names it. */
-static enum adp_err put_unless_there(struct prun *r, const char *type, const char *query,
-                                     json_t *res, json_t *there, struct fhir_write *w,
-                                     struct adp_error *err)
+/* call()'s look before repeating the conditional update of a plan: is
+ * this patient's copy carrying the decision there? */
+struct plan_check {
+    const struct emit_ctx *ctx;
+    const char *type, *hash, *status;
+    struct fhir_write *w;
+};
+
+static enum adp_err plan_applied(struct prun *r, void *ud, const char *failure, int *done,
+                                 struct adp_error *err)
+{
+    struct plan_check *c = ud;
+    json_t *found = NULL;
+    enum adp_err rc = find_ours(r, c->ctx, c->type, &found, err);
+
+    *done = rc == ADP_OK && json_array_size(found) == 1 &&
+            same_output(c->ctx, json_array_get(found, 0), c->hash, c->status);
+    if (*done) {
+        written_copy(json_array_get(found, 0), c->w);
+        log_info("sync", "patient %s: the %s had been written (%s)", r->tag, c->type, failure);
+    }
+    json_decref(found);
+    return rc;
+}
+
+static enum adp_err put_unless_there(struct prun *r, const struct emit_ctx *ctx,
+                                     const char *type, const char *query, json_t *res,
+                                     json_t *there, const char *hash, const char *status,
+                                     struct fhir_write *w, struct adp_error *err)
 {
     struct op op;
+    struct plan_check chk;
 
     if (there != NULL) {
         written_copy(there, w);
@@ -1314,6 +1663,13 @@ static enum adp_err put_unless_there(struct prun *r, const char *type, const cha
     op.arg = query;
     op.resource = res;
     op.w = w;
+    chk.ctx = ctx;
+    chk.type = type;
+    chk.hash = hash;
+    chk.status = status;
+    chk.w = w;
+    op.applied = plan_applied;
+    op.applied_ud = &chk;
     return call(r, &op, err);
 }
 
@@ -1397,11 +1753,20 @@ static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
         rc = outbox_before_write(a, ctx->patient_id, "post-tx", hash, err);
         if (rc != ADP_OK)
             goto out;
+        /* what the transaction's Provenance id is made of: the decision and
+         * the versions it replaces (the same after a crash before the
+         * write; after it, the plans carry the hash and nothing is written) */
+        history_ref("CarePlan", json_array_get(cps, 0), t1, sizeof(t1));
+        history_ref("RiskAssessment", json_array_get(ras, 0), t2, sizeof(t2));
         r->pending_hash = hash;
-        rc = write_transaction(r, ctx, f, careplan, risk, hash, &wc, &wr, &refused, err);
+        FAULT_POINT("tx-sending");
+        rc = write_transaction(r, ctx, f, careplan, risk, hash, t1, t2, &wc, &wr, &refused,
+                               err);
         if (rc != ADP_OK)
             goto out;
         r->pending_hash = NULL;
+        if (!refused)
+            FAULT_POINT("tx-answered");
         if (!refused)
             goto written;
         tx_refused = 1;
@@ -1415,15 +1780,20 @@ static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
     rc = outbox_before_write(a, ctx->patient_id, "post", hash, err);
     if (rc != ADP_OK)
         goto out;
+    FAULT_POINT("outbox-committed");
     /* one already written by an interrupted earlier pass is not written
      * again (no second version; the Provenance names the one there) */
-    rc = put_unless_there(r, "CarePlan", cq, careplan,
-                          cp_same ? json_array_get(cps, 0) : NULL, &wc, err);
-    if (rc == ADP_OK)
-        rc = put_unless_there(r, "RiskAssessment", rq, risk,
-                              ra_same ? json_array_get(ras, 0) : NULL, &wr, err);
+    rc = put_unless_there(r, ctx, "CarePlan", cq, careplan,
+                          cp_same ? json_array_get(cps, 0) : NULL, hash, "draft", &wc, err);
     if (rc != ADP_OK)
         goto out;
+    FAULT_POINT("careplan-written");
+    rc = put_unless_there(r, ctx, "RiskAssessment", rq, risk,
+                          ra_same ? json_array_get(ras, 0) : NULL, hash, "preliminary", &wr,
+                          err);
+    if (rc != ADP_OK)
+        goto out;
+    FAULT_POINT("riskassessment-written");
     snprintf(t1, sizeof(t1), "CarePlan/%s/_history/%s", wc.id, wc.version);
     snprintf(t2, sizeof(t2), "RiskAssessment/%s/_history/%s", wr.id, wr.version);
     targets[0] = t1;
@@ -1431,6 +1801,7 @@ static enum adp_err post_outputs(struct prun *r, const struct emit_ctx *ctx,
     rc = write_provenance(r, ctx, f, targets, 2, err);
     if (rc != ADP_OK)
         goto out;
+    FAULT_POINT("provenance-written");
     if (tx_refused) {
         /* the same writes went through one by one: the server does not take
          * our transactions (this worker stops offering them) */
@@ -1917,7 +2288,7 @@ static enum adp_err patient_run(struct adapter *a, const char *patient_id, int d
     char now[32], hash[65] = "", tag[16], inhash[65] = "";
     char *esc = NULL;
     struct prun run;
-    int have_state = 0;
+    int have_state = 0, replaced = 0;
     double t_start = metrics_now(), t_fetched = 0, t_decided = 0;
 
     /* A state that could not be written stops every further write (the
@@ -1946,8 +2317,17 @@ static enum adp_err patient_run(struct adapter *a, const char *patient_id, int d
     ctx.software_version = DNMBC_VERSION;
     ctx.params = &a->params;
     rc = fetch_inputs(&run, &ctx, resources, ours, err);
+    if (rc == ADP_OK)
+        rc = check_inputs(&run, &ctx, resources, ours, &replaced, err);
     if (rc != ADP_OK)
         goto out;
+    if (replaced) {
+        SYNC_METRIC_INC(a, MET_IDENTITY, MI_REPLACED);
+        log_warn("sync", "patient %s: Patient.link says this record was replaced by another "
+                         "(replaced-by, a merge): not decided, nothing written; its plans are "
+                         "left as they are for a person to review", tag);
+        goto out;
+    }
     rc = input_hash(resources, inhash, err);
     if (rc != ADP_OK)
         goto out;
@@ -2024,6 +2404,7 @@ static enum adp_err patient_run(struct adapter *a, const char *patient_id, int d
                 err);
         if (rc != ADP_OK && !written)
             goto out;
+        FAULT_POINT("state-committed");
     }
     stats->per_rec[d.rec]++;
     if (d.palliative)

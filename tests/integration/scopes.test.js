@@ -134,7 +134,7 @@ test('a full sync with the default scopes passes a server that enforces them: ze
   const claims = JSON.parse(Buffer.from(asked[asked.length - 1].split('.')[1], 'base64url').toString());
   assert.deepEqual(claims.scope.split(' ').sort(), [
     'system/CarePlan.cus', 'system/Condition.rs', 'system/Observation.rs', 'system/Patient.rs',
-    'system/Provenance.cs', 'system/RiskAssessment.cus',
+    'system/Provenance.rus', 'system/RiskAssessment.cus',
   ]);
 });
 
@@ -152,7 +152,7 @@ test('the one-by-one write path also needs no more than the default scopes', asy
 
 test('a token granting fewer scopes than asked is a clear error naming the scope; nothing written', async () => {
   const stingy = await startOauth(['--resource', srv.base, '--client', `es-client=${key}/jwks.json`,
-    '--withhold', 'system/Provenance.cs']);
+    '--withhold', 'system/Provenance.rus']);
   await reload(stingy);
   const w0 = await writes();
   const r = sync();
@@ -165,7 +165,7 @@ test('a 403 for a missing scope names the scope the request needs', async () => 
   await reload(oauths[0]);
   // an operator's auth.scope without update on CarePlan
   const scope = 'system/Patient.rs system/Condition.rs system/Observation.rs system/CarePlan.cs ' +
-    'system/RiskAssessment.cus system/Provenance.cs';
+    'system/RiskAssessment.cus system/Provenance.rus';
   const r = sync(['--scope', scope], { env: { DNMBC_LOG_LEVEL: 'info' } });
   assert.notEqual(r.status, 0);
   const rep = await authReport();

@@ -78,7 +78,7 @@ test('three shards run concurrently and do every patient exactly once', async ()
   const created = runs.map((r) => Number(/^created\s+(\d+)$/m.exec(r.stdout)[1]))
     .reduce((a, b) => a + b, 0);
   assert.equal(plans.length, created);
-  assert.equal((stats.requests.POST?.Provenance || 0) + (stats.entries.POST?.Provenance || 0), created);
+  assert.equal((stats.requests.PUT?.Provenance || 0) + (stats.entries.PUT?.Provenance || 0), created);
 });
 
 test('a malformed --shard is a usage error', () => {

@@ -51,10 +51,10 @@ test('a written patient costs one batch and one transaction', async () => {
   assert.equal(stats.requests.POST.Bundle, seen + created, JSON.stringify(stats));
   assert.equal(stats.requests.PUT?.Device, undefined, 'no Device written');
   assert.equal(stats.requests.PUT?.CarePlan, undefined, 'no CarePlan PUT outside a Bundle');
-  assert.equal(stats.requests.POST?.Provenance, undefined, 'no Provenance POST outside a Bundle');
+  assert.equal(stats.requests.PUT?.Provenance, undefined, 'no Provenance PUT outside a Bundle');
   assert.equal(stats.entries.PUT.CarePlan, created);
   assert.equal(stats.entries.PUT.RiskAssessment, created);
-  assert.equal(stats.entries.POST.Provenance, created);
+  assert.equal(stats.entries.PUT.Provenance, created);
   assert.equal(stats.entries.GET.CarePlan, seen, 'the plans already there come with the inputs');
   // the Provenance targets what the server put in place of the fullUrls
   const prov = await h.searchAll(env.srv.base, 'Provenance?_count=1000');
@@ -67,7 +67,7 @@ test('fhir.transaction_write false writes the three one by one', async () => {
   assert.match(r.stderr, /write: three requests \(fhir\.transaction_write off\)/);
   assert.equal(stats.requests.PUT.CarePlan, created);
   assert.equal(stats.requests.PUT.RiskAssessment, created);
-  assert.equal(stats.requests.POST.Provenance, created);
+  assert.equal(stats.requests.PUT.Provenance, created);
   assert.equal(stats.entries.PUT?.CarePlan, undefined);
 });
 
@@ -97,7 +97,7 @@ test('a transaction the server refuses falls back, and the rest follow', async (
   assert.match(r.stderr, /refused a transaction/);
   assert.equal((r.stderr.match(/refused a transaction/g) || []).length, 1, 'said once');
   assert.equal(stats.requests.PUT.CarePlan, created, 'every plan written one by one');
-  assert.equal(stats.requests.POST.Provenance, created);
+  assert.equal(stats.requests.PUT.Provenance, created);
 });
 
 test('a transaction-response that does not say where the writes went: the plans are read back', async () => {

@@ -134,7 +134,7 @@ static void test_default_scope(void **state)
     s = auth_default_scope(1, 0);
     assert_string_equal(s, "system/Patient.rs system/Condition.rs system/Observation.rs "
                            "system/CarePlan.cus system/RiskAssessment.cus "
-                           "system/Provenance.cs");
+                           "system/Provenance.rus");
     assert_string_equal(s, AUTH_DEFAULT_SCOPE);
     free(s);
     s = auth_default_scope(0, 1);
@@ -163,7 +163,7 @@ static void test_scope_missing(void **state)
     m = auth_scope_missing(AUTH_DEFAULT_SCOPE,
                            "system/Patient.rs system/Condition.rs system/Observation.rs "
                            "system/CarePlan.cu system/RiskAssessment.cus");
-    assert_string_equal(m, "system/CarePlan.s system/Provenance.cs");
+    assert_string_equal(m, "system/CarePlan.s system/Provenance.rus");
     free(m);
     /* another context or type does not cover */
     m = auth_scope_missing("system/Patient.rs", "patient/Patient.rs user/*.rs system/Patients.rs");

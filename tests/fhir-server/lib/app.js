@@ -22,6 +22,7 @@ const { Stats } = require('./stats');
 const { BearerGuard } = require('./bearer');
 const { neededPermissions } = require('./scopes');
 const { RacyConditional } = require('./racy');
+const { IntegrityModes } = require('./integrity');
 
 const BASE_PATH = '/fhir/R4';
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
@@ -153,6 +154,7 @@ class FhirTestApp {
     this.faultRetryAfter = new WeakMap(); // ... -> its Retry-After (a fault in a transaction)
     this.bearer = new BearerGuard(); // off until POST /$test/auth (bearer.js)
     this.racy = new RacyConditional(); // off until POST /$test/racy-conditional (racy.js)
+    this.integrity = new IntegrityModes(); // POST /$test/integrity (integrity.js)
     this.wrapRoutes();
   }
 
@@ -372,9 +374,15 @@ class FhirTestApp {
       return;
     }
 
+    // a misrouting server (POST /$test/integrity): reads of one patient
+    // answered with another's
+    const target = req.method === 'GET' ? this.integrity.rewriteRead(rel + url.search) : rel + url.search;
+    if (req.method === 'POST' && !firstSegment) {
+      this.integrity.rewriteBatch(body);
+    }
     const fhirReq = {
       method: req.method,
-      url: rel + url.search,
+      url: target,
       pathname: '',
       params: {},
       query: {},
@@ -395,6 +403,14 @@ class FhirTestApp {
       : await this.routed(fhirReq, req.smartGrants);
     const status = this.statusOf(oo);
     const headers = {};
+    if (this.integrity.takeDrop(req.method, resourceType, fullUrl, body)) {
+      // carried out, answer lost (POST /$test/integrity dropAnswer)
+      req.socket.destroy();
+      return;
+    }
+    if (isOk(oo)) {
+      await this.integrity.patchAnswer(req.method, target, body, resource, this.repo);
+    }
     if (!isOk(oo)) {
       // a fault in a transaction fails the whole request: its Retry-After too
       const retryAfter = this.faultRetryAfter.get(oo);
@@ -482,6 +498,7 @@ class FhirTestApp {
         await this.mutex.run(() => this.repo.clear());
         this.faults.clear();
         this.stats.clear();
+        this.integrity.clear();
         this.send(res, 200, { resourceType: 'OperationOutcome', issue: [{ severity: 'information', code: 'informational', diagnostics: 'repository emptied' }] });
         return;
       case 'POST /$test/fault':
@@ -539,6 +556,16 @@ class FhirTestApp {
       case 'DELETE /$test/racy-conditional':
         this.racy.clear();
         this.send(res, 200, this.racy.report());
+        return;
+      case 'POST /$test/integrity':
+        try {
+          this.send(res, 200, this.integrity.configure(body));
+        } catch (err) {
+          throw new HttpError(400, 'invalid', err.message);
+        }
+        return;
+      case 'GET /$test/integrity':
+        this.send(res, 200, this.integrity.report());
         return;
       case 'DELETE /$test/capability':
         this.capabilityPatch = null;

@@ -27,6 +27,7 @@
 #include "features.h"
 #include "http.h"
 #include "jsonarena.h"
+#include "jsonread.h"
 #include "log.h"
 #include "mapping.h"
 #include "pool.h"
@@ -308,13 +309,31 @@ static char *read_input(const char *path, size_t *len)
     return buf;
 }
 
+/* The input's tree (new reference), within the memory budget of parsed JSON
+ * like a server response: a file of "{},{},..." under MAX_INPUT_BYTES would
+ * otherwise take 75 times its size. */
+static json_t *read_json(const char *name, const char *buf, size_t len,
+                         struct adp_error *err)
+{
+    json_error_t jerr;
+    json_t *doc = jsonread_loadb(buf, len, &jerr);
+
+    if (doc != NULL)
+        return doc;
+    if (json_error_code(&jerr) == json_error_out_of_memory)
+        adp_error_set(err, ADP_EPARSE, "%s: %s (fhir.max_parsed_mb)", name, jerr.text);
+    else
+        adp_error_set(err, ADP_EPARSE, "%s: malformed JSON at line %d column %d: %s", name,
+                      jerr.line, jerr.column, jerr.text);
+    return NULL;
+}
+
 /* Offline evaluate / explain. */
 static int cmd_offline(struct adapter *ad, const struct args *a, int explain)
 {
     char *buf;
     size_t len = 0;
     json_t *doc = NULL, *resources = NULL, *report = NULL, *outdoc = NULL;
-    json_error_t jerr;
     const char *patient_id = NULL;
     struct adp_error err;
     struct features f;
@@ -332,12 +351,9 @@ static int cmd_offline(struct adapter *ad, const struct args *a, int explain)
         adp_error_set(&err, ADP_EPARSE, "%s: empty input, expected a FHIR Bundle", name);
         goto fail;
     }
-    doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (doc == NULL) {
-        adp_error_set(&err, ADP_EPARSE, "%s: malformed JSON at line %d column %d: %s", name,
-                      jerr.line, jerr.column, jerr.text);
+    doc = read_json(name, buf, len, &err);
+    if (doc == NULL)
         goto fail;
-    }
     if (bundle_resources(doc, &resources, &patient_id, &err) != ADP_OK)
         goto fail;
     if (mapping_extract(ad->map, resources, &f, &report, &err) != ADP_OK)
@@ -396,7 +412,6 @@ static int cmd_map(struct adapter *ad, const struct args *a)
     char *buf, *text = NULL;
     size_t len = 0;
     json_t *doc = NULL, *resources = NULL, *report = NULL, *cov = NULL;
-    json_error_t jerr;
     const char *patient_id = NULL;
     struct adp_error err;
     struct features f;
@@ -407,12 +422,9 @@ static int cmd_map(struct adapter *ad, const struct args *a)
     buf = read_input(a->file, &len);
     if (buf == NULL)
         return EXIT_USAGE;
-    doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (doc == NULL) {
-        adp_error_set(&err, ADP_EPARSE, "%s: malformed JSON at line %d column %d: %s", name,
-                      jerr.line, jerr.column, jerr.text);
+    doc = read_json(name, buf, len, &err);
+    if (doc == NULL)
         goto fail;
-    }
     if (bundle_resources(doc, &resources, &patient_id, &err) != ADP_OK ||
         mapping_extract(ad->map, resources, &f, &report, &err) != ADP_OK)
         goto fail;
@@ -857,6 +869,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
         return EXIT_USAGE;
     }
+    jsonread_set_budget(config_parsed_budget(&cfg));
     lvl = log_level_parse(cfg.log_level);
     log_set_level((enum log_level)lvl);
     log_set_json(strcmp(cfg.log_format, "json") == 0);

@@ -24,11 +24,13 @@
 #include "config.h"
 #include "http.h"
 #include "jsonarena.h"
+#include "jsonread.h"
 #include "log.h"
 #include "metrics.h"
 #include "preflight.h"
 
 #define MAX_BODY (1024 * 1024)
+#define NOTIFY_PARSED_BUDGET ((size_t)8 * MAX_BODY)
 #define MAX_QUEUE 10000
 #define READY_CACHE_S 1.0
 
@@ -273,7 +275,8 @@ enum adp_err server_parse_notification(const char *body, size_t len, const char 
             add_ref(ni.refs, path_ref);
         goto done;
     }
-    doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    /* within a memory budget: a 1 MiB body of "{},{},..." would take 75 MiB */
+    doc = jsonread_loadb_budget(body, len, NOTIFY_PARSED_BUDGET, &jerr);
     if (doc == NULL || !json_is_object(doc)) {
         rc = adp_error_set(err, ADP_EPARSE, "notification: not a JSON object%s%s",
                            doc ? "" : ": ", doc ? "" : jerr.text);

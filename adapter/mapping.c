@@ -21,6 +21,7 @@
 
 #include <ctype.h>
 #include <dirent.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -2407,6 +2408,21 @@ static int unit_factor(const struct entry *e, json_t *q, double *factor,
     return -1;
 }
 
+/* A whole number read for an integer feature, as an int: 0, or -1 with the
+ * out-of-range issue (the one ECOG 7 gets) when it lies outside int's range.
+ * The (int) conversion of such a number is undefined for a double (1e10) and
+ * wraps for a 64-bit integer (4294967296 would read as ECOG 0); the feature's
+ * own range is checked by the caller. */
+static int int_of(struct xctx *x, const struct entry *e, double d, int *out)
+{
+    if (!(d >= INT_MIN && d <= INT_MAX)) {
+        issue(x, "value", "value %.15g out of range for %s", d, feats[e->feature].name);
+        return -1;
+    }
+    *out = (int)d;
+    return 0;
+}
+
 /* Read a Quantity.  Returns 1 with *out, 0 nothing, -1 issue reported. */
 static int read_quantity(struct xctx *x, const struct entry *e, json_t *q,
                          const char *field, double *out)
@@ -2436,7 +2452,9 @@ static int read_quantity(struct xctx *x, const struct entry *e, json_t *q,
         return -1;
     }
     *out = json_number_value(v) * factor;
-    if ((e->has_min && *out < e->min) || (e->has_max && *out > e->max)) {
+    /* 1e308 times a unit factor is infinite: no value of any feature */
+    if (!isfinite(*out) || (e->has_min && *out < e->min) ||
+        (e->has_max && *out > e->max)) {
         issue(x, field, "value out of range for %s", feats[e->feature].name);
         return -1;
     }
@@ -2629,7 +2647,8 @@ static int obs_value(struct xctx *x, const struct entry *e, json_t *obs, struct 
                 issue(x, "valueInteger", "field 'valueInteger' must be an integer");
                 return 0;
             }
-            v->i = (int)json_integer_value(jv);
+            if (int_of(x, e, (double)json_integer_value(jv), &v->i) != 0)
+                return 0;
             goto range;
         }
         jv = json_object_get(src, "valueQuantity");
@@ -2642,7 +2661,8 @@ static int obs_value(struct xctx *x, const struct entry *e, json_t *obs, struct 
                       "field 'valueQuantity.value' must be an integer");
                 return 0;
             }
-            v->i = (int)json_number_value(qv);
+            if (int_of(x, e, json_number_value(qv), &v->i) != 0)
+                return 0;
             goto range;
         }
         jv = json_object_get(src, "valueString");
@@ -2651,7 +2671,8 @@ static int obs_value(struct xctx *x, const struct entry *e, json_t *obs, struct 
             long l = strtol(json_string_value(jv), &end, 10);
 
             if (end != json_string_value(jv) && *end == '\0') {
-                v->i = (int)l;
+                if (int_of(x, e, (double)l, &v->i) != 0)
+                    return 0;
                 goto range;
             }
             if (e->ntables > 0)

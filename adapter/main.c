@@ -26,6 +26,7 @@
 #include "engine.h"
 #include "features.h"
 #include "http.h"
+#include "fhirid.h"
 #include "jsonarena.h"
 #include "jsonread.h"
 #include "log.h"
@@ -224,6 +225,11 @@ static int parse_args(int argc, char **argv, struct args *a)
             if (a->npatients >= MAX_PATIENT_ARGS) {
                 fprintf(stderr, "dnmbc-adapter: at most %d --patient options\n",
                         MAX_PATIENT_ARGS);
+                return EXIT_USAGE;
+            }
+            if (!fhir_id_valid(argv[i + 1])) {
+                fprintf(stderr, "dnmbc-adapter: --patient: not a FHIR id (1 to 64 of A-Z a-z "
+                                "0-9 - ., not '.' or '..')\n");
                 return EXIT_USAGE;
             }
             a->patients[a->npatients++] = argv[++i];

@@ -24,6 +24,7 @@
 #include "config.h"
 #include "http.h"
 #include "jsonarena.h"
+#include "fhirid.h"
 #include "jsonread.h"
 #include "log.h"
 #include "metrics.h"
@@ -164,6 +165,11 @@ static void add_ref(json_t *refs, const char *ref)
 {
     size_t i;
     json_t *v;
+    const char *slash = strchr(ref, '/');
+
+    /* "Patient/.." would become a request for the base: not a reference */
+    if (slash == NULL || !fhir_id_valid(slash + 1))
+        return;
 
     json_array_foreach(refs, i, v) if (strcmp(json_string_value(v), ref) == 0) return;
     json_array_append_new(refs, json_string(ref));

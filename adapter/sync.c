@@ -25,6 +25,7 @@
 #include "emit.h"
 #include "features.h"
 #include "fhir.h"
+#include "fhirid.h"
 #include "http.h"
 #include "jsonarena.h"
 #include "jsonwrite.h"
@@ -269,8 +270,14 @@ static enum adp_err collect_patient_ids(json_t *resources, char ***ids, int *n,
             if (ref != NULL && strncmp(ref, "Patient/", 8) == 0)
                 id = ref + 8;
         }
-        if (id == NULL || id[0] == '\0' || strchr(id, '/') != NULL)
+        /* "Patient/.." would fetch the base or search every Patient */
+        if (!fhir_id_valid(id)) {
+            if (id != NULL)
+                log_warn("sync", "%s without a valid FHIR patient id: skipped",
+                         type != NULL && strcmp(type, "Patient") == 0 ? "a Patient"
+                                                                      : "a resource");
             continue;
+        }
         out[count] = strdup(id);
         if (out[count] == NULL) {
             sync_free_ids(out, count);

@@ -36,6 +36,7 @@
 #include "server.h"
 #include "state.h"
 #include "sync.h"
+#include "textesc.h"
 
 #define EXIT_PARTIAL 1
 #define EXIT_USAGE 2
@@ -442,6 +443,11 @@ static int cmd_map(struct adapter *ad, const struct args *a)
     if (mapping_coverage_add(cov, patient_id ? patient_id : "unknown", report, &err) !=
         ADP_OK)
         goto fail;
+    /* the text report quotes codings from the input: no raw control bytes */
+    if (!a->json && text_escape_tree(cov) != 0) {
+        adp_error_set(&err, ADP_ENOMEM, "out of memory");
+        goto fail;
+    }
     text = a->json ? json_dumps(cov, JSON_INDENT(2)) : mapping_coverage_text(cov);
     if (text == NULL) {
         adp_error_set(&err, ADP_ENOMEM, "out of memory");

@@ -38,6 +38,7 @@
 #include "rules.h"
 #include "state.h"
 #include "strjoin.h"
+#include "textesc.h"
 
 #define GENERIC_NEOPLASM_CODES                                                          \
     "http://snomed.info/sct|363346000,http://snomed.info/sct|55342001"
@@ -2077,6 +2078,10 @@ enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run
 {
     enum adp_err rc;
 
+    /* every way a patient id comes in is checked before it gets here; this
+     * is the last guard: "Patient/.." is a request for the base */
+    if (!fhir_id_valid(patient_id))
+        return adp_error_set(err, ADP_EPARSE, "patient id is not a FHIR id: not synced");
     if (a->coverage != NULL)
         return patient_run(a, patient_id, dry_run, stats, err);
     jsonarena_begin();
@@ -2088,10 +2093,14 @@ enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run
 enum adp_err sync_write_report(json_t *cov, const char *path, int json,
                                struct adp_error *err)
 {
-    char *text = json ? json_dumps(cov, JSON_INDENT(2)) : mapping_coverage_text(cov);
+    char *text;
     FILE *fp;
     int bad;
 
+    /* the text report quotes codings from the server: no raw control bytes */
+    if (!json && text_escape_tree(cov) != 0)
+        return adp_error_set(err, ADP_ENOMEM, "report: out of memory");
+    text = json ? json_dumps(cov, JSON_INDENT(2)) : mapping_coverage_text(cov);
     if (text == NULL)
         return adp_error_set(err, ADP_ENOMEM, "report: out of memory");
     fp = fopen(path, "w");

@@ -327,7 +327,8 @@ static json_t *read_json(const char *name, const char *buf, size_t len,
 
     if (doc != NULL)
         return doc;
-    if (json_error_code(&jerr) == json_error_out_of_memory)
+    if (json_error_code(&jerr) == json_error_out_of_memory &&
+        strstr(jerr.text, "memory budget") != NULL)
         adp_error_set(err, ADP_EPARSE, "%s: %s (fhir.max_parsed_mb)", name, jerr.text);
     else
         adp_error_set(err, ADP_EPARSE, "%s: malformed JSON at line %d column %d: %s", name,

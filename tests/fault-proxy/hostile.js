@@ -16,4 +16,12 @@ function hostileBody(shape, bytes) {
   return Buffer.from(head + new Array(n).fill(item).join(',') + tail);
 }
 
-module.exports = { hostileBody };
+// --expires-in N (ours): a token endpoint's "expires_in" rewritten to N (an
+// integer text, so values beyond what a double holds exactly pass as sent).
+function rewriteExpiresIn(buf, n) {
+  const s = buf.toString('utf8');
+  const out = s.replace(/"expires_in"\s*:\s*\d+/g, `"expires_in":${n}`);
+  return out === s ? buf : Buffer.from(out);
+}
+
+module.exports = { hostileBody, rewriteExpiresIn };

@@ -11,6 +11,9 @@
 //        [--p5xx 0.10] [--p429 0.05] [--pdrop 0.02] [--ptrunc 0.02]
 //        [--pdelay 0.05] [--delay-ms 300] [--retry-after 1]
 //        [--hostile objects|arrays|integers --hostile-bytes N --hostile-match RE]
+//        [--expires-in N]
+// --expires-in rewrites "expires_in" in every answer to N (a hostile token
+// endpoint: hostile.js).
 // --hostile answers every request whose "METHOD /path?query" matches RE with
 // 200 and a hostile body of N bytes (hostile.js), counted as `hostile`.
 // Prints "listening http://127.0.0.1:PORT" on stdout once ready.
@@ -20,7 +23,8 @@ const http = require('node:http');
 
 function parseArgs(argv) {
   const o = { port: 0, seed: 1, p5xx: 0.1, p429: 0.05, pdrop: 0.02, ptrunc: 0.02, pdelay: 0.05,
-    delayMs: 300, retryAfter: 1, target: null, hostile: '', hostileBytes: 0, hostileMatch: '' };
+    delayMs: 300, retryAfter: 1, target: null, hostile: '', hostileBytes: 0, hostileMatch: '',
+    expiresIn: '' };
   for (let i = 2; i < argv.length; i += 2) {
     const k = argv[i].replace(/^--/, '').replace(/-([a-z])/g, (_, c) => c.toUpperCase());
     if (!(k in o)) throw new Error(`unknown option ${argv[i]}`);
@@ -149,6 +153,7 @@ function main() {
           if (h[k]) h[k] = h[k].split(`${target.protocol}//${target.host}`).join(`http://127.0.0.1:${server.address().port}`);
         }
         let out = Buffer.concat(parts);
+        if (o.expiresIn) out = require('./hostile').rewriteExpiresIn(out, o.expiresIn);
         const s = out.toString('utf8');
         if (s.includes(target.host)) {
           out = Buffer.from(s.split(`${target.protocol}//${target.host}`).join(`http://127.0.0.1:${server.address().port}`));

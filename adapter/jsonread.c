@@ -179,9 +179,15 @@ static int charge(struct reader *r, const unsigned char *at, size_t cost, size_t
 
     /* spent never passes budget, so budget - spent does not wrap */
     if (r->budget != 0 && (add < extra || add > r->budget - r->spent)) {
-        fail(r, at, json_error_out_of_memory,
-             "parsed JSON exceeds the memory budget of %zu MiB (%zu values by byte %zu)",
-             r->budget >> 20, r->values, (size_t)(at - r->buf));
+        if (r->budget >= ((size_t)1 << 20))
+            fail(r, at, json_error_out_of_memory,
+                 "parsed JSON exceeds the memory budget of %zu MiB (%zu values by byte %zu)",
+                 r->budget >> 20, r->values, (size_t)(at - r->buf));
+        else
+            fail(r, at, json_error_out_of_memory,
+                 "parsed JSON exceeds the memory budget of %zu bytes (%zu values by byte "
+                 "%zu)",
+                 r->budget, r->values, (size_t)(at - r->buf));
         return -1;
     }
     r->spent += add;
@@ -852,6 +858,10 @@ error:
     return NULL;
 }
 
+/* The one setting of the reader: like the response cap it comes from the
+ * configuration, once at start, and every caller (fhir.c, preflight.c, the
+ * offline commands) follows it without passing it down; atomic because pool
+ * workers read it. */
 static size_t process_budget = JSONREAD_DEFAULT_BUDGET;
 
 void jsonread_set_budget(size_t bytes)

@@ -39,6 +39,7 @@
 /* Renew this long before expiry, but never more than a sixth of the
  * lifetime (short-lived test tokens). */
 #define AUTH_RENEW_MARGIN_S 10
+#define AUTH_MAX_EXPIRES_S 86400L /* a longer stated lifetime: renewed after a day */
 #define AUTH_DEFAULT_EXPIRES_S 300
 
 enum auth_mode { AUTH_NONE, AUTH_BEARER, AUTH_SECRET, AUTH_SMART };
@@ -852,7 +853,11 @@ static enum adp_err token_request(struct auth *a, const char *scope, char *oauth
     }
     v = json_object_get(doc, "expires_in");
     if (json_is_integer(v) && json_integer_value(v) > 0)
-        expires_in = (long)json_integer_value(v);
+        /* capped before it is added to the clock: a lifetime near INT64_MAX
+         * overflowed the renewal time into the past (a token per request) */
+        expires_in = json_integer_value(v) > AUTH_MAX_EXPIRES_S
+                         ? AUTH_MAX_EXPIRES_S
+                         : (long)json_integer_value(v);
     granted = json_string_value(json_object_get(doc, "scope"));
     if (granted != NULL) {
         /* RFC 6749 5.1: a server may grant less than asked; every request

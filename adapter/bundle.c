@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fhirid.h"
+
 static const char *const accepted_types[] = {"searchset", "collection", "transaction",
                                              "batch", NULL};
 
@@ -57,6 +59,15 @@ static enum adp_err check_field(json_t *res, const char *field, char kind, int r
         return ADP_OK;
     return adp_error_set(err, ADP_EPARSE, "entry[%zu] (%s): field '%s' must be %s", i,
                          label, field, want);
+}
+
+/* A URI as it may be copied into a reference: no space, no control byte. */
+static int uri_plain(const char *s)
+{
+    for (; *s != '\0'; s++)
+        if ((unsigned char)*s <= 0x20 || *s == 0x7f)
+            return 0;
+    return 1;
 }
 
 enum adp_err bundle_resources(json_t *doc, json_t **resources, const char **patient_id,
@@ -166,6 +177,23 @@ enum adp_err bundle_resources(json_t *doc, json_t **resources, const char **pati
             rc = adp_error_set(err, ADP_EPARSE,
                                txn ? "entry[%zu] (%.40s): missing 'id' and 'fullUrl'"
                                    : "entry[%zu] (%.40s): missing required field 'id'",
+                               i, rt);
+            goto out;
+        }
+        /* the id goes into references and request paths: "..", a slash or an
+         * escape sequence there would change what they name (and what a
+         * terminal shows) */
+        if (id != NULL && !fhir_id_valid(id)) {
+            rc = adp_error_set(err, ADP_EPARSE,
+                               "entry[%zu] (%.40s): field 'id' is not a FHIR id (1 to 64 of "
+                               "A-Z a-z 0-9 - ., not '.' or '..')",
+                               i, rt);
+            goto out;
+        }
+        if (id == NULL && !uri_plain(full)) {
+            rc = adp_error_set(err, ADP_EPARSE,
+                               "entry[%zu] (%.40s): field 'fullUrl' holds a space or a "
+                               "control character",
                                i, rt);
             goto out;
         }

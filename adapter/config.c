@@ -36,6 +36,7 @@ static const struct key keys[] = {
     {"fhir", "page_size", K_INT, OFF(page_size), 1, 1000},
     {"fhir", "max_pages", K_INT, OFF(max_pages), 1, 100000},
     {"fhir", "max_response_mb", K_INT, OFF(max_response_mb), 1, 4096},
+    {"fhir", "max_parsed_mb", K_INT, OFF(max_parsed_mb), 1, 65536},
     {"fhir", "follow_other_origins", K_BOOL, OFF(follow_other_origins), 0, 0},
     {"fhir", "retry_max_attempts", K_INT, OFF(retry_max_attempts), 1, 100},
     {"fhir", "retry_base_ms", K_INT, OFF(retry_base_ms), 1, 600000},
@@ -109,7 +110,18 @@ const char *const config_keys[] = {
     "server.heartbeat_s", "audit.enabled",
     "server.max_connections", "server.max_connections_per_client",
     "server.header_timeout_s", "server.body_timeout_s",
+    "fhir.max_parsed_mb",
     NULL};
+
+size_t config_parsed_budget(const struct config *cfg)
+{
+    /* four times the response cap: room for an ordinary FHIR response of a
+     * good part of the cap (its tree is 7 to 11 times its text), while a
+     * response and its tree stay within eight times the cap per worker */
+    long mb = cfg->max_parsed_mb > 0 ? cfg->max_parsed_mb : 4 * cfg->max_response_mb;
+
+    return (size_t)mb << 20;
+}
 
 enum adp_err config_set_str(char **field, const char *val, struct adp_error *err)
 {

@@ -9,6 +9,8 @@
 #ifndef ADP_CONFIG_H
 #define ADP_CONFIG_H
 
+#include <stddef.h>
+
 #include "err.h"
 
 #define CONFIG_MAX_EXTRA_MAPPINGS 16
@@ -21,6 +23,7 @@ struct config {
     int page_size;
     int max_pages;
     long max_response_mb;
+    long max_parsed_mb;        /* memory budget of a parsed body; 0: 4 x max_response_mb */
     int follow_other_origins;  /* follow next links elsewhere, without credentials */
     long retry_max_attempts;   /* attempts per FHIR call (transient errors) */
     long retry_base_ms;
@@ -91,6 +94,10 @@ extern const char *const config_keys[];
  * Errors name the file and the key.  Free with config_free (also on error). */
 enum adp_err config_load(const char *path, struct config *cfg, struct adp_error *err);
 void config_free(struct config *cfg);
+
+/* Bytes a parsed JSON body may take (fhir.max_parsed_mb, by default four
+ * times fhir.max_response_mb), for jsonread_set_budget. */
+size_t config_parsed_budget(const struct config *cfg);
 
 /* Replace a string field (copying val). */
 enum adp_err config_set_str(char **field, const char *val, struct adp_error *err);

@@ -18,6 +18,7 @@
 #include "auth.h"
 #include "features.h"
 #include "fhir.h"
+#include "fhirid.h"
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
@@ -53,6 +54,11 @@ static int notified_patient(struct adapter *a, const char *ref, char *out, size_
     if (pref != NULL && strstr(pref, "Patient/") != NULL) {
         snprintf(out, len, "%s", strstr(pref, "Patient/") + 8);
         rc = 0;
+        /* "Patient/.." from the server would become a request for the base */
+        if (!fhir_id_valid(out)) {
+            log_warn("notify", "the notified %s names no valid FHIR patient id", type);
+            rc = -1;
+        }
     } else {
         log_warn("notify", "the notified %s names no patient", type);
     }

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "jsonwrite.h"
+#include "textesc.h"
 
 #define SYS_SCT "http://snomed.info/sct"
 #define SYS_RXNORM "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -160,6 +161,20 @@ static void sb_esc(struct sbuf *s, const char *t)
                 sb_addn(s, (const char *)u, 1);
         }
     }
+}
+
+/* Append text that comes from the input (ids, codings, mapping messages) to
+ * a report meant for a terminal: control characters escaped (textesc.h). */
+static void sb_text(struct sbuf *s, const char *t)
+{
+    char *e = text_escape(t);
+
+    if (e == NULL) {
+        s->oom = 1;
+        return;
+    }
+    sb_add(s, e);
+    free(e);
 }
 
 /* Take the buffer's string (caller frees); NULL on failure. */
@@ -1924,8 +1939,10 @@ static void explain_sources(struct sbuf *s, const struct fsrc *src)
     if (src->nsrc == 0)
         return;
     sb_add(s, "  [");
-    for (i = 0; i < src->nsrc && i < FEAT_MAX_SRC; i++)
-        sb_printf(s, "%s%s", i ? ", " : "", src->src[i]);
+    for (i = 0; i < src->nsrc && i < FEAT_MAX_SRC; i++) {
+        sb_add(s, i ? ", " : "");
+        sb_text(s, src->src[i]);
+    }
     sb_add(s, "]");
 }
 
@@ -1964,8 +1981,10 @@ static void explain_features(struct sbuf *s, const struct features *f)
     }
     for (i = 0; i < f->nresponses && i < FEAT_MAX_RESPONSES; i++) {
         feat_format_date(f->responses[i].date, date, sizeof(date));
-        sb_printf(s, "  response: %s on %s  [%s]\n", response_name(f->responses[i].value),
-                  date, f->responses[i].src);
+        sb_printf(s, "  response: %s on %s  [", response_name(f->responses[i].value),
+                  date);
+        sb_text(s, f->responses[i].src);
+        sb_add(s, "]\n");
     }
     sb_add(s, "  missing:");
     for (i = 0; i < FE_COUNT; i++) {
@@ -2119,12 +2138,18 @@ missing:
 
         if (disp != NULL && disp[0] == '\0')
             disp = NULL;
-        sb_printf(&s, "  %s|%s%s%s%s (%s x%lld)\n",
-                  nz(json_string_value(json_object_get(u, "system"))),
-                  nz(json_string_value(json_object_get(u, "code"))), disp ? " \"" : "",
-                  disp ? disp : "", disp ? "\"" : "",
-                  nz(json_string_value(json_object_get(u, "resourceType"))),
-                  (long long)json_integer_value(json_object_get(u, "count")));
+        sb_add(&s, "  ");
+        sb_text(&s, json_string_value(json_object_get(u, "system")));
+        sb_add(&s, "|");
+        sb_text(&s, json_string_value(json_object_get(u, "code")));
+        if (disp != NULL) {
+            sb_add(&s, " \"");
+            sb_text(&s, disp);
+            sb_add(&s, "\"");
+        }
+        sb_add(&s, " (");
+        sb_text(&s, json_string_value(json_object_get(u, "resourceType")));
+        sb_printf(&s, " x%lld)\n", (long long)json_integer_value(json_object_get(u, "count")));
     }
     if (json_array_size(list) == 0)
         sb_add(&s, "  none\n");
@@ -2134,10 +2159,13 @@ missing:
         for (k = 0; k < json_array_size(list); k++) {
             json_t *u = json_array_get(list, k);
 
-            sb_printf(&s, "  %s %s: %s\n",
-                      nz(json_string_value(json_object_get(u, "resource"))),
-                      nz(json_string_value(json_object_get(u, "field"))),
-                      nz(json_string_value(json_object_get(u, "message"))));
+            sb_add(&s, "  ");
+            sb_text(&s, json_string_value(json_object_get(u, "resource")));
+            sb_add(&s, " ");
+            sb_text(&s, json_string_value(json_object_get(u, "field")));
+            sb_add(&s, ": ");
+            sb_text(&s, json_string_value(json_object_get(u, "message")));
+            sb_add(&s, "\n");
         }
     }
     return sb_take(&s);

@@ -327,6 +327,9 @@ static enum adp_err parse_body(const char *what, const struct http_response *r,
     /* the same tree and verdicts as json_loadb with JSON_REJECT_DUPLICATES,
      * about four times faster (jsonread.h): every response goes through here */
     doc = jsonread_loadb(r->body, r->len, &jerr);
+    if (doc == NULL && json_error_code(&jerr) == json_error_out_of_memory &&
+        strstr(jerr.text, "memory budget") != NULL)
+        return adp_error_set(err, ADP_EPARSE, "%s: %s (fhir.max_parsed_mb)", what, jerr.text);
     if (doc == NULL)
         return adp_error_set(err, ADP_EPARSE,
                              "%s: invalid JSON at line %d column %d (byte %d): %s", what,

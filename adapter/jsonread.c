@@ -61,6 +61,23 @@
 /* Bytes of a duplicate key quoted in the error text. */
 #define JR_KEY_QUOTE 40
 
+/*
+ * What a value costs against the memory budget: jansson 2.14's allocations
+ * for it on x86-64 with glibc malloc's 16-byte chunks (the arena rounds the
+ * same way), measured in tests/unit/test_jsonbudget.c.  An object is its
+ * struct and 8 hash buckets; a member its hashtable pair with the key inline
+ * and its share of the buckets, which double as the object grows (freed
+ * tables count: the arena keeps them until the patient is done).  An array
+ * is its struct and an 8-slot table; an element its slot, twice for the same
+ * reason.  true, false and null are shared and cost only their slot.
+ */
+#define JR_COST_OBJECT 224u
+#define JR_COST_MEMBER 144u
+#define JR_COST_ARRAY 128u
+#define JR_COST_ELEMENT 16u
+#define JR_COST_STRING 80u
+#define JR_COST_NUMBER 32u
+
 #define ONES JP_ONES
 
 /* An open container.  For an object whose value is being read, the key is
@@ -89,6 +106,9 @@ struct reader {
     size_t used;
     size_t scap;
     char point; /* the locale's decimal point, 0 until a real is read */
+    size_t budget;           /* bytes the tree may cost; 0: no limit */
+    size_t spent;            /* what the values made so far cost */
+    size_t values;           /* values made so far */
     int immortal;            /* values are made immortal (arena scope) */
     unsigned long fallbacks; /* jsonarena_fallbacks() when the parse began */
     struct frame stack0[JR_FRAMES];
@@ -147,6 +167,31 @@ static void fail_unexpected(struct reader *r, const unsigned char *p, const char
         fail(r, p, json_error_invalid_syntax, "%s, not '%c'", wanted, *p);
     else
         fail(r, p, json_error_invalid_syntax, "%s, not byte 0x%02x", wanted, *p);
+}
+
+/* Charge cost bytes (plus extra, a string's or key's length) for a value
+ * about to be made at at; -1 (the error set) when the budget would be passed.
+ * Checked before the allocation, so that a hostile shape never gets the
+ * memory it asks for. */
+static int charge(struct reader *r, const unsigned char *at, size_t cost, size_t extra)
+{
+    size_t add = cost + extra;
+
+    /* spent never passes budget, so budget - spent does not wrap */
+    if (r->budget != 0 && (add < extra || add > r->budget - r->spent)) {
+        if (r->budget >= ((size_t)1 << 20))
+            fail(r, at, json_error_out_of_memory,
+                 "parsed JSON exceeds the memory budget of %zu MiB (%zu values by byte %zu)",
+                 r->budget >> 20, r->values, (size_t)(at - r->buf));
+        else
+            fail(r, at, json_error_out_of_memory,
+                 "parsed JSON exceeds the memory budget of %zu bytes (%zu values by byte "
+                 "%zu)",
+                 r->budget, r->values, (size_t)(at - r->buf));
+        return -1;
+    }
+    r->spent += add;
+    return 0;
 }
 
 /*** memory (jansson's allocator, so json_set_alloc_funcs sees all of it) ***/
@@ -648,9 +693,15 @@ value:
         fail_unexpected(r, p, "value expected");
         goto error;
     }
+    r->values++;
+    if (r->depth > 0 && json_is_array(r->stack[r->depth - 1].c) &&
+        charge(r, p, JR_COST_ELEMENT, 0) != 0)
+        goto error;
     switch (*p) {
     case '{':
     case '[':
+        if (charge(r, p, *p == '{' ? JR_COST_OBJECT : JR_COST_ARRAY, 0) != 0)
+            goto error;
         v = *p == '{' ? json_object() : json_array();
         if (v == NULL) {
             fail_oom(r, p);
@@ -671,8 +722,9 @@ value:
             goto value;
         goto key;
     case '"':
+        at = p;
         p = scan_string(r, p + 1, &s, &n, &esc, 0);
-        if (p == NULL)
+        if (p == NULL || charge(r, at, JR_COST_STRING, n) != 0)
             goto error;
         v = json_stringn_nocheck(s, n);
         if (v == NULL) {
@@ -691,6 +743,8 @@ value:
     case '7':
     case '8':
     case '9':
+        if (charge(r, p, JR_COST_NUMBER, 0) != 0)
+            goto error;
         p = scan_number(r, p, &v);
         break;
     case 't':
@@ -724,6 +778,8 @@ key:
         fail_duplicate(r, at, s, n);
         goto error;
     }
+    if (charge(r, at, JR_COST_MEMBER, n) != 0)
+        goto error;
     f->key_len = n;
     f->key_in_scratch = esc;
     if (esc) {
@@ -802,7 +858,29 @@ error:
     return NULL;
 }
 
+/* The one setting of the reader: like the response cap it comes from the
+ * configuration, once at start, and every caller (fhir.c, preflight.c, the
+ * offline commands) follows it without passing it down; atomic because pool
+ * workers read it. */
+static size_t process_budget = JSONREAD_DEFAULT_BUDGET;
+
+void jsonread_set_budget(size_t bytes)
+{
+    __atomic_store_n(&process_budget, bytes, __ATOMIC_RELAXED);
+}
+
+size_t jsonread_budget(void)
+{
+    return __atomic_load_n(&process_budget, __ATOMIC_RELAXED);
+}
+
 json_t *jsonread_loadb(const char *buf, size_t len, json_error_t *error)
+{
+    return jsonread_loadb_budget(buf, len, jsonread_budget(), error);
+}
+
+json_t *jsonread_loadb_budget(const char *buf, size_t len, size_t budget,
+                              json_error_t *error)
 {
     struct reader r;
     json_t *doc;
@@ -832,6 +910,9 @@ json_t *jsonread_loadb(const char *buf, size_t len, json_error_t *error)
     r.used = 0;
     r.scap = JR_SCRATCH;
     r.point = '\0';
+    r.budget = budget;
+    r.spent = 0;
+    r.values = 0;
     r.immortal = jsonarena_active();
     r.fallbacks = r.immortal ? jsonarena_fallbacks() : 0;
 

@@ -28,4 +28,24 @@
  */
 json_t *jsonread_loadb(const char *buf, size_t len, json_error_t *error);
 
+/*
+ * The memory budget.  A parse charges every value it makes what jansson
+ * allocates for it (allocator overhead included: a container, its hash
+ * buckets or slot table with their growth, a member's key, a string's bytes),
+ * and fails as soon as the total would pass the budget, before allocating:
+ * "{},{},..." costs some 240 bytes per 3 bytes of text, so a cap on the text
+ * alone does not bound the tree.  The error text then says "memory budget"
+ * and json_error_code() is json_error_out_of_memory.
+ *
+ * jsonread_loadb_budget parses with an explicit budget in bytes (0: none);
+ * jsonread_loadb uses the process's budget, set by jsonread_set_budget
+ * (fhir.max_parsed_mb; any thread may read it while another sets it) and
+ * JSONREAD_DEFAULT_BUDGET until then.
+ */
+#define JSONREAD_DEFAULT_BUDGET ((size_t)256 << 20)
+json_t *jsonread_loadb_budget(const char *buf, size_t len, size_t budget,
+                              json_error_t *error);
+void jsonread_set_budget(size_t bytes);
+size_t jsonread_budget(void);
+
 #endif

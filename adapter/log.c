@@ -12,6 +12,7 @@
 
 #include "jsonwrite.h"
 #include "strjoin.h"
+#include "textesc.h"
 
 static enum log_level current_level = LOG_LVL_INFO;
 static int json_lines;                       /* log.format json */
@@ -101,8 +102,14 @@ static void write_line(enum log_level lvl, const char *component, const char *li
         funlockfile(stderr);
         return;
     }
-    /* text lines stay as they were: the patient tag correlates them */
-    fprintf(stderr, "%s %s %s: %s\n", ts, level_names[lvl], component, line);
+    /* text lines stay as they were: the patient tag correlates them; a
+     * control character quoted from a server or an input (a newline forging
+     * a line, ESC driving the terminal) is written as a visible escape */
+    flockfile(stderr);
+    fprintf(stderr, "%s %s %s: ", ts, level_names[lvl], component);
+    text_escape_fputs(line, stderr);
+    fputc('\n', stderr);
+    funlockfile(stderr);
 }
 
 void log_msg(enum log_level lvl, const char *component, const char *fmt, ...)

@@ -26,7 +26,9 @@
 #include "engine.h"
 #include "features.h"
 #include "http.h"
+#include "fhirid.h"
 #include "jsonarena.h"
+#include "jsonread.h"
 #include "log.h"
 #include "mapping.h"
 #include "pool.h"
@@ -34,6 +36,7 @@
 #include "server.h"
 #include "state.h"
 #include "sync.h"
+#include "textesc.h"
 
 #define EXIT_PARTIAL 1
 #define EXIT_USAGE 2
@@ -225,6 +228,11 @@ static int parse_args(int argc, char **argv, struct args *a)
                         MAX_PATIENT_ARGS);
                 return EXIT_USAGE;
             }
+            if (!fhir_id_valid(argv[i + 1])) {
+                fprintf(stderr, "dnmbc-adapter: --patient: not a FHIR id (1 to 64 of A-Z a-z "
+                                "0-9 - ., not '.' or '..')\n");
+                return EXIT_USAGE;
+            }
             a->patients[a->npatients++] = argv[++i];
         } else if (strcmp(s, "-") != 0 && s[0] == '-') {
             fprintf(stderr, "dnmbc-adapter: unknown option %s (try --help)\n", s);
@@ -307,13 +315,32 @@ static char *read_input(const char *path, size_t *len)
     return buf;
 }
 
+/* The input's tree (new reference), within the memory budget of parsed JSON
+ * like a server response: a file of "{},{},..." under MAX_INPUT_BYTES would
+ * otherwise take 75 times its size. */
+static json_t *read_json(const char *name, const char *buf, size_t len,
+                         struct adp_error *err)
+{
+    json_error_t jerr;
+    json_t *doc = jsonread_loadb(buf, len, &jerr);
+
+    if (doc != NULL)
+        return doc;
+    if (json_error_code(&jerr) == json_error_out_of_memory &&
+        strstr(jerr.text, "memory budget") != NULL)
+        adp_error_set(err, ADP_EPARSE, "%s: %s (fhir.max_parsed_mb)", name, jerr.text);
+    else
+        adp_error_set(err, ADP_EPARSE, "%s: malformed JSON at line %d column %d: %s", name,
+                      jerr.line, jerr.column, jerr.text);
+    return NULL;
+}
+
 /* Offline evaluate / explain. */
 static int cmd_offline(struct adapter *ad, const struct args *a, int explain)
 {
     char *buf;
     size_t len = 0;
     json_t *doc = NULL, *resources = NULL, *report = NULL, *outdoc = NULL;
-    json_error_t jerr;
     const char *patient_id = NULL;
     struct adp_error err;
     struct features f;
@@ -331,12 +358,9 @@ static int cmd_offline(struct adapter *ad, const struct args *a, int explain)
         adp_error_set(&err, ADP_EPARSE, "%s: empty input, expected a FHIR Bundle", name);
         goto fail;
     }
-    doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (doc == NULL) {
-        adp_error_set(&err, ADP_EPARSE, "%s: malformed JSON at line %d column %d: %s", name,
-                      jerr.line, jerr.column, jerr.text);
+    doc = read_json(name, buf, len, &err);
+    if (doc == NULL)
         goto fail;
-    }
     if (bundle_resources(doc, &resources, &patient_id, &err) != ADP_OK)
         goto fail;
     if (mapping_extract(ad->map, resources, &f, &report, &err) != ADP_OK)
@@ -395,7 +419,6 @@ static int cmd_map(struct adapter *ad, const struct args *a)
     char *buf, *text = NULL;
     size_t len = 0;
     json_t *doc = NULL, *resources = NULL, *report = NULL, *cov = NULL;
-    json_error_t jerr;
     const char *patient_id = NULL;
     struct adp_error err;
     struct features f;
@@ -406,12 +429,9 @@ static int cmd_map(struct adapter *ad, const struct args *a)
     buf = read_input(a->file, &len);
     if (buf == NULL)
         return EXIT_USAGE;
-    doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (doc == NULL) {
-        adp_error_set(&err, ADP_EPARSE, "%s: malformed JSON at line %d column %d: %s", name,
-                      jerr.line, jerr.column, jerr.text);
+    doc = read_json(name, buf, len, &err);
+    if (doc == NULL)
         goto fail;
-    }
     if (bundle_resources(doc, &resources, &patient_id, &err) != ADP_OK ||
         mapping_extract(ad->map, resources, &f, &report, &err) != ADP_OK)
         goto fail;
@@ -423,6 +443,11 @@ static int cmd_map(struct adapter *ad, const struct args *a)
     if (mapping_coverage_add(cov, patient_id ? patient_id : "unknown", report, &err) !=
         ADP_OK)
         goto fail;
+    /* the text report quotes codings from the input: no raw control bytes */
+    if (!a->json && text_escape_tree(cov) != 0) {
+        adp_error_set(&err, ADP_ENOMEM, "out of memory");
+        goto fail;
+    }
     text = a->json ? json_dumps(cov, JSON_INDENT(2)) : mapping_coverage_text(cov);
     if (text == NULL) {
         adp_error_set(&err, ADP_ENOMEM, "out of memory");
@@ -916,6 +941,7 @@ int main(int argc, char **argv)
         log_fatal("%s", err.msg);
         return EXIT_USAGE;
     }
+    jsonread_set_budget(config_parsed_budget(&cfg));
     lvl = log_level_parse(cfg.log_level);
     log_set_level((enum log_level)lvl);
     log_set_json(strcmp(cfg.log_format, "json") == 0);

@@ -37,11 +37,14 @@
 #include "emit.h"
 #include "http.h"
 #include "jsonarena.h"
+#include "fhirid.h"
+#include "jsonread.h"
 #include "log.h"
 #include "metrics.h"
 #include "preflight.h"
 
 #define MAX_BODY (1024 * 1024)
+#define NOTIFY_PARSED_BUDGET ((size_t)8 * MAX_BODY)
 #define MAX_QUEUE 10000
 #define READY_CACHE_S 1.0
 #define REAPER_TICK_MS 200
@@ -213,6 +216,11 @@ static void add_ref(json_t *refs, const char *ref)
 {
     size_t i;
     json_t *v;
+    const char *slash = strchr(ref, '/');
+
+    /* "Patient/.." would become a request for the base: not a reference */
+    if (slash == NULL || !fhir_id_valid(slash + 1))
+        return;
 
     /* The duplicate check is quadratic: past the bound nothing more is
      * kept (one past it is, so the caller can see the notification was
@@ -329,7 +337,8 @@ enum adp_err server_parse_notification(const char *body, size_t len, const char 
             add_ref(ni.refs, path_ref);
         goto done;
     }
-    doc = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    /* within a memory budget: a 1 MiB body of "{},{},..." would take 75 MiB */
+    doc = jsonread_loadb_budget(body, len, NOTIFY_PARSED_BUDGET, &jerr);
     if (doc == NULL || !json_is_object(doc)) {
         rc = adp_error_set(err, ADP_EPARSE, "notification: not a JSON object%s%s",
                            doc ? "" : ": ", doc ? "" : jerr.text);

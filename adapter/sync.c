@@ -28,6 +28,7 @@
 #include "faultpoint.h"
 #include "features.h"
 #include "fhir.h"
+#include "fhirid.h"
 #include "http.h"
 #include "jsonarena.h"
 #include "jsonwrite.h"
@@ -40,6 +41,7 @@
 #include "rules.h"
 #include "state.h"
 #include "strjoin.h"
+#include "textesc.h"
 
 #define GENERIC_NEOPLASM_CODES                                                          \
     "http://snomed.info/sct|363346000,http://snomed.info/sct|55342001"
@@ -275,8 +277,14 @@ static enum adp_err collect_patient_ids(json_t *resources, char ***ids, int *n,
             if (ref != NULL && strncmp(ref, "Patient/", 8) == 0)
                 id = ref + 8;
         }
-        if (id == NULL || id[0] == '\0' || strchr(id, '/') != NULL)
+        /* "Patient/.." would fetch the base or search every Patient */
+        if (!fhir_id_valid(id)) {
+            if (id != NULL)
+                log_warn("sync", "%s without a valid FHIR patient id: skipped",
+                         type != NULL && strcmp(type, "Patient") == 0 ? "a Patient"
+                                                                      : "a resource");
             continue;
+        }
         out[count] = strdup(id);
         if (out[count] == NULL) {
             sync_free_ids(out, count);
@@ -2451,6 +2459,10 @@ enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run
 {
     enum adp_err rc;
 
+    /* every way a patient id comes in is checked before it gets here; this
+     * is the last guard: "Patient/.." is a request for the base */
+    if (!fhir_id_valid(patient_id))
+        return adp_error_set(err, ADP_EPARSE, "patient id is not a FHIR id: not synced");
     if (a->coverage != NULL)
         return patient_run(a, patient_id, dry_run, stats, err);
     jsonarena_begin();
@@ -2462,10 +2474,14 @@ enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run
 enum adp_err sync_write_report(json_t *cov, const char *path, int json,
                                struct adp_error *err)
 {
-    char *text = json ? json_dumps(cov, JSON_INDENT(2)) : mapping_coverage_text(cov);
+    char *text;
     FILE *fp;
     int bad, fd;
 
+    /* the text report quotes codings from the server: no raw control bytes */
+    if (!json && text_escape_tree(cov) != 0)
+        return adp_error_set(err, ADP_ENOMEM, "report: out of memory");
+    text = json ? json_dumps(cov, JSON_INDENT(2)) : mapping_coverage_text(cov);
     if (text == NULL)
         return adp_error_set(err, ADP_ENOMEM, "report: out of memory");
     /* it lists patient ids: private (0600) whatever the umask, also when

@@ -10,6 +10,12 @@
 //   node proxy.js --target http://127.0.0.1:PORT [--port 0] [--seed N]
 //        [--p5xx 0.10] [--p429 0.05] [--pdrop 0.02] [--ptrunc 0.02]
 //        [--pdelay 0.05] [--delay-ms 300] [--retry-after 1]
+//        [--hostile objects|arrays|integers --hostile-bytes N --hostile-match RE]
+//        [--expires-in N]
+// --expires-in rewrites "expires_in" in every answer to N (a hostile token
+// endpoint: hostile.js).
+// --hostile answers every request whose "METHOD /path?query" matches RE with
+// 200 and a hostile body of N bytes (hostile.js), counted as `hostile`.
 // Prints "listening http://127.0.0.1:PORT" on stdout once ready.
 'use strict';
 
@@ -17,11 +23,12 @@ const http = require('node:http');
 
 function parseArgs(argv) {
   const o = { port: 0, seed: 1, p5xx: 0.1, p429: 0.05, pdrop: 0.02, ptrunc: 0.02, pdelay: 0.05,
-    delayMs: 300, retryAfter: 1, target: null };
+    delayMs: 300, retryAfter: 1, target: null, hostile: '', hostileBytes: 0, hostileMatch: '',
+    expiresIn: '' };
   for (let i = 2; i < argv.length; i += 2) {
     const k = argv[i].replace(/^--/, '').replace(/-([a-z])/g, (_, c) => c.toUpperCase());
     if (!(k in o)) throw new Error(`unknown option ${argv[i]}`);
-    o[k] = k === 'target' ? argv[i + 1] : Number(argv[i + 1]);
+    o[k] = typeof o[k] === 'string' || o[k] === null ? argv[i + 1] : Number(argv[i + 1]);
   }
   if (!o.target) throw new Error('--target URL is required');
   return o;
@@ -43,7 +50,9 @@ function main() {
   const o = parseArgs(process.argv);
   const target = new URL(o.target);
   const rand = rng(o.seed);
-  const stats = { requests: 0, e5xx: 0, e429: 0, drop: 0, truncate: 0, delay: 0 };
+  const stats = { requests: 0, e5xx: 0, e429: 0, drop: 0, truncate: 0, delay: 0, hostile: 0 };
+  const hostile = o.hostile ? require('./hostile').hostileBody(o.hostile, o.hostileBytes) : null;
+  const hostileRe = new RegExp(o.hostileMatch);
   const statuses = [500, 502, 503, 504];
   let useDate = false;
 
@@ -58,6 +67,13 @@ function main() {
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
       stats.requests++;
+      if (hostile && hostileRe.test(`${req.method} ${req.url}`)) {
+        stats.hostile++;
+        res.writeHead(200, { 'content-type': 'application/fhir+json',
+          'content-length': hostile.length, connection: 'close' });
+        res.end(hostile);
+        return;
+      }
       const r = rand();
       let fault = null;
       let edge = o.p5xx;
@@ -137,6 +153,7 @@ function main() {
           if (h[k]) h[k] = h[k].split(`${target.protocol}//${target.host}`).join(`http://127.0.0.1:${server.address().port}`);
         }
         let out = Buffer.concat(parts);
+        if (o.expiresIn) out = require('./hostile').rewriteExpiresIn(out, o.expiresIn);
         const s = out.toString('utf8');
         if (s.includes(target.host)) {
           out = Buffer.from(s.split(`${target.protocol}//${target.host}`).join(`http://127.0.0.1:${server.address().port}`));

@@ -5,7 +5,11 @@
  * text, source "<buffer>" and a position inside the input.  The input is
  * read a third time inside an arena scope (jsonarena.h, as a patient's
  * responses are): same answer, same tree, and under ASan no leak or
- * use-after-free of the immortal tree.  Any difference aborts. */
+ * use-after-free of the immortal tree.  Then it is read under a small memory
+ * budget (from the input's length, so that budgets run out at every point
+ * of a parse, in and out of an arena scope): either the same tree, or a
+ * memory-budget error on input jansson accepts or rejects later, never a
+ * leak.  Any difference aborts. */
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -62,6 +66,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     json_decref(b);
     jsonarena_end();
+    for (int scope = 0; scope < 2; scope++) {
+        size_t budget = 64 + (size * 37) % 4096;
+
+        if (scope)
+            jsonarena_begin();
+        b = jsonread_loadb_budget((const char *)data, size, budget, &me);
+        if (b != NULL ? a == NULL || !same_tree(a, b)
+                      : json_error_code(&me) == json_error_out_of_memory &&
+                            strstr(me.text, "memory budget") == NULL) {
+            fprintf(stderr, "fuzz_jsonread: under a %zu-byte budget, a different answer\n",
+                    budget);
+            abort();
+        }
+        if (b == NULL && a != NULL && json_error_code(&me) != json_error_out_of_memory) {
+            fprintf(stderr, "fuzz_jsonread: a budget turned into another error: %s\n",
+                    me.text);
+            abort();
+        }
+        json_decref(b);
+        if (scope)
+            jsonarena_end();
+    }
     json_decref(a);
     return 0;
 }

@@ -1,0 +1,20 @@
+/*
+ * fhirid.h - the FHIR id grammar, checked wherever an id enters the adapter
+ * (--patient, cohort and change-detection search results, /notify focus
+ * references, resource ids of offline input).
+ *
+ * An id goes into request paths ("Patient/<id>") and queries unescaped by
+ * some callers: "." or ".." there make "GET [base]/Patient/.." a request for
+ * the base or a search of every Patient, so they are refused although the
+ * character class allows them.  Pure, no allocation.
+ */
+#ifndef ADP_FHIRID_H
+#define ADP_FHIRID_H
+
+#define FHIR_ID_MAX 64
+
+/* 1 when s is a FHIR id: [A-Za-z0-9\-\.]{1,64} and neither "." nor "..";
+ * 0 otherwise (also for NULL). */
+int fhir_id_valid(const char *s);
+
+#endif

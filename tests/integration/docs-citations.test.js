@@ -30,10 +30,11 @@ const MOVED = {
 
 // A path ending in .md (optionally with directories; a leading '/' makes it
 // absolute), not preceded by a path character, then optionally a section.
-// Between the name and '§' only blanks and comment decoration may stand, so
-// a citation wrapped across two comment lines is still one citation.
+// Between the name and '§' only a closing backquote (markdown), blanks and
+// comment decoration may stand, so a citation wrapped across two comment
+// lines is still one citation.
 const CITE_RE =
-  /(?<![\w./-])((?:[\w.-]*\/)*[\w-]+\.md)(?![\w-])(?:[\s*/]*§\s*([0-9]+[a-z]?(?:\.[0-9]+)*))?/g;
+  /(?<![\w./-])((?:[\w.-]*\/)*[\w-]+\.md)(?![\w-])`?(?:[\s*/]*§\s*([0-9]+[a-z]?(?:\.[0-9]+)*))?/g;
 const SECTION_RE = /§\s*([0-9]+[a-z]?(?:\.[0-9]+)*)/g;
 const TAGS_RE = /^(?:\s*\[([A-Za-z]+)\])+/;
 
@@ -210,7 +211,8 @@ function problems(cites, { withSection }) {
     const base = path.basename(c.name);
     const p = resolve(c.file, c.name);
     if (p === null) {
-      const hint = MOVED[c.name] || MOVED[base];
+      let hint = MOVED[c.name] || MOVED[base];
+      if (hint === c.name) hint = null;
       bad.push(
         `${where(c)}: ${c.name} is not in the repository` +
           (hint ? ` (its content is in ${hint}; cite that)` : ''),
@@ -230,6 +232,7 @@ test('the scanner finds wrapped, chained and tagged citations, and skips code', 
     '// a mapping (docs/codes.md',
     '// §4.6 [S])',
     'y = "docs/clinical-rules.md §2";',
+    '/* `docs/models.md` §6b */',
   ].join('\n');
   const got = [];
   for (const r of cRanges(src))
@@ -241,6 +244,7 @@ test('the scanner finds wrapped, chained and tagged citations, and skips code', 
     '2:docs/models.md:3:',
     '3:docs/codes.md:4.6:S',
     '5:docs/clinical-rules.md:2:',
+    '6:docs/models.md:6b:',
   ]);
 });
 

@@ -1822,7 +1822,7 @@ static void offer_latest(struct xctx *x, int f, struct acc *a, const struct val 
         fsrc_add(&a->s, x->ref);
         return;
     }
-    /* Synchronous primaries of the left and the right breast (fhir-codes.md
+    /* Synchronous primaries of the left and the right breast (docs/codes.md
      * §15 gotcha 5: the contralateral breast may be a second primary): the
      * disease is bilateral, not a conflict. */
     if (f == F_LATERALITY && !a->s.conflict && a->v.i + v->i == 1) {
@@ -1869,7 +1869,7 @@ static void offer(struct xctx *x, int f, const struct val *v, long date)
 
     if (f == F_NOTTINGHAM) {
         /* Nottingham score 3-5 is grade 1, 6-7 grade 2, 8-9 grade 3
-         * (fhir-codes.md §5, histologic grade). */
+         * (docs/codes.md §5, histologic grade). */
         struct val g;
 
         memset(&g, 0, sizeof(g));
@@ -2084,7 +2084,7 @@ static void stage_text(struct xctx *x, json_t *sum, long date);
 static int table_text(struct xctx *x, const struct entry *e, const char *s, struct val *v);
 
 /* Condition.onsetAge (an Age in years, UCUM "a") as a day, from the birth
- * date (fhir-codes.md §1.1); FEAT_NO_DATE when absent or unusable. */
+ * date (docs/codes.md §1.1); FEAT_NO_DATE when absent or unusable. */
 static long onset_age(struct xctx *x, json_t *res)
 {
     json_t *age = json_object_get(res, "onsetAge"), *val;
@@ -2292,7 +2292,7 @@ static void proc_condition(struct xctx *x, json_t *res)
 
 /*
  * Condition.stage.summary with no recognised coding but a text ("Stage IV",
- * fhir-codes.md §4.6 EHR text-only): read the text with the value tables of
+ * docs/codes.md §4.6 EHR text-only): read the text with the value tables of
  * the stage-group Observation entries.
  */
 static void stage_text(struct xctx *x, json_t *sum, long date)
@@ -2571,7 +2571,7 @@ static int table_interp(struct xctx *x, const struct entry *e, json_t *src, stru
 /* Compute the value of one entry for an Observation (or its component).
  * Returns 1 value, 0 recognised without value, -1 not recognised. */
 /*
- * Free text made of codes, e.g. valueString "cT2 cN1 cM1" (fhir-codes.md
+ * Free text made of codes, e.g. valueString "cT2 cN1 cM1" (docs/codes.md
  * §4.6, EHR text-only): each word is looked up as a code of every declared
  * system in the entry's value tables.  One value, or several words that agree,
  * give the value; words that disagree are an issue and leave it unknown.

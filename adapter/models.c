@@ -1,7 +1,7 @@
 /*
  * models.c - prognostic models of docs/clinical-rules.md §5, as defined in
- * prognostic-models.md: Lin M1 subgroup (§3 there), 21-gene recurrence score
- * category [TBCRC 013] (§5) and the He 2020 biologic score (bonus section).
+ * docs/models.md: Lin M1 subgroup (§3 there), 21-gene recurrence score
+ * category [TBCRC 013] (§5) and the He 2020 biologic score (§10).
  *
  * Pipeline place: called by features_derive() (Lin subgroup) and engine_run()
  * (all models).  Pure.  A model whose inputs are unknown is reported as not
@@ -97,7 +97,7 @@ static void rs_run(const struct features *f, const struct derived *d,
  * BCSS by total from the parameters.  Not computable when grade, HR or HER2
  * is unknown (HER2 equivocal counts as unknown): a missing point cannot be
  * guessed.  HR negative means ER and PR both negative (our derived HR); the
- * paper's own definition is UNVERIFIED (prognostic-models.md).
+ * paper's own definition is UNVERIFIED (docs/models.md).
  */
 static void he_run(const struct features *f, const struct derived *d,
                    const struct rule_params *p, struct models *out)

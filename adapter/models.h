@@ -1,5 +1,5 @@
 /*
- * models.h - prognostic models (docs/clinical-rules.md §5, prognostic-models.md).
+ * models.h - prognostic models (docs/clinical-rules.md §5, docs/models.md).
  * Pure functions.  A model that cannot be computed says so; it is never
  * approximated.
  */

@@ -44,7 +44,11 @@
 #include "preflight.h"
 
 #define MAX_BODY (1024 * 1024)
-#define NOTIFY_PARSED_BUDGET ((size_t)8 * MAX_BODY)
+/* A legitimate notification under the body cap may name up to 15,000
+ * resources (its tree is about 10 times its text), which must reach the
+ * reference bound and its 413 rather than fail as unparseable; a hostile
+ * shape ("{},{},..." takes 70 times its text) still stops at the budget. */
+#define NOTIFY_PARSED_BUDGET ((size_t)16 * MAX_BODY)
 #define MAX_QUEUE 10000
 #define READY_CACHE_S 1.0
 #define REAPER_TICK_MS 200

@@ -1,7 +1,7 @@
 'use strict';
 /*
  * Code systems and codes used by the synthetic patients.  Every code here is
- * one that /work/shared/spec/fhir-codes.md lists for the feature in question
+ * one that docs/codes.md lists for the feature in question
  * (the section is named in the comment), except the noise Observations (body
  * weight, haemoglobin), which are there precisely because the adapter must
  * ignore them.

@@ -1,6 +1,6 @@
 /*
  * test_models.c - prognostic models (models.c): Lin M1 subgroup, 21-gene RS
- * category and the He 2020 score, against prognostic-models.md.
+ * category and the He 2020 score, against docs/models.md.
  */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -60,11 +60,14 @@ async function waitFor(run, re, what) {
 // The write steps (adapter/sync.c FAULT_POINT), per write mode, and whether
 // a kill there must leave the decision in the outbox: written one by one,
 // the decision is committed before the first write and done only with the
-// state record; a transaction cannot be left half done, so it needs none.
+// state record.  A transaction cannot be left half done, but its decision is
+// durable in the outbox before it is sent too (nothing reaches the server
+// that the state could not record), so a kill before the state record
+// leaves it there for the next run to finish.
 const STEPS = {
   transaction: [
-    ['tx-sending', 0],
-    ['tx-answered', 0],
+    ['tx-sending', 1],
+    ['tx-answered', 1],
     ['state-committed', 0],
   ],
   separate: [

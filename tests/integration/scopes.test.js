@@ -157,7 +157,7 @@ test('a token granting fewer scopes than asked is a clear error naming the scope
   const w0 = await writes();
   const r = sync();
   assert.equal(r.status, 2, r.stderr);
-  assert.match(r.stderr, /granted fewer scopes than asked: missing system\/Provenance\.cs/);
+  assert.match(r.stderr, /granted fewer scopes than asked: missing system\/Provenance\.rus/);
   assert.equal(await writes(), w0, 'nothing written');
 });
 

@@ -146,7 +146,8 @@ function plan(spec) {
     const args = ['--test', '--test-concurrency=1', '--test-reporter=tap'];
     if (m[2]) args.push(`--test-name-pattern=${m[2]}`);
     return {
-      target: ['dnmbc-adapter', 'build/fhir_client_check'], cmd: ['node', ...args, m[1]],
+      target: ['dnmbc-adapter', 'build/fhir_client_check', 'build/dnmbc-adapter-faults'],
+      cmd: ['node', ...args, m[1]],
       file: m[1], timeout: NODE_TIMEOUT_S,
     };
   }

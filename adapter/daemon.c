@@ -4,8 +4,11 @@
  * Each cycle asks the server for Patient, Condition and Observation changed
  * at or after the watermark minus an overlap window (late-visible writes are
  * not missed; re-seen patients are harmless because the decision hash makes
- * their writes no-ops), processes those patients, and only then advances
- * the watermark, which is a server meta.lastUpdated value, never our clock.
+ * their writes no-ops), page by page (sync_changed_walk), processes each
+ * page's patients before asking for the next, and only then advances the
+ * watermark, which is a server meta.lastUpdated value, never our clock, kept
+ * as a UTC instant (instant.h).  A backlog longer than one cycle's pages
+ * continues from a resume point in the next cycle.
  */
 #include "daemon.h"
 

@@ -671,7 +671,7 @@ enum adp_err fhir_page_collect(const char *what, json_t *page, json_t *acc,
 }
 
 /* A next link is followed only on the base's origin, unless configured
- * otherwise (credentials go only to the FHIR base).  0 when it may be. */
+ * otherwise (credentials go only to the FHIR base).  ADP_OK when it may be. */
 static enum adp_err check_next_origin(struct fhir_client *fc, const char *what,
                                       const char *next, struct adp_error *err)
 {

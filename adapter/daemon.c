@@ -194,14 +194,22 @@ static enum adp_err cycle_page(void *ud, char **ids, int n, int *failed, struct 
     struct cycle_ctx *c = ud;
     int before = c->stats->failed;
 
-    (void)err;
+    char **mine = ids;
+
     if (c->a->shard_n > 1) {
         struct shard sh = {c->a->shard_k, c->a->shard_n};
 
-        n = shard_filter(&sh, ids, n, 0);
+        /* the page's array belongs to the walk: filter a copy of it */
+        mine = malloc((size_t)n * sizeof(*mine));
+        if (mine == NULL)
+            return adp_error_set(err, ADP_ENOMEM, "out of memory");
+        memcpy(mine, ids, (size_t)n * sizeof(*mine));
+        n = shard_filter(&sh, mine, n, 0);
     }
-    run_patients(c->a, c->quit, c->catchup, ids, n, c->stats, &c->auth_failed);
-    remember_for_audit(c, ids, n);
+    run_patients(c->a, c->quit, c->catchup, mine, n, c->stats, &c->auth_failed);
+    remember_for_audit(c, mine, n);
+    if (mine != ids)
+        free(mine);
     /* stopped part-way: the rest of the page was not processed */
     *failed = c->stats->failed > before || *c->quit;
     return ADP_OK;

@@ -467,6 +467,9 @@ static const char *change_elements(const char *type)
     return strcmp(type, "Patient") == 0 ? "meta" : "meta,subject";
 }
 
+/* Pages of one run of equal instants followed in one cycle at most. */
+#define SYNC_MAX_TIE_PAGES 100000
+
 /*
  * One type's walk.  Each page is a fresh search from the cursor, sorted by
  * _lastUpdated: after a page, every change before its last instant has been
@@ -484,7 +487,7 @@ static enum adp_err walk_type(struct adapter *a, const char *type, struct sync_w
 {
     char query[256], at[INSTANT_TEXT_MAX], *next = NULL, *tie_url = NULL, *esc;
     enum adp_err rc = ADP_OK;
-    int pages = 0;
+    int pages = 0, tie_pages = 0;
 
     *finished = 0;
     while (pages < w->page_budget || tie_url != NULL) {
@@ -508,6 +511,13 @@ static enum adp_err walk_type(struct adapter *a, const char *type, struct sync_w
         snprintf(query, sizeof(query), "_lastUpdated=ge%s&_sort=_lastUpdated&_elements=%s&_count=%d",
                  esc, change_elements(type), a->cfg->page_size);
         free(esc);
+        /* a server whose next links never end is stopped all the same */
+        if (tie_url != NULL && ++tie_pages > SYNC_MAX_TIE_PAGES) {
+            json_decref(found);
+            rc = adp_error_set(err, ADP_EHTTP, "search %s: more than %d pages of changes at %s",
+                               type, SYNC_MAX_TIE_PAGES, at);
+            break;
+        }
         rc = outside_page(a, type, query, tie_url, found, &next, err);
         if (tie_url == NULL)
             pages++;

@@ -44,7 +44,7 @@ for n in "${sizes[@]}"; do
 	node "$root/tests/fhir-server/load.js" --base "$base" --quiet "$work/gen-$n"/patient-*.json >&2
 	cat >"$work/adapter-$n.json" <<JSON
 { "fhir": { "base_url": "$base", "page_size": 1000, "max_pages": 10, "concurrency": 4,
-            "observation_code_filter": false },
+            "observation_code_filter": true },
   "daemon": { "interval_s": 3600, "overlap_s": 0 },
   "mappings": { "dir": "$root/mappings" },
   "state": { "path": "$work/state-$n.db" },

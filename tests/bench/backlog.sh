@@ -7,7 +7,10 @@
 #
 # Per size: a fresh bundled server with BACKLOG_PATIENTS synthetic patients
 # (default 100, fixed seed), a first cycle (`run --once`: the cohort, the
-# watermark), then N changed Observations (backlog-load.js), then the daemon
+# watermark), then N changed Observations (backlog-load.js: one in 100 names
+# a patient, the rest a Device, so that the bundled server's slow per-patient
+# fetch does not dominate; fhir.observation_code_filter off, as in make bench,
+# so a patient's fetch is an indexed search), then the daemon
 # (`run`, fhir.page_size 1000, fhir.max_pages 10: a cycle walks at most 10
 # pages per type, so 100,000 changes take ten or more cycles) until its
 # watermark reaches the newest change; then SIGTERM.  Measured from outside
@@ -44,7 +47,7 @@ for n in "${sizes[@]}"; do
 	node "$root/tests/fhir-server/load.js" --base "$base" --quiet "$work/gen-$n"/patient-*.json >&2
 	cat >"$work/adapter-$n.json" <<JSON
 { "fhir": { "base_url": "$base", "page_size": 1000, "max_pages": 10, "concurrency": 4,
-            "observation_code_filter": true },
+            "observation_code_filter": false },
   "daemon": { "interval_s": 3600, "overlap_s": 0 },
   "mappings": { "dir": "$root/mappings" },
   "state": { "path": "$work/state-$n.db" },

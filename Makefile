@@ -37,7 +37,7 @@ UNITBIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNITSRC))
 
 
 .PHONY: all deps build-tests unit test demo clean configtest install certs check-certs bench \
-        integration mutation
+        integration mutation bench-backlog
 
 all: dnmbc-adapter
 
@@ -114,6 +114,12 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory dnmbc-adapter
 	@tests/bench/run.sh
+
+# Peak RSS of the daemon working off a change backlog of 1,000 and 100,000
+# Observations (docs/benchmarks.md).  Sizes: BACKLOG_SIZES="1000 100000".
+bench-backlog: deps
+	@$(MAKE) --no-print-directory dnmbc-adapter
+	@tests/bench/backlog.sh
 
 # Development TLS certificates in certs/out (git-ignored); see certs/README.md.
 certs:

@@ -4,13 +4,17 @@
  * Each cycle asks the server for Patient, Condition and Observation changed
  * at or after the watermark minus an overlap window (late-visible writes are
  * not missed; re-seen patients are harmless because the decision hash makes
- * their writes no-ops), processes those patients, and only then advances
- * the watermark, which is a server meta.lastUpdated value, never our clock.
+ * their writes no-ops), page by page (sync_changed_walk), processes each
+ * page's patients before asking for the next, and only then advances the
+ * watermark, which is a server meta.lastUpdated value, never our clock, kept
+ * as a UTC instant (instant.h).  A backlog longer than one cycle's pages
+ * continues from a resume point in the next cycle.
  */
 #include "daemon.h"
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -19,6 +23,7 @@
 #include "features.h"
 #include "fhir.h"
 #include "fhirid.h"
+#include "instant.h"
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
@@ -120,46 +125,166 @@ static void after_cycle(struct adapter *a, const struct sync_stats *stats, int o
     }
 }
 
-/* since = watermark - overlap seconds, as a FHIR instant. */
-static void with_overlap(const char *watermark, long overlap_s, char *out, size_t len)
+static void log_cycle(const struct sync_stats *stats)
 {
-    struct tm tm;
-    time_t t;
-    int y, mo, d, h = 0, mi = 0, s = 0;
-    const char *frac;
-
-    if (watermark[0] == '\0' ||
-        sscanf(watermark, "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &s) < 3) {
-        snprintf(out, len, "%s", watermark);
-        return;
-    }
-    memset(&tm, 0, sizeof(tm));
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = s;
-    t = timegm(&tm) - overlap_s;
-    gmtime_r(&t, &tm);
-    strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
-    /* keep the fraction of a second: the server's instants have one */
-    frac = strchr(watermark, '.');
-    if (frac != NULL && strlen(out) + strspn(frac + 1, "0123456789") + 3 < len)
-        snprintf(out + strlen(out), len - strlen(out), ".%.*s", (int)strspn(frac + 1, "0123456789"),
-                 frac + 1);
-    snprintf(out + strlen(out), len - strlen(out), "Z");
+    log_info("daemon", "cycle done: %d patient(s), %d created, %d updated, %d unchanged, "
+                       "%d revoked, %d failed",
+             stats->seen, stats->outcome[OUT_CREATED], stats->outcome[OUT_UPDATED],
+             stats->outcome[OUT_UNCHANGED], stats->outcome[OUT_REVOKED], stats->failed);
 }
 
-/* *catchup is set when a notification asked for a catch-up poll during
- * the cycle (the next cycle then starts at once). */
+/* Patients of the cycle through the worker pool, a slice at a time,
+ * notified patients first between slices.  *auth_failed is set when a
+ * request was refused. */
+static void run_patients(struct adapter *a, volatile sig_atomic_t *quit, int *catchup,
+                         char **ids, int n, struct sync_stats *stats, int *auth_failed)
+{
+    int i;
+
+    for (i = 0; i < n && !*quit; i += DAEMON_SLICE * (int)a->cfg->concurrency) {
+        struct pool_opts po;
+        struct adp_error err;
+        int m = DAEMON_SLICE * (int)a->cfg->concurrency;
+
+        memset(&po, 0, sizeof(po));
+        po.workers = (int)a->cfg->concurrency;
+        adp_error_clear(&err);
+        if (pool_run(a, ids + i, n - i < m ? n - i : m, &po, stats, &err) == ADP_EAUTH)
+            *auth_failed = 1;
+        /* notified patients go first, between the slices of a long cycle */
+        if (drain_notifications(a, quit, stats))
+            *catchup = 1;
+    }
+}
+
+/* What the change walk's pages feed (sync_walk.page_fn). */
+struct cycle_ctx {
+    struct adapter *a;
+    volatile sig_atomic_t *quit;
+    int *catchup;
+    struct sync_stats *stats;
+    int auth_failed;
+    /* audit.enabled: the patients of the cycle, for its AuditEvent (at most
+     * the pages of one cycle, whatever the backlog) */
+    char **audit_ids;
+    int audit_n, audit_cap;
+};
+
+static void remember_for_audit(struct cycle_ctx *c, char **ids, int n)
+{
+    int i;
+
+    if (!c->a->cfg->audit_enabled)
+        return;
+    for (i = 0; i < n; i++) {
+        if (c->audit_n == c->audit_cap) {
+            int cap = c->audit_cap * 2 + 64;
+            char **grown = realloc(c->audit_ids, (size_t)cap * sizeof(*grown));
+
+            if (grown == NULL)
+                return; /* the AuditEvent then names fewer patients */
+            c->audit_ids = grown;
+            c->audit_cap = cap;
+        }
+        if ((c->audit_ids[c->audit_n] = strdup(ids[i])) == NULL)
+            return;
+        c->audit_n++;
+    }
+}
+
+/* One page of changed patients: processed before the next page is asked
+ * for (memory stays at one page).  A failed patient, or a stop, makes the
+ * walk end before this page, so the next cycle sees it again. */
+static enum adp_err cycle_page(void *ud, char **ids, int n, int *failed, struct adp_error *err)
+{
+    struct cycle_ctx *c = ud;
+    int before = c->stats->failed;
+
+    char **mine = ids;
+
+    if (c->a->shard_n > 1) {
+        struct shard sh = {c->a->shard_k, c->a->shard_n};
+
+        /* the page's array belongs to the walk: filter a copy of it */
+        mine = malloc((size_t)n * sizeof(*mine));
+        if (mine == NULL)
+            return adp_error_set(err, ADP_ENOMEM, "out of memory");
+        memcpy(mine, ids, (size_t)n * sizeof(*mine));
+        n = shard_filter(&sh, mine, n, 0);
+    }
+    run_patients(c->a, c->quit, c->catchup, mine, n, c->stats, &c->auth_failed);
+    remember_for_audit(c, mine, n);
+    if (mine != ids)
+        free(mine);
+    /* stopped part-way: the rest of the page was not processed */
+    *failed = c->stats->failed > before || *c->quit;
+    return ADP_OK;
+}
+
+/* The first cycle: the whole cohort, then the watermark at the newest
+ * change the server held before the cohort was read. */
+static int first_cycle(struct adapter *a, volatile sig_atomic_t *quit, int *catchup,
+                       const char *started)
+{
+    struct adp_error err;
+    struct sync_stats stats;
+    char newest[64];
+    char **ids = NULL;
+    int n = 0, auth_failed = 0;
+
+    adp_error_clear(&err);
+    memset(&stats, 0, sizeof(stats));
+    if (sync_newest_change(a, newest, sizeof(newest), &err) != ADP_OK ||
+        sync_cohort(a, &ids, &n, &err) != ADP_OK) {
+        log_err("daemon", "change detection failed: %s", err.msg);
+        server_set_auth_error(a->server, err.code == ADP_EAUTH ? err.msg : NULL);
+        metrics_cycle_done(a->metrics, 0);
+        return 1;
+    }
+    if (a->shard_n > 1) {
+        struct shard sh = {a->shard_k, a->shard_n};
+
+        n = shard_filter(&sh, ids, n, 1);
+    }
+    run_patients(a, quit, catchup, ids, n, &stats, &auth_failed);
+    server_set_auth_error(a->server, auth_failed ? "a request was refused (401/403)" : NULL);
+    if (*quit) {
+        sync_free_ids(ids, n);
+        log_info("daemon", "stopping before the end of the cycle; watermark kept");
+        return stats.failed ? 1 : 0;
+    }
+    if (stats.failed == 0) {
+        adp_error_clear(&err);
+        if (state_set_progress(a->state, newest, "", &err) != ADP_OK)
+            log_err("daemon", "%s", err.msg);
+    } else {
+        log_warn("daemon", "%d patient(s) failed; watermark not advanced", stats.failed);
+    }
+    /* the counters first, then the line that reports them: whoever reads
+     * the line finds the metrics already there */
+    after_cycle(a, &stats, stats.failed == 0, started, ids, n);
+    log_cycle(&stats);
+    sync_free_ids(ids, n);
+    return stats.failed ? 1 : 0;
+}
+
+/*
+ * A later cycle: the changes since the watermark minus the overlap window
+ * (late-visible writes are not missed), or exactly from the resume point
+ * when the last walk did not reach the end of a backlog (the overlap was
+ * applied when that walk began; applying it again at every resume would
+ * keep a backlog larger than a cycle's pages inside the window for ever).
+ * The watermark moves only when the walk reached the end without a failed
+ * patient; otherwise the resume point moves to where the walk safely got.
+ */
 static int cycle(struct adapter *a, volatile sig_atomic_t *quit, int *catchup)
 {
     struct adp_error err;
     struct sync_stats stats;
-    char watermark[64], since[64], next[64], started[32];
-    char **ids = NULL;
-    int n = 0, i, auth_failed = 0;
+    struct sync_walk w;
+    struct cycle_ctx c;
+    char watermark[64], resume[64], since[64], started[32];
+    int64_t wm_us, since_us;
 
     adp_error_clear(&err);
     memset(&stats, 0, sizeof(stats));
@@ -172,7 +297,8 @@ static int cycle(struct adapter *a, volatile sig_atomic_t *quit, int *catchup)
         metrics_cycle_done(a->metrics, 0);
         return 1;
     }
-    if (state_get_watermark(a->state, watermark, sizeof(watermark), &err) != ADP_OK) {
+    if (state_get_progress(a->state, watermark, sizeof(watermark), resume, sizeof(resume),
+                           &err) != ADP_OK) {
         log_err("daemon", "%s", err.msg);
         metrics_cycle_done(a->metrics, 0);
         return 1;
@@ -182,57 +308,73 @@ static int cycle(struct adapter *a, volatile sig_atomic_t *quit, int *catchup)
         log_err("daemon", "%s", err.msg);
         adp_error_clear(&err);
     }
-    with_overlap(watermark, a->cfg->overlap_s, since, sizeof(since));
-    if (sync_changed(a, since, &ids, &n, next, sizeof(next), &err) != ADP_OK) {
+    if (watermark[0] == '\0' && resume[0] == '\0')
+        return first_cycle(a, quit, catchup, started);
+    /* both were canonical instants when read (state.c) */
+    if (resume[0] != '\0') {
+        snprintf(since, sizeof(since), "%s", resume);
+    } else {
+        (void)instant_parse(watermark, "watermark", &wm_us, &err);
+        instant_format(instant_shift(wm_us, -a->cfg->overlap_s), since, sizeof(since));
+    }
+    memset(&c, 0, sizeof(c));
+    c.a = a;
+    c.quit = quit;
+    c.catchup = catchup;
+    c.stats = &stats;
+    memset(&w, 0, sizeof(w));
+    w.since = since;
+    w.page_budget = a->cfg->max_pages;
+    w.page_fn = cycle_page;
+    w.ud = &c;
+    adp_error_clear(&err);
+    if (sync_changed_walk(a, &w, &err) != ADP_OK) {
         log_err("daemon", "change detection failed: %s", err.msg);
         server_set_auth_error(a->server, err.code == ADP_EAUTH ? err.msg : NULL);
         metrics_cycle_done(a->metrics, 0);
+        sync_free_ids(c.audit_ids, c.audit_n);
         return 1;
     }
-    /* never move the watermark backwards because of the overlap */
-    if (strcmp(next, watermark) < 0)
-        snprintf(next, sizeof(next), "%s", watermark);
-    if (a->shard_n > 1) {
-        struct shard sh = {a->shard_k, a->shard_n};
-
-        n = shard_filter(&sh, ids, n, 1);
-    }
-    /* through the worker pool, a slice at a time */
-    for (i = 0; i < n && !*quit; i += DAEMON_SLICE * (int)a->cfg->concurrency) {
-        struct pool_opts po;
-        int m = DAEMON_SLICE * (int)a->cfg->concurrency;
-
-        memset(&po, 0, sizeof(po));
-        po.workers = (int)a->cfg->concurrency;
-        adp_error_clear(&err);
-        if (pool_run(a, ids + i, n - i < m ? n - i : m, &po, &stats, &err) == ADP_EAUTH)
-            auth_failed = 1;
-        /* notified patients go first, between the slices of a long cycle */
-        if (drain_notifications(a, quit, &stats))
-            *catchup = 1;
-    }
-    server_set_auth_error(a->server, auth_failed ? "a request was refused (401/403)" : NULL);
+    server_set_auth_error(a->server, c.auth_failed ? "a request was refused (401/403)" : NULL);
     if (*quit) {
-        sync_free_ids(ids, n);
+        sync_free_ids(c.audit_ids, c.audit_n);
         log_info("daemon", "stopping before the end of the cycle; watermark kept");
         return stats.failed ? 1 : 0;
     }
     if (state_check(a->state, &err) != ADP_OK) {
         log_err("daemon", "%s", err.msg);
         server_set_state_error(a->server, err.msg);
-    } else if (stats.failed == 0) {
+    } else if (w.finished && stats.failed == 0) {
+        /* never backwards because of the overlap */
+        const char *next = watermark;
+        int64_t nu;
+
+        (void)instant_parse(watermark, "watermark", &wm_us, &err);
+        if (w.newest[0] != '\0' && instant_parse(w.newest, "newest", &nu, &err) == ADP_OK &&
+            (watermark[0] == '\0' || instant_cmp(nu, wm_us) > 0))
+            next = w.newest;
         adp_error_clear(&err);
-        if (state_set_watermark(a->state, next, &err) != ADP_OK)
+        if (state_set_progress(a->state, next, "", &err) != ADP_OK)
             log_err("daemon", "%s", err.msg);
+    } else if (!w.finished) {
+        /* a backlog, or a failed patient: continue where it is safe */
+        (void)instant_parse(since, "since", &since_us, &err);
+        if (w.failed || stats.failed)
+            log_warn("daemon", "%d patient(s) failed; watermark not advanced", stats.failed);
+        else
+            log_info("daemon", "%d page(s) of changes done; the next cycle resumes at %s",
+                     w.pages, w.resume);
+        adp_error_clear(&err);
+        if (state_set_progress(a->state, watermark, w.resume, &err) != ADP_OK)
+            log_err("daemon", "%s", err.msg);
+        if (!w.failed && stats.failed == 0)
+            *catchup = 1; /* more of the backlog waits: go on at once */
     } else {
         log_warn("daemon", "%d patient(s) failed; watermark not advanced", stats.failed);
     }
-    log_info("daemon", "cycle done: %d patient(s), %d created, %d updated, %d unchanged, "
-                       "%d revoked, %d failed",
-             stats.seen, stats.outcome[OUT_CREATED], stats.outcome[OUT_UPDATED],
-             stats.outcome[OUT_UNCHANGED], stats.outcome[OUT_REVOKED], stats.failed);
-    after_cycle(a, &stats, stats.failed == 0, started, ids, n);
-    sync_free_ids(ids, n);
+    after_cycle(a, &stats, stats.failed == 0, started, c.audit_ids, c.audit_n);
+    log_cycle(&stats);
+    sync_free_ids(c.audit_ids, c.audit_n);
     return stats.failed ? 1 : 0;
 }
 
@@ -257,7 +399,7 @@ int daemon_run(struct adapter *a, volatile sig_atomic_t *quit, int once)
         if (once)
             break;
         if (catchup) {
-            log_info("daemon", "catch-up poll requested by a notification");
+            log_info("daemon", "catch-up: the next cycle starts now");
             continue;
         }
         if (a->server == NULL) {

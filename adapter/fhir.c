@@ -41,9 +41,6 @@ struct fhir_client {
     int follow_other_origins;  /* next links elsewhere: follow (http.c's auth hook
                                 * then sends no credentials) instead of refusing */
     struct fhir_fault last;    /* of the last call; see fhir_last_fault */
-    /* fhir_search_pages: each page's resources go here instead of `into` */
-    enum adp_err (*page_fn)(void *ud, json_t *resources, struct adp_error *err);
-    void *page_ud;
 };
 
 /* ---- bounded, single-line text builder ---------------------------------- */
@@ -671,11 +668,34 @@ enum adp_err fhir_page_collect(const char *what, json_t *page, json_t *acc,
     return ADP_OK;
 }
 
-/* The search walk behind fhir_search_all and fhir_search_first_page: with
- * first_only the next link of page one is ignored. */
+/* A next link is followed only on the base's origin, unless configured
+ * otherwise (credentials go only to the FHIR base).  ADP_OK when it may be. */
+static enum adp_err check_next_origin(struct fhir_client *fc, const char *what,
+                                      const char *next, struct adp_error *err)
+{
+    if (fhir_same_origin(next, fc->base))
+        return ADP_OK;
+    if (!fc->follow_other_origins)
+        return adp_error_set(err, ADP_EHTTP,
+                             "%s: next link on another origin (refused: credentials "
+                             "go only to the FHIR base; see fhir.follow_other_origins)",
+                             what);
+    log_warn(FHIR_COMPONENT, "%s: following a next link on another origin, "
+                             "without credentials",
+             what);
+    return ADP_OK;
+}
+
+/* The search walk behind fhir_search_all, fhir_search_first_page and
+ * fhir_search_pages: with first_only the next link of page one is ignored;
+ * with page_fn each page's resources go to it instead of `into` (passed
+ * down, not kept in the client: walks on one client may nest). */
 static enum adp_err search_walk(struct fhir_client *fc, const char *type,
                                 const char *query, json_t *into, int max_pages,
-                                int first_only, struct adp_error *err)
+                                int first_only,
+                                enum adp_err (*page_fn)(void *ud, json_t *resources,
+                                                        struct adp_error *err),
+                                void *page_ud, struct adp_error *err)
 {
     enum adp_err rc = ADP_OK;
     struct http_response r;
@@ -725,28 +745,18 @@ static enum adp_err search_walk(struct fhir_client *fc, const char *type,
         rc = fhir_page_collect(what, page, acc, &next, err);
         if (rc != ADP_OK)
             goto out;
-        if (fc->page_fn != NULL) {
+        if (page_fn != NULL) {
             /* processed and released page by page */
-            rc = fc->page_fn(fc->page_ud, acc, err);
+            rc = page_fn(page_ud, acc, err);
             json_array_clear(acc);
             if (rc != ADP_OK)
                 goto out;
         }
         if (next == NULL || first_only)
             break;
-        if (!fhir_same_origin(next, fc->base)) {
-            if (!fc->follow_other_origins) {
-                rc = adp_error_set(err, ADP_EHTTP,
-                                   "%s: next link on another origin (refused: credentials "
-                                   "go only to the FHIR base; see "
-                                   "fhir.follow_other_origins)",
-                                   what);
-                goto out;
-            }
-            log_warn(FHIR_COMPONENT, "%s: following a next link on another origin, "
-                                     "without credentials",
-                     what);
-        }
+        rc = check_next_origin(fc, what, next, err);
+        if (rc != ADP_OK)
+            goto out;
         if (strcmp(next, url) == 0) {
             rc = adp_error_set(err, ADP_EHTTP, "%s: next link points to the same page",
                                what);
@@ -783,14 +793,14 @@ out:
 enum adp_err fhir_search_all(struct fhir_client *fc, const char *type, const char *query,
                              json_t *into, int max_pages, struct adp_error *err)
 {
-    return search_walk(fc, type, query, into, max_pages, 0, err);
+    return search_walk(fc, type, query, into, max_pages, 0, NULL, NULL, err);
 }
 
 enum adp_err fhir_search_first_page(struct fhir_client *fc, const char *type,
                                     const char *query, json_t *into,
                                     struct adp_error *err)
 {
-    return search_walk(fc, type, query, into, 1, 1, err);
+    return search_walk(fc, type, query, into, 1, 1, NULL, NULL, err);
 }
 
 /* W/"3" or "3" -> 3 */
@@ -1068,11 +1078,68 @@ enum adp_err fhir_search_pages(struct fhir_client *fc, const char *type, const c
 
     if (none == NULL)
         return adp_error_set(err, ADP_ENOMEM, "search %s: out of memory", type);
-    fc->page_fn = fn;
-    fc->page_ud = ud;
-    rc = search_walk(fc, type, query, none, max_pages, 0, err);
-    fc->page_fn = NULL;
-    fc->page_ud = NULL;
+    rc = search_walk(fc, type, query, none, max_pages, 0, fn, ud, err);
     json_decref(none);
+    return rc;
+}
+
+enum adp_err fhir_search_page(struct fhir_client *fc, const char *type, const char *query,
+                              const char *page_url, json_t *into, char **next_url,
+                              struct adp_error *err)
+{
+    struct http_response r;
+    json_t *acc = NULL, *page = NULL;
+    char *url = NULL, *nx = NULL;
+    const char *next = NULL;
+    char path[160], what[192];
+    enum adp_err rc;
+
+    memset(&r, 0, sizeof(r));
+    if (fc == NULL || !valid_type(type) || !json_is_array(into) || next_url == NULL ||
+        (page_url == NULL && (query == NULL || strlen(query) > FHIR_MAX_GET_QUERY)))
+        return adp_error_set(err, ADP_EUSAGE, "fhir_search_page: invalid arguments");
+    clear_fault(fc);
+    if (page_url != NULL) {
+        snprintf(what, sizeof(what), "search %s", type);
+        rc = check_next_origin(fc, what, page_url, err);
+        if (rc != ADP_OK)
+            return rc;
+        url = strdup(page_url);
+    } else {
+        url = str_printf_url(fc->base, "/", type, query[0] != '\0' ? "?" : NULL, query);
+    }
+    acc = json_array();
+    if (url == NULL || acc == NULL) {
+        rc = adp_error_set(err, ADP_ENOMEM, "search %s: out of memory", type);
+        goto out;
+    }
+    url_path(url, path, sizeof(path));
+    snprintf(what, sizeof(what), "GET %s", path);
+    rc = exchange(fc, what, "GET", url, NULL, NULL, NULL, &r, err);
+    if (rc == ADP_OK)
+        rc = parse_body(what, &r, &page, err);
+    if (rc == ADP_OK)
+        rc = fhir_page_collect(what, page, acc, &next, err);
+    if (rc != ADP_OK)
+        goto out;
+    if (next != NULL && strcmp(next, url) == 0) {
+        rc = adp_error_set(err, ADP_EHTTP, "%s: next link points to the same page", what);
+        goto out;
+    }
+    if (next != NULL && (nx = strdup(next)) == NULL) {
+        rc = adp_error_set(err, ADP_ENOMEM, "%s: out of memory", what);
+        goto out;
+    }
+    if (json_array_extend(into, acc) != 0) {
+        free(nx);
+        rc = adp_error_set(err, ADP_ENOMEM, "%s: out of memory", what);
+        goto out;
+    }
+    *next_url = nx;
+out:
+    json_decref(page);
+    json_decref(acc);
+    http_response_free(&r);
+    free(url);
     return rc;
 }

@@ -80,6 +80,17 @@ enum adp_err fhir_search_pages(struct fhir_client *fc, const char *type, const c
                                                   struct adp_error *err),
                                void *ud, struct adp_error *err);
 
+/* One page of a search: the first (GET [base]/type?query, query at most
+ * 1,500 characters) when page_url is NULL, else page_url (a next link of an
+ * earlier page, followed under the same origin rule as fhir_search_all).
+ * Appends each entry.resource (not search.mode outcome) to into; *next_url
+ * receives a new copy of the page's next link, or NULL on the last page.
+ * For walks that decide page by page how to go on (the daemon's change
+ * detection); nothing is kept in the client between calls. */
+enum adp_err fhir_search_page(struct fhir_client *fc, const char *type, const char *query,
+                              const char *page_url, json_t *into, char **next_url,
+                              struct adp_error *err);
+
 /* POST [base] with a batch or transaction Bundle (borrowed); *out new
  * reference to the batch-response / transaction-response Bundle, which has
  * as many entries as the request.  An entry whose response.status is not

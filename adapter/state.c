@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "instant.h"
+
 #define STATE_SCHEMA_VERSION 2
 
 /* The cached statements, one per SQL text in stmt_sql. */
@@ -49,6 +51,8 @@ enum stmt_id {
     Q_DEAD_REQUEUE,
     Q_DEAD_REQUEUE_DEL,
     Q_PENDING,
+    Q_RESUME_GET,
+    Q_RESUME_SET,
     Q_COUNT
 };
 
@@ -109,6 +113,9 @@ static const char *const stmt_sql[Q_COUNT] = {
         "ORDER BY seq ON CONFLICT(patient_id) DO NOTHING",
     [Q_DEAD_REQUEUE_DEL] = "DELETE FROM dead_letter WHERE ?1 IS NULL OR patient_id = ?1",
     [Q_PENDING] = "SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM dead_letter)",
+    [Q_RESUME_GET] = "SELECT value FROM meta WHERE key = 'resume'",
+    [Q_RESUME_SET] = "INSERT INTO meta(key, value) VALUES('resume', ?1) "
+                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
 };
 
 struct state {
@@ -538,14 +545,23 @@ void state_close(struct state *st)
     free(st);
 }
 
-static enum adp_err get_watermark_locked(struct state *st, char *buf, size_t len,
-                                         struct adp_error *err)
+static enum adp_err run(struct state *st, enum stmt_id id, const char *what,
+                        const char *const *params, int nparams, int *changes,
+                        struct adp_error *err);
+static enum adp_err tx(struct state *st, enum stmt_id id, struct adp_error *err);
+static void rollback(struct state *st);
+static enum adp_err commit(struct state *st, struct adp_error *err);
+
+/* The text of meta key `id` (Q_WATERMARK_GET, Q_RESUME_GET) into buf, ""
+ * when absent. */
+static enum adp_err get_meta_locked(struct state *st, enum stmt_id id, char *buf, size_t len,
+                                    struct adp_error *err)
 {
     sqlite3_stmt *q;
     int r;
 
     buf[0] = '\0';
-    q = stmt_get(st, Q_WATERMARK_GET);
+    q = stmt_get(st, id);
     if (q == NULL)
         return db_error(st, "read watermark", err);
     r = sqlite3_step(q);
@@ -555,6 +571,59 @@ static enum adp_err get_watermark_locked(struct state *st, char *buf, size_t len
     if (r != SQLITE_ROW && r != SQLITE_DONE)
         return db_error(st, "read watermark", err);
     return ADP_OK;
+}
+
+/* value ("" allowed) as the canonical instant text into out; what names it
+ * in the error. */
+static enum adp_err canonical_instant(const struct state *st, const char *what,
+                                      const char *value, char *out, size_t len,
+                                      struct adp_error *err)
+{
+    struct adp_error local;
+    int64_t us;
+
+    if (value[0] == '\0') {
+        snprintf(out, len, "%s", "");
+        return ADP_OK;
+    }
+    adp_error_clear(&local);
+    if (instant_parse(value, what, &us, &local) != ADP_OK)
+        return adp_error_set(err, ADP_EIO, "state %s: %s", st->path, local.msg);
+    instant_format(us, out, len);
+    return ADP_OK;
+}
+
+static enum adp_err set_watermark_locked(struct state *st, const char *value,
+                                         struct adp_error *err);
+
+/* Read meta key `id` in its canonical form.  A value stored by an earlier
+ * version (the server's own text, any offset or fraction) is converted and
+ * written back once, so that it is compared as an instant from then on. */
+static enum adp_err get_instant_locked(struct state *st, enum stmt_id id, const char *what,
+                                       char *buf, size_t len, struct adp_error *err)
+{
+    char stored[128], canon[INSTANT_TEXT_MAX];
+    enum adp_err rc;
+    const char *p[1] = {canon};
+
+    buf[0] = '\0';
+    rc = get_meta_locked(st, id, stored, sizeof(stored), err);
+    if (rc == ADP_OK)
+        rc = canonical_instant(st, what, stored, canon, sizeof(canon), err);
+    if (rc != ADP_OK)
+        return rc;
+    if (strcmp(stored, canon) != 0)
+        rc = run(st, id == Q_WATERMARK_GET ? Q_WATERMARK_SET : Q_RESUME_SET,
+                 "migrate watermark", p, 1, NULL, err);
+    if (rc == ADP_OK)
+        snprintf(buf, len, "%s", canon);
+    return rc;
+}
+
+static enum adp_err get_watermark_locked(struct state *st, char *buf, size_t len,
+                                         struct adp_error *err)
+{
+    return get_instant_locked(st, Q_WATERMARK_GET, "stored watermark", buf, len, err);
 }
 
 /* Run the cached statement id with text parameters (NULL binds SQL NULL);
@@ -588,9 +657,34 @@ static enum adp_err run(struct state *st, enum stmt_id id, const char *what,
 static enum adp_err set_watermark_locked(struct state *st, const char *value,
                                          struct adp_error *err)
 {
-    const char *p[1] = {value};
+    char canon[INSTANT_TEXT_MAX];
+    const char *p[1] = {canon};
+    enum adp_err rc = canonical_instant(st, "new watermark", value, canon, sizeof(canon), err);
 
+    if (rc != ADP_OK)
+        return rc;
     return run(st, Q_WATERMARK_SET, "write watermark", p, 1, NULL, err);
+}
+
+static enum adp_err set_progress_locked(struct state *st, const char *watermark,
+                                        const char *resume, struct adp_error *err)
+{
+    char canon[INSTANT_TEXT_MAX];
+    const char *p[1] = {canon};
+    enum adp_err rc;
+
+    rc = canonical_instant(st, "resume point", resume, canon, sizeof(canon), err);
+    if (rc != ADP_OK)
+        return rc;
+    rc = tx(st, Q_BEGIN, err);
+    if (rc != ADP_OK)
+        return rc;
+    if ((rc = set_watermark_locked(st, watermark, err)) != ADP_OK ||
+        (rc = run(st, Q_RESUME_SET, "write resume point", p, 1, NULL, err)) != ADP_OK) {
+        rollback(st);
+        return rc;
+    }
+    return commit(st, err);
 }
 
 static void col(sqlite3_stmt *q, int i, char *buf, size_t len)
@@ -1015,6 +1109,30 @@ enum adp_err state_set_watermark(struct state *st, const char *value, struct adp
 
     pthread_mutex_lock(&st->mu);
     rc = set_watermark_locked(st, value, err);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_get_progress(struct state *st, char *watermark, size_t wlen, char *resume,
+                                size_t rlen, struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    rc = get_watermark_locked(st, watermark, wlen, err);
+    if (rc == ADP_OK)
+        rc = get_instant_locked(st, Q_RESUME_GET, "stored resume point", resume, rlen, err);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_set_progress(struct state *st, const char *watermark, const char *resume,
+                                struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    rc = set_progress_locked(st, watermark, resume, err);
     pthread_mutex_unlock(&st->mu);
     return rc;
 }

@@ -54,10 +54,21 @@ int state_failed(struct state *st, char *why, size_t len);
  * the handle is marked failed (state_failed) and ADP_EIO says why. */
 enum adp_err state_check(struct state *st, struct adp_error *err);
 
-/* Watermark: buf receives "" when none is recorded. */
+/* Watermark: buf receives "" when none is recorded.  Stored and returned in
+ * the canonical UTC form of instant.h (a value stored by an earlier version
+ * is converted on read); setting anything but a FHIR instant (or "") fails. */
 enum adp_err state_get_watermark(struct state *st, char *buf, size_t len,
                                  struct adp_error *err);
 enum adp_err state_set_watermark(struct state *st, const char *value, struct adp_error *err);
+
+/* Change-detection progress: the watermark (above) and the resume point of
+ * a walk that did not reach the end of the changes in one cycle ("" when the
+ * last walk finished), both canonical instants.  state_set_progress writes
+ * both in one transaction. */
+enum adp_err state_get_progress(struct state *st, char *watermark, size_t wlen, char *resume,
+                                size_t rlen, struct adp_error *err);
+enum adp_err state_set_progress(struct state *st, const char *watermark, const char *resume,
+                                struct adp_error *err);
 
 /* Per patient: returns ADP_OK and *found = 0 when unknown. */
 enum adp_err state_get_patient(struct state *st, const char *patient_id,

@@ -30,6 +30,7 @@
 #include "fhir.h"
 #include "fhirid.h"
 #include "http.h"
+#include "instant.h"
 #include "jsonarena.h"
 #include "jsonwrite.h"
 #include "log.h"
@@ -420,71 +421,210 @@ out:
     return rc;
 }
 
-static enum adp_err outside_search(struct adapter *a, const char *type, const char *query,
-                                   json_t *into, struct adp_error *err);
+static enum adp_err outside_page(struct adapter *a, const char *type, const char *query,
+                                 const char *page_url, json_t *into, char **next,
+                                 struct adp_error *err);
 
-enum adp_err sync_changed(struct adapter *a, const char *since, char ***ids, int *n,
-                          char *new_watermark, size_t wlen, struct adp_error *err)
+static const char *const change_types[] = {"Patient", "Condition", "Observation"};
+
+/* meta.lastUpdated of res as an instant; the error names the resource. */
+static enum adp_err last_updated(json_t *res, int64_t *us, struct adp_error *err)
 {
-    static const char *const types[] = {"Patient", "Condition", "Observation"};
-    json_t *found;
+    char what[320];
+    const char *type = json_string_value(json_object_get(res, "resourceType"));
+    const char *id = json_string_value(json_object_get(res, "id"));
+    const char *lu =
+        json_string_value(json_object_get(json_object_get(res, "meta"), "lastUpdated"));
+
+    snprintf(what, sizeof(what), "meta.lastUpdated of %.64s/%.128s", type ? type : "?",
+             id ? id : "?");
+    return instant_parse(lu, what, us, err);
+}
+
+enum adp_err sync_newest_change(struct adapter *a, char *out, size_t len,
+                                struct adp_error *err)
+{
+    json_t *found = json_array(), *res;
     enum adp_err rc = ADP_OK;
-    char query[512];
-    char *esc;
+    int64_t newest = 0, us;
+    int any = 0;
     size_t t, i;
-    json_t *res;
 
-    snprintf(new_watermark, wlen, "%s", since);
-    if (since[0] == '\0') {
-        /* First cycle: the whole cohort; the watermark starts at the newest
-         * change on the server so the next cycle sees only later ones. */
-        found = json_array();
-        if (found == NULL)
-            return adp_error_set(err, ADP_ENOMEM, "out of memory");
-        for (t = 0; t < 3 && rc == ADP_OK; t++) {
-            snprintf(query, sizeof(query), "_sort=-_lastUpdated&_count=1");
-            rc = fhir_search_first_page(a->fhir, types[t], query, found, err);
-        }
-        json_array_foreach(found, i, res)
-        {
-            const char *lu = json_string_value(
-                json_object_get(json_object_get(res, "meta"), "lastUpdated"));
-
-            if (lu != NULL && strcmp(lu, new_watermark) > 0)
-                snprintf(new_watermark, wlen, "%s", lu);
-        }
-        json_decref(found);
-        if (rc != ADP_OK)
-            return rc;
-        return sync_cohort(a, ids, n, err);
-    }
-    found = json_array();
     if (found == NULL)
         return adp_error_set(err, ADP_ENOMEM, "out of memory");
-    esc = http_escape(since);
-    if (esc == NULL) {
-        json_decref(found);
-        return adp_error_set(err, ADP_ENOMEM, "out of memory");
-    }
-    for (t = 0; t < 3 && rc == ADP_OK; t++) {
-        snprintf(query, sizeof(query), "_lastUpdated=ge%s&_count=%d", esc,
-                 a->cfg->page_size);
-        rc = outside_search(a, types[t], query, found, err);
-    }
-    free(esc);
-    if (rc == ADP_OK) {
-        json_array_foreach(found, i, res)
-        {
-            const char *lu = json_string_value(
-                json_object_get(json_object_get(res, "meta"), "lastUpdated"));
-
-            if (lu != NULL && strcmp(lu, new_watermark) > 0)
-                snprintf(new_watermark, wlen, "%s", lu);
-        }
-        rc = collect_patient_ids(found, ids, n, err);
+    for (t = 0; t < 3 && rc == ADP_OK; t++)
+        rc = fhir_search_first_page(a->fhir, change_types[t], "_sort=-_lastUpdated&_count=1",
+                                    found, err);
+    json_array_foreach(found, i, res)
+    {
+        if (rc != ADP_OK)
+            break;
+        rc = last_updated(res, &us, err);
+        if (rc == ADP_OK && (!any || instant_cmp(us, newest) > 0))
+            newest = us;
+        any = 1;
     }
     json_decref(found);
+    if (rc != ADP_OK)
+        return rc;
+    if (any)
+        instant_format(newest, out, len);
+    else
+        snprintf(out, len, "%s", "");
+    return ADP_OK;
+}
+
+/* Only what change detection needs: the subject (and meta, for the order;
+ * a server without _elements sends whole resources, which work as well). */
+static const char *change_elements(const char *type)
+{
+    return strcmp(type, "Patient") == 0 ? "meta" : "meta,subject";
+}
+
+/* Pages of one run of equal instants followed in one cycle at most. */
+#define SYNC_MAX_TIE_PAGES 100000
+
+/*
+ * One type's walk.  Each page is a fresh search from the cursor, sorted by
+ * _lastUpdated: after a page, every change before its last instant has been
+ * seen, so the next page asks again from that instant ("ge": the changes at
+ * the instant itself come again, never a gap).  A page whose changes all
+ * carry the cursor's instant would come back unchanged: then the next link
+ * is followed, through that run of equal instants (not counted against the
+ * budget, or a run longer than a cycle's pages would never be passed).  The
+ * walk stops at the end (*finished), after page_budget pages, or at a page
+ * with a failed patient; *cursor is then where the next cycle must start.
+ */
+static enum adp_err walk_type(struct adapter *a, const char *type, struct sync_walk *w,
+                              int64_t *cursor, int *finished, int64_t *newest,
+                              int *any_newest, struct adp_error *err)
+{
+    char query[256], at[INSTANT_TEXT_MAX], *next = NULL, *tie_url = NULL, *esc;
+    enum adp_err rc = ADP_OK;
+    int pages = 0, tie_pages = 0;
+
+    *finished = 0;
+    while (pages < w->page_budget || tie_url != NULL) {
+        json_t *found = json_array(), *res;
+        int64_t first = 0, last = 0, top = 0, us;
+        char **ids = NULL;
+        int n = 0, failed = 0, sorted = 1;
+        size_t i;
+
+        if (found == NULL) {
+            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+            break;
+        }
+        instant_format(*cursor, at, sizeof(at));
+        esc = http_escape(at);
+        if (esc == NULL) {
+            json_decref(found);
+            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+            break;
+        }
+        snprintf(query, sizeof(query), "_lastUpdated=ge%s&_sort=_lastUpdated&_elements=%s&_count=%d",
+                 esc, change_elements(type), a->cfg->page_size);
+        free(esc);
+        /* a server whose next links never end is stopped all the same */
+        if (tie_url != NULL && ++tie_pages > SYNC_MAX_TIE_PAGES) {
+            json_decref(found);
+            rc = adp_error_set(err, ADP_EHTTP, "search %s: more than %d pages of changes at %s",
+                               type, SYNC_MAX_TIE_PAGES, at);
+            break;
+        }
+        rc = outside_page(a, type, query, tie_url, found, &next, err);
+        if (tie_url == NULL)
+            pages++;
+        free(tie_url);
+        tie_url = NULL;
+        json_array_foreach(found, i, res)
+        {
+            if (rc != ADP_OK)
+                break;
+            rc = last_updated(res, &us, err);
+            if (rc != ADP_OK)
+                break;
+            if (i == 0)
+                first = top = us;
+            else if (instant_cmp(us, last) < 0)
+                sorted = 0;
+            if (instant_cmp(us, top) > 0)
+                top = us;
+            last = us;
+        }
+        if (rc == ADP_OK && next != NULL && !sorted)
+            rc = adp_error_set(err, ADP_EHTTP,
+                               "search %s: the server does not sort by _lastUpdated "
+                               "(needed to work a backlog off page by page)",
+                               type);
+        if (rc == ADP_OK)
+            rc = collect_patient_ids(found, &ids, &n, err);
+        json_decref(found);
+        if (rc == ADP_OK && n > 0)
+            rc = w->page_fn(w->ud, ids, n, &failed, err);
+        sync_free_ids(ids, n);
+        if (rc != ADP_OK)
+            break;
+        w->pages++;
+        if (failed) {
+            /* the cursor stays before this page: the next cycle sees it again */
+            w->failed = 1;
+            break;
+        }
+        if (i > 0 && (!*any_newest || instant_cmp(top, *newest) > 0)) {
+            *newest = top;
+            *any_newest = 1;
+        }
+        if (next == NULL) {
+            *finished = 1;
+            break;
+        }
+        if (instant_cmp(last, *cursor) > 0) {
+            *cursor = last;
+            free(next);
+        } else if (instant_cmp(first, last) == 0) {
+            tie_url = next; /* a full page at one instant */
+        } else {
+            free(next);
+        }
+        next = NULL;
+    }
+    free(next);
+    free(tie_url);
     return rc;
+}
+
+enum adp_err sync_changed_walk(struct adapter *a, struct sync_walk *w, struct adp_error *err)
+{
+    int64_t since, newest = 0, resume = 0, cursor;
+    int any_newest = 0, unfinished = 0, finished;
+    enum adp_err rc;
+    size_t t;
+
+    w->finished = 0;
+    w->failed = 0;
+    w->pages = 0;
+    w->newest[0] = w->resume[0] = '\0';
+    rc = instant_parse(w->since, "start of the change walk", &since, err);
+    if (rc != ADP_OK)
+        return rc;
+    if (w->page_budget < 1)
+        w->page_budget = 1;
+    for (t = 0; t < 3; t++) {
+        cursor = since;
+        rc = walk_type(a, change_types[t], w, &cursor, &finished, &newest, &any_newest, err);
+        if (rc != ADP_OK)
+            return rc;
+        if (!finished && (!unfinished || instant_cmp(cursor, resume) < 0))
+            resume = cursor;
+        unfinished |= !finished;
+    }
+    w->finished = !unfinished;
+    if (any_newest)
+        instant_format(newest, w->newest, sizeof(w->newest));
+    if (unfinished)
+        instant_format(resume, w->resume, sizeof(w->resume));
+    return ADP_OK;
 }
 
 #define SYNC_METRIC_INC(a, c, l) metrics_inc((a)->metrics, (c), (l))
@@ -496,7 +636,7 @@ enum adp_err sync_changed(struct adapter *a, const char *since, char ***ids, int
  * lives in the per-patient struct prun, so nothing here depends on the
  * order of other patients' calls.
  */
-enum op_kind { OP_READ, OP_SEARCH, OP_COND_UPDATE, OP_UPDATE, OP_CREATE, OP_BATCH };
+enum op_kind { OP_READ, OP_SEARCH, OP_COND_UPDATE, OP_UPDATE, OP_CREATE, OP_BATCH, OP_PAGE };
 
 struct prun;
 
@@ -511,6 +651,9 @@ struct op {
     /* search page by page instead of into (fhir_search_pages) */
     enum adp_err (*page_fn)(void *ud, json_t *resources, struct adp_error *err);
     void *page_ud;
+    /* OP_PAGE: one page (fhir_search_page), the next link into *next */
+    const char *page_url;
+    char **next;
     /* A write that must not be repeated blindly (a transaction creating a
      * Provenance): before each retry after a failure that may hide an applied
      * request, applied() looks on the server; *done = 1 ends call() with
@@ -590,6 +733,8 @@ static enum adp_err op_once(struct prun *r, const struct op *op, struct adp_erro
         return fhir_create(fc, op->type, op->resource, op->w, err);
     case OP_BATCH:
         return fhir_batch(fc, op->resource, op->out, err);
+    case OP_PAGE:
+        return fhir_search_page(fc, op->type, op->arg, op->page_url, op->into, op->next, err);
     }
     return adp_error_set(err, ADP_EUSAGE, "unknown FHIR operation");
 }
@@ -694,12 +839,15 @@ static enum adp_err outside_call(struct adapter *a, const char *tag, struct op *
     r.patient_id = "";
     r.tag = tag;
     r.seed = (unsigned)time(NULL);
-    op->kind = OP_SEARCH;
+    if (op->kind != OP_PAGE)
+        op->kind = OP_SEARCH;
     return call(&r, op, err);
 }
 
-static enum adp_err outside_search(struct adapter *a, const char *type, const char *query,
-                                   json_t *into, struct adp_error *err)
+/* One page of the change walk (fhir_search_page), retried like any search. */
+static enum adp_err outside_page(struct adapter *a, const char *type, const char *query,
+                                 const char *page_url, json_t *into, char **next,
+                                 struct adp_error *err)
 {
     struct op op;
 
@@ -707,6 +855,9 @@ static enum adp_err outside_search(struct adapter *a, const char *type, const ch
     op.type = type;
     op.arg = query;
     op.into = into;
+    op.page_url = page_url;
+    op.next = next;
+    op.kind = OP_PAGE;
     return outside_call(a, "(changes)", &op, err);
 }
 

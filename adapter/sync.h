@@ -107,11 +107,39 @@ enum adp_err sync_prepare_fetch(struct adapter *a, struct adp_error *err);
  * *ids new array of new strings; free with sync_free_ids. */
 enum adp_err sync_cohort(struct adapter *a, char ***ids, int *n, struct adp_error *err);
 
-/* Ids of patients whose Patient, Condition or Observation changed after
- * `since` (a server instant; "" = everything: the cohort).  new_watermark
- * receives the highest meta.lastUpdated seen (or `since` when none). */
-enum adp_err sync_changed(struct adapter *a, const char *since, char ***ids, int *n,
-                          char *new_watermark, size_t wlen, struct adp_error *err);
+/*
+ * Change detection, page by page (the daemon's cycle).  For Patient,
+ * Condition and Observation: the resources changed at or after w->since (a
+ * FHIR instant), sorted by _lastUpdated, with only the elements needed
+ * (_elements), one page at a time; each page's patient ids (sorted, unique,
+ * borrowed) go to page_fn before the next page is asked for, so memory
+ * holds one page whatever the backlog.  At most page_budget pages per type
+ * (a longer backlog is worked off over several cycles); a page after which
+ * page_fn reports *failed != 0 ends that type's walk before the page.
+ * Out: finished (every type walked to its end, no failure), failed,
+ * newest (the newest meta.lastUpdated seen, "" when none) and, when not
+ * finished, resume: where the next cycle starts so that no change is
+ * skipped (every change before it has been handed to page_fn without a
+ * failure).  Instants are compared as instants (instant.h), out values are
+ * canonical.
+ */
+struct sync_walk {
+    const char *since;
+    int page_budget;
+    enum adp_err (*page_fn)(void *ud, char **ids, int n, int *failed,
+                            struct adp_error *err);
+    void *ud;
+    int finished, failed, pages;
+    char newest[32];
+    char resume[32];
+};
+enum adp_err sync_changed_walk(struct adapter *a, struct sync_walk *w, struct adp_error *err);
+
+/* The newest meta.lastUpdated of a Patient, Condition or Observation on the
+ * server, canonical, into out ("" when there is none): where the daemon's
+ * first cycle (the whole cohort) sets the watermark. */
+enum adp_err sync_newest_change(struct adapter *a, char *out, size_t len,
+                                struct adp_error *err);
 void sync_free_ids(char **ids, int n);
 
 /* Process one patient; updates stats (including failed) and returns the

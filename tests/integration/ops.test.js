@@ -189,7 +189,12 @@ test('metrics follow a cycle: scraped during it and checked against its summary 
   await waitFor('the end of the first cycle', () => /cycle done/.test(daemon.err));
   const s = daemon.err.match(/cycle done: (\d+) patient\(s\), (\d+) created, (\d+) updated, (\d+) unchanged, (\d+) revoked, (\d+) failed/);
   assert.ok(s, daemon.err);
-  const after = await metrics(daemon);
+  // The daemon counts a cycle before it logs its summary; the scrape also
+  // waits for the count, so the comparison does not hang on that order.
+  const [after] = await waitFor('the cycle counted', async () => {
+    const m = await metrics(daemon);
+    return m['dnmbc_cycles_total{result="ok"}'] >= 1 ? m : null;
+  });
   assert.equal(after['dnmbc_cycles_total{result="ok"}'], 1);
   assert.equal(evaluatedTotal(after), Number(s[1]));
   assert.equal(after['dnmbc_writes_total{outcome="created"}'], Number(s[2]));

@@ -23,6 +23,7 @@ const { BearerGuard } = require('./bearer');
 const { neededPermissions } = require('./scopes');
 const { RacyConditional } = require('./racy');
 const { IntegrityModes } = require('./integrity');
+const { parseOffset, withOffset } = require('./offset');
 
 const BASE_PATH = '/fhir/R4';
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
@@ -148,6 +149,7 @@ class FhirTestApp {
     this.faults = new FaultTable();
     this.capabilityPatch = null; // POST /$test/capability
     this.bareTransactionAnswers = false; // POST /$test/bare-transaction-answers
+    this.instantOffset = null; // POST /$test/instant-offset (offset.js)
     this.stats = new Stats();
     this.mutex = new Mutex();
     this.faultStatus = new WeakMap(); // OperationOutcome from a fault -> its HTTP status
@@ -268,6 +270,9 @@ class FhirTestApp {
   }
 
   send(res, status, body, headers = {}) {
+    if (this.instantOffset) {
+      body = withOffset(body, this.instantOffset); // POST /$test/instant-offset
+    }
     const text = body === undefined ? '' : JSON.stringify(body);
     res.writeHead(status, {
       ...(text ? { 'Content-Type': FHIR_JSON, 'Content-Length': Buffer.byteLength(text) } : { 'Content-Length': 0 }),
@@ -494,6 +499,7 @@ class FhirTestApp {
       case 'POST /$test/reset':
         this.racy.clear();
         this.capabilityPatch = null;
+        this.instantOffset = null;
         this.bareTransactionAnswers = false;
         await this.mutex.run(() => this.repo.clear());
         this.faults.clear();
@@ -566,6 +572,18 @@ class FhirTestApp {
         return;
       case 'GET /$test/integrity':
         this.send(res, 200, this.integrity.report());
+        return;
+      case 'POST /$test/instant-offset':
+        try {
+          this.instantOffset = parseOffset(body && body.offset);
+        } catch (err) {
+          throw new HttpError(400, 'invalid', err.message);
+        }
+        this.send(res, 200, { offset: this.instantOffset.text });
+        return;
+      case 'DELETE /$test/instant-offset':
+        this.instantOffset = null;
+        this.send(res, 200, { offset: null });
         return;
       case 'DELETE /$test/capability':
         this.capabilityPatch = null;

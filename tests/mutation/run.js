@@ -173,6 +173,8 @@ function runSpec(spec) {
   });
   const out = (r.stdout || '') + (r.stderr || '');
   if (r.error && r.error.code === 'ETIMEDOUT') return { result: 'timeout', out };
+  // a name pattern that matches no test would pass every mutant: a stale list
+  if (p.file && /^# tests 0$/m.test(out)) die(2, `${spec}: no test matches (stale name pattern?)`);
   if (r.status === 0) return { result: 'pass', out };
   // the first failing test's name, for the table
   const m = /^\[  FAILED  \] (?!\d+ test)(\S+)/m.exec(out) || /^not ok \d+ - (.+)$/m.exec(out) ||

@@ -76,6 +76,11 @@ struct config {
     char *notify_secret_file;
     char *notify_secret;       /* loaded secret (file or DNMBC_NOTIFY_SECRET) */
     long heartbeat_s;          /* expected Subscription heartbeat period; 0: not tracked */
+    /* CDS Hooks and $apply endpoints of the listener (cds.h) */
+    char *public_url;          /* server.public_url: the listener's URL as clients call it */
+    char *cds_clients;         /* cds.clients, as JSON text (jwtverify.h); NULL: none */
+    long cds_max_body_kb;      /* request body cap */
+    long cds_max_concurrent;   /* open connections above which new work gets 503 */
     /* audit */
     int audit_enabled;         /* post an AuditEvent per daemon cycle */
 };

@@ -69,6 +69,13 @@ static const struct counter_def counters[MET_COUNTER_COUNT] = {
     [MET_CATCHUP] = {"dnmbc_catchup_polls_total",
                      "Catch-up polls triggered by a notification gap or a missed heartbeat.",
                      NULL, 1, {NULL}},
+    [MET_CDS_REQUESTS] = {"dnmbc_cds_requests_total",
+                          "CDS Hooks and $apply requests: trusted, refused (401) or turned "
+                          "away busy (503).",
+                          "result", MCR_COUNT, {"ok", "unauthorized", "busy"}},
+    [MET_CDS_FEEDBACK] = {"dnmbc_cds_feedback_total",
+                          "CDS card feedback received, by outcome.", "outcome", MCF_COUNT,
+                          {"accepted", "overridden"}},
 };
 
 static const struct {

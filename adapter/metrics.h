@@ -32,12 +32,16 @@ enum metric_counter {
     MET_NOTIFY,          /* [enum metric_notify] Subscription notifications accepted */
     MET_NOTIFY_REJECTED, /* notifications rejected (bad secret, malformed) */
     MET_CATCHUP,         /* catch-up polls triggered by notification gaps */
+    MET_CDS_REQUESTS,    /* [enum metric_cds_request] CDS Hooks / $apply requests */
+    MET_CDS_FEEDBACK,    /* [enum metric_cds_feedback] CDS card feedback received */
     MET_COUNTER_COUNT
 };
 
 enum metric_write { MW_CREATED = 0, MW_UPDATED, MW_UNCHANGED, MW_REVOKED, MW_COUNT };
 enum metric_http_class { MH_1XX = 0, MH_2XX, MH_3XX, MH_4XX, MH_5XX, MH_ERROR, MH_COUNT };
 enum metric_cycle { MC_OK = 0, MC_FAILED, MC_COUNT };
+enum metric_cds_request { MCR_OK = 0, MCR_UNAUTHORIZED, MCR_BUSY, MCR_COUNT };
+enum metric_cds_feedback { MCF_ACCEPTED = 0, MCF_OVERRIDDEN, MCF_COUNT };
 enum metric_notify {
     MN_HANDSHAKE = 0,
     MN_HEARTBEAT,

@@ -64,6 +64,8 @@ struct server {
     int heartbeat_gap_reported;
     long long last_event;          /* highest event number seen, -1 = none */
     char subscription[256];
+    server_route_fn route;         /* further endpoints (server.h), or NULL */
+    void *route_ud;
 };
 
 struct upload {
@@ -752,6 +754,12 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     }
     if ((strcmp(url, "/notify") == 0 || strncmp(url, "/notify/", 8) == 0) && is_post)
         return handle_notify(s, c, url, up);
+    if (s->route != NULL) {
+        int r = s->route(s->route_ud, c, url, method, up->data, up->len, up->too_big);
+
+        if (r >= 0)
+            return (enum MHD_Result)r;
+    }
     if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 ||
         strcmp(url, "/metrics") == 0 || strncmp(url, "/notify", 7) == 0)
         return reply_json(c, 405, "method not allowed", method);
@@ -880,6 +888,8 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
     }
     s->heartbeat_s = o->heartbeat_s;
     s->last_event = -1;
+    s->route = o->route;
+    s->route_ud = o->route_ud;
     if (o->notify_secret != NULL && (s->secret = strdup(o->notify_secret)) == NULL) {
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         goto fail;

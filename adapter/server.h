@@ -27,6 +27,14 @@
 struct config;
 struct metrics;
 
+/* Further endpoints (cds.h): asked for every complete request the listener
+ * does not serve itself, with the request body read so far (too_big: it
+ * exceeded the listener's cap and was cut).  connection is the
+ * struct MHD_Connection.  Returns an enum MHD_Result, or -1 when the path is
+ * not its own (then 404). */
+typedef int (*server_route_fn)(void *ud, void *connection, const char *url,
+                               const char *method, const char *body, size_t len, int too_big);
+
 struct server_opts {
     const char *listen;          /* "HOST:PORT", ":PORT" or "PORT" (host 127.0.0.1) */
     const char *tls_cert;        /* PEM file; with tls_key: HTTPS */
@@ -35,6 +43,8 @@ struct server_opts {
     long heartbeat_s;            /* expected heartbeat period; 0: not tracked */
     const struct config *cfg;    /* read during server_start only: what the readiness
                                   * probe needs (state path, FHIR server, TLS) is copied */
+    server_route_fn route;       /* NULL: none */
+    void *route_ud;              /* borrowed; must outlive the server */
 };
 
 struct server;

@@ -1,0 +1,273 @@
+// CDS Hooks 2.0 service and CPG $apply of `dnmbc-adapter serve`, played by an
+// EHR with real signed JWTs (jose; the JWKS served on loopback or from a
+// file): every recommendation through patient-view with full prefetch, the
+// card's suggestion equal to what `evaluate` writes for the same data,
+// missing / null prefetch fetched from the test FHIR server, 412 without
+// fhirAuthorization, the refusals, feedback in the state file, /metrics and
+// `status`, and $apply equal to `evaluate` on every golden case.
+'use strict';
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const { ROOT, tmpdir, runAdapter, startServer, stopServer, fhir, categoryCodes } = require('./helpers');
+const L = require('./cds-lib');
+
+const FIX = path.join(ROOT, 'tests/fixtures/evaluate');
+const CASES = path.join(ROOT, 'tests/cases');
+const SERVICE = '/cds-services/dnmbc-local-therapy';
+const ISS = 'https://ehr.test.example';
+const WEB_ISS = 'https://web-ehr.test.example';
+
+let keys, jwks, serve, dir, fhirSrv;
+
+function aud(p) { return `${L.PUBLIC_URL}${p}`; }
+async function tok(p, opts = {}) { return L.sign(opts.key || keys.es.privateKey, { aud: aud(p), iss: ISS, ...opts }); }
+
+function resourcesOf(file) {
+  return JSON.parse(fs.readFileSync(file, 'utf8')).entry.map((e) => e.resource);
+}
+function searchset(rs) {
+  return { resourceType: 'Bundle', type: 'searchset', entry: rs.map((resource) => ({ resource, search: { mode: 'match' } })) };
+}
+function prefetchOf(rs) {
+  return {
+    patient: rs.find((r) => r.resourceType === 'Patient'),
+    conditions: searchset(rs.filter((r) => r.resourceType === 'Condition')),
+    observations: searchset(rs.filter((r) => r.resourceType === 'Observation')),
+  };
+}
+// What `evaluate` prints for the same resources, in the order the service reads them.
+function evaluateOf(rs) {
+  const ordered = ['Patient', 'Condition', 'Observation'].flatMap((t) => rs.filter((r) => r.resourceType === t));
+  const f = path.join(dir, `eval-${Math.random().toString(36).slice(2)}.json`);
+  fs.writeFileSync(f, JSON.stringify({ resourceType: 'Bundle', type: 'collection', entry: ordered.map((resource) => ({ resource })) }));
+  const r = runAdapter(['evaluate', f, '--mappings', path.join(ROOT, 'mappings')]);
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout);
+}
+function hookRequest(pid, prefetch, extra = {}) {
+  return { hook: 'patient-view', hookInstance: crypto.randomUUID(), context: { userId: 'Practitioner/1', patientId: pid }, prefetch, ...extra };
+}
+const crypto = require('node:crypto');
+
+test.before(async () => {
+  dir = tmpdir('cds');
+  keys = await L.makeKeys();
+  jwks = await L.serveJwks({ keys: [keys.otherJwk] });
+  const jwksFile = path.join(dir, 'ehr-jwks.json');
+  fs.writeFileSync(jwksFile, JSON.stringify({ keys: [keys.esJwk, keys.rsJwk] }));
+  fhirSrv = startServer();
+  serve = await L.startServe({
+    server: { public_url: L.PUBLIC_URL },
+    cds: { clients: [{ iss: ISS, jwks_file: jwksFile }, { iss: WEB_ISS, jku: jwks.url }], max_body_kb: 512 },
+    mappings: { dir: path.join(ROOT, 'mappings') },
+    state: { path: path.join(dir, 'state.db') },
+  }, dir);
+});
+
+test.after(async () => {
+  await L.stopServe(serve);
+  if (jwks) jwks.srv.close();
+  stopServer(fhirSrv);
+});
+
+test('discovery lists the service with its prefetch templates', async () => {
+  const r = await L.call(serve.base, 'GET', '/cds-services', { token: await tok('/cds-services') });
+  assert.equal(r.status, 200, r.text);
+  const s = r.json.services.find((x) => x.id === 'dnmbc-local-therapy');
+  assert.ok(s, r.text);
+  assert.equal(s.hook, 'patient-view');
+  assert.ok(s.title && s.description);
+  assert.equal(s.prefetch.patient, 'Patient/{{context.patientId}}');
+  assert.equal(s.prefetch.conditions, 'Condition?patient={{context.patientId}}');
+  assert.match(s.prefetch.observations, /^Observation\?patient=\{\{context\.patientId\}\}&code=.+/);
+});
+
+const fixtures = fs.readdirSync(FIX).filter((f) => f.endsWith('.json')).sort();
+for (const file of fixtures) {
+  const expected = JSON.parse(fs.readFileSync(path.join(FIX, 'expected', file), 'utf8'));
+  test(`patient-view with full prefetch: ${file} -> ${expected.recommendation}`, async () => {
+    const rs = resourcesOf(path.join(FIX, file));
+    const pid = rs.find((r) => r.resourceType === 'Patient').id;
+    const r = await L.call(serve.base, 'POST', SERVICE, { token: await tok(SERVICE), body: hookRequest(pid, prefetchOf(rs)) });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(L.validateCdsResponse(r.json), []);
+    const ev = evaluateOf(rs);
+    if (expected.recommendation === 'not-applicable') {
+      assert.deepEqual(r.json.cards, []);
+      return;
+    }
+    assert.equal(r.json.cards.length, 1);
+    const card = r.json.cards[0];
+    const plan = ev.entry.map((e) => e.resource).find((x) => x.resourceType === 'CarePlan');
+    assert.ok(categoryCodes(plan).includes(expected.recommendation));
+    assert.ok(card.summary.length < 140);
+    const warn = expected.recommendation === 'insufficient-data' || expected.recommendation === 'second-line-systemic';
+    if (warn) assert.equal(card.indicator, 'warning');
+    assert.match(card.detail, /\*\*Recommendation:\*\*/);
+    assert.match(card.detail, /\*\*Caveat:\*\*/);
+    assert.match(card.source.label, /10\.3892\/or\.2023\.8600/);
+    assert.ok(card.overrideReasons.length >= 1);
+    const created = card.suggestions[0].actions.filter((a) => a.type === 'create').map((a) => a.resource);
+    const written = ev.entry.map((e) => e.resource).filter((x) => x.resourceType === 'CarePlan' || x.resourceType === 'RiskAssessment');
+    assert.deepEqual(L.maskNow(created), L.maskNow(written), 'the suggestion is what evaluate writes');
+  });
+}
+
+test('missing and null prefetch keys are fetched from fhirServer with fhirAuthorization', async () => {
+  const file = 'curative-palliative-skin.json';
+  const rs = resourcesOf(path.join(FIX, file));
+  for (const res of rs) {
+    const put = await fhir(fhirSrv.base, 'PUT', `${res.resourceType}/${res.id}`, res);
+    assert.ok(put.status === 200 || put.status === 201, put.text);
+  }
+  const pid = rs.find((r) => r.resourceType === 'Patient').id;
+  const full = await L.call(serve.base, 'POST', SERVICE, { token: await tok(SERVICE), body: hookRequest(pid, prefetchOf(rs)) });
+  const auth = { access_token: 'ehr-issued-token', token_type: 'Bearer', expires_in: 300, scope: 'patient/*.read', subject: 'dnmbc' };
+  const pre = prefetchOf(rs);
+  for (const variant of [{ conditions: null, observations: pre.observations, patient: pre.patient }, { patient: pre.patient }, undefined]) {
+    const r = await L.call(serve.base, 'POST', SERVICE, {
+      token: await tok(SERVICE),
+      body: hookRequest(pid, variant, { fhirServer: fhirSrv.base, fhirAuthorization: auth }),
+    });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(L.validateCdsResponse(r.json), []);
+    assert.equal(r.json.cards.length, 1);
+    const a = r.json.cards[0].suggestions[0].actions.map((x) => x.resource.resourceType);
+    assert.deepEqual(a, ['CarePlan', 'RiskAssessment']);
+    assert.equal(r.json.cards[0].summary, full.json.cards[0].summary);
+    assert.deepEqual(categoryCodes(r.json.cards[0].suggestions[0].actions[0].resource),
+      categoryCodes(full.json.cards[0].suggestions[0].actions[0].resource));
+  }
+  // no fhirAuthorization: the service can neither use nor fetch: 412
+  const r412 = await L.call(serve.base, 'POST', SERVICE, { token: await tok(SERVICE), body: hookRequest(pid, { patient: pre.patient, conditions: null }, { fhirServer: fhirSrv.base }) });
+  assert.equal(r412.status, 412, r412.text);
+  assert.match(r412.json.detail, /prefetch\.conditions/);
+});
+
+test('a JWT signed with RS384, and one from a jku client, are trusted', async () => {
+  const rs = await L.call(serve.base, 'GET', '/cds-services', { token: await tok('/cds-services', { alg: 'RS384', kid: 'ehr-rs', key: keys.rs.privateKey }) });
+  assert.equal(rs.status, 200, rs.text);
+  const web = await L.call(serve.base, 'GET', '/cds-services', { token: await L.sign(keys.other.privateKey, { iss: WEB_ISS, kid: 'web-es', aud: aud('/cds-services'), jku: jwks.url }) });
+  assert.equal(web.status, 200, web.text);
+  assert.ok(jwks.srv.hits >= 1, 'the JWKS was fetched from its jku');
+});
+
+test('refusals: each the right status, no crash, the listener unaffected', async () => {
+  const body = hookRequest('s10', { patient: { resourceType: 'Patient', id: 's10' } });
+  const cases = [
+    ['no token', undefined, 401, /no bearer token/],
+    ['unknown issuer', await tok(SERVICE, { iss: 'https://stranger.example' }), 401, /not a configured CDS client/],
+    ['jku not listed', await tok(SERVICE, { jku: 'https://evil.example/jwks.json' }), 401, /jku/],
+    ['wrong aud', await L.sign(keys.es.privateKey, { iss: ISS, aud: 'https://other.example/cds-services/dnmbc-local-therapy' }), 401, /aud/],
+    ['expired', await tok(SERVICE, { iat: Math.floor(Date.now() / 1000) - 900, exp: Math.floor(Date.now() / 1000) - 600 }), 401, /expired/],
+    ['unknown kid', await tok(SERVICE, { kid: 'nope' }), 401, /kid/],
+    ['signed by another key', await tok(SERVICE, { key: keys.other.privateKey }), 401, /signature/],
+  ];
+  // alg none and HS256, made by hand (jose refuses to sign "none")
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  const claims = { iss: ISS, aud: aud(SERVICE), iat: now, exp: now + 300, jti: crypto.randomUUID() };
+  cases.push(['alg none', `${b64({ alg: 'none', kid: 'ehr-es' })}.${b64(claims)}.`, 401, /alg 'none' refused/]);
+  const hs = new L.jose.SignJWT(claims).setProtectedHeader({ alg: 'HS256', kid: 'ehr-es' });
+  cases.push(['alg HS256', await hs.sign(Buffer.from('a shared secret of enough length!!')), 401, /alg 'HS256' refused/]);
+  for (const [name, token, status, re] of cases) {
+    const r = await L.call(serve.base, 'POST', SERVICE, { token, body });
+    assert.equal(r.status, status, `${name}: ${r.text}`);
+    assert.match(r.json.detail, re, name);
+  }
+  const once = await tok(SERVICE);
+  const first = await L.call(serve.base, 'POST', SERVICE, { token: once, body: hookRequest('s10', prefetchOf(resourcesOf(path.join(FIX, 'curative-palliative-skin.json')))) });
+  assert.equal(first.status, 200, first.text);
+  const replay = await L.call(serve.base, 'POST', SERVICE, { token: once, body });
+  assert.equal(replay.status, 401);
+  assert.match(replay.json.detail, /jti already used/);
+  const bad = await L.call(serve.base, 'POST', SERVICE, { token: await tok(SERVICE), raw: '{"hook": "patient-view", ' });
+  assert.equal(bad.status, 400);
+  assert.match(bad.json.detail, /malformed JSON/);
+  const big = await L.call(serve.base, 'POST', SERVICE, { token: await tok(SERVICE), raw: JSON.stringify({ pad: 'x'.repeat(600 * 1024) }) });
+  assert.equal(big.status, 413);
+  // the token never reaches the log
+  assert.ok(!serve.logs.includes(once.split('.')[2]), 'a token signature in the log');
+  assert.match(serve.logs, /refused: no bearer token/);
+  const h = await L.call(serve.base, 'GET', '/healthz');
+  assert.equal(h.status, 200);
+});
+
+test('feedback is stored in the state file, counted in /metrics and listed by status', async () => {
+  const fb = {
+    feedback: [
+      { card: crypto.randomUUID(), outcome: 'overridden', outcomeTimestamp: new Date().toISOString(), overrideReason: { reason: { code: 'patient-preference', system: 'x', display: 'Patient preference' }, userComment: 'declined surgery' } },
+      { card: crypto.randomUUID(), outcome: 'accepted', outcomeTimestamp: new Date().toISOString(), acceptedSuggestions: [{ id: crypto.randomUUID() }] },
+    ],
+  };
+  const p = `${SERVICE}/feedback`;
+  const r = await L.call(serve.base, 'POST', p, { token: await tok(p), body: fb });
+  assert.equal(r.status, 200, r.text);
+  const bad = await L.call(serve.base, 'POST', p, { token: await tok(p), body: { feedback: [{ card: 'x', outcome: 'maybe' }] } });
+  assert.equal(bad.status, 400);
+  const m = await L.call(serve.base, 'GET', '/metrics');
+  assert.match(m.text, /dnmbc_cds_feedback_total\{outcome="overridden"\} 1/);
+  assert.match(m.text, /dnmbc_cds_feedback_total\{outcome="accepted"\} 1/);
+  assert.match(m.text, /dnmbc_cds_requests_total\{result="unauthorized"\} [1-9]/);
+  const st = runAdapter(['status', '-c', serve.cfgPath]);
+  assert.equal(st.status, 0, st.stderr);
+  assert.match(st.stdout, /cds feedback {2}2/);
+  assert.match(st.stdout, new RegExp(`card ${fb.feedback[0].card}  overridden: patient-preference - declined surgery`));
+  assert.match(st.stdout, new RegExp(`card ${fb.feedback[1].card}  accepted`));
+});
+
+test('PlanDefinition and metadata describe $apply', async () => {
+  const md = await L.call(serve.base, 'GET', '/fhir/metadata', { token: await tok('/fhir/metadata') });
+  assert.equal(md.status, 200, md.text);
+  const op = md.json.rest[0].resource.find((r) => r.type === 'PlanDefinition').operation[0];
+  assert.equal(op.name, 'apply');
+  assert.match(op.definition, /cpg-plandefinition-apply/);
+  const p = '/fhir/PlanDefinition/dnmbc-local-therapy';
+  const pd = await L.call(serve.base, 'GET', p, { token: await tok(p) });
+  assert.equal(pd.status, 200, pd.text);
+  assert.equal(pd.json.resourceType, 'PlanDefinition');
+  assert.ok(pd.json.action[0].action.length >= 8);
+  assert.ok(pd.json.relatedArtifact.some((a) => /10\.3892\/or\.2023\.8600/.test(a.url)));
+});
+
+test('$apply equals evaluate on every golden case; bad Parameters get an OperationOutcome', async () => {
+  const p = '/fhir/PlanDefinition/dnmbc-local-therapy/$apply';
+  const names = fs.readdirSync(CASES).filter((n) => fs.existsSync(path.join(CASES, n, 'input.json'))).sort();
+  assert.ok(names.length > 100);
+  for (const name of names) {
+    const input = path.join(CASES, name, 'input.json');
+    const text = fs.readFileSync(input, 'utf8');
+    let data;
+    try { data = JSON.parse(text); } catch { continue; } // not JSON: evaluate's own refusal, not a Parameters
+    if (!data || data.resourceType !== 'Bundle') continue;
+    const ev = runAdapter(['evaluate', input, '--mappings', path.join(ROOT, 'mappings')]);
+    const r = await L.call(serve.base, 'POST', p, {
+      token: await tok(p),
+      body: { resourceType: 'Parameters', parameter: [{ name: 'data', resource: data }] },
+    });
+    if (ev.status === 0) {
+      assert.equal(r.status, 200, `${name}: ${r.text.slice(0, 300)}`);
+      assert.deepEqual(L.maskNow(r.json), L.maskNow(JSON.parse(ev.stdout)), name);
+    } else {
+      assert.equal(r.status, 422, `${name}: ${r.text.slice(0, 300)}`);
+      assert.equal(r.json.resourceType, 'OperationOutcome');
+      assert.deepEqual(r.json, JSON.parse(ev.stdout), name);
+    }
+  }
+  for (const [body, re] of [
+    [{ resourceType: 'Patient' }, /Parameters/],
+    [{ resourceType: 'Parameters', parameter: [] }, /data/],
+    [{ resourceType: 'Parameters', parameter: [{ name: 'data', resource: { resourceType: 'Patient' } }] }, /Bundle/],
+  ]) {
+    const r = await L.call(serve.base, 'POST', p, { token: await tok(p), body });
+    assert.equal(r.status, 400, r.text);
+    assert.equal(r.json.resourceType, 'OperationOutcome');
+    assert.match(r.json.issue[0].diagnostics, re);
+  }
+  const un = await L.call(serve.base, 'POST', p, { body: { resourceType: 'Parameters' } });
+  assert.equal(un.status, 401);
+  assert.equal(un.json.resourceType, 'OperationOutcome');
+});

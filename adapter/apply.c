@@ -218,9 +218,9 @@ static int do_apply(struct cds *x, struct MHD_Connection *c, const char *body, s
             if (k == 0)
                 snprintf(query, sizeof(query), "Patient/%s", subject);
             else if (k == 1)
-                snprintf(query, sizeof(query), "Condition?patient=%s&_count=200", subject);
+                snprintf(query, sizeof(query), "Condition?subject=Patient/%s&_count=200", subject);
             else
-                snprintf(query, sizeof(query), "Observation?patient=%s%s%.4000s&_count=200",
+                snprintf(query, sizeof(query), "Observation?subject=Patient/%s%s%.4000s&_count=200",
                          subject, x->obs_codes[0] ? "&code=" : "", x->obs_codes);
             if (cds_fhir_read(x, x->base_url, query, authz, got, why, sizeof(why)) != ADP_OK) {
                 free(authz);

@@ -505,9 +505,9 @@ static int handle_service(struct cds *x, struct MHD_Connection *c, const char *b
         if (k == 0)
             snprintf(query, sizeof(query), "Patient/%s", pid);
         else if (k == 1)
-            snprintf(query, sizeof(query), "Condition?patient=%s&_count=200", pid);
+            snprintf(query, sizeof(query), "Condition?subject=Patient/%s&_count=200", pid);
         else
-            snprintf(query, sizeof(query), "Observation?patient=%s%s%.4000s&_count=200", pid,
+            snprintf(query, sizeof(query), "Observation?subject=Patient/%s%s%.4000s&_count=200", pid,
                      x->obs_codes[0] ? "&code=" : "", x->obs_codes);
         if (cds_asprintf(&authz, "Authorization: Bearer %s", tok) < 0) {
             snprintf(why, sizeof(why), "out of memory");

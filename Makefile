@@ -122,7 +122,7 @@ clean:
 #                                 part of `make test`)
 #   make asan                     the whole test suite under ASan + UBSan (clang)
 #   make valgrind                 unit tests and one sync under memcheck
-FUZZ_TARGETS := features bundle config mapping jsonread
+FUZZ_TARGETS := features bundle config mapping jsonread cds
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
 FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all

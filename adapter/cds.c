@@ -720,17 +720,8 @@ int cds_feedback_print(const char *state_path, FILE *fp)
 
 /* ---- routing ------------------------------------------------------------- */
 
-static int busy(struct cds *x, struct MHD_Connection *c)
-{
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_DAEMON);
-    const union MHD_DaemonInfo *di =
-        ci ? MHD_get_daemon_info(ci->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS) : NULL;
-
-    return di != NULL && di->num_connections > x->max_concurrent;
-}
-
 int cds_route(void *ud, void *connection, const char *url, const char *method,
-              const char *body, size_t len, int too_big)
+              const char *body, size_t len, int too_big, int inflight)
 {
     struct cds *x = ud;
     struct MHD_Connection *c = connection;
@@ -750,7 +741,10 @@ int cds_route(void *ud, void *connection, const char *url, const char *method,
                  x->max_body);
         return is_fhir ? cds_fhir_error(c, 413, "too-costly", why) : cds_error(c, 413, why);
     }
-    if (busy(x, c)) {
+    /* The handlers run one at a time on the listener's thread: requests
+     * waiting behind this one are its queue.  Past the bound, an early 503
+     * with Retry-After lets the client's queue retry instead of timing out. */
+    if (inflight > (int)x->max_concurrent) {
         metrics_inc(x->metrics, MET_CDS_REQUESTS, MCR_BUSY);
         return is_fhir ? cds_fhir_error(c, 503, "transient", "busy: retry later")
                        : cds_error(c, 503, "busy: retry later");

@@ -32,7 +32,7 @@ void cds_free(struct cds *x);
 
 /* The listener's route hook (server_route_fn): ud is the struct cds. */
 int cds_route(void *ud, void *connection, const char *url, const char *method,
-              const char *body, size_t len, int too_big);
+              const char *body, size_t len, int too_big, int inflight);
 
 /* What a CDS request body asks, as the handler reads it (for tests and the
  * fuzz target): 0 and *out (new reference: {"patientId", "prefetch"...}) or

@@ -66,6 +66,7 @@ struct server {
     char subscription[256];
     server_route_fn route;         /* further endpoints (server.h), or NULL */
     void *route_ud;
+    int inflight;                  /* requests begun, not completed (listener thread) */
 };
 
 struct upload {
@@ -710,6 +711,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         if (up == NULL)
             return MHD_NO;
         *con_cls = up;
+        s->inflight++;
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
@@ -755,7 +757,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     if ((strcmp(url, "/notify") == 0 || strncmp(url, "/notify/", 8) == 0) && is_post)
         return handle_notify(s, c, url, up);
     if (s->route != NULL) {
-        int r = s->route(s->route_ud, c, url, method, up->data, up->len, up->too_big);
+        int r = s->route(s->route_ud, c, url, method, up->data, up->len, up->too_big,
+                         s->inflight);
 
         if (r >= 0)
             return (enum MHD_Result)r;
@@ -770,11 +773,12 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
                       enum MHD_RequestTerminationCode toe)
 {
     struct upload *up = *con_cls;
+    struct server *s = cls;
 
-    (void)cls;
     (void)c;
     (void)toe;
     if (up != NULL) {
+        s->inflight--;
         free(up->data);
         free(up);
         *con_cls = NULL;

@@ -239,30 +239,42 @@ test('PlanDefinition and metadata describe $apply', async () => {
   assert.ok(pd.json.relatedArtifact.some((a) => /10\.3892\/or\.2023\.8600/.test(a.url)));
 });
 
-test('$apply equals evaluate on every golden case; bad Parameters get an OperationOutcome', async () => {
+test('$apply through fhir-kit-client equals evaluate on every golden case', async () => {
+  const { Client } = require(path.join(ROOT, 'tests/cds-client/node_modules/fhir-kit-client'));
+  const client = new Client({ baseUrl: `${serve.base}/fhir` });
   const p = '/fhir/PlanDefinition/dnmbc-local-therapy/$apply';
   const names = fs.readdirSync(CASES).filter((n) => fs.existsSync(path.join(CASES, n, 'input.json'))).sort();
   assert.ok(names.length > 100);
+  let compared = 0;
   for (const name of names) {
     const input = path.join(CASES, name, 'input.json');
-    const text = fs.readFileSync(input, 'utf8');
     let data;
-    try { data = JSON.parse(text); } catch { continue; } // not JSON: evaluate's own refusal, not a Parameters
+    try { data = JSON.parse(fs.readFileSync(input, 'utf8')); } catch { continue; } // not JSON: no Parameters to send
     if (!data || data.resourceType !== 'Bundle') continue;
     const ev = runAdapter(['evaluate', input, '--mappings', path.join(ROOT, 'mappings')]);
-    const r = await L.call(serve.base, 'POST', p, {
-      token: await tok(p),
-      body: { resourceType: 'Parameters', parameter: [{ name: 'data', resource: data }] },
-    });
-    if (ev.status === 0) {
-      assert.equal(r.status, 200, `${name}: ${r.text.slice(0, 300)}`);
-      assert.deepEqual(L.maskNow(r.json), L.maskNow(JSON.parse(ev.stdout)), name);
-    } else {
-      assert.equal(r.status, 422, `${name}: ${r.text.slice(0, 300)}`);
-      assert.equal(r.json.resourceType, 'OperationOutcome');
-      assert.deepEqual(r.json, JSON.parse(ev.stdout), name);
+    client.bearerToken = await tok(p);
+    let got, status = 200;
+    try {
+      got = await client.operation({ name: 'apply', resourceType: 'PlanDefinition', id: 'dnmbc-local-therapy', input: { resourceType: 'Parameters', parameter: [{ name: 'data', resource: data }] } });
+    } catch (e) {
+      if (!e.response) throw e;
+      status = e.response.status;
+      got = typeof e.response.data === 'string' ? JSON.parse(e.response.data) : e.response.data;
     }
+    if (ev.status === 0) {
+      assert.equal(status, 200, `${name}: ${JSON.stringify(got).slice(0, 300)}`);
+      assert.deepEqual(L.maskNow(got), L.maskNow(JSON.parse(ev.stdout)), name);
+    } else {
+      assert.equal(status, 422, name);
+      assert.deepEqual(got, JSON.parse(ev.stdout), `${name}: the OperationOutcome evaluate prints`);
+    }
+    compared++;
   }
+  assert.ok(compared > 100, `only ${compared} cases compared`);
+});
+
+test('$apply: bad Parameters get an OperationOutcome', async () => {
+  const p = '/fhir/PlanDefinition/dnmbc-local-therapy/$apply';
   for (const [body, re] of [
     [{ resourceType: 'Patient' }, /Parameters/],
     [{ resourceType: 'Parameters', parameter: [] }, /data/],
@@ -276,4 +288,81 @@ test('$apply equals evaluate on every golden case; bad Parameters get an Operati
   const un = await L.call(serve.base, 'POST', p, { body: { resourceType: 'Parameters' } });
   assert.equal(un.status, 401);
   assert.equal(un.json.resourceType, 'OperationOutcome');
+});
+
+// 1,000 requests at once over 60 kept-alive connections (the listener holds
+// at most 64 connections; more are closed unanswered, by design).
+test('1,000 concurrent requests: each answered 200 or 503, the listener still healthy', async () => {
+  const http = require('node:http');
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 60 });
+  const rs = resourcesOf(path.join(FIX, 'curative-palliative-skin.json'));
+  const body = JSON.stringify(hookRequest('s10', prefetchOf(rs)));
+  const url = new URL(`${serve.base}${SERVICE}`);
+  const tokens = [];
+  for (let i = 0; i < 1000; i++) tokens.push(await tok(SERVICE));
+  const one = (token) => new Promise((resolve) => {
+    const req = http.request({ host: url.hostname, port: url.port, path: url.pathname, method: 'POST', agent,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+      let text = '';
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => resolve({ status: res.statusCode, text, retry: res.headers['retry-after'] }));
+    });
+    req.on('error', (e) => resolve({ status: 0, text: e.message }));
+    req.end(body);
+  });
+  const out = await Promise.all(tokens.map(one));
+  agent.destroy();
+  const statuses = {};
+  for (const r of out) statuses[r.status] = (statuses[r.status] || 0) + 1;
+  for (const r of out) {
+    assert.ok(r.status === 200 || r.status === 503, `unexpected ${r.status}: ${r.text.slice(0, 200)} (${JSON.stringify(statuses)})`);
+    if (r.status === 503) assert.equal(r.retry, '1');
+    else assert.equal(JSON.parse(r.text).cards.length, 1);
+  }
+  assert.ok(statuses[200] > 0);
+  assert.equal(serve.proc.exitCode, null, 'the listener is alive');
+  const h = await L.call(serve.base, 'GET', '/healthz');
+  assert.equal(h.status, 200);
+});
+
+test('run --listen serves the same endpoints beside the daemon', async () => {
+  const d = tmpdir('cds-run');
+  const jwksFile = path.join(d, 'jwks.json');
+  fs.writeFileSync(jwksFile, JSON.stringify({ keys: [keys.esJwk] }));
+  const cfg = {
+    fhir: { base_url: fhirSrv.base },
+    server: { public_url: L.PUBLIC_URL },
+    cds: { clients: [{ iss: ISS, jwks_file: jwksFile }] },
+    mappings: { dir: path.join(ROOT, 'mappings') },
+    state: { path: path.join(d, 'state.db') },
+    daemon: { interval_s: 3600 },
+  };
+  const cfgPath = path.join(d, 'config.json');
+  fs.writeFileSync(cfgPath, JSON.stringify(cfg), { mode: 0o600 });
+  const { spawn } = require('node:child_process');
+  const proc = spawn(path.join(ROOT, 'dnmbc-adapter'), ['run', '-c', cfgPath, '--listen', '127.0.0.1:0'], { env: { ...process.env, DNMBC_LOG_LEVEL: '' }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let logs = '';
+  const base = await new Promise((resolve, reject) => {
+    proc.stderr.on('data', (x) => { logs += x; const m = /listening on (http\S*?:\d+)/.exec(logs); if (m) resolve(m[1]); });
+    proc.on('exit', (c) => reject(new Error(`run exited ${c}: ${logs}`)));
+  });
+  try {
+    const bad = await L.call(base, 'POST', SERVICE, { raw: '{not json' });
+    assert.equal(bad.status, 401);
+    const r = await L.call(base, 'GET', '/cds-services', { token: await tok('/cds-services') });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.services[0].id, 'dnmbc-local-therapy');
+    const rs = resourcesOf(path.join(FIX, 'curative-palliative-skin.json'));
+    const card = await L.call(base, 'POST', SERVICE, { token: await tok(SERVICE), body: hookRequest('s10', prefetchOf(rs)) });
+    assert.equal(card.status, 200, card.text);
+    assert.equal(card.json.cards.length, 1);
+    // useServerData reads the daemon's own FHIR server (loaded by the prefetch test)
+    const p = '/fhir/PlanDefinition/dnmbc-local-therapy/$apply';
+    const ap = await L.call(base, 'POST', p, { token: await tok(p), body: { resourceType: 'Parameters', parameter: [{ name: 'subject', valueString: 'Patient/s10' }, { name: 'useServerData', valueBoolean: true }] } });
+    assert.equal(ap.status, 200, ap.text);
+    assert.deepEqual(L.maskNow(ap.json.entry.map((e) => e.resource)), L.maskNow(card.json.cards[0].suggestions[0].actions.map((a) => a.resource)));
+    assert.equal(proc.exitCode, null);
+  } finally {
+    await new Promise((resolve) => { proc.on('exit', resolve); proc.kill('SIGTERM'); });
+  }
 });

@@ -366,3 +366,42 @@ test('run --listen serves the same endpoints beside the daemon', async () => {
     await new Promise((resolve) => { proc.on('exit', resolve); proc.kill('SIGTERM'); });
   }
 });
+
+test('past cds.max_concurrent requests held, the next gets 503 with Retry-After', async () => {
+  const net = require('node:net');
+  const d = tmpdir('cds-busy');
+  const jwksFile = path.join(d, 'jwks.json');
+  fs.writeFileSync(jwksFile, JSON.stringify({ keys: [keys.esJwk] }));
+  const s = await L.startServe({
+    server: { public_url: L.PUBLIC_URL },
+    cds: { clients: [{ iss: ISS, jwks_file: jwksFile }], max_concurrent: 1 },
+    mappings: { dir: path.join(ROOT, 'mappings') },
+    state: { path: path.join(d, 'state.db') },
+  }, d);
+  try {
+    const u = new URL(s.base);
+    const body = JSON.stringify(hookRequest('s10', prefetchOf(resourcesOf(path.join(FIX, 'curative-palliative-skin.json')))));
+    const token = await tok(SERVICE);
+    // A request whose body is still to come: the listener holds it.  "100
+    // Continue" says the listener has read its headers (no timing guess).
+    const sock = net.connect(Number(u.port), u.hostname);
+    let got = '';
+    sock.on('data', (x) => { got += x; });
+    sock.write(`POST ${SERVICE} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nExpect: 100-continue\r\n\r\n`);
+    for (let i = 0; i < 400 && !/100 Continue/.test(got); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.match(got, /100 Continue/);
+    const busy = await L.call(s.base, 'GET', '/cds-services', { token: await tok('/cds-services') });
+    assert.equal(busy.status, 503, busy.text);
+    assert.equal(busy.headers.get('retry-after'), '1');
+    sock.write(body);
+    for (let i = 0; i < 400 && !/\r\n\r\n\{"cards"/.test(got); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.match(got, /HTTP\/1\.1 200/);
+    sock.destroy();
+    const after = await L.call(s.base, 'GET', '/cds-services', { token: await tok('/cds-services') });
+    assert.equal(after.status, 200, 'served again once the held request is answered');
+    const m = await L.call(s.base, 'GET', '/metrics');
+    assert.match(m.text, /dnmbc_cds_requests_total\{result="busy"\} 1/);
+  } finally {
+    await L.stopServe(s);
+  }
+});

@@ -32,7 +32,7 @@ UNITSRC := $(wildcard tests/unit/test_*.c)
 UNITBIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNITSRC))
 
 
-.PHONY: all deps build-tests unit test demo clean configtest install certs check-certs bench
+.PHONY: all deps build-tests unit test demo clean configtest install certs check-certs bench bench-cds
 
 all: dnmbc-adapter
 
@@ -78,6 +78,11 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory dnmbc-adapter
 	@tests/bench/run.sh
+
+# CDS Hooks patient-view and $apply under load (wrk): p50 / p99 and req/s.
+bench-cds: deps
+	@$(MAKE) --no-print-directory dnmbc-adapter
+	@tests/bench/cds/run.sh
 
 # Development TLS certificates in certs/out (git-ignored); see certs/README.md.
 certs:

@@ -147,6 +147,22 @@ test('missing and null prefetch keys are fetched from fhirServer with fhirAuthor
       L.maskNow(full.json.cards[0].suggestions[0].actions.map((x) => x.resource)),
       'fetched data gives the same suggestion as the full prefetch');
   }
+  // the EHR's access token is what goes to fhirServer: with the test server
+  // requiring tokens of an issuer that never signed this one, the fetch is
+  // refused (412) and the server saw exactly that token
+  const on = await fhir(fhirSrv.base.replace(/\/fhir\/R4$/, ''), 'POST', `${fhirSrv.base.replace(/\/fhir\/R4$/, '')}/$test/auth`, { issuer: 'http://127.0.0.1:9/never' });
+  assert.equal(on.status, 200, on.text);
+  try {
+    // JWT-shaped: the test server records bearer tokens of that form
+    const marker = `eyJhbGciOiJFUzM4NCJ9.${Buffer.from(JSON.stringify({ jti: crypto.randomUUID() })).toString('base64url')}.c2ln`;
+    const r = await L.call(serve.base, 'POST', SERVICE, { token: await tok(SERVICE), body: hookRequest(pid, { patient: pre.patient }, { fhirServer: fhirSrv.base, fhirAuthorization: { ...auth, access_token: marker } }) });
+    assert.equal(r.status, 412, r.text);
+    assert.match(r.json.detail, /Condition\?subject=Patient\/s10.*HTTP [45]\d\d/);
+    const seen = await fhir(fhirSrv.base, 'GET', `${fhirSrv.base.replace(/\/fhir\/R4$/, '')}/$test/auth`);
+    assert.ok(seen.json.tokens.includes(marker), 'the fhirAuthorization token reached fhirServer');
+  } finally {
+    await fhir(fhirSrv.base, 'POST', `${fhirSrv.base.replace(/\/fhir\/R4$/, '')}/$test/auth`, { issuer: null });
+  }
   // no fhirAuthorization: the service can neither use nor fetch: 412
   const r412 = await L.call(serve.base, 'POST', SERVICE, { token: await tok(SERVICE), body: hookRequest(pid, { patient: pre.patient, conditions: null }, { fhirServer: fhirSrv.base }) });
   assert.equal(r412.status, 412, r412.text);

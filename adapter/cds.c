@@ -480,6 +480,28 @@ static int handle_service(struct cds *x, struct MHD_Connection *c, const char *b
         json_decref(entries);
         return cds_error(c, 400, why);
     }
+    {
+        /* a card for another patient than the chart open is the worst answer */
+        json_t *pt = json_object_get(json_object_get(req, "prefetch"), "patient");
+        const char *pid = json_string_value(json_object_get(req, "patientId"));
+        const char *server = json_string_value(json_object_get(req, "fhirServer"));
+        struct http_url u;
+
+        if (json_is_object(pt) &&
+            (strcmp(nz_str(json_string_value(json_object_get(pt, "resourceType")), ""),
+                    "Patient") != 0 ||
+             strcmp(nz_str(json_string_value(json_object_get(pt, "id")), ""), pid) != 0)) {
+            snprintf(why, sizeof(why), "prefetch.patient is not Patient/%s, the patient of "
+                                       "context.patientId", pid);
+            goto bad;
+        }
+        /* the access token goes there: https only (plain http on loopback) */
+        if (server != NULL && (http_url_parse(server, &u) != 0 ||
+                               (strcmp(u.scheme, "https") != 0 && !http_url_loopback(&u)))) {
+            snprintf(why, sizeof(why), "fhirServer must be an https URL");
+            goto bad;
+        }
+    }
     for (k = 0; k < 3; k++) {
         json_t *v = json_object_get(json_object_get(req, "prefetch"), keys[k]);
         const char *pid = json_string_value(json_object_get(req, "patientId"));

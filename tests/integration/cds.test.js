@@ -206,6 +206,12 @@ test('refusals: each the right status, no crash, the listener unaffected', async
   const replay = await L.call(serve.base, 'POST', SERVICE, { token: once, body });
   assert.equal(replay.status, 401);
   assert.match(replay.json.detail, /jti already used/);
+  const other = await L.call(serve.base, 'POST', SERVICE, { token: await tok(SERVICE), body: hookRequest('s11', { patient: { resourceType: 'Patient', id: 's10' } }) });
+  assert.equal(other.status, 400, other.text);
+  assert.match(other.json.detail, /prefetch\.patient is not Patient\/s11/);
+  const plain = await L.call(serve.base, 'POST', SERVICE, { token: await tok(SERVICE), body: hookRequest('s10', {}, { fhirServer: 'http://ehr.example/fhir', fhirAuthorization: { access_token: 'x', token_type: 'Bearer' } }) });
+  assert.equal(plain.status, 400, plain.text);
+  assert.match(plain.json.detail, /fhirServer must be an https URL/);
   const bad = await L.call(serve.base, 'POST', SERVICE, { token: await tok(SERVICE), raw: '{"hook": "patient-view", ' });
   assert.equal(bad.status, 400);
   assert.match(bad.json.detail, /malformed JSON/);

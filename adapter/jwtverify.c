@@ -31,6 +31,8 @@ struct client {
     char *iss;
     char *jku;
     json_t *keys;            /* the "keys" array, or NULL before the first fetch */
+    EVP_PKEY **pk;           /* keys[i] made usable, on first use (NULL until then) */
+    size_t npk;
     time_t fetched;
 };
 
@@ -204,6 +206,17 @@ out:
     return ok;
 }
 
+static void drop_keys(struct client *c)
+{
+    size_t i;
+
+    for (i = 0; i < c->npk; i++)
+        EVP_PKEY_free(c->pk[i]);
+    free(c->pk);
+    c->pk = NULL;
+    c->npk = 0;
+}
+
 static enum adp_err load_jwks_text(struct client *c, const char *text, size_t len,
                                    const char *what, struct adp_error *err)
 {
@@ -216,6 +229,13 @@ static enum adp_err load_jwks_text(struct client *c, const char *text, size_t le
         return adp_error_set(err, ADP_EPARSE, "%s: not a JWK Set (an object with \"keys\")",
                              what);
     }
+    drop_keys(c);
+    c->pk = calloc(json_array_size(keys) + 1, sizeof(*c->pk));
+    if (c->pk == NULL) {
+        json_decref(doc);
+        return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    }
+    c->npk = json_array_size(keys);
     json_decref(c->keys);
     c->keys = json_incref(keys);
     json_decref(doc);
@@ -369,6 +389,7 @@ void jwtv_free(struct jwtv *v)
         free(v->clients[i].iss);
         free(v->clients[i].jku);
         json_decref(v->clients[i].keys);
+        drop_keys(&v->clients[i]);
     }
     for (i = 0; i < v->njti; i++)
         free(v->jtis[i].jti);
@@ -379,7 +400,8 @@ void jwtv_free(struct jwtv *v)
     free(v);
 }
 
-static json_t *find_kid(json_t *keys, const char *kid)
+/* Index of the key named kid in keys, or -1. */
+static long find_kid(json_t *keys, const char *kid)
 {
     size_t i;
     json_t *k;
@@ -389,9 +411,9 @@ static json_t *find_kid(json_t *keys, const char *kid)
         const char *id = json_string_value(json_object_get(k, "kid"));
 
         if (id != NULL && strcmp(id, kid) == 0)
-            return k;
+            return (long)i;
     }
-    return NULL;
+    return -1;
 }
 
 /* 0 when jti is new (then remembered until exp), -1 when seen or no room. */
@@ -451,10 +473,11 @@ int jwtv_check(struct jwtv *v, const char *authorization, const char *path, time
     const char *tok, *d1, *d2;
     unsigned char *hbin = NULL, *pbin = NULL, *sig = NULL;
     size_t hlen = 0, plen = 0, slen = 0, i;
-    json_t *hdr = NULL, *pl = NULL, *aud, *key_jwk;
+    json_t *hdr = NULL, *pl = NULL, *aud;
+    long idx;
     const char *alg, *kid, *iss, *jti, *jku;
     struct client *cl = NULL;
-    EVP_PKEY *key = NULL;
+    EVP_PKEY *key = NULL; /* borrowed from the client's cache */
     json_int_t exp, iat;
     int rc = -1;
 
@@ -518,17 +541,20 @@ int jwtv_check(struct jwtv *v, const char *authorization, const char *path, time
 
         adp_error_clear(&err);
         if (cl->keys == NULL || now - cl->fetched > JWKS_TTL_S ||
-            (find_kid(cl->keys, kid) == NULL && now - cl->fetched > JWKS_REFETCH_S)) {
+            (find_kid(cl->keys, kid) < 0 && now - cl->fetched > JWKS_REFETCH_S)) {
             if (fetch_jwks(v, cl, now, &err) != ADP_OK)
                 log_warn("cds", "cannot fetch the JWK Set of %s: %s", cl->iss, err.msg);
         }
     }
-    key_jwk = cl->keys ? find_kid(cl->keys, kid) : NULL;
-    if (key_jwk == NULL) {
+    idx = cl->keys ? find_kid(cl->keys, kid) : -1;
+    if (idx < 0) {
         snprintf(why, whylen, "kid '%.100s' is not in the JWK Set of issuer '%.200s'", kid, iss);
         goto out;
     }
-    key = jwk_key(key_jwk);
+    /* made once per key: importing costs as much as verifying */
+    if (cl->pk[idx] == NULL)
+        cl->pk[idx] = jwk_key(json_array_get(cl->keys, (size_t)idx));
+    key = cl->pk[idx];
     if (key == NULL) {
         snprintf(why, whylen, "key '%.100s' of issuer '%.200s' is not a usable RSA or P-384 "
                               "key", kid, iss);
@@ -583,7 +609,6 @@ int jwtv_check(struct jwtv *v, const char *authorization, const char *path, time
         snprintf(iss_out, isslen, "%s", iss);
     rc = 0;
 out:
-    EVP_PKEY_free(key);
     json_decref(hdr);
     json_decref(pl);
     free(hbin);

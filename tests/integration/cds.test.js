@@ -427,3 +427,25 @@ test('past cds.max_concurrent requests held, the next gets 503 with Retry-After'
     await L.stopServe(s);
   }
 });
+
+test('a paging link to another origin than fhirServer is not followed (the token stays there)', async () => {
+  // The test server writes its next links with 127.0.0.1; called as
+  // localhost, they point to another origin.
+  const pid = 'paged-1';
+  const put = await fhir(fhirSrv.base, 'PUT', `Patient/${pid}`, { resourceType: 'Patient', id: pid, gender: 'female' });
+  assert.ok(put.status === 200 || put.status === 201, put.text);
+  for (let i = 0; i < 201; i++) {
+    const c = await fhir(fhirSrv.base, 'PUT', `Condition/${pid}-c${i}`, {
+      resourceType: 'Condition', id: `${pid}-c${i}`, subject: { reference: `Patient/${pid}` },
+      code: { coding: [{ system: 'http://snomed.info/sct', code: '38341003', display: 'Hypertension' }] },
+    });
+    assert.ok(c.status === 200 || c.status === 201, c.text);
+  }
+  const other = fhirSrv.base.replace('127.0.0.1', 'localhost');
+  const r = await L.call(serve.base, 'POST', SERVICE, {
+    token: await tok(SERVICE),
+    body: hookRequest(pid, { patient: { resourceType: 'Patient', id: pid } }, { fhirServer: other, fhirAuthorization: { access_token: 'ehr-token', token_type: 'Bearer' } }),
+  });
+  assert.equal(r.status, 412, r.text);
+  assert.match(r.json.detail, /next link leaves the FHIR server's origin/);
+});

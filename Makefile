@@ -37,7 +37,7 @@ UNITBIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNITSRC))
 
 
 .PHONY: all deps build-tests unit test demo clean configtest install certs check-certs bench \
-        integration mutation bench-backlog
+        integration mutation bench-backlog bench-cds
 
 all: dnmbc-adapter
 
@@ -121,6 +121,11 @@ bench-backlog: deps
 	@$(MAKE) --no-print-directory dnmbc-adapter
 	@tests/bench/backlog.sh
 
+# CDS Hooks patient-view and $apply under load (wrk): p50 / p99 and req/s.
+bench-cds: deps
+	@$(MAKE) --no-print-directory dnmbc-adapter
+	@tests/bench/cds/run.sh
+
 # Development TLS certificates in certs/out (git-ignored); see certs/README.md.
 certs:
 	@bash certs/make-certs.sh
@@ -164,7 +169,7 @@ clean:
 #                                 part of `make test`)
 #   make asan                     the whole test suite under ASan + UBSan (clang)
 #   make valgrind                 unit tests and one sync under memcheck
-FUZZ_TARGETS := features bundle config mapping jsonread numbers
+FUZZ_TARGETS := features bundle config mapping jsonread numbers cds
 FUZZ_SECONDS ?= 60
 FUZZ_CC      ?= clang
 FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all

@@ -15,9 +15,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "jsonarena.h"
 #include "log.h"
 
-enum ktype { K_STR, K_INT, K_BOOL, K_STRLIST };
+enum ktype { K_STR, K_INT, K_BOOL, K_STRLIST, K_JSON };
 
 struct key {
     const char *section;
@@ -85,6 +86,10 @@ static const struct key keys[] = {
     {"server", "header_timeout_s", K_INT, OFF(server_header_timeout_s), 1, 3600},
     {"server", "body_timeout_s", K_INT, OFF(server_body_timeout_s), 1, 3600},
     {"audit", "enabled", K_BOOL, OFF(audit_enabled), 0, 0},
+    {"server", "public_url", K_STR, OFF(public_url), 0, 0},
+    {"cds", "clients", K_JSON, OFF(cds_clients), 0, 0},
+    {"cds", "max_body_kb", K_INT, OFF(cds_max_body_kb), 1, 1024},
+    {"cds", "max_concurrent", K_INT, OFF(cds_max_concurrent), 1, 60},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -111,6 +116,8 @@ const char *const config_keys[] = {
     "server.max_connections", "server.max_connections_per_client",
     "server.header_timeout_s", "server.body_timeout_s",
     "fhir.max_parsed_mb",
+    "server.public_url", "cds.clients",        "cds.max_body_kb",
+    "cds.max_concurrent",
     NULL};
 
 size_t config_parsed_budget(const struct config *cfg)
@@ -159,6 +166,8 @@ static enum adp_err set_defaults(struct config *cfg, struct adp_error *err)
     cfg->dead_letter_after = 5;
     cfg->write_provenance = 1;
     cfg->interval_s = 300;
+    cfg->cds_max_body_kb = 256;
+    cfg->cds_max_concurrent = 32;
     cfg->overlap_s = 300;
     if ((rc = config_set_str(&cfg->auth_mode, "none", err)) != ADP_OK ||
         (rc = config_set_str(&cfg->canonical_base,
@@ -205,6 +214,20 @@ static enum adp_err apply_key(const char *path, const struct key *k, json_t *v,
                                  path, k->section, k->name);
         *(int *)(void *)base = json_is_true(v);
         return ADP_OK;
+    case K_JSON: {
+        /* kept as text; its module validates it (cds.clients: jwtverify.c) */
+        char *text;
+
+        if (!json_is_array(v))
+            return adp_error_set(err, ADP_ECONFIG, "%s: %s.%s: expected an array", path,
+                                 k->section, k->name);
+        text = json_dumps(v, JSON_COMPACT);
+        if (text == NULL)
+            return adp_error_set(err, ADP_ENOMEM, "out of memory");
+        rc = config_set_str((char **)(void *)base, text, err);
+        jsonarena_free_text(text);
+        return rc;
+    }
     case K_STRLIST:
         if (!json_is_array(v) || json_array_size(v) > CONFIG_MAX_EXTRA_MAPPINGS)
             return adp_error_set(err, ADP_ECONFIG,
@@ -493,5 +516,7 @@ void config_free(struct config *cfg)
     if (cfg->notify_secret != NULL)
         memset(cfg->notify_secret, 0, strlen(cfg->notify_secret));
     free(cfg->notify_secret);
+    free(cfg->public_url);
+    free(cfg->cds_clients);
     memset(cfg, 0, sizeof(*cfg));
 }

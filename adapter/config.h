@@ -83,6 +83,11 @@ struct config {
     long server_max_per_client;
     long server_header_timeout_s;
     long server_body_timeout_s;
+    /* CDS Hooks and $apply endpoints of the listener (cds.h) */
+    char *public_url;          /* server.public_url: the listener's URL as clients call it */
+    char *cds_clients;         /* cds.clients, as JSON text (jwtverify.h); NULL: none */
+    long cds_max_body_kb;      /* request body cap */
+    long cds_max_concurrent;   /* open connections above which new work gets 503 */
     /* audit */
     int audit_enabled;         /* post an AuditEvent per daemon cycle */
 };

@@ -20,6 +20,7 @@
 
 #include "auth.h"
 #include "bundle.h"
+#include "cds.h"
 #include "config.h"
 #include "daemon.h"
 #include "emit.h"
@@ -61,6 +62,8 @@ static void usage(FILE *fp)
           "commands:\n"
           "  sync              one pass over the cohort (or the --patient ids), then exit\n"
           "  run               daemon: sync patients changed since the watermark, repeatedly\n"
+          "  serve             the listener alone (health, metrics, CDS Hooks, $apply):\n"
+          "                    no polling, no writes of its own\n"
           "  evaluate [FILE|-] offline: read one patient's Bundle, write the CarePlan and\n"
           "                    RiskAssessment it would post (collection Bundle) to stdout\n"
           "  explain [FILE|-]  offline: the same input, explained for a human\n"
@@ -84,7 +87,8 @@ static void usage(FILE *fp)
           "  --mappings DIR        mapping tables directory (overrides mappings.dir)\n"
           "  --log-level LEVEL     error, warn, info (default) or debug\n"
           "  --once                with run: one cycle, then exit\n"
-          "  --listen HOST:PORT    with run: serve /healthz /readyz /metrics /notify there\n"
+          "  --listen HOST:PORT    with run / serve: serve /healthz /readyz /metrics /notify,\n"
+          "                        /cds-services and /fhir ($apply) there\n"
           "                        (overrides server.listen; port 0: any free port)\n"
           "  --report FILE         with sync: write the unmapped-codings report to FILE\n"
           "  --json                with map / --report: the report as JSON\n"
@@ -254,7 +258,8 @@ static int parse_args(int argc, char **argv, struct args *a)
         strcmp(a->command, "run") != 0 && strcmp(a->command, "evaluate") != 0 &&
         strcmp(a->command, "explain") != 0 && strcmp(a->command, "map") != 0 &&
         strcmp(a->command, "keygen") != 0 && strcmp(a->command, "status") != 0 &&
-        strcmp(a->command, "replay") != 0 && strcmp(a->command, "forget") != 0) {
+        strcmp(a->command, "replay") != 0 && strcmp(a->command, "forget") != 0 &&
+        strcmp(a->command, "serve") != 0) {
         fprintf(stderr, "dnmbc-adapter: unknown command '%s' (try --help)\n", a->command);
         return EXIT_USAGE;
     }
@@ -658,7 +663,7 @@ static int cmd_status(const struct config *cfg)
                dead[i].patient_id, dead[i].kind, dead[i].attempts, dead[i].http_status,
                dead[i].failed_at, dead[i].last_error,
                dead[i].outcome[0] ? dead[i].outcome : "(none)");
-    status = 0;
+    status = cds_feedback_print(cfg->state_path, stdout) == 0 ? 0 : EXIT_USAGE;
 out:
     free(dead);
     state_close(st);
@@ -867,6 +872,9 @@ static enum adp_err load_config(const struct args *a, struct config *cfg,
     return ADP_OK;
 }
 
+/* The CDS Hooks / $apply endpoints of the listener (cds.h); freed after it. */
+static struct cds *cds_service;
+
 /* `run`: metrics always; the listener when server.listen / --listen is set.
  * Returns 0, or EXIT_USAGE after printing why. */
 static int start_listener(struct adapter *ad, const struct config *cfg, struct metrics **m,
@@ -896,6 +904,12 @@ static int start_listener(struct adapter *ad, const struct config *cfg, struct m
     so.body_timeout_s = cfg->server_body_timeout_s;
     so.cfg = cfg;
     adp_error_clear(&err);
+    if (cds_new(cfg, *m, &cds_service, &err) != ADP_OK) {
+        fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    so.route = cds_route;
+    so.route_ud = cds_service;
     if (server_start(&so, *m, srv, &err) != ADP_OK) {
         log_fatal("%s", err.msg);
         return EXIT_USAGE;
@@ -1003,6 +1017,19 @@ int main(int argc, char **argv)
         status = cmd_sync(&ad, &a);
     } else if (strcmp(a.command, "replay") == 0) {
         status = cmd_replay(&ad, &a);
+    } else if (strcmp(a.command, "serve") == 0) {
+        if (cfg.listen == NULL) {
+            fprintf(stderr, "dnmbc-adapter: serve needs server.listen or --listen HOST:PORT\n");
+            status = EXIT_USAGE;
+        } else {
+            status = start_listener(&ad, &cfg, &metrics, &listener);
+        }
+        if (status == 0)
+        while (status == 0 && !quit) {
+            struct timespec ts = {0, 200 * 1000 * 1000};
+
+            nanosleep(&ts, NULL);
+        }
     } else {
         struct reloader rl = {&a, &cfg};
 
@@ -1016,6 +1043,7 @@ int main(int argc, char **argv)
     }
 out:
     server_stop(listener); /* before the adapter: the listener reads its metrics */
+    cds_free(cds_service);
     ad.server = NULL;
     ad.metrics = NULL;
     metrics_free(metrics);

@@ -75,6 +75,13 @@ static const struct counter_def counters[MET_COUNTER_COUNT] = {
                       "subject (dropped), a plan of another patient found by our identifier "
                       "(ignored), a Patient replaced by another (not decided).",
                       "what", MI_COUNT, {"patient", "subject", "plan", "replaced"}},
+    [MET_CDS_REQUESTS] = {"dnmbc_cds_requests_total",
+                          "CDS Hooks and $apply requests: trusted, refused (401) or turned "
+                          "away busy (503).",
+                          "result", MCR_COUNT, {"ok", "unauthorized", "busy"}},
+    [MET_CDS_FEEDBACK] = {"dnmbc_cds_feedback_total",
+                          "CDS card feedback received, by outcome.", "outcome", MCF_COUNT,
+                          {"accepted", "overridden"}},
 };
 
 static const struct {

@@ -33,6 +33,8 @@ enum metric_counter {
     MET_NOTIFY_REJECTED, /* notifications rejected (bad secret, malformed) */
     MET_CATCHUP,         /* catch-up polls triggered by notification gaps */
     MET_IDENTITY,        /* [enum metric_identity] data of another patient refused */
+    MET_CDS_REQUESTS,    /* [enum metric_cds_request] CDS Hooks / $apply requests */
+    MET_CDS_FEEDBACK,    /* [enum metric_cds_feedback] CDS card feedback received */
     MET_COUNTER_COUNT
 };
 
@@ -41,6 +43,8 @@ enum metric_http_class { MH_1XX = 0, MH_2XX, MH_3XX, MH_4XX, MH_5XX, MH_ERROR, M
 enum metric_cycle { MC_OK = 0, MC_FAILED, MC_COUNT };
 /* What did not belong to the patient it was read for (sync.c). */
 enum metric_identity { MI_PATIENT = 0, MI_SUBJECT, MI_PLAN, MI_REPLACED, MI_COUNT };
+enum metric_cds_request { MCR_OK = 0, MCR_UNAUTHORIZED, MCR_BUSY, MCR_COUNT };
+enum metric_cds_feedback { MCF_ACCEPTED = 0, MCF_OVERRIDDEN, MCF_COUNT };
 enum metric_notify {
     MN_HANDSHAKE = 0,
     MN_HEARTBEAT,

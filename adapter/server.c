@@ -119,6 +119,9 @@ struct server {
     int heartbeat_gap_reported;
     long long last_event;          /* highest event number seen, -1 = none */
     char subscription[256];
+    server_route_fn route;         /* further endpoints (server.h), or NULL */
+    void *route_ud;
+    int inflight;                  /* requests begun, not completed (listener thread) */
 };
 
 struct upload {
@@ -890,6 +893,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         *con_cls = up;
         /* the head is in: from now on the body (and the answer) has its own deadline */
         conn_deadline(s, c, s->body_timeout_s);
+        s->inflight++;
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
@@ -928,6 +932,13 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     }
     if ((strcmp(url, "/notify") == 0 || strncmp(url, "/notify/", 8) == 0) && is_post)
         return handle_notify(s, c, url, up);
+    if (s->route != NULL) {
+        int r = s->route(s->route_ud, c, url, method, up->data, up->len, up->too_big,
+                         s->inflight);
+
+        if (r >= 0)
+            return (enum MHD_Result)r;
+    }
     if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 ||
         strcmp(url, "/metrics") == 0 || strncmp(url, "/notify", 7) == 0)
         return reply_json(c, 405, "method not allowed", method);
@@ -938,11 +949,13 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
                       enum MHD_RequestTerminationCode toe)
 {
     struct upload *up = *con_cls;
+    struct server *s = cls;
 
     (void)toe;
     /* a kept-alive connection has header_timeout_s for its next request */
     conn_deadline(cls, c, ((struct server *)cls)->header_timeout_s);
     if (up != NULL) {
+        s->inflight--;
         free(up->data);
         free(up);
         *con_cls = NULL;
@@ -1183,6 +1196,8 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
     }
     s->heartbeat_s = o->heartbeat_s;
     s->last_event = -1;
+    s->route = o->route;
+    s->route_ud = o->route_ud;
     if (o->notify_secret != NULL && (s->secret = strdup(o->notify_secret)) == NULL) {
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         goto fail;

@@ -27,6 +27,16 @@
 struct config;
 struct metrics;
 
+/* Further endpoints (cds.h): asked for every complete request the listener
+ * does not serve itself, with the request body read so far (too_big: it
+ * exceeded the listener's cap and was cut) and the number of requests the
+ * listener holds now (begun, not yet answered; this one included), a measure
+ * of its load.  connection is the struct MHD_Connection.  Returns an enum
+ * MHD_Result, or -1 when the path is not its own (then 404). */
+typedef int (*server_route_fn)(void *ud, void *connection, const char *url,
+                               const char *method, const char *body, size_t len, int too_big,
+                               int inflight);
+
 struct server_opts {
     const char *listen;          /* "HOST:PORT", ":PORT" or "PORT" (host 127.0.0.1) */
     const char *tls_cert;        /* PEM file; with tls_key: HTTPS */
@@ -41,6 +51,8 @@ struct server_opts {
     long body_timeout_s;               /* request body and answer, from the headers */
     const struct config *cfg;    /* read during server_start only: what the readiness
                                   * probe needs (state path, FHIR server, TLS) is copied */
+    server_route_fn route;       /* NULL: none */
+    void *route_ud;              /* borrowed; must outlive the server */
 };
 
 #define SERVER_DEFAULT_MAX_CONNECTIONS 256

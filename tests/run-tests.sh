@@ -84,6 +84,10 @@ if [ "${1:-}" != "--unit-only" ]; then
         npm ci --prefix tests/oauth-server --no-audit --no-fund --loglevel=error >"$logdir/npm-ci-oauth.log" 2>&1 ||
             { echo "npm ci failed, see $logdir/npm-ci-oauth.log"; failed=$((failed + 1)); }
     fi
+    if [ ! -d tests/cds-client/node_modules ]; then
+        npm ci --prefix tests/cds-client --no-audit --no-fund --loglevel=error >"$logdir/npm-ci-cds.log" 2>&1 ||
+            { echo "npm ci failed, see $logdir/npm-ci-cds.log"; failed=$((failed + 1)); }
+    fi
     for suite in tests/fhir-server/test tests/synth/test tests/integration; do
         [ -d "$suite" ] || continue
         files=$(find "$suite" -maxdepth 1 -name '*.test.js' | sort)

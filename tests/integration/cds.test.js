@@ -60,7 +60,8 @@ test.before(async () => {
   fs.writeFileSync(jwksFile, JSON.stringify({ keys: [keys.esJwk, keys.rsJwk] }));
   fhirSrv = startServer();
   serve = await L.startServe({
-    server: { public_url: L.PUBLIC_URL },
+    // an EHR's connection pool comes from one address: room for 60 of them
+    server: { public_url: L.PUBLIC_URL, max_connections_per_client: 64 },
     cds: { clients: [{ iss: ISS, jwks_file: jwksFile }, { iss: WEB_ISS, jku: jwks.url }], max_body_kb: 512 },
     mappings: { dir: path.join(ROOT, 'mappings') },
     state: { path: path.join(dir, 'state.db') },
@@ -271,7 +272,11 @@ test('$apply through fhir-kit-client equals evaluate on every golden case', asyn
   for (const name of names) {
     const input = path.join(CASES, name, 'input.json');
     let data;
-    try { data = JSON.parse(fs.readFileSync(input, 'utf8')); } catch { continue; } // not JSON: no Parameters to send
+    const text = fs.readFileSync(input, 'utf8');
+    try { data = JSON.parse(text); } catch { continue; } // not JSON: no Parameters to send
+    // an integer past 2^53 (the hostile-number cases) cannot travel through a
+    // JavaScript client unchanged: fhir-kit-client would send another number
+    if (/[0-9]{16,}/.test(text)) continue;
     if (!data || data.resourceType !== 'Bundle') continue;
     const ev = runAdapter(['evaluate', input, '--mappings', path.join(ROOT, 'mappings')]);
     client.bearerToken = await tok(p);

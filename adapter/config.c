@@ -80,6 +80,11 @@ static const struct key keys[] = {
     {"server", "notify_secret_file", K_STR, OFF(notify_secret_file), 0, 0},
     {"server", "heartbeat_s", K_INT, OFF(heartbeat_s), 0, 86400},
     {"audit", "enabled", K_BOOL, OFF(audit_enabled), 0, 0},
+    {"bulk", "group_id", K_STR, OFF(bulk_group_id), 0, 0},
+    {"bulk", "poll_max_s", K_INT, OFF(bulk_poll_max_s), 1, 604800},
+    {"bulk", "poll_interval_max_s", K_INT, OFF(bulk_poll_interval_max_s), 1, 3600},
+    {"bulk", "parallel_downloads", K_INT, OFF(bulk_parallel), 1, 16},
+    {"bulk", "type_filter", K_BOOL, OFF(bulk_type_filter), 0, 0},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -103,6 +108,8 @@ const char *const config_keys[] = {
     "log.format",        "fhir.preflight",         "server.listen",
     "server.tls_cert",   "server.tls_key",         "server.notify_secret_file",
     "server.heartbeat_s", "audit.enabled",
+    "bulk.group_id",     "bulk.poll_max_s",        "bulk.poll_interval_max_s",
+    "bulk.parallel_downloads", "bulk.type_filter",
     NULL};
 
 enum adp_err config_set_str(char **field, const char *val, struct adp_error *err)
@@ -142,6 +149,10 @@ static enum adp_err set_defaults(struct config *cfg, struct adp_error *err)
     cfg->write_provenance = 1;
     cfg->interval_s = 300;
     cfg->overlap_s = 300;
+    cfg->bulk_poll_max_s = 3600;
+    cfg->bulk_poll_interval_max_s = 60;
+    cfg->bulk_parallel = 4;
+    cfg->bulk_type_filter = 1;
     if ((rc = config_set_str(&cfg->auth_mode, "none", err)) != ADP_OK ||
         (rc = config_set_str(&cfg->canonical_base,
                              "https://dnmbc-adapter.example.org/fhir", err)) != ADP_OK ||
@@ -439,6 +450,7 @@ void config_free(struct config *cfg)
     int i;
 
     free(cfg->base_url);
+    free(cfg->bulk_group_id);
     free(cfg->ca_file);
     free(cfg->client_cert);
     free(cfg->client_key);

@@ -44,6 +44,7 @@ const DEFAULTS = {
   expire: 0, // the next N downloads find their URL expired (403); the manifest then has new URLs
   ignoreTypeFilter: false, // a server that ignores _typeFilter (clients must filter themselves)
   holdPolls: false, // answer 202 until released (POST /$test/bulk {"holdPolls": false})
+  stallDownloadsAfter: -1, // serve N downloads, then leave the next ones unanswered (-1: off)
 };
 
 // The patient a resource belongs to, as "Patient/id", or undefined.
@@ -263,6 +264,13 @@ class BulkExport {
       throw new BulkError(404, 'not-found', 'no such bulk file');
     }
     this.counters.downloads++;
+    if (this.config.stallDownloadsAfter >= 0 && this.counters.downloads > this.config.stallDownloadsAfter) {
+      // a download that never ends, for a client killed mid-download
+      // (the socket closes with the client)
+      res.writeHead(200, { 'Content-Type': NDJSON });
+      res.write(file.text.slice(0, 10));
+      return;
+    }
     if (Number(url.searchParams.get('gen')) !== job.gen) {
       throw new BulkError(403, 'expired', 'this file URL has expired; poll the status URL for a new one');
     }

@@ -525,6 +525,9 @@ static enum adp_err poll(struct bulk *b, int refresh, int *gone, struct adp_erro
         }
         if (rc == ADP_OK && resp.status == 202) {
             failed = 0;
+            /* X-Progress is free text for humans (IG v2): logged, never parsed */
+            log_info(BULK, "export in progress%s%.64s%s", resp.progress[0] ? " (" : "",
+                     resp.progress, resp.progress[0] ? ")" : "");
             /* in progress: wait as asked (Retry-After), else a growing
              * interval; never longer than bulk.poll_interval_max_s */
             ms = resp.retry_after_s >= 0 ? resp.retry_after_s * 1000

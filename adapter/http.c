@@ -166,6 +166,7 @@ static void headers_reset(struct http_response *r)
     r->location = NULL;
     r->etag = NULL;
     r->retry_after_s = -1;
+    r->progress[0] = '\0';
 }
 
 /* Whether the nl bytes at name spell the header name lit (a string
@@ -227,6 +228,9 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
             rc = set_header_value(&q->resp.location, v, vl);
     } else if (HEADER_NAME_IS(buf, nl, "ETag")) {
         rc = set_header_value(&q->resp.etag, v, vl);
+    } else if (HEADER_NAME_IS(buf, nl, "X-Progress")) {
+        snprintf(q->resp.progress, sizeof(q->resp.progress), "%.*s",
+                 (int)(vl < sizeof(q->resp.progress) ? vl : sizeof(q->resp.progress) - 1), v);
     } else if (HEADER_NAME_IS(buf, nl, "Retry-After")) {
         if (vl < sizeof(tmp)) {
             memcpy(tmp, v, vl);

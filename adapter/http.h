@@ -52,6 +52,7 @@ struct http_response {
     char *location;            /* Location / Content-Location header, owned or NULL */
     char *etag;                /* owned or NULL */
     long retry_after_s;        /* -1 when absent */
+    char progress[64];         /* X-Progress (Bulk Data status), cut to fit; "" when absent */
 };
 
 struct http_client;

@@ -44,6 +44,7 @@ const DEFAULTS = {
   expire: 0, // the next N downloads find their URL expired (403); the manifest then has new URLs
   ignoreTypeFilter: false, // a server that ignores _typeFilter (clients must filter themselves)
   holdPolls: false, // answer 202 until released (POST /$test/bulk {"holdPolls": false})
+  badLine: 0, // the next N downloads carry one line that is not JSON, after the first
   stallDownloadsAfter: -1, // serve N downloads, then leave the next ones unanswered (-1: off)
 };
 
@@ -292,8 +293,15 @@ class BulkExport {
       res.write(body.subarray(0, Math.floor(body.length / 2)), () => res.destroy());
       return;
     }
-    res.writeHead(200, { 'Content-Type': NDJSON, 'Content-Length': body.length });
-    res.end(body);
+    let full = body;
+    if (this.config.badLine > 0) {
+      // only on an answer that is otherwise whole, so that the client sees it
+      this.config.badLine--;
+      const cut = file.text.indexOf('\n') + 1;
+      full = Buffer.from(file.text.slice(0, cut) + '{"resourceType": "Observation", broken\n' + file.text.slice(cut), 'utf8');
+    }
+    res.writeHead(200, { 'Content-Type': NDJSON, 'Content-Length': full.length });
+    res.end(full);
   }
 }
 

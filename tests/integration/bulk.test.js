@@ -230,3 +230,30 @@ for (const kp of killPoints) {
     await assertPlansRight(restPlans);
   });
 }
+
+test('requiresAccessToken: with SMART backend auth the token goes with the status and file requests', async () => {
+  const fs = require('node:fs');
+  const { execFileSync } = require('node:child_process');
+  await reload();
+  const work = h.tmpdir('bulk-auth');
+  execFileSync(h.BIN, ['keygen', '--alg', 'ES384', '--out', path.join(work, 'k')], { stdio: 'ignore' });
+  const dir = h.tmpdir('bulk-oauth');
+  const oauth = spawn('node', [path.join(h.ROOT, 'tests/oauth-server/server.mjs'), '--port-file', path.join(dir, 'port'),
+    '--resource', srv.base, '--client', `bulk-client=${path.join(work, 'k')}/jwks.json`], { stdio: 'ignore' });
+  try {
+    for (let i = 0; i < 600 && !fs.existsSync(path.join(dir, 'port')); i++) await new Promise((r) => setTimeout(r, 50));
+    const issuer = `http://127.0.0.1:${fs.readFileSync(path.join(dir, 'port'), 'utf8').trim()}`;
+    await admin('POST', '/$test/auth', { issuer, resetCounters: true });
+    const r = sync(newState(), ['--bulk', '--auth', 'smart', '--client-id', 'bulk-client',
+      '--private-key', path.join(work, 'k', 'private-key.pem')]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.sum.created, restPlans);
+    const auth = await admin('GET', '/$test/auth');
+    assert.equal(auth.refused, 0, 'every request carried a valid token');
+    const rep = await admin('GET', '/$test/bulk');
+    assert.ok(rep.counters.downloads >= 3 && rep.counters.polls >= 1);
+  } finally {
+    await admin('POST', '/$test/auth', { issuer: null });
+    oauth.kill('SIGTERM');
+  }
+});

@@ -985,8 +985,11 @@ static enum adp_err process_staged(struct bulk *b, struct adp_error *err)
             if (rc == ADP_OK && in.bad > 0) {
                 b->stats->seen++;
                 b->stats->failed++;
+                char tag[16];
+
+                log_patient_tag(q.rows[i], tag, sizeof(tag));
                 prc = adp_error_set(&pe, ADP_EPARSE, "bulk: patient %s: %d staged resource(s) "
-                                    "unreadable", q.rows[i], in.bad);
+                                    "unreadable", tag, in.bad);
                 log_err(BULK, "%s", pe.msg);
             } else if (rc == ADP_OK) {
                 prc = sync_patient_given(a, q.rows[i], in.given, b->dry_run, b->stats, &pe);

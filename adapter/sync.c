@@ -1917,25 +1917,24 @@ static enum adp_err take_given(const char *patient_id, json_t *given, json_t *re
             json_object_get(json_object_get(res, "subject"), "reference"));
 
         if (type != NULL && strcmp(type, "Patient") == 0) {
+            /* no ids in the message: both would be patient ids (logs) */
             if (id == NULL || strcmp(id, patient_id) != 0)
                 return adp_error_set(err, ADP_EPARSE,
-                                     "bulk: Patient/%.128s: Patient.id is not the patient "
-                                     "%.128s it was grouped under",
-                                     id != NULL ? id : "(none)", patient_id);
+                                     "bulk: Patient.id is not the id of the patient the "
+                                     "resources were grouped under");
             patient = res;
         } else if (type == NULL || ref == NULL || strncmp(ref, "Patient/", 8) != 0 ||
                    strcmp(ref + 8, patient_id) != 0) {
             return adp_error_set(err, ADP_EPARSE,
-                                 "bulk: %.64s/%.128s: subject.reference %.160s is not "
-                                 "Patient/%.128s",
+                                 "bulk: %.64s/%.128s: subject.reference is %s this "
+                                 "patient's",
                                  type != NULL ? type : "(no resourceType)",
-                                 id != NULL ? id : "(none)", ref != NULL ? ref : "(none)",
-                                 patient_id);
+                                 id != NULL ? id : "(none)", ref != NULL ? "not" : "missing, not");
         }
     }
     if (patient == NULL)
-        return adp_error_set(err, ADP_EPARSE, "bulk: no Patient resource for patient %.128s",
-                             patient_id);
+        return adp_error_set(err, ADP_EPARSE, "bulk: no Patient resource among the patient's "
+                                              "resources");
     if (json_array_append(resources, patient) != 0)
         return adp_error_set(err, ADP_ENOMEM, "out of memory");
     json_array_foreach(given, i, res) {

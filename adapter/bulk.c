@@ -574,6 +574,8 @@ struct stage_in {
     int n;
     const char *kind, *type, *body;
     size_t len;
+    int final;  /* the file's last chunk: mark it done */
+    int lineno; /* lines seen so far (across chunks) */
     int staged, skipped, bad;
 };
 
@@ -583,7 +585,6 @@ static enum adp_err stage_fn(sqlite3 *db, struct state *st, void *ud, struct adp
     struct bulk *b = in->b;
     sqlite3_stmt *ins = NULL, *chg = NULL, *del = NULL, *fin = NULL;
     const char *p = in->body, *end = in->body + in->len;
-    int lineno = 0;
     enum adp_err rc;
 
     if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
@@ -608,7 +609,7 @@ static enum adp_err stage_fn(sqlite3 *db, struct state *st, void *ud, struct adp
         const char *type, *id, *ref, *pid = NULL;
 
         p = nl != NULL ? nl + 1 : end;
-        lineno++;
+        in->lineno++;
         if (ll > 0 && line[ll - 1] == '\r')
             ll--;
         if (ll == 0)
@@ -639,7 +640,7 @@ static enum adp_err stage_fn(sqlite3 *db, struct state *st, void *ud, struct adp
         }
         ref = json_string_value(json_object_get(json_object_get(r, "subject"), "reference"));
         if (r == NULL || type == NULL || id == NULL) {
-            log_warn(BULK, "file %d (%s) line %d: %s; line skipped", in->n, in->type, lineno,
+            log_warn(BULK, "file %d (%s) line %d: %s; line skipped", in->n, in->type, in->lineno,
                      r == NULL ? je.text : type == NULL ? "resourceType missing"
                                                         : "id missing");
             in->bad++;
@@ -686,9 +687,9 @@ static enum adp_err stage_fn(sqlite3 *db, struct state *st, void *ud, struct adp
         }
         jsonarena_end();
     }
-    sqlite3_bind_int(fin, 1, lineno);
+    sqlite3_bind_int(fin, 1, in->lineno);
     sqlite3_bind_int(fin, 2, in->n);
-    if (sqlite3_step(fin) != SQLITE_DONE)
+    if (in->final && sqlite3_step(fin) != SQLITE_DONE)
         goto fail;
     sqlite3_finalize(ins);
     sqlite3_finalize(chg);
@@ -714,10 +715,77 @@ struct slot {
     long status;
     long retry_after_s;
     enum adp_err rc;
-    char *body;
-    size_t len;
     char msg[300];
+    /* the body as it arrives: the lines not yet staged */
+    struct bulk *b;
+    struct stage_in st;
+    char *carry;
+    size_t clen, ccap;
+    enum adp_err sink_rc; /* a staging failure that aborted the transfer */
+    struct adp_error sink_err;
 };
+
+/* Staged at least this much at a time (one SQLite transaction each). */
+#define STAGE_CHUNK (256 * 1024)
+
+/* Stages the complete lines held in s->carry (all of it when final). */
+static enum adp_err stage_lines(struct slot *s, int final, struct adp_error *err)
+{
+    size_t upto = s->clen;
+    enum adp_err rc;
+
+    if (!final) {
+        while (upto > 0 && s->carry[upto - 1] != '\n')
+            upto--;
+        if (upto == 0)
+            return ADP_OK;
+    }
+    s->st.body = s->carry != NULL ? s->carry : "";
+    s->st.len = upto;
+    s->st.final = final;
+    rc = state_bulk_run(s->b->a->state, stage_fn, &s->st, err);
+    if (rc == ADP_OK && upto > 0) {
+        memmove(s->carry, s->carry + upto, s->clen - upto);
+        s->clen -= upto;
+    }
+    return rc;
+}
+
+/* http sink: NDJSON as it arrives, staged line by line every STAGE_CHUNK
+ * bytes; one line may not exceed fhir.max_response_mb. */
+static int slot_sink(void *ud, const char *data, size_t n)
+{
+    struct slot *s = ud;
+    size_t limit = (size_t)s->b->a->cfg->max_response_mb * 1024 * 1024;
+
+    if (s->clen + n > s->ccap) {
+        size_t ncap = s->ccap ? s->ccap : STAGE_CHUNK * 2;
+        char *nb;
+
+        while (ncap < s->clen + n)
+            ncap *= 2;
+        if (ncap > limit + STAGE_CHUNK * 2) {
+            s->sink_rc = adp_error_set(&s->sink_err, ADP_EPARSE, "bulk: file %d (%s): a line "
+                                       "longer than fhir.max_response_mb", s->n, s->type);
+            return 1;
+        }
+        nb = realloc(s->carry, ncap);
+        if (nb == NULL) {
+            s->sink_rc = adp_error_set(&s->sink_err, ADP_ENOMEM, "out of memory");
+            return 1;
+        }
+        s->carry = nb;
+        s->ccap = ncap;
+    }
+    memcpy(s->carry + s->clen, data, n);
+    s->clen += n;
+    if (s->clen >= STAGE_CHUNK) {
+        s->sink_rc = stage_lines(s, 0, &s->sink_err);
+        if (s->sink_rc != ADP_OK)
+            return 1;
+    }
+    return 0;
+}
 
 static void slot_done(void *ud, enum adp_err rc, const struct http_response *resp,
                       const struct adp_error *err)
@@ -731,17 +799,6 @@ static void slot_done(void *ud, enum adp_err rc, const struct http_response *res
     }
     s->status = resp->status;
     s->retry_after_s = resp->retry_after_s;
-    if (resp->status == 200 && resp->body != NULL) {
-        s->body = malloc(resp->len + 1);
-        if (s->body == NULL) {
-            s->rc = ADP_ENOMEM;
-            snprintf(s->msg, sizeof(s->msg), "out of memory");
-            return;
-        }
-        memcpy(s->body, resp->body, resp->len);
-        s->body[resp->len] = '\0';
-        s->len = resp->len;
-    }
 }
 
 struct pending_in {
@@ -816,9 +873,18 @@ static enum adp_err download(struct bulk *b, int *expired, struct adp_error *err
         if (rc != ADP_OK || pin.n == 0)
             break;
         for (i = 0; i < pin.n && rc == ADP_OK; i++)
-            rc = http_submit(c, "GET", pin.slots[i].url,
-                             (const char *const[]){"Accept: application/fhir+ndjson", NULL},
-                             NULL, NULL, slot_done, &pin.slots[i], err);
+            {
+            struct slot *sl = &pin.slots[i];
+
+            sl->b = b;
+            sl->st.b = b;
+            sl->st.n = sl->n;
+            sl->st.kind = sl->kind;
+            sl->st.type = sl->type;
+            rc = http_submit_sink(c, sl->url,
+                                  (const char *const[]){"Accept: application/fhir+ndjson", NULL},
+                                  slot_sink, sl, slot_done, sl, err);
+        }
         if (rc == ADP_OK) {
             struct adp_error local;
 
@@ -828,21 +894,16 @@ static enum adp_err download(struct bulk *b, int *expired, struct adp_error *err
         for (i = 0; i < pin.n && rc == ADP_OK; i++) {
             struct slot *s = &pin.slots[i];
 
-            if (s->rc == ADP_OK && s->status == 200) {
-                struct stage_in in;
-
-                memset(&in, 0, sizeof(in));
-                in.b = b;
-                in.n = s->n;
-                in.kind = s->kind;
-                in.type = s->type;
-                in.body = s->body != NULL ? s->body : "";
-                in.len = s->len;
-                rc = state_bulk_run(a->state, stage_fn, &in, err);
+            if (s->sink_rc != ADP_OK) {
+                /* staging failed (the state file, memory, a giant line) */
+                *err = s->sink_err;
+                rc = s->sink_rc;
+            } else if (s->rc == ADP_OK && s->status == 200) {
+                rc = stage_lines(s, 1, err);
                 if (rc == ADP_OK) {
                     files++;
                     log_info(BULK, "file %d (%s %s): %d staged, %d filtered out, %d bad", s->n,
-                             s->kind, s->type, in.staged, in.skipped, in.bad);
+                             s->kind, s->type, s->st.staged, s->st.skipped, s->st.bad);
                 }
             } else if (s->rc == ADP_OK &&
                        (s->status == 403 || s->status == 404 || s->status == 410)) {
@@ -866,8 +927,8 @@ static enum adp_err download(struct bulk *b, int *expired, struct adp_error *err
         }
         for (i = 0; i < pin.n; i++) {
             free(pin.slots[i].url);
-            free(pin.slots[i].body);
-            pin.slots[i].url = pin.slots[i].body = NULL;
+            free(pin.slots[i].carry);
+            pin.slots[i].url = pin.slots[i].carry = NULL;
         }
         if (rc != ADP_OK || *expired)
             break;

@@ -148,6 +148,10 @@ test('a bulk backfill gives exactly the plans of the REST sync, both ways round'
   await assertPlansRight(restPlans);
   const report = await admin('GET', '/$test/bulk');
   assert.deepEqual(report.jobs, [], 'the status URL was deleted when done');
+  // logs name patients by tag only (README, Logs and privacy)
+  for (const p of await searchAll('Patient?_count=500')) {
+    assert.ok(!bulk.stderr.includes(p.id) && !b2.stderr.includes(p.id), 'no patient id in the bulk logs');
+  }
 });
 
 test('an export _since the last one syncs only the patients that changed', async () => {

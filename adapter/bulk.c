@@ -269,6 +269,14 @@ static void answer_text(const struct http_response *r, char *buf, size_t len)
 
 /* ---- kick-off and polling ---------------------------------------------- */
 
+static long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static const char *const async_headers[] = {"Prefer: respond-async",
                                             "Accept: application/fhir+json", NULL};
 
@@ -492,6 +500,10 @@ static enum adp_err take_manifest(struct bulk *b, const struct http_response *r,
         in.text = r->body;
         in.refresh = refresh;
         b->requires_token = in.requires;
+        if (json_array_size(json_object_get(m, "error")) > 0)
+            log_warn(BULK, "the manifest lists %zu error file(s) (OperationOutcomes of the "
+                     "server's export); what they concern is not exported",
+                     json_array_size(json_object_get(m, "error")));
         rc = state_bulk_run(b->a->state, store_manifest_fn, &in, err);
     }
     json_decref(m);
@@ -505,7 +517,7 @@ static enum adp_err poll(struct bulk *b, int refresh, int *gone, struct adp_erro
     struct adapter *a = b->a;
     struct http_response resp;
     enum adp_err rc;
-    long waited_ms = 0, ms;
+    long waited_ms = 0, ms, started_ms = now_ms();
     int failed = 0;
     char msg[400];
 
@@ -557,13 +569,17 @@ static enum adp_err poll(struct bulk *b, int refresh, int *gone, struct adp_erro
         http_response_free(&resp);
         if (ms > a->cfg->bulk_poll_interval_max_s * 1000)
             ms = a->cfg->bulk_poll_interval_max_s * 1000;
+        /* "Retry-After: 0" again and again must not become a busy loop,
+         * nor a poll that never reaches the cap */
+        if (ms < 100)
+            ms = 100;
+        waited_ms = now_ms() - started_ms;
         if (waited_ms + ms > a->cfg->bulk_poll_max_s * 1000)
             return adp_error_set(err, ADP_ENET, "bulk: the export was not ready within "
                                  "bulk.poll_max_s (%ld s); the job is kept and the next run "
                                  "polls it again", a->cfg->bulk_poll_max_s);
         if (!nap(b, ms))
             return adp_error_set(err, ADP_ENET, "interrupted");
-        waited_ms += ms;
     }
 }
 

@@ -197,6 +197,27 @@ test('every injected fault is survived: 429 on polling, 503, truncation, expired
   await assertPlansRight(restPlans);
 });
 
+test('polling stops at bulk.poll_max_s, keeps the job, and the next run polls it again', async () => {
+  const fs = require('node:fs');
+  await reload();
+  // "Retry-After: 0" for ever: the cap must still be reached
+  await admin('POST', '/$test/bulk', { holdPolls: true, retryAfter: 0 });
+  const state = newState();
+  const cfg = path.join(path.dirname(state), 'cap.json');
+  fs.writeFileSync(cfg, JSON.stringify({ bulk: { poll_max_s: 2, poll_interval_max_s: 1 } }));
+  const r = h.runAdapter(['sync', '-c', cfg, '--base-url', srv.base, '--state', state, '--bulk']);
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /not ready within bulk\.poll_max_s \(2 s\); the job is kept/);
+  const polled = (await admin('GET', '/$test/bulk')).counters.polls;
+  assert.ok(polled >= 2 && polled < 100, `polled ${polled} times, not in a busy loop`);
+  await admin('POST', '/$test/bulk', { holdPolls: false });
+  const again2 = sync(state, ['--bulk']);
+  assert.equal(again2.status, 0, again2.stderr);
+  assert.match(again2.stderr, /resuming the export/);
+  assert.equal((await admin('GET', '/$test/bulk')).counters.kickoffs, 1);
+  await assertPlansRight(restPlans);
+});
+
 const killPoints = [
   { name: 'polling', setup: { holdPolls: true }, when: (rep) => rep.counters.polls >= 2, release: { holdPolls: false } },
   { name: 'download (after 1 file)', setup: { linesPerFile: 30, stallDownloadsAfter: 1 }, when: (rep) => rep.counters.downloads >= 2, release: { stallDownloadsAfter: -1 } },

@@ -90,6 +90,11 @@ static const struct key keys[] = {
     {"cds", "clients", K_JSON, OFF(cds_clients), 0, 0},
     {"cds", "max_body_kb", K_INT, OFF(cds_max_body_kb), 1, 1024},
     {"cds", "max_concurrent", K_INT, OFF(cds_max_concurrent), 1, 60},
+    {"bulk", "group_id", K_STR, OFF(bulk_group_id), 0, 0},
+    {"bulk", "poll_max_s", K_INT, OFF(bulk_poll_max_s), 1, 604800},
+    {"bulk", "poll_interval_max_s", K_INT, OFF(bulk_poll_interval_max_s), 1, 3600},
+    {"bulk", "parallel_downloads", K_INT, OFF(bulk_parallel), 1, 16},
+    {"bulk", "type_filter", K_BOOL, OFF(bulk_type_filter), 0, 0},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -118,6 +123,8 @@ const char *const config_keys[] = {
     "fhir.max_parsed_mb",
     "server.public_url", "cds.clients",        "cds.max_body_kb",
     "cds.max_concurrent",
+    "bulk.group_id",     "bulk.poll_max_s",        "bulk.poll_interval_max_s",
+    "bulk.parallel_downloads", "bulk.type_filter",
     NULL};
 
 size_t config_parsed_budget(const struct config *cfg)
@@ -169,6 +176,10 @@ static enum adp_err set_defaults(struct config *cfg, struct adp_error *err)
     cfg->cds_max_body_kb = 256;
     cfg->cds_max_concurrent = 32;
     cfg->overlap_s = 300;
+    cfg->bulk_poll_max_s = 3600;
+    cfg->bulk_poll_interval_max_s = 60;
+    cfg->bulk_parallel = 4;
+    cfg->bulk_type_filter = 1;
     if ((rc = config_set_str(&cfg->auth_mode, "none", err)) != ADP_OK ||
         (rc = config_set_str(&cfg->canonical_base,
                              "https://dnmbc-adapter.example.org/fhir", err)) != ADP_OK ||
@@ -480,6 +491,7 @@ void config_free(struct config *cfg)
     int i;
 
     free(cfg->base_url);
+    free(cfg->bulk_group_id);
     free(cfg->ca_file);
     free(cfg->client_cert);
     free(cfg->client_key);

@@ -90,6 +90,12 @@ struct config {
     long cds_max_concurrent;   /* open connections above which new work gets 503 */
     /* audit */
     int audit_enabled;         /* post an AuditEvent per daemon cycle */
+    /* bulk (sync --bulk: bulk.c) */
+    char *bulk_group_id;       /* Group/[id]/$export; NULL: Patient/$export */
+    long bulk_poll_max_s;      /* polling gives up (job kept, resumed later) after this */
+    long bulk_poll_interval_max_s; /* cap on one wait between polls (Retry-After) */
+    long bulk_parallel;        /* files downloaded at once */
+    int bulk_type_filter;      /* send _typeFilter for the mapped Observation codes */
 };
 
 /* The documented keys, "section.key", NULL-terminated (for docs tests). */

@@ -61,9 +61,14 @@ struct http_req {
     enum adp_err *move_rc;
     struct http_req *prev, *next;
     char errbuf[CURL_ERROR_SIZE];
+    /* http_submit_sink: a 200 answer's body goes here as it arrives */
+    http_sink_fn sink;
+    void *sink_ud;
 };
 
 struct http_client {
+    http_sink_fn next_sink; /* handed to the request submit_req makes next */
+    void *next_sink_ud;
     CURLM *multi;
     CURLSH *share;
     long connect_timeout_ms;
@@ -167,6 +172,7 @@ static void headers_reset(struct http_response *r)
     r->location = NULL;
     r->etag = NULL;
     r->retry_after_s = -1;
+    r->progress[0] = '\0';
 }
 
 /* Whether the nl bytes at name spell the header name lit (a string
@@ -228,6 +234,9 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
             rc = set_header_value(&q->resp.location, v, vl);
     } else if (HEADER_NAME_IS(buf, nl, "ETag")) {
         rc = set_header_value(&q->resp.etag, v, vl);
+    } else if (HEADER_NAME_IS(buf, nl, "X-Progress")) {
+        snprintf(q->resp.progress, sizeof(q->resp.progress), "%.*s",
+                 (int)(vl < sizeof(q->resp.progress) ? vl : sizeof(q->resp.progress) - 1), v);
     } else if (HEADER_NAME_IS(buf, nl, "Retry-After")) {
         if (vl < sizeof(tmp)) {
             memcpy(tmp, v, vl);
@@ -250,7 +259,11 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud)
     size_t n = size * nmemb;
     size_t need, ncap;
     char *nb;
+    long code = 0;
 
+    if (q->sink != NULL && curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK &&
+        code == 200)
+        return q->sink(q->sink_ud, data, n) == 0 ? n : 0; /* 0: CURLE_WRITE_ERROR */
     if (n > q->client->max_body || q->resp.len > q->client->max_body - n) {
         q->too_big = 1;
         return 0; /* CURLE_WRITE_ERROR */
@@ -632,6 +645,10 @@ static enum adp_err submit_req(struct http_client *c, const char *method, const 
     snprintf(q->method, sizeof(q->method), "%s", method);
     q->done = done;
     q->userdata = userdata;
+    q->sink = c->next_sink;
+    q->sink_ud = c->next_sink_ud;
+    c->next_sink = NULL;
+    c->next_sink_ud = NULL;
     has_body = strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
                strcmp(method, "PATCH") == 0;
     if (has_body && body != NULL) {
@@ -687,6 +704,20 @@ enum adp_err http_submit(struct http_client *c, const char *method, const char *
 {
     return submit_req(c, method, url, extra_headers, body, content_type, done, userdata,
                       NULL, err);
+}
+
+enum adp_err http_submit_sink(struct http_client *c, const char *url,
+                              const char *const *extra_headers, http_sink_fn sink, void *sink_ud,
+                              http_done_fn done, void *userdata, struct adp_error *err)
+{
+    enum adp_err rc;
+
+    c->next_sink = sink;
+    c->next_sink_ud = sink_ud;
+    rc = submit_req(c, "GET", url, extra_headers, NULL, NULL, done, userdata, NULL, err);
+    c->next_sink = NULL;
+    c->next_sink_ud = NULL;
+    return rc;
 }
 
 /* Collect finished transfers; returns how many completed. */

@@ -57,6 +57,7 @@ struct http_response {
     char *location;            /* Location / Content-Location header, owned or NULL */
     char *etag;                /* owned or NULL */
     long retry_after_s;        /* -1 when absent */
+    char progress[64];         /* X-Progress (Bulk Data status), cut to fit; "" when absent */
 };
 
 struct http_client;
@@ -80,6 +81,16 @@ enum adp_err http_submit(struct http_client *c, const char *method, const char *
                          const char *const *extra_headers, const char *body,
                          const char *content_type, http_done_fn done, void *userdata,
                          struct adp_error *err);
+
+/* Streaming: a GET whose 200 answer's body is handed to sink(sink_ud,
+ * data, n) chunk by chunk as it arrives, instead of being collected (so no
+ * max_body applies to it); sink returns 0 to go on, non-zero to abort the
+ * transfer (done then sees ADP_ENET).  Any other status is collected as
+ * usual for done.  done's resp->body is then empty for a 200. */
+typedef int (*http_sink_fn)(void *sink_ud, const char *data, size_t n);
+enum adp_err http_submit_sink(struct http_client *c, const char *url,
+                              const char *const *extra_headers, http_sink_fn sink, void *sink_ud,
+                              http_done_fn done, void *userdata, struct adp_error *err);
 
 /* Drive transfers until all queued requests completed (or until a signal
  * flag pointed to by stop becomes non-zero, when stop is not NULL).  Every

@@ -38,6 +38,7 @@
 #include "state.h"
 #include "sync.h"
 #include "textesc.h"
+#include "bulk.h"
 
 #define EXIT_PARTIAL 1
 #define EXIT_USAGE 2
@@ -91,6 +92,7 @@ static void usage(FILE *fp)
           "                        /cds-services and /fhir ($apply) there\n"
           "                        (overrides server.listen; port 0: any free port)\n"
           "  --report FILE         with sync: write the unmapped-codings report to FILE\n"
+          "  --bulk                with sync: the cohort through a Bulk Data $export (bulk.*)\n"
           "  --json                with map / --report: the report as JSON\n"
           "  --ca-file FILE        CA bundle for the server certificate (tls.ca_file)\n"
           "  --client-cert FILE    client certificate for mutual TLS (tls.client_cert)\n"
@@ -139,6 +141,7 @@ struct args {
     const char *patients[MAX_PATIENT_ARGS];
     int npatients;
     int dry_run;
+    int bulk;     /* sync --bulk (bulk.h) */
     int check;
     int once;
     int json;
@@ -198,6 +201,8 @@ static int parse_args(int argc, char **argv, struct args *a)
             return 0;
         } else if (strcmp(s, "-n") == 0) {
             a->check = 1;
+        } else if (strcmp(s, "--bulk") == 0) {
+            a->bulk = 1;
         } else if (strcmp(s, "--dry-run") == 0) {
             a->dry_run = 1;
         } else if (strcmp(s, "--listen") == 0) {
@@ -265,6 +270,14 @@ static int parse_args(int argc, char **argv, struct args *a)
     }
     if (a->report != NULL && (a->command == NULL || strcmp(a->command, "sync") != 0)) {
         fprintf(stderr, "dnmbc-adapter: --report is only for sync\n");
+        return EXIT_USAGE;
+    }
+    /* a bulk export covers the whole cohort and advances the export's
+     * _since: not a dry run, nor a part of the cohort */
+    if (a->bulk && (a->command == NULL || strcmp(a->command, "sync") != 0 || a->dry_run ||
+                    a->npatients > 0 || a->shard != NULL || a->report != NULL)) {
+        fprintf(stderr, "dnmbc-adapter: --bulk is only for sync, without --dry-run, "
+                        "--patient, --shard or --report\n");
         return EXIT_USAGE;
     }
     return -1;
@@ -571,6 +584,20 @@ static int cmd_sync(struct adapter *ad, const struct args *a)
     if ((status = state_stopped(ad, &stats, a->dry_run)) >= 0) {
         sync_free_ids(replayed, nreplayed);
         return status;
+    }
+    if (a->bulk) {
+        sync_free_ids(replayed, nreplayed);
+        if (bulk_sync(ad, 0, &stats, &err) != ADP_OK) {
+            if ((status = state_stopped(ad, &stats, 0)) >= 0)
+                return status;
+            print_summary(&stats, 0);
+            fprintf(stderr, "dnmbc-adapter: %s\n", err.msg);
+            return err.code == ADP_ETLS || err.code == ADP_ECONFIG || err.code == ADP_EAUTH
+                       ? EXIT_USAGE
+                       : EXIT_PARTIAL;
+        }
+        print_summary(&stats, 0);
+        return stats.failed > 0 ? EXIT_PARTIAL : 0;
     }
     if (a->npatients > 0) {
         ids = (char **)a->patients;

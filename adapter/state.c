@@ -1371,3 +1371,25 @@ enum adp_err state_check(struct state *st, struct adp_error *err)
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
+
+enum adp_err state_bulk_run(struct state *st,
+                            enum adp_err (*fn)(struct sqlite3 *db, struct state *st, void *ud,
+                                               struct adp_error *err),
+                            void *ud, struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    if (st->failed[0] != '\0')
+        rc = adp_error_set(err, ADP_EIO, "%s", st->failed);
+    else
+        rc = fn(st->db, st, ud, err);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+/* Called from inside state_bulk_run's fn (the lock is held). */
+enum adp_err state_bulk_db_error(struct state *st, const char *what, struct adp_error *err)
+{
+    return db_error(st, what, err);
+}

@@ -159,4 +159,18 @@ enum adp_err state_finish_patient(struct state *st, const char *patient_id,
 enum adp_err state_dead_requeue(struct state *st, const char *patient_id, int *n,
                                 struct adp_error *err);
 
+/*
+ * The bulk export's tables (bulk.c owns their schema and SQL): fn runs
+ * with the handle's SQLite connection under the handle's lock, so that it
+ * is serialised with every other call.  A handle that failed (state_failed)
+ * refuses with ADP_EIO; an SQLite error inside fn should be reported with
+ * state_bulk_db_error, which also marks a broken store failed.
+ */
+struct sqlite3;
+enum adp_err state_bulk_run(struct state *st,
+                            enum adp_err (*fn)(struct sqlite3 *db, struct state *st, void *ud,
+                                               struct adp_error *err),
+                            void *ud, struct adp_error *err);
+enum adp_err state_bulk_db_error(struct state *st, const char *what, struct adp_error *err);
+
 #endif

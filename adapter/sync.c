@@ -2430,8 +2430,52 @@ static const char *outcome_name(enum outcome o)
     return names[o];
 }
 
-static enum adp_err patient_run(struct adapter *a, const char *patient_id, int dry_run,
-                                struct sync_stats *stats, struct adp_error *err)
+/* Resources already fetched (a bulk export) instead of fetch_inputs: each
+ * must belong to patient_id (the Patient itself, or a subject
+ * "Patient/<patient_id>"), the same identity rule as a fetch; Patient
+ * first in resources, as fetch_inputs leaves it. */
+static enum adp_err take_given(const char *patient_id, json_t *given, json_t *resources,
+                               struct adp_error *err)
+{
+    json_t *res, *patient = NULL;
+    size_t i;
+
+    json_array_foreach(given, i, res) {
+        const char *type = json_string_value(json_object_get(res, "resourceType"));
+        const char *id = json_string_value(json_object_get(res, "id"));
+        const char *ref = json_string_value(
+            json_object_get(json_object_get(res, "subject"), "reference"));
+
+        if (type != NULL && strcmp(type, "Patient") == 0) {
+            /* no ids in the message: both would be patient ids (logs) */
+            if (id == NULL || strcmp(id, patient_id) != 0)
+                return adp_error_set(err, ADP_EPARSE,
+                                     "bulk: Patient.id is not the id of the patient the "
+                                     "resources were grouped under");
+            patient = res;
+        } else if (type == NULL || ref == NULL || strncmp(ref, "Patient/", 8) != 0 ||
+                   strcmp(ref + 8, patient_id) != 0) {
+            return adp_error_set(err, ADP_EPARSE,
+                                 "bulk: %.64s/%.128s: subject.reference is %s this "
+                                 "patient's",
+                                 type != NULL ? type : "(no resourceType)",
+                                 id != NULL ? id : "(none)", ref != NULL ? "not" : "missing, not");
+        }
+    }
+    if (patient == NULL)
+        return adp_error_set(err, ADP_EPARSE, "bulk: no Patient resource among the patient's "
+                                              "resources");
+    if (json_array_append(resources, patient) != 0)
+        return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    json_array_foreach(given, i, res) {
+        if (res != patient && json_array_append(resources, res) != 0)
+            return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    }
+    return ADP_OK;
+}
+
+static enum adp_err patient_run(struct adapter *a, const char *patient_id, json_t *given,
+                                int dry_run, struct sync_stats *stats, struct adp_error *err)
 {
     /* set once CarePlan and RiskAssessment (or the revocations) reached the
      * server: the patient counts as written even if recording it fails */
@@ -2475,7 +2519,8 @@ static enum adp_err patient_run(struct adapter *a, const char *patient_id, int d
     ctx.now = now;
     ctx.software_version = DNMBC_VERSION;
     ctx.params = &a->params;
-    rc = fetch_inputs(&run, &ctx, resources, ours, err);
+    rc = given != NULL ? take_given(patient_id, given, resources, err)
+                       : fetch_inputs(&run, &ctx, resources, ours, err);
     if (rc == ADP_OK)
         rc = check_inputs(&run, &ctx, resources, ours, &replaced, err);
     if (rc != ADP_OK)
@@ -2615,11 +2660,32 @@ enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run
     if (!fhir_id_valid(patient_id))
         return adp_error_set(err, ADP_EPARSE, "patient id is not a FHIR id: not synced");
     if (a->coverage != NULL)
-        return patient_run(a, patient_id, dry_run, stats, err);
+        return patient_run(a, patient_id, NULL, dry_run, stats, err);
     jsonarena_begin();
-    rc = patient_run(a, patient_id, dry_run, stats, err);
+    rc = patient_run(a, patient_id, NULL, dry_run, stats, err);
     jsonarena_end();
     return rc;
+}
+
+enum adp_err sync_patient_given(struct adapter *a, const char *patient_id, json_t *given,
+                                int dry_run, struct sync_stats *stats, struct adp_error *err)
+{
+    return patient_run(a, patient_id, given, dry_run, stats, err);
+}
+
+char *sync_cohort_code_list(struct adapter *a)
+{
+    char *codes = mapping_cohort_codes(a->map), *out;
+    size_t len;
+
+    if (codes == NULL)
+        return NULL;
+    len = strlen(codes) + sizeof(GENERIC_NEOPLASM_CODES) + 2;
+    out = malloc(len);
+    if (out != NULL)
+        snprintf(out, len, "%s%s%s", codes, codes[0] ? "," : "", GENERIC_NEOPLASM_CODES);
+    free(codes);
+    return out;
 }
 
 enum adp_err sync_write_report(json_t *cov, const char *path, int json,

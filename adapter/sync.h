@@ -147,6 +147,19 @@ void sync_free_ids(char **ids, int n);
 enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run,
                           struct sync_stats *stats, struct adp_error *err);
 
+/* sync_patient with the patient's resources already fetched (a bulk
+ * export: bulk.c) instead of read from the server.  given (borrowed): an
+ * array holding the Patient and its Conditions and Observations, every one
+ * of them this patient's (checked: the Patient's id, the others'
+ * subject.reference; a stranger fails the patient naming the resource).
+ * The caller opens a jsonarena scope around building given and this call. */
+enum adp_err sync_patient_given(struct adapter *a, const char *patient_id, json_t *given,
+                                int dry_run, struct sync_stats *stats, struct adp_error *err);
+
+/* The Condition codes that put a patient in the cohort (as sync_cohort
+ * searches them), "system|code,..."; new string (free()) or NULL. */
+char *sync_cohort_code_list(struct adapter *a);
+
 /* Write the coverage report cov (borrowed; mapping_coverage_new) to path:
  * the text of mapping_coverage_text(), or the JSON object when json != 0.
  * Errors name the file (ADP_ECONFIG, ADP_ENOMEM). */

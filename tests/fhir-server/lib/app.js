@@ -24,6 +24,7 @@ const { neededPermissions } = require('./scopes');
 const { RacyConditional } = require('./racy');
 const { IntegrityModes } = require('./integrity');
 const { parseOffset, withOffset } = require('./offset');
+const { BulkExport, BulkError } = require('./bulk');
 
 const BASE_PATH = '/fhir/R4';
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
@@ -157,6 +158,7 @@ class FhirTestApp {
     this.bearer = new BearerGuard(); // off until POST /$test/auth (bearer.js)
     this.racy = new RacyConditional(); // off until POST /$test/racy-conditional (racy.js)
     this.integrity = new IntegrityModes(); // POST /$test/integrity (integrity.js)
+    this.bulk = new BulkExport(); // $export and its status and file URLs (bulk.js)
     this.wrapRoutes();
   }
 
@@ -313,8 +315,15 @@ class FhirTestApp {
           return;
         }
       }
+      if (await this.bulk.handle(this, req, res, url, url.pathname.slice(BASE_PATH.length).replace(/^\/+/, ''))) {
+        return;
+      }
       await this.handleFhir(req, res, url);
     } catch (err) {
+      if (err instanceof BulkError) {
+        this.send(res, err.status, err.outcome, err.headers);
+        return;
+      }
       if (err instanceof HttpError) {
         this.send(res, err.status, err.outcome, err.closeNow ? { Connection: 'close' } : {});
         if (err.closeNow) {
@@ -498,6 +507,7 @@ class FhirTestApp {
     switch (route) {
       case 'POST /$test/reset':
         this.racy.clear();
+        this.bulk.clear();
         this.capabilityPatch = null;
         this.instantOffset = null;
         this.bareTransactionAnswers = false;
@@ -584,6 +594,16 @@ class FhirTestApp {
       case 'DELETE /$test/instant-offset':
         this.instantOffset = null;
         this.send(res, 200, { offset: null });
+        return;
+      case 'POST /$test/bulk':
+        try {
+          this.send(res, 200, this.bulk.configure(body));
+        } catch (err) {
+          throw new HttpError(400, 'invalid', err.message);
+        }
+        return;
+      case 'GET /$test/bulk':
+        this.send(res, 200, this.bulk.report());
         return;
       case 'DELETE /$test/capability':
         this.capabilityPatch = null;

@@ -20,6 +20,7 @@
 
 #include "audit.h"
 #include "auth.h"
+#include "engine.h"
 #include "features.h"
 #include "fhir.h"
 #include "fhirid.h"
@@ -168,7 +169,34 @@ struct cycle_ctx {
      * the pages of one cycle, whatever the backlog) */
     char **audit_ids;
     int audit_n, audit_cap;
+    /* the patients the outbox replay at the start of the cycle processed
+     * (sorted): counted there, so not pulled and counted again */
+    char **replayed;
+    int nreplayed;
 };
+
+static int cmp_id(const void *x, const void *y)
+{
+    return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+/* Drop from ids[0..n) the patients the replay already processed (c->replayed),
+ * freeing them when owned.  Returns the new count. */
+static int skip_replayed(const struct cycle_ctx *c, char **ids, int n, int owned)
+{
+    int i, k = 0;
+
+    if (c->nreplayed == 0)
+        return n;
+    for (i = 0; i < n; i++) {
+        if (bsearch(&ids[i], c->replayed, (size_t)c->nreplayed, sizeof(*c->replayed),
+                    cmp_id) == NULL)
+            ids[k++] = ids[i];
+        else if (owned)
+            free(ids[i]);
+    }
+    return k;
+}
 
 static void remember_for_audit(struct cycle_ctx *c, char **ids, int n)
 {
@@ -202,14 +230,17 @@ static enum adp_err cycle_page(void *ud, char **ids, int n, int *failed, struct 
 
     char **mine = ids;
 
-    if (c->a->shard_n > 1) {
-        struct shard sh = {c->a->shard_k, c->a->shard_n};
-
+    if (c->a->shard_n > 1 || c->nreplayed > 0) {
         /* the page's array belongs to the walk: filter a copy of it */
         mine = malloc((size_t)n * sizeof(*mine));
         if (mine == NULL)
             return adp_error_set(err, ADP_ENOMEM, "out of memory");
         memcpy(mine, ids, (size_t)n * sizeof(*mine));
+        n = skip_replayed(c, mine, n, 0);
+    }
+    if (c->a->shard_n > 1) {
+        struct shard sh = {c->a->shard_k, c->a->shard_n};
+
         n = shard_filter(&sh, mine, n, 0);
     }
     run_patients(c->a, c->quit, c->catchup, mine, n, c->stats, &c->auth_failed);
@@ -221,51 +252,68 @@ static enum adp_err cycle_page(void *ud, char **ids, int n, int *failed, struct 
     return ADP_OK;
 }
 
-/* The first cycle: the whole cohort, then the watermark at the newest
- * change the server held before the cohort was read. */
-static int first_cycle(struct adapter *a, volatile sig_atomic_t *quit, int *catchup,
-                       const char *started)
+/* The whole cohort: the first cycle, and the first after an upgrade of the
+ * clinical rules (the stored rules version differs), whose decisions may
+ * differ for patients whose data did not change.  Then the watermark at the
+ * newest change the server held before the cohort was read (never behind
+ * watermark, the one kept so far, "" for none), with the rules version that
+ * decided them, only when no patient failed. */
+static int first_cycle(struct cycle_ctx *c, const char *started, const char *watermark)
 {
+    struct adapter *a = c->a;
+    struct sync_stats *stats = c->stats;
     struct adp_error err;
-    struct sync_stats stats;
     char newest[64];
     char **ids = NULL;
-    int n = 0, auth_failed = 0;
+    int n = 0;
 
     adp_error_clear(&err);
-    memset(&stats, 0, sizeof(stats));
     if (sync_newest_change(a, newest, sizeof(newest), &err) != ADP_OK ||
         sync_cohort(a, &ids, &n, &err) != ADP_OK) {
         log_err("daemon", "change detection failed: %s", err.msg);
         server_set_auth_error(a->server, err.code == ADP_EAUTH ? err.msg : NULL);
         metrics_cycle_done(a->metrics, 0);
+        sync_free_ids(c->audit_ids, c->audit_n);
         return 1;
     }
+    n = skip_replayed(c, ids, n, 1);
     if (a->shard_n > 1) {
         struct shard sh = {a->shard_k, a->shard_n};
 
         n = shard_filter(&sh, ids, n, 1);
     }
-    run_patients(a, quit, catchup, ids, n, &stats, &auth_failed);
-    server_set_auth_error(a->server, auth_failed ? "a request was refused (401/403)" : NULL);
-    if (*quit) {
-        sync_free_ids(ids, n);
+    run_patients(a, c->quit, c->catchup, ids, n, stats, &c->auth_failed);
+    remember_for_audit(c, ids, n);
+    sync_free_ids(ids, n);
+    server_set_auth_error(a->server, c->auth_failed ? "a request was refused (401/403)" : NULL);
+    if (*c->quit) {
+        sync_free_ids(c->audit_ids, c->audit_n);
         log_info("daemon", "stopping before the end of the cycle; watermark kept");
-        return stats.failed ? 1 : 0;
+        return stats->failed ? 1 : 0;
     }
-    if (stats.failed == 0) {
+    if (stats->failed == 0) {
+        int64_t nu, wu;
+
         adp_error_clear(&err);
-        if (state_set_progress(a->state, newest, "", &err) != ADP_OK)
+        /* both canonical instants (state.c, sync_newest_change) */
+        if (watermark[0] != '\0' &&
+            (newest[0] == '\0' ||
+             (instant_parse(newest, "newest", &nu, &err) == ADP_OK &&
+              instant_parse(watermark, "watermark", &wu, &err) == ADP_OK &&
+              instant_cmp(nu, wu) < 0)))
+            snprintf(newest, sizeof(newest), "%s", watermark);
+        adp_error_clear(&err);
+        if (state_set_covered(a->state, newest, ENGINE_RULES_VERSION, &err) != ADP_OK)
             log_err("daemon", "%s", err.msg);
     } else {
-        log_warn("daemon", "%d patient(s) failed; watermark not advanced", stats.failed);
+        log_warn("daemon", "%d patient(s) failed; watermark not advanced", stats->failed);
     }
     /* the counters first, then the line that reports them: whoever reads
      * the line finds the metrics already there */
-    after_cycle(a, &stats, stats.failed == 0, started, ids, n);
-    log_cycle(&stats);
-    sync_free_ids(ids, n);
-    return stats.failed ? 1 : 0;
+    after_cycle(a, stats, stats->failed == 0, started, c->audit_ids, c->audit_n);
+    log_cycle(stats);
+    sync_free_ids(c->audit_ids, c->audit_n);
+    return stats->failed ? 1 : 0;
 }
 
 /*
@@ -283,8 +331,9 @@ static int cycle(struct adapter *a, volatile sig_atomic_t *quit, int *catchup)
     struct sync_stats stats;
     struct sync_walk w;
     struct cycle_ctx c;
-    char watermark[64], resume[64], since[64], started[32];
+    char watermark[64], resume[64], since[64], started[32], rules[32];
     int64_t wm_us, since_us;
+    int rc;
 
     adp_error_clear(&err);
     memset(&stats, 0, sizeof(stats));
@@ -303,13 +352,45 @@ static int cycle(struct adapter *a, volatile sig_atomic_t *quit, int *catchup)
         metrics_cycle_done(a->metrics, 0);
         return 1;
     }
-    /* writes an interrupted run decided but did not finish come first */
-    if (sync_replay_outbox(a, &stats, &err) != ADP_OK) {
+    if (state_get_rules_version(a->state, rules, sizeof(rules), &err) != ADP_OK) {
+        log_err("daemon", "%s", err.msg);
+        metrics_cycle_done(a->metrics, 0);
+        return 1;
+    }
+    memset(&c, 0, sizeof(c));
+    c.a = a;
+    c.quit = quit;
+    c.catchup = catchup;
+    c.stats = &stats;
+    /* writes an interrupted run decided but did not finish come first; the
+     * patients they concern are then left out of the rest of the cycle, as
+     * `sync` does, so that the cycle's line and AuditEvent count them once */
+    if (state_outbox_list(a->state, &c.replayed, &c.nreplayed, &err) != ADP_OK ||
+        sync_replay_outbox(a, &stats, &err) != ADP_OK) {
         log_err("daemon", "%s", err.msg);
         adp_error_clear(&err);
     }
-    if (watermark[0] == '\0' && resume[0] == '\0')
-        return first_cycle(a, quit, catchup, started);
+    if (c.nreplayed > 0) {
+        qsort(c.replayed, (size_t)c.nreplayed, sizeof(*c.replayed), cmp_id);
+        remember_for_audit(&c, c.replayed, c.nreplayed);
+    }
+    if (watermark[0] == '\0' && resume[0] == '\0') {
+        rc = first_cycle(&c, started, watermark);
+        sync_free_ids(c.replayed, c.nreplayed);
+        return rc;
+    }
+    /* decisions depend on the rules version (it is in the decision hash):
+     * after an upgrade every patient is decided again, not only those whose
+     * data changed, once, until a cycle covers the cohort without a failure */
+    if (strcmp(rules, ENGINE_RULES_VERSION) != 0) {
+        log_info("daemon",
+                 "clinical rules version %s, the state file's plans were decided by %s: "
+                 "deciding the whole cohort again",
+                 ENGINE_RULES_VERSION, rules[0] != '\0' ? rules : "an earlier version");
+        rc = first_cycle(&c, started, watermark);
+        sync_free_ids(c.replayed, c.nreplayed);
+        return rc;
+    }
     /* both were canonical instants when read (state.c) */
     if (resume[0] != '\0') {
         snprintf(since, sizeof(since), "%s", resume);
@@ -317,11 +398,6 @@ static int cycle(struct adapter *a, volatile sig_atomic_t *quit, int *catchup)
         (void)instant_parse(watermark, "watermark", &wm_us, &err);
         instant_format(instant_shift(wm_us, -a->cfg->overlap_s), since, sizeof(since));
     }
-    memset(&c, 0, sizeof(c));
-    c.a = a;
-    c.quit = quit;
-    c.catchup = catchup;
-    c.stats = &stats;
     memset(&w, 0, sizeof(w));
     w.since = since;
     w.page_budget = a->cfg->max_pages;
@@ -333,11 +409,13 @@ static int cycle(struct adapter *a, volatile sig_atomic_t *quit, int *catchup)
         server_set_auth_error(a->server, err.code == ADP_EAUTH ? err.msg : NULL);
         metrics_cycle_done(a->metrics, 0);
         sync_free_ids(c.audit_ids, c.audit_n);
+        sync_free_ids(c.replayed, c.nreplayed);
         return 1;
     }
     server_set_auth_error(a->server, c.auth_failed ? "a request was refused (401/403)" : NULL);
     if (*quit) {
         sync_free_ids(c.audit_ids, c.audit_n);
+        sync_free_ids(c.replayed, c.nreplayed);
         log_info("daemon", "stopping before the end of the cycle; watermark kept");
         return stats.failed ? 1 : 0;
     }
@@ -375,6 +453,7 @@ static int cycle(struct adapter *a, volatile sig_atomic_t *quit, int *catchup)
     after_cycle(a, &stats, stats.failed == 0, started, c.audit_ids, c.audit_n);
     log_cycle(&stats);
     sync_free_ids(c.audit_ids, c.audit_n);
+    sync_free_ids(c.replayed, c.nreplayed);
     return stats.failed ? 1 : 0;
 }
 

@@ -53,6 +53,8 @@ enum stmt_id {
     Q_PENDING,
     Q_RESUME_GET,
     Q_RESUME_SET,
+    Q_RULES_GET,
+    Q_RULES_SET,
     Q_COUNT
 };
 
@@ -116,6 +118,9 @@ static const char *const stmt_sql[Q_COUNT] = {
     [Q_RESUME_GET] = "SELECT value FROM meta WHERE key = 'resume'",
     [Q_RESUME_SET] = "INSERT INTO meta(key, value) VALUES('resume', ?1) "
                      "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    [Q_RULES_GET] = "SELECT value FROM meta WHERE key = 'rules_version'",
+    [Q_RULES_SET] = "INSERT INTO meta(key, value) VALUES('rules_version', ?1) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
 };
 
 struct state {
@@ -666,11 +671,14 @@ static enum adp_err set_watermark_locked(struct state *st, const char *value,
     return run(st, Q_WATERMARK_SET, "write watermark", p, 1, NULL, err);
 }
 
+/* rules_version NULL: the stored rules version is left as it is. */
 static enum adp_err set_progress_locked(struct state *st, const char *watermark,
-                                        const char *resume, struct adp_error *err)
+                                        const char *resume, const char *rules_version,
+                                        struct adp_error *err)
 {
     char canon[INSTANT_TEXT_MAX];
     const char *p[1] = {canon};
+    const char *rv[1] = {rules_version};
     enum adp_err rc;
 
     rc = canonical_instant(st, "resume point", resume, canon, sizeof(canon), err);
@@ -680,7 +688,9 @@ static enum adp_err set_progress_locked(struct state *st, const char *watermark,
     if (rc != ADP_OK)
         return rc;
     if ((rc = set_watermark_locked(st, watermark, err)) != ADP_OK ||
-        (rc = run(st, Q_RESUME_SET, "write resume point", p, 1, NULL, err)) != ADP_OK) {
+        (rc = run(st, Q_RESUME_SET, "write resume point", p, 1, NULL, err)) != ADP_OK ||
+        (rules_version != NULL &&
+         (rc = run(st, Q_RULES_SET, "write rules version", rv, 1, NULL, err)) != ADP_OK)) {
         rollback(st);
         return rc;
     }
@@ -1132,7 +1142,31 @@ enum adp_err state_set_progress(struct state *st, const char *watermark, const c
     enum adp_err rc;
 
     pthread_mutex_lock(&st->mu);
-    rc = set_progress_locked(st, watermark, resume, err);
+    rc = set_progress_locked(st, watermark, resume, NULL, err);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_set_covered(struct state *st, const char *watermark,
+                               const char *rules_version, struct adp_error *err)
+{
+    enum adp_err rc;
+
+    if (rules_version == NULL || rules_version[0] == '\0')
+        return adp_error_set(err, ADP_EIO, "state %s: empty rules version", st->path);
+    pthread_mutex_lock(&st->mu);
+    rc = set_progress_locked(st, watermark, "", rules_version, err);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+enum adp_err state_get_rules_version(struct state *st, char *buf, size_t len,
+                                     struct adp_error *err)
+{
+    enum adp_err rc;
+
+    pthread_mutex_lock(&st->mu);
+    rc = get_meta_locked(st, Q_RULES_GET, buf, len, err);
     pthread_mutex_unlock(&st->mu);
     return rc;
 }

@@ -70,6 +70,16 @@ enum adp_err state_get_progress(struct state *st, char *watermark, size_t wlen, 
 enum adp_err state_set_progress(struct state *st, const char *watermark, const char *resume,
                                 struct adp_error *err);
 
+/* The clinical rules version (engine.h) that last decided the whole cohort:
+ * buf receives "" when none is recorded (a state file written before the
+ * version was kept).  state_set_covered records a whole-cohort cycle that
+ * ended without a failed patient: the watermark, no resume point and the
+ * rules version, in one transaction. */
+enum adp_err state_get_rules_version(struct state *st, char *buf, size_t len,
+                                     struct adp_error *err);
+enum adp_err state_set_covered(struct state *st, const char *watermark,
+                               const char *rules_version, struct adp_error *err);
+
 /* Per patient: returns ADP_OK and *found = 0 when unknown. */
 enum adp_err state_get_patient(struct state *st, const char *patient_id,
                                struct state_patient *out, int *found,

@@ -3,7 +3,10 @@
 // the last version-1 commit, in a scratch directory); the first sync of the
 // current adapter updates each plan exactly once (a new version of the same
 // CarePlan and RiskAssessment, naming rules version 2, with a Provenance
-// saying why), and the sync after that writes nothing.
+// saying why), and the sync after that writes nothing.  The same holds for
+// the daemon: a `run --once` of the current adapter on the state file the
+// version-1 daemon left (a watermark, no rules version) decides the whole
+// cohort again, not only what changed since the watermark.
 'use strict';
 
 const test = require('node:test');
@@ -51,10 +54,10 @@ function syncWith(bin, cwd) {
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-async function plan(pid) {
+async function plan(pid, base = srv.base) {
   const q = (t) => `${t}?identifier=${encodeURIComponent(`${h.idSystem(t)}|${pid}`)}`;
-  const cps = await h.searchAll(srv.base, q('CarePlan'));
-  const ras = await h.searchAll(srv.base, q('RiskAssessment'));
+  const cps = await h.searchAll(base, q('CarePlan'));
+  const ras = await h.searchAll(base, q('RiskAssessment'));
   return { cp: cps[0], ra: ras[0], ncp: cps.length, nra: ras.length };
 }
 
@@ -63,21 +66,21 @@ function rulesVersion(res) {
   return e ? e.valueString : undefined;
 }
 
-async function provenancesFor(cp) {
+async function provenancesFor(cp, base = srv.base) {
   const seen = new Map();
   for (const t of [`CarePlan/${cp.id}`]) {
-    for (const p of await h.searchAll(srv.base, `Provenance?target=${encodeURIComponent(t)}`)) seen.set(p.id, p);
+    for (const p of await h.searchAll(base, `Provenance?target=${encodeURIComponent(t)}`)) seen.set(p.id, p);
   }
   // versioned targets (writes one by one): every version of the plan
   for (let v = 1; v <= Number(cp.meta.versionId) || 0; v++) {
     const t = `CarePlan/${cp.id}/_history/${v}`;
-    for (const p of await h.searchAll(srv.base, `Provenance?target=${encodeURIComponent(t)}`)) seen.set(p.id, p);
+    for (const p of await h.searchAll(base, `Provenance?target=${encodeURIComponent(t)}`)) seen.set(p.id, p);
   }
   return [...seen.values()];
 }
 
-async function history(type, id) {
-  const r = await h.fhir(srv.base, 'GET', `${type}/${id}/_history`);
+async function history(type, id, base = srv.base) {
+  const r = await h.fhir(base, 'GET', `${type}/${id}/_history`);
   assert.equal(r.status, 200, r.text);
   return (r.json.entry || []).length;
 }
@@ -164,5 +167,92 @@ test('version 1, then one update per plan naming version 2 with a Provenance, th
   }
   for (const pid of PICK.filter((x) => manifestOf[x].expected.recommendation === 'not-applicable')) {
     assert.equal((await plan(idOf[pid])).ncp, 0, `${pid}: still nothing`);
+  }
+});
+
+// The daemon after an upgrade.  The overlap window is 0 so that a cycle sees
+// only what changed at or after the watermark: without the stored rules
+// version the current daemon would re-decide (almost) nobody.
+test('daemon: the first cycle after the upgrade updates each plan once, the next writes nothing', async () => {
+  const srv2 = h.startServer();
+  try {
+    const synth = h.generateSynth();
+    const files = synth.manifest.filter((m) => PICK.includes(m.identifier.value))
+      .map((m) => path.join(synth.dir, m.file));
+    execFileSync('node', [path.join(h.ROOT, 'tests/fhir-server/load.js'), '--base', srv2.base, ...files]);
+    const ids = {};
+    for (const m of synth.manifest) {
+      if (!PICK.includes(m.identifier.value)) continue;
+      const found = await h.searchAll(srv2.base,
+        `Patient?identifier=${encodeURIComponent(`${m.identifier.system}|${m.identifier.value}`)}`);
+      assert.equal(found.length, 1);
+      ids[m.identifier.value] = found[0].id;
+    }
+    const dir = h.tmpdir('rules-upgrade-daemon');
+    const st = path.join(dir, 'adapter.state');
+    const cfg = path.join(dir, 'config.json');
+    fs.writeFileSync(cfg, JSON.stringify({ daemon: { overlap_s: 0 } }));
+    const once = (bin, cwd) => spawnSync(bin,
+      ['run', '--once', '--config', cfg, '--base-url', srv2.base, '--state', st],
+      { cwd, encoding: 'utf8', env: { ...process.env, DNMBC_LOG_LEVEL: '' } });
+    const snapshot = async () => {
+      const out = {};
+      for (const pid of PICK) {
+        const p = await plan(ids[pid], srv2.base);
+        if (p.ncp === 0) continue;
+        out[pid] = {
+          p, cpHist: await history('CarePlan', p.cp.id, srv2.base),
+          raHist: await history('RiskAssessment', p.ra.id, srv2.base),
+          prov: await provenancesFor(p.cp, srv2.base),
+        };
+      }
+      return out;
+    };
+
+    // 1. The version-1 daemon: its first cycle writes the plans and a watermark.
+    const r1 = once(path.join(v1dir, 'dnmbc-adapter'), v1dir);
+    assert.equal(r1.status, 0, r1.stderr);
+    const wm = spawnSync('sqlite3', [st, "SELECT value FROM meta WHERE key = 'watermark'"], { encoding: 'utf8' });
+    assert.equal(wm.status, 0, wm.stderr);
+    assert.ok(wm.stdout.trim() !== '', 'the version-1 daemon kept a watermark');
+    const before = await snapshot();
+    assert.ok(Object.keys(before).length >= 5, 'five plans to upgrade');
+    for (const [pid, b] of Object.entries(before)) {
+      assert.equal(rulesVersion(b.p.cp), undefined, `${pid}: version 1 names no rules version`);
+    }
+
+    // 2. The current daemon on the same state file: every plan once.
+    const r2 = once(h.BIN, h.ROOT);
+    assert.equal(r2.status, 0, r2.stderr);
+    assert.match(r2.stderr, /clinical rules version 2[^\n]*whole cohort/);
+    const after = await snapshot();
+    assert.deepEqual(Object.keys(after).sort(), Object.keys(before).sort());
+    for (const [pid, a] of Object.entries(after)) {
+      const b = before[pid];
+      assert.equal(a.p.ncp, 1, `${pid}: still one CarePlan`);
+      assert.equal(a.p.cp.id, b.p.cp.id, `${pid}: the same CarePlan is updated`);
+      assert.equal(a.p.ra.id, b.p.ra.id, `${pid}: the same RiskAssessment is updated`);
+      assert.equal(a.cpHist, b.cpHist + 1, `${pid}: one new CarePlan version`);
+      assert.equal(a.raHist, b.raHist + 1, `${pid}: one new RiskAssessment version`);
+      assert.equal(rulesVersion(a.p.cp), '2', `${pid}: CarePlan names rules version 2`);
+      assert.equal(a.prov.length, b.prov.length + 1, `${pid}: one new Provenance`);
+      assert.equal(a.prov.filter((x) => (x.reason || [])
+        .some((r) => /clinical rules version 2/.test(r.text || ''))).length, 1, `${pid}: the Provenance says why`);
+    }
+    const rv = spawnSync('sqlite3', [st, "SELECT value FROM meta WHERE key = 'rules_version'"], { encoding: 'utf8' });
+    assert.equal(rv.stdout.trim(), '2', 'the covered rules version is kept');
+
+    // 3. The next cycle writes nothing and does not decide the cohort again.
+    const r3 = once(h.BIN, h.ROOT);
+    assert.equal(r3.status, 0, r3.stderr);
+    assert.doesNotMatch(r3.stderr, /whole cohort/);
+    const again = await snapshot();
+    for (const [pid, a] of Object.entries(after)) {
+      assert.equal(again[pid].cpHist, a.cpHist, `${pid}: no CarePlan write`);
+      assert.equal(again[pid].raHist, a.raHist, `${pid}: no RiskAssessment write`);
+      assert.equal(again[pid].prov.length, a.prov.length, `${pid}: no Provenance`);
+    }
+  } finally {
+    h.stopServer(srv2);
   }
 });

@@ -1,6 +1,7 @@
 /* Unit tests for the watermark in state.c: stored as one canonical UTC
  * instant, a value stored by an earlier version converted on read, the
- * resume point of an unfinished change walk written with it at once. */
+ * resume point of an unfinished change walk written with it at once, the
+ * rules version of a covered cohort written with it too. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -155,12 +156,54 @@ static void test_progress_roundtrip(void **state)
     cleanup(p);
 }
 
+static void test_rules_version_with_watermark(void **state)
+{
+    char p[64], wm[64], rs[64], rv[32];
+    struct state *st = NULL;
+    struct adp_error err;
+
+    (void)state;
+    tmp_path(p, sizeof(p));
+    adp_error_clear(&err);
+    assert_int_equal(state_open(p, &st, &err), ADP_OK);
+    /* a state file written before the rules version was kept has none */
+    assert_int_equal(state_get_rules_version(st, rv, sizeof(rv), &err), ADP_OK);
+    assert_string_equal(rv, "");
+    assert_int_equal(state_set_progress(st, "2026-03-01T10:00:00Z", "2026-03-01T09:00:00Z", &err),
+                     ADP_OK);
+    assert_int_equal(state_get_rules_version(st, rv, sizeof(rv), &err), ADP_OK);
+    assert_string_equal(rv, "");
+    /* a covered cohort: watermark, no resume point and the version at once */
+    assert_int_equal(state_set_covered(st, "2026-03-01T12:00:00+01:00", "2", &err), ADP_OK);
+    state_close(st);
+    assert_int_equal(state_open(p, &st, &err), ADP_OK);
+    assert_int_equal(state_get_progress(st, wm, sizeof(wm), rs, sizeof(rs), &err), ADP_OK);
+    assert_string_equal(wm, "2026-03-01T11:00:00.000000Z");
+    assert_string_equal(rs, "");
+    assert_int_equal(state_get_rules_version(st, rv, sizeof(rv), &err), ADP_OK);
+    assert_string_equal(rv, "2");
+    /* later cycles keep it */
+    assert_int_equal(state_set_progress(st, "2026-03-01T12:00:00Z", "", &err), ADP_OK);
+    assert_int_equal(state_get_rules_version(st, rv, sizeof(rv), &err), ADP_OK);
+    assert_string_equal(rv, "2");
+    /* all or nothing: a bad watermark stores no version either */
+    assert_int_equal(state_set_covered(st, "noon", "3", &err), ADP_EIO);
+    adp_error_clear(&err);
+    assert_int_equal(state_get_rules_version(st, rv, sizeof(rv), &err), ADP_OK);
+    assert_string_equal(rv, "2");
+    assert_int_equal(state_get_progress(st, wm, sizeof(wm), rs, sizeof(rs), &err), ADP_OK);
+    assert_string_equal(wm, "2026-03-01T12:00:00.000000Z");
+    state_close(st);
+    cleanup(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_legacy_watermark_migrated),
         cmocka_unit_test(test_garbage_watermark_is_a_clear_error),
         cmocka_unit_test(test_progress_roundtrip),
+        cmocka_unit_test(test_rules_version_with_watermark),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -14,6 +14,7 @@
 #include "cds_int.h"
 #include "emit.h"
 #include "engine.h"
+#include "fhirid.h"
 #include "metrics.h"
 
 #define PD_ID "dnmbc-local-therapy"
@@ -105,19 +106,6 @@ static const char *subject_id(json_t *p)
     return s;
 }
 
-static int valid_id(const char *s)
-{
-    size_t i, n = s ? strlen(s) : 0;
-
-    if (n == 0 || n > 64)
-        return 0;
-    for (i = 0; i < n; i++)
-        if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') ||
-              (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '.'))
-            return 0;
-    return 1;
-}
-
 int cds_parse_parameters(const char *body, size_t len, json_t **data, char *subject,
                          size_t sublen, int *use_server, char *why, size_t whylen)
 {
@@ -147,7 +135,7 @@ int cds_parse_parameters(const char *body, size_t len, json_t **data, char *subj
     pd = param(doc, "data");
     pu = param(doc, "useServerData");
     sid = subject_id(param(doc, "subject"));
-    if (param(doc, "subject") != NULL && !valid_id(sid)) {
+    if (param(doc, "subject") != NULL && !fhir_id_valid(sid)) {
         snprintf(why, whylen, "Parameters.parameter[subject]: expected \"Patient/id\"");
         goto bad;
     }

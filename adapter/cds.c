@@ -19,6 +19,7 @@
 #include "emit.h"
 #include "engine.h"
 #include "features.h"
+#include "fhirid.h"
 #include "http.h"
 #include "jsonarena.h"
 #include "jwtverify.h"
@@ -245,19 +246,6 @@ enum adp_err cds_fhir_read(struct cds *x, const char *base, const char *query,
 
 /* ---- CDS Hooks ----------------------------------------------------------- */
 
-static int valid_id(const char *s)
-{
-    size_t i, n = s ? strlen(s) : 0;
-
-    if (n == 0 || n > 64)
-        return 0;
-    for (i = 0; i < n; i++)
-        if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') ||
-              (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '.'))
-            return 0;
-    return 1;
-}
-
 int cds_parse_request(const char *body, size_t len, json_t **out, char *why, size_t whylen)
 {
     json_error_t jerr;
@@ -282,7 +270,7 @@ int cds_parse_request(const char *body, size_t len, json_t **out, char *why, siz
         snprintf(why, whylen, "request: hook must be \"patient-view\"");
     } else if (!json_is_string(json_object_get(req, "hookInstance"))) {
         snprintf(why, whylen, "request: hookInstance (a UUID) is required");
-    } else if (!valid_id(pid)) {
+    } else if (!fhir_id_valid(pid)) {
         snprintf(why, whylen, "request: context.patientId must be a FHIR id");
     } else if (pre != NULL && !json_is_object(pre) && !json_is_null(pre)) {
         snprintf(why, whylen, "request: prefetch must be an object");

@@ -213,6 +213,12 @@ test('refusals: each the right status, no crash, the listener unaffected', async
   const plain = await L.call(serve.base, 'POST', SERVICE, { token: await tok(SERVICE), body: hookRequest('s10', {}, { fhirServer: 'http://ehr.example/fhir', fhirAuthorization: { access_token: 'x', token_type: 'Bearer' } }) });
   assert.equal(plain.status, 400, plain.text);
   assert.match(plain.json.detail, /fhirServer must be an https URL/);
+  // "." and ".." fit the id characters but would make Patient/.. a request for the base
+  for (const dots of ['.', '..']) {
+    const d = await L.call(serve.base, 'POST', SERVICE, { token: await tok(SERVICE), body: hookRequest(dots, {}) });
+    assert.equal(d.status, 400, d.text);
+    assert.match(d.json.detail, /context\.patientId must be a FHIR id/);
+  }
   const bad = await L.call(serve.base, 'POST', SERVICE, { token: await tok(SERVICE), raw: '{"hook": "patient-view", ' });
   assert.equal(bad.status, 400);
   assert.match(bad.json.detail, /malformed JSON/);

@@ -41,8 +41,7 @@ static void test_dot_ids_not_queued(void **state)
         STATUS_FOCUS("Patient/."),
         STATUS_FOCUS("http://ehr/fhir/Patient/.."),
         "{\"resourceType\":\"Patient\",\"id\":\"..\"}",
-        "{\"resourceType\":\"Observation\",\"id\":\"o1\",\"subject\":"
-        "{\"reference\":\"Patient/.\"}}",
+        "{\"resourceType\":\"Observation\",\"id\":\"o1\",\"subject\":{\"reference\":\"Patient/.\"}}",
         "{\"resourceType\":\"Observation\",\"id\":\"o\\u001b[2J\"}",
     };
     struct notify_info ni;

@@ -417,6 +417,10 @@ static void test_scope_v1(void **state)
                            "system/RiskAssessment.read system/RiskAssessment.write "
                            "system/Provenance.read system/Provenance.write");
     free(s);
+    /* create alone (the AuditEvent scope) needs v1 write */
+    s = auth_scope_v1(AUTH_SCOPE_AUDIT);
+    assert_string_equal(s, "system/AuditEvent.write");
+    free(s);
     s = auth_scope_v1("system/Observation.cruds launch openid");
     assert_string_equal(s, "system/Observation.read system/Observation.write launch openid");
     free(s);

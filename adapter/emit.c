@@ -780,8 +780,13 @@ static void put_rules_version(struct bld *b, const struct emit_ctx *c, json_t *r
     put(b, e, "url", str_own(b, emit_rules_version_extension_url(c)));
     put(b, e, "valueString", str(b, engine_rules_version()));
     if (exts == NULL) {
+        /* not put(): a failed set frees the array, which e goes into next */
         exts = arr(b);
-        put(b, res, "extension", exts);
+        if (exts == NULL || json_object_set_new(res, "extension", exts) != 0) {
+            b->oom = 1;
+            json_decref(e);
+            return;
+        }
     }
     add(b, exts, e);
 }

@@ -528,8 +528,11 @@ static int handle_service(struct cds *x, struct MHD_Connection *c, const char *b
         if (cds_fhir_read(x, server, query, authz, got, why, sizeof(why)) != ADP_OK) {
             free(authz);
             json_decref(got);
-            log_warn("cds", "prefetch %s from the client's FHIR server failed: %s", keys[k],
-                     why);
+            /* why names the query, and with it the patient id: it goes to
+             * the client, who sent that id, and not into the log */
+            log_warn("cds", "prefetch %s from the client's FHIR server failed (the 412 answer "
+                            "says why)",
+                     keys[k]);
             json_decref(req);
             json_decref(entries);
             return cds_error(c, 412, why[0] ? why : "cannot fetch the missing prefetch");

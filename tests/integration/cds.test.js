@@ -421,13 +421,13 @@ test('past cds.max_concurrent requests held, the next gets 503 with Retry-After'
     let got = '';
     sock.on('data', (x) => { got += x; });
     sock.write(`POST ${SERVICE} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nExpect: 100-continue\r\n\r\n`);
-    for (let i = 0; i < 400 && !/100 Continue/.test(got); i++) await new Promise((r) => setTimeout(r, 25));
+    for (let i = 0; i < 2400 && !/100 Continue/.test(got); i++) await new Promise((r) => setTimeout(r, 25));
     assert.match(got, /100 Continue/);
     const busy = await L.call(s.base, 'GET', '/cds-services', { token: await tok('/cds-services') });
     assert.equal(busy.status, 503, busy.text);
     assert.equal(busy.headers.get('retry-after'), '1');
     sock.write(body);
-    for (let i = 0; i < 400 && !/\r\n\r\n\{"cards"/.test(got); i++) await new Promise((r) => setTimeout(r, 25));
+    for (let i = 0; i < 2400 && !/\r\n\r\n\{"cards"/.test(got); i++) await new Promise((r) => setTimeout(r, 25));
     assert.match(got, /HTTP\/1\.1 200/);
     sock.destroy();
     const after = await L.call(s.base, 'GET', '/cds-services', { token: await tok('/cds-services') });

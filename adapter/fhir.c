@@ -949,7 +949,7 @@ enum adp_err fhir_create(struct fhir_client *fc, const char *type, json_t *resou
     return rc;
 }
 
-/* ---- batch (issue 7: one round trip per patient) ------------------------- */
+/* ---- batch (one round trip per patient) ------------------------- */
 
 enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
                         struct adp_error *err)

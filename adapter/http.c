@@ -37,7 +37,7 @@
 /* A transfer slower than 1 byte/s for this long is a dead peer. */
 #define HTTP_LOW_SPEED_TIME_S 30L
 #define HTTP_POLL_MS 1000
-/* Finished easy handles a client keeps for its next requests (issue 7).
+/* Finished easy handles a client keeps for its next requests.
  * http_do sends one request at a time, so one handle is reused over and
  * over; the rest cover requests submitted together. */
 #define HTTP_IDLE_MAX 8

@@ -22,7 +22,7 @@ struct http_opts {
     long low_speed_limit;      /* bytes/s; 0: 1 */
     long low_speed_time_s;     /* below the limit this long aborts; 0: 30 */
     const char *user_agent;    /* NULL: "dnmbc-adapter" */
-    /* TLS (issue 4 extends): */
+    /* TLS: */
     const char *ca_file;       /* NULL: system store */
     const char *client_cert;
     const char *client_key;

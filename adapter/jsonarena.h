@@ -1,6 +1,6 @@
 /*
  * jsonarena.h - per-thread bump allocation for the jansson values of one
- * patient (issue 7).
+ * patient.
  *
  * A patient's resources arrive as ~15 KB of JSON and leave as ~10 KB; each
  * becomes a tree of a few thousand jansson values, allocated and freed one

@@ -25,7 +25,7 @@
  * every value gets jansson's "never freed" reference count, (size_t)-1, the
  * one true, false and null carry.  json_decref on it then returns at once
  * instead of walking thousands of values with an atomic decrement each only
- * to free nothing (issue 7: that walk was a tenth of the adapter's CPU);
+ * to free nothing (that walk was a tenth of the adapter's CPU);
  * the arena takes the memory back when the scope ends.  Only a tree that
  * lives entirely in the arena may be immortal: when an allocation of the
  * parse had to come from malloc (a long string, the arena's cap), the

@@ -132,12 +132,12 @@ struct args {
     const char *file;
     const char *report;
     const char *listen;
-    /* TLS and authorisation overrides (issue 4), and keygen's --alg / --out */
+    /* TLS and authorisation overrides, and keygen's --alg / --out */
     const char *ca_file, *client_cert, *client_key, *pinned_key, *proxy;
     const char *auth, *client_id, *private_key, *key_id, *jku, *token_url, *scope;
     const char *alg, *out;
     int tls_insecure, follow_other_origins;
-    const char *shard, *concurrency;   /* issue 7: --shard K/N, --concurrency N */
+    const char *shard, *concurrency;   /* --shard K/N, --concurrency N */
     const char *patients[MAX_PATIENT_ARGS];
     int npatients;
     int dry_run;

@@ -3473,7 +3473,7 @@ fail:
 }
 
 /* ------------------------------------------------------------------ */
-/* Observation codes (issue 7: restrict the per-patient search)        */
+/* Observation codes (restrict the per-patient search)        */
 
 /* Append token tok to the list s (cap bytes) unless already listed. */
 static int obs_add(char **s, size_t *cap, size_t *o, const char *tok)

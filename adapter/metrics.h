@@ -25,9 +25,9 @@ enum metric_counter {
     MET_WRITES,          /* [enum metric_write] plan writes by outcome */
     MET_FAILED,          /* patients whose processing failed */
     MET_HTTP,            /* [enum metric_http_class] HTTP requests to the FHIR server */
-    MET_RETRIES,         /* requests retried (issue #5) */
-    MET_DEAD_LETTERS,    /* writes given up and dead-lettered (issue #5) */
-    MET_TOKEN_RENEWALS,  /* access tokens obtained or renewed (issue #4) */
+    MET_RETRIES,         /* requests retried */
+    MET_DEAD_LETTERS,    /* writes given up and dead-lettered */
+    MET_TOKEN_RENEWALS,  /* access tokens obtained or renewed */
     MET_CYCLES,          /* [enum metric_cycle] daemon cycles */
     MET_NOTIFY,          /* [enum metric_notify] Subscription notifications accepted */
     MET_NOTIFY_REJECTED, /* notifications rejected (bad secret, malformed) */

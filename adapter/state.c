@@ -3,10 +3,10 @@
  *
  * One file, WAL journal, schema version in PRAGMA user_version and migrated
  * forward on open.  Each SQL text is prepared once per handle, on first use,
- * and kept until state_close (issue 7: preparing per call was ~6% of the
+ * and kept until state_close (preparing per call was ~6% of the
  * adapter's CPU).  Pool workers share the main handle: every public call
  * holds the handle's mutex, so calls from several threads are serialised
- * and a multi-statement transaction is never interleaved (issue 7: one
+ * and a multi-statement transaction is never interleaved (one
  * connection per worker made SQLite's WAL locks the adapter's most frequent
  * system calls, threads waking each other and sleeping in the busy
  * handler).
@@ -497,7 +497,7 @@ enum adp_err state_open_ex(const char *path, int flags, struct state **out,
      * last commits.  That is enough for every record the server can give
      * back (a lost patient record means the decision is compared with the
      * plan on the server again; a lost watermark means a longer catch-up), so
-     * a patient's finishing commit costs no fsync (issue 7: one fdatasync
+     * a patient's finishing commit costs no fsync (one fdatasync
      * per patient was a tenth of the adapter's CPU).  The commits a network
      * write relies on, or an operator's command, are made FULL (durable). */
     sqlite3_busy_handler(st->db, busy_wait, NULL);

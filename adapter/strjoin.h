@@ -1,5 +1,5 @@
 /*
- * strjoin.h - string joining for the per-patient paths (issue 7).
+ * strjoin.h - string joining for the per-patient paths.
  *
  * snprintf("%s/%s", ...) costs about a microsecond (format parsing, stdio's
  * string stream); the adapter builds tens of keys and references per

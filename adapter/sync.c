@@ -402,7 +402,7 @@ enum adp_err sync_cohort(struct adapter *a, char ***ids, int *n, struct adp_erro
     /* only the subject is needed: _elements keeps the pages small (a server
      * without it sends whole Conditions, which work as well) */
     snprintf(query, qlen, "code=%s&_elements=subject&_count=%d", esc, a->cfg->page_size);
-    /* page by page: only the ids are kept (bounded memory, issue 7) */
+    /* page by page: only the ids are kept (bounded memory) */
     rc = cohort_walk(a, query, &acc, err);
     if (rc == ADP_OK)
         ids_finish(&acc, ids, n);
@@ -1647,7 +1647,7 @@ static void tx_uuid(char out[46], unsigned *seed)
 }
 
 /*
- * CarePlan, RiskAssessment and Provenance in one transaction (issue 7):
+ * CarePlan, RiskAssessment and Provenance in one transaction:
  * one round trip, and no window in which the plan is on the server and its
  * Provenance is not.  The Provenance targets the two by their fullUrl,
  * which the server replaces with their ids.  A failure that may hide a
@@ -1983,7 +1983,7 @@ out:
 }
 
 /*
- * Fetch (issue 7).  A patient's inputs are Patient, Condition?subject and
+ * Fetch.  A patient's inputs are Patient, Condition?subject and
  * Observation?subject restricted to the codes the mappings know (a
  * patient with 10,000 vital signs costs what one with 20 does).  Where the
  * server lists the batch interaction, the three go in one batch Bundle: one

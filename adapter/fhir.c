@@ -192,15 +192,10 @@ static enum adp_err fail_transport(struct adp_error *err, const char *what,
 {
     const char *m = local->msg;
     size_t ml = strlen(method);
-    int first = err != NULL && err->code == ADP_OK;
-    enum adp_err rc;
 
     if (strncmp(m, method, ml) == 0 && m[ml] == ':' && m[ml + 1] == ' ')
         m += ml + 2;
-    rc = adp_error_set(err, local->code, "%s: %s", what, m);
-    if (first)
-        err->http_status = local->http_status;
-    return rc;
+    return adp_error_set_http(err, local->code, local->http_status, "%s: %s", what, m);
 }
 
 /* Remember the status, Retry-After and first OperationOutcome issue code of
@@ -241,18 +236,13 @@ static enum adp_err fail_status(struct fhir_client *fc, struct adp_error *err,
 {
     char text[360];
     char retry[48] = "";
-    int first = err != NULL && err->code == ADP_OK;
-    enum adp_err rc;
 
     note_fault(fc, r);
     fhir_outcome_text(r->body, text, sizeof(text));
     if (r->retry_after_s >= 0)
         snprintf(retry, sizeof(retry), " (Retry-After %ld s)", r->retry_after_s);
-    rc =
-        adp_error_set(err, ADP_EHTTP, "%s: HTTP %ld: %s%s", what, r->status, text, retry);
-    if (first)
-        err->http_status = (int)r->status;
-    return rc;
+    return adp_error_set_http(err, ADP_EHTTP, (int)r->status, "%s: HTTP %ld: %s%s", what,
+                              r->status, text, retry);
 }
 
 /* A 403 with our token is, on a SMART server, a scope the token lacks: name
@@ -1021,10 +1011,9 @@ enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
             oo = json_dumps(json_object_get(resp, "outcome"), JSON_COMPACT);
             fhir_outcome_text(oo, fc->last.diagnostics, sizeof(fc->last.diagnostics));
             jsonarena_free_text(oo);
-            rc = adp_error_set(err, ADP_EHTTP, "%s: entry %zu: HTTP %s: %s", what, i,
-                               st != NULL ? st : "(no status)", fc->last.diagnostics);
-            if (err != NULL && err->http_status == 0)
-                err->http_status = fc->last.http_status;
+            rc = adp_error_set_http(err, ADP_EHTTP, fc->last.http_status,
+                                    "%s: entry %zu: HTTP %s: %s", what, i,
+                                    st != NULL ? st : "(no status)", fc->last.diagnostics);
             if (fc->last.http_status == 403) {
                 json_t *one = json_pack("{s:[O]}", "entry",
                                         json_array_get(json_object_get(bundle, "entry"), i));

@@ -77,11 +77,8 @@ static enum adp_err sync_preflight(struct adapter *a, struct adp_error *err)
         log_warn("preflight", "skipped: %s", local.msg);
         return ADP_OK;
     }
-    if (rc != ADP_OK) {
-        rc = adp_error_set(err, rc, "%s", local.msg);
-        err->http_status = local.http_status;
-        return rc;
-    }
+    if (rc != ADP_OK)
+        return adp_error_pass(err, &local);
     a->no_conditional_update = !pf.conditional_update;
     if (pf.adapted[0] != '\0')
         log_warn("preflight", "adapted: %s", pf.adapted);
@@ -776,7 +773,7 @@ static enum adp_err call(struct prun *r, const struct op *op, struct adp_error *
     struct retry_policy pol;
     struct adp_error local;
     enum adp_err rc;
-    int attempt, first = err->code == ADP_OK;
+    int attempt;
     long ms;
 
     pol.max_attempts = cfg->retry_max_attempts > 0 ? (int)cfg->retry_max_attempts : 1;
@@ -816,11 +813,10 @@ static enum adp_err call(struct prun *r, const struct op *op, struct adp_error *
         r->stats->retries++;
         SYNC_METRIC_INC(r->a, MET_RETRIES, 0);
     }
-    rc = adp_error_set(err, local.code, "%s", local.msg);
-    if (first)
-        err->http_status = local.http_status != 0 ? local.http_status
-                                                  : r->last_fault.http_status;
-    return rc;
+    return adp_error_set_http(err, local.code,
+                              local.http_status != 0 ? local.http_status
+                                                     : r->last_fault.http_status,
+                              "%s", local.msg);
 }
 
 /* A search outside any patient (the cohort, the daemon's change
@@ -1153,9 +1149,7 @@ static enum adp_err provenance_applied(struct prun *r, void *ud, const char *fai
     }
     if (local.http_status == 404 || local.http_status == 410)
         return ADP_OK; /* not there: the PUT is repeated */
-    rc = adp_error_set(err, local.code, "%s", local.msg);
-    err->http_status = local.http_status;
-    return rc;
+    return adp_error_pass(err, &local);
 }
 
 static enum adp_err write_provenance(struct prun *r, const struct emit_ctx *ctx,
@@ -1750,8 +1744,7 @@ static enum adp_err write_transaction(struct prun *r, const struct emit_ctx *ctx
         goto out;
     }
     if (rc != ADP_OK) {
-        rc = adp_error_set(err, local.code, "%s", local.msg);
-        err->http_status = local.http_status;
+        rc = adp_error_pass(err, &local);
         goto out;
     }
     if (chk.done)
@@ -2147,9 +2140,7 @@ static enum adp_err fetch_batch(struct prun *r, const struct emit_ctx *ctx, cons
             *fallback = 1;
             rc = ADP_OK;
         } else {
-            rc = adp_error_set(err, local.code, "%s", local.msg);
-            if (err->http_status == 0)
-                err->http_status = local.http_status;
+            rc = adp_error_pass(err, &local);
         }
         goto out;
     }

@@ -1390,7 +1390,7 @@ static enum adp_err outbox_before_write(struct adapter *a, const char *patient_i
                                         const char *kind, const char *hash,
                                         struct adp_error *err)
 {
-    enum adp_err rc = state_outbox_put(a->state, patient_id, kind, hash, NULL, NULL, err);
+    enum adp_err rc = state_outbox_put(a->state, patient_id, kind, hash, err);
 
     return rc != ADP_OK ? rc : state_usable(a, err);
 }
@@ -2343,8 +2343,7 @@ static void park_if_needed(struct prun *r, const struct adp_error *failure)
         return;
     if (!found && r->pending_hash != NULL) {
         /* a failed transaction: from now on the decision waits in the outbox */
-        if (state_outbox_put(a->state, r->patient_id, "post-tx", r->pending_hash, NULL, NULL,
-                             &e) != ADP_OK ||
+        if (state_outbox_put(a->state, r->patient_id, "post-tx", r->pending_hash, &e) != ADP_OK ||
             state_outbox_get(a->state, r->patient_id, &ob, &found, &e) != ADP_OK) {
             log_err("sync", "%s", e.msg);
             return;
@@ -2400,17 +2399,6 @@ enum adp_err sync_replay_outbox(struct adapter *a, struct sync_stats *stats,
     }
     sync_free_ids(ids, n);
     return ADP_OK;
-}
-
-enum adp_err sync_replay_dead(struct adapter *a, const char *patient_id, int *requeued,
-                              struct sync_stats *stats, struct adp_error *err)
-{
-    enum adp_err rc;
-
-    rc = state_dead_requeue(a->state, patient_id, requeued, err);
-    if (rc != ADP_OK)
-        return rc;
-    return sync_replay_outbox(a, stats, err);
 }
 
 static const char *outcome_name(enum outcome o)

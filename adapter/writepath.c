@@ -172,7 +172,6 @@ static void written_copy(json_t *res, struct fhir_write *w)
     snprintf(w->version, sizeof(w->version), "%s", ver != NULL ? ver : "");
 }
 
-
 /*
  * The Provenance's id, chosen by us (README, "Exactly once"): "dnmbc-" and
  * 58 hex digits of the SHA-256 of `parts` (what the Provenance is the
@@ -536,8 +535,6 @@ out:
     json_decref(found[1]);
     return rc;
 }
-
-
 
 /* "Type/id[/_history/vid]" (response.location) and response.etag or
  * resource.meta.versionId of one transaction-response entry into w. */

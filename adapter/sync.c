@@ -249,6 +249,23 @@ static int cmp_str(const void *x, const void *y)
     return strcmp(*(char *const *)x, *(char *const *)y);
 }
 
+/* Sort ids (new strings) and free the repeats; returns how many are left. */
+static int sort_unique(char **ids, int n)
+{
+    int j, k = 0;
+
+    if (n > 0)
+        qsort(ids, (size_t)n, sizeof(*ids), cmp_str);
+    for (j = 0; j < n; j++) {
+        if (k > 0 && strcmp(ids[k - 1], ids[j]) == 0) {
+            free(ids[j]);
+            continue;
+        }
+        ids[k++] = ids[j];
+    }
+    return k;
+}
+
 /* Collect the patient ids that resources refer to (Patient itself, or
  * subject "Patient/ID") into a sorted unique array. */
 static enum adp_err collect_patient_ids(json_t *resources, char ***ids, int *n,
@@ -256,7 +273,7 @@ static enum adp_err collect_patient_ids(json_t *resources, char ***ids, int *n,
 {
     size_t i, cap = json_array_size(resources) + 1;
     char **out = calloc(cap, sizeof(*out));
-    int count = 0, j, k;
+    int count = 0;
     json_t *res;
 
     if (out == NULL)
@@ -290,16 +307,8 @@ static enum adp_err collect_patient_ids(json_t *resources, char ***ids, int *n,
         }
         count++;
     }
-    qsort(out, (size_t)count, sizeof(*out), cmp_str);
-    for (j = 0, k = 0; j < count; j++) {
-        if (k > 0 && strcmp(out[k - 1], out[j]) == 0) {
-            free(out[j]);
-            continue;
-        }
-        out[k++] = out[j];
-    }
     *ids = out;
-    *n = k;
+    *n = sort_unique(out, count);
     return ADP_OK;
 }
 
@@ -341,17 +350,8 @@ static enum adp_err ids_page(void *ud, json_t *resources, struct adp_error *err)
  * sees pages again), hand over. */
 static void ids_finish(struct id_acc *acc, char ***ids, int *n)
 {
-    int j, k = 0;
+    int k = sort_unique(acc->ids, acc->n);
 
-    if (acc->n > 0)
-        qsort(acc->ids, (size_t)acc->n, sizeof(*acc->ids), cmp_str);
-    for (j = 0; j < acc->n; j++) {
-        if (k > 0 && strcmp(acc->ids[k - 1], acc->ids[j]) == 0) {
-            free(acc->ids[j]);
-            continue;
-        }
-        acc->ids[k++] = acc->ids[j];
-    }
     *ids = acc->ids != NULL ? acc->ids : calloc(1, sizeof(char *));
     *n = k;
     acc->ids = NULL;
@@ -360,35 +360,14 @@ static void ids_finish(struct id_acc *acc, char ***ids, int *n)
 
 enum adp_err sync_cohort(struct adapter *a, char ***ids, int *n, struct adp_error *err)
 {
-    char *codes = NULL, *query = NULL, *esc = NULL;
-    json_t *found = json_array();
+    char *codes = sync_cohort_code_list(a), *query = NULL, *esc = NULL;
     struct id_acc acc = {NULL, 0, 0};
     enum adp_err rc;
     size_t qlen;
 
-    if (found == NULL)
-        return adp_error_set(err, ADP_ENOMEM, "out of memory");
-    codes = mapping_cohort_codes(a->map);
-    if (codes == NULL) {
-        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
-        goto out;
-    }
-    qlen = strlen(codes) + sizeof(GENERIC_NEOPLASM_CODES) + 2;
-    query = malloc(qlen);
-    if (query == NULL) {
-        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
-        goto out;
-    }
-    snprintf(query, qlen, "%s%s%s", codes, codes[0] ? "," : "", GENERIC_NEOPLASM_CODES);
-    esc = http_escape(query);
-    free(query);
-    query = NULL;
-    if (esc == NULL) {
-        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
-        goto out;
-    }
-    qlen = strlen(esc) + 64;
-    query = malloc(qlen);
+    esc = codes != NULL ? http_escape(codes) : NULL;
+    qlen = esc != NULL ? strlen(esc) + 64 : 0;
+    query = esc != NULL ? malloc(qlen) : NULL;
     if (query == NULL) {
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         goto out;
@@ -411,7 +390,6 @@ out:
     free(codes);
     free(query);
     free(esc);
-    json_decref(found);
     return rc;
 }
 

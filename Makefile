@@ -70,8 +70,10 @@ build-tests: $(UNITBIN) dnmbc-adapter $(BUILD)/fhir_client_check $(BUILD)/dnmbc-
 
 # The adapter with its write path's fault points compiled in (faultpoint.h):
 # DNMBC_FAULT_POINT=<step>[:<n>] kills it at that step, for the crash tests.
-# Only the file that has fault points is built again.
-FAULTOBJS := $(BUILD)/obj/main.o $(BUILD)/fobj/sync.o $(filter-out $(BUILD)/obj/sync.o,$(LIBOBJS))
+# Only the files that have fault points are built again.
+FAULTSRCS := sync writepath
+FAULTOBJS := $(BUILD)/obj/main.o $(FAULTSRCS:%=$(BUILD)/fobj/%.o) \
+             $(filter-out $(FAULTSRCS:%=$(BUILD)/obj/%.o),$(LIBOBJS))
 
 $(BUILD)/fobj/%.o: adapter/%.c $(wildcard adapter/*.h)
 	@mkdir -p $(BUILD)/fobj

@@ -834,11 +834,10 @@ static enum adp_err token_request(struct auth *a, const char *scope, char *oauth
         }
         if (code != NULL)
             snprintf(oauth_error, oelen, "%s", code);
-        rc = adp_error_set(err, ADP_EAUTH, "token endpoint %s: HTTP %ld: %s%s%.200s",
-                           a->token_url, r.status, code ? code : "no OAuth error",
-                           desc ? ": " : "", desc ? desc : "");
-        if (err != NULL && err->http_status == 0)
-            err->http_status = (int)r.status;
+        rc = adp_error_set_http(err, ADP_EAUTH, (int)r.status,
+                                "token endpoint %s: HTTP %ld: %s%s%.200s", a->token_url,
+                                r.status, code ? code : "no OAuth error", desc ? ": " : "",
+                                desc ? desc : "");
         goto out;
     }
     tok = json_string_value(json_object_get(doc, "access_token"));
@@ -944,11 +943,8 @@ static enum adp_err obtain_token(struct auth *a, struct adp_error *err)
         adp_error_clear(&local);
         rc = token_request(a, a->scope, oerr, sizeof(oerr), &local);
     }
-    if (rc != ADP_OK) {
-        rc = adp_error_set(err, local.code, "%s", local.msg);
-        if (err != NULL && err->http_status == 0)
-            err->http_status = local.http_status;
-    }
+    if (rc != ADP_OK)
+        rc = adp_error_pass(err, &local);
     return rc;
 }
 

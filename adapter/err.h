@@ -33,6 +33,15 @@ struct adp_error {
  * now recorded (the first one). */
 enum adp_err adp_error_set(struct adp_error *err, enum adp_err code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* adp_error_set, and http_status with it: the status is recorded only when
+ * this call records the error, so that the first error keeps its own
+ * status (a later one's would describe another request). */
+enum adp_err adp_error_set_http(struct adp_error *err, enum adp_err code, int http_status,
+                                const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Carry a callee's error (from, borrowed) into err: code, message and
+ * http_status, under the same first-error-wins rule.  Returns the code now
+ * recorded in err (from->code when err is NULL). */
+enum adp_err adp_error_pass(struct adp_error *err, const struct adp_error *from);
 void adp_error_clear(struct adp_error *err);
 const char *adp_strerror(enum adp_err code);
 

@@ -192,15 +192,10 @@ static enum adp_err fail_transport(struct adp_error *err, const char *what,
 {
     const char *m = local->msg;
     size_t ml = strlen(method);
-    int first = err != NULL && err->code == ADP_OK;
-    enum adp_err rc;
 
     if (strncmp(m, method, ml) == 0 && m[ml] == ':' && m[ml + 1] == ' ')
         m += ml + 2;
-    rc = adp_error_set(err, local->code, "%s: %s", what, m);
-    if (first)
-        err->http_status = local->http_status;
-    return rc;
+    return adp_error_set_http(err, local->code, local->http_status, "%s: %s", what, m);
 }
 
 /* Remember the status, Retry-After and first OperationOutcome issue code of
@@ -241,18 +236,13 @@ static enum adp_err fail_status(struct fhir_client *fc, struct adp_error *err,
 {
     char text[360];
     char retry[48] = "";
-    int first = err != NULL && err->code == ADP_OK;
-    enum adp_err rc;
 
     note_fault(fc, r);
     fhir_outcome_text(r->body, text, sizeof(text));
     if (r->retry_after_s >= 0)
         snprintf(retry, sizeof(retry), " (Retry-After %ld s)", r->retry_after_s);
-    rc =
-        adp_error_set(err, ADP_EHTTP, "%s: HTTP %ld: %s%s", what, r->status, text, retry);
-    if (first)
-        err->http_status = (int)r->status;
-    return rc;
+    return adp_error_set_http(err, ADP_EHTTP, (int)r->status, "%s: HTTP %ld: %s%s", what,
+                              r->status, text, retry);
 }
 
 /* A 403 with our token is, on a SMART server, a scope the token lacks: name
@@ -337,6 +327,22 @@ static enum adp_err parse_body(const char *what, const struct http_response *r,
     }
     *out = doc;
     return ADP_OK;
+}
+
+/* GET url: the 2xx response's body, a JSON object, into *out (new
+ * reference); the response itself is released. */
+static enum adp_err get_json(struct fhir_client *fc, const char *what, const char *url,
+                             json_t **out, struct adp_error *err)
+{
+    struct http_response r;
+    enum adp_err rc;
+
+    memset(&r, 0, sizeof(r));
+    rc = exchange(fc, what, "GET", url, NULL, NULL, NULL, &r, err);
+    if (rc == ADP_OK)
+        rc = parse_body(what, &r, out, err);
+    http_response_free(&r);
+    return rc;
 }
 
 static int body_is_blank(const struct http_response *r)
@@ -588,13 +594,11 @@ enum adp_err fhir_read(struct fhir_client *fc, const char *type, const char *id,
                        json_t **out, struct adp_error *err)
 {
     enum adp_err rc;
-    struct http_response r;
     char what[96];
     char *url = NULL;
     json_t *doc = NULL;
     const char *rt;
 
-    memset(&r, 0, sizeof(r));
     if (fc == NULL || !valid_type(type))
         return adp_error_set(err, ADP_EUSAGE, "fhir_read: invalid resource type");
     clear_fault(fc);
@@ -604,24 +608,17 @@ enum adp_err fhir_read(struct fhir_client *fc, const char *type, const char *id,
     url = str_printf_url(fc->base, "/", type, "/", id);
     if (url == NULL)
         return adp_error_set(err, ADP_ENOMEM, "%s: out of memory", what);
-    rc = exchange(fc, what, "GET", url, NULL, NULL, NULL, &r, err);
+    rc = get_json(fc, what, url, &doc, err);
+    free(url);
     if (rc != ADP_OK)
-        goto out;
-    rc = parse_body(what, &r, &doc, err);
-    if (rc != ADP_OK)
-        goto out;
+        return rc;
     rt = json_string_value(json_object_get(doc, "resourceType"));
     if (rt == NULL || strcmp(rt, type) != 0) {
-        rc = adp_error_set(err, ADP_EPARSE, "%s: response is not a %s", what, type);
-        goto out;
+        json_decref(doc);
+        return adp_error_set(err, ADP_EPARSE, "%s: response is not a %s", what, type);
     }
     *out = doc;
-    doc = NULL;
-out:
-    json_decref(doc);
-    http_response_free(&r);
-    free(url);
-    return rc;
+    return ADP_OK;
 }
 
 enum adp_err fhir_page_collect(const char *what, json_t *page, json_t *acc,
@@ -1021,10 +1018,9 @@ enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
             oo = json_dumps(json_object_get(resp, "outcome"), JSON_COMPACT);
             fhir_outcome_text(oo, fc->last.diagnostics, sizeof(fc->last.diagnostics));
             jsonarena_free_text(oo);
-            rc = adp_error_set(err, ADP_EHTTP, "%s: entry %zu: HTTP %s: %s", what, i,
-                               st != NULL ? st : "(no status)", fc->last.diagnostics);
-            if (err != NULL && err->http_status == 0)
-                err->http_status = fc->last.http_status;
+            rc = adp_error_set_http(err, ADP_EHTTP, fc->last.http_status,
+                                    "%s: entry %zu: HTTP %s: %s", what, i,
+                                    st != NULL ? st : "(no status)", fc->last.diagnostics);
             if (fc->last.http_status == 403) {
                 json_t *one = json_pack("{s:[O]}", "entry",
                                         json_array_get(json_object_get(bundle, "entry"), i));
@@ -1048,21 +1044,13 @@ out:
 enum adp_err fhir_capability(struct fhir_client *fc, json_t **out, struct adp_error *err)
 {
     enum adp_err rc;
-    struct http_response r;
     char *url;
-    json_t *doc = NULL;
 
-    memset(&r, 0, sizeof(r));
     clear_fault(fc);
     url = str_printf_url(fc->base, "/metadata", NULL, NULL, NULL);
     if (url == NULL)
         return adp_error_set(err, ADP_ENOMEM, "GET metadata: out of memory");
-    rc = exchange(fc, "GET metadata", "GET", url, NULL, NULL, NULL, &r, err);
-    if (rc == ADP_OK)
-        rc = parse_body("GET metadata", &r, &doc, err);
-    if (rc == ADP_OK)
-        *out = doc;
-    http_response_free(&r);
+    rc = get_json(fc, "GET metadata", url, out, err);
     free(url);
     return rc;
 }
@@ -1087,14 +1075,12 @@ enum adp_err fhir_search_page(struct fhir_client *fc, const char *type, const ch
                               const char *page_url, json_t *into, char **next_url,
                               struct adp_error *err)
 {
-    struct http_response r;
     json_t *acc = NULL, *page = NULL;
     char *url = NULL, *nx = NULL;
     const char *next = NULL;
     char path[160], what[192];
     enum adp_err rc;
 
-    memset(&r, 0, sizeof(r));
     if (fc == NULL || !valid_type(type) || !json_is_array(into) || next_url == NULL ||
         (page_url == NULL && (query == NULL || strlen(query) > FHIR_MAX_GET_QUERY)))
         return adp_error_set(err, ADP_EUSAGE, "fhir_search_page: invalid arguments");
@@ -1115,9 +1101,7 @@ enum adp_err fhir_search_page(struct fhir_client *fc, const char *type, const ch
     }
     url_path(url, path, sizeof(path));
     snprintf(what, sizeof(what), "GET %s", path);
-    rc = exchange(fc, what, "GET", url, NULL, NULL, NULL, &r, err);
-    if (rc == ADP_OK)
-        rc = parse_body(what, &r, &page, err);
+    rc = get_json(fc, what, url, &page, err);
     if (rc == ADP_OK)
         rc = fhir_page_collect(what, page, acc, &next, err);
     if (rc != ADP_OK)
@@ -1139,7 +1123,6 @@ enum adp_err fhir_search_page(struct fhir_client *fc, const char *type, const ch
 out:
     json_decref(page);
     json_decref(acc);
-    http_response_free(&r);
     free(url);
     return rc;
 }

@@ -432,9 +432,7 @@ static void req_finish(struct http_req *q, enum adp_err rc, const struct adp_err
             *q->move_to = q->resp;
             response_init(&q->resp);
         } else if (q->move_err != NULL) {
-            if (adp_error_set(q->move_err, e->code, "%s", e->msg) == e->code &&
-                q->move_err->http_status == 0)
-                q->move_err->http_status = e->http_status;
+            adp_error_pass(q->move_err, e);
         }
     } else if (q->done != NULL) {
         q->done(q->userdata, rc, rc == ADP_OK ? &q->resp : NULL, e);
@@ -821,9 +819,7 @@ enum adp_err http_do(struct http_client *c, const char *method, const char *url,
             return rc;
         }
         if (req_rc != ADP_OK) {
-            rc = adp_error_set(err, local.code, "%s", local.msg);
-            if (err != NULL && rc == local.code && err->http_status == 0)
-                err->http_status = local.http_status;
+            rc = adp_error_pass(err, &local);
             http_response_free(&tmp);
             return rc;
         }
@@ -831,12 +827,10 @@ enum adp_err http_do(struct http_client *c, const char *method, const char *url,
             break;
         http_response_free(&tmp);
         if (attempt > 0) {
-            rc = adp_error_set(err, ADP_EAUTH,
-                               "%s: HTTP 401 again after renewing the access token: the "
-                               "server refuses our credentials",
-                               method);
-            if (err != NULL && rc == ADP_EAUTH && err->http_status == 0)
-                err->http_status = 401;
+            rc = adp_error_set_http(err, ADP_EAUTH, 401,
+                                    "%s: HTTP 401 again after renewing the access token: "
+                                    "the server refuses our credentials",
+                                    method);
             return rc;
         }
         /* 401: the token was revoked or expired early; renew once, retry. */

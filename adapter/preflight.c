@@ -247,10 +247,11 @@ static enum adp_err get_json(struct http_client *http, const char *url, const ch
         char text[256];
 
         fhir_outcome_text(resp.body ? resp.body : "", text, sizeof(text));
-        rc = adp_error_set(err, resp.status == 401 || resp.status == 403 ? ADP_EAUTH : ADP_EHTTP,
-                           "preflight: %s: HTTP %ld%s%s", what, resp.status,
-                           text[0] ? ": " : "", text);
-        err->http_status = (int)resp.status;
+        rc = adp_error_set_http(err,
+                                resp.status == 401 || resp.status == 403 ? ADP_EAUTH
+                                                                         : ADP_EHTTP,
+                                (int)resp.status, "preflight: %s: HTTP %ld%s%s", what,
+                                resp.status, text[0] ? ": " : "", text);
         http_response_free(&resp);
         return rc;
     }

@@ -81,12 +81,16 @@ static const char *const stmt_sql[Q_COUNT] = {
         "risk_version = excluded.risk_version, input_hash = excluded.input_hash, "
         "updated_at = strftime('%Y-%m-%dT%H:%M:%SZ','now')",
     [Q_PATIENT_DEL] = "DELETE FROM patient WHERE patient_id = ?1",
-    /* A newer decision replaces the old one but keeps its attempt count. */
+    /* A newer decision replaces the old one but keeps its attempt count.
+     * The careplan and risk columns (schema 2) are no longer written: a
+     * replayed decision is rebuilt from the inputs.  They stay in the schema
+     * (an older binary still inserts into them); a body an older version
+     * left in a row is dropped when the row is replaced or moved. */
     [Q_OUTBOX_PUT] =
-        "INSERT INTO outbox(patient_id, kind, decision_hash, careplan, risk) "
-        "VALUES(?1,?2,?3,?4,?5) ON CONFLICT(patient_id) DO UPDATE SET "
+        "INSERT INTO outbox(patient_id, kind, decision_hash) "
+        "VALUES(?1,?2,?3) ON CONFLICT(patient_id) DO UPDATE SET "
         "kind = excluded.kind, decision_hash = excluded.decision_hash, "
-        "careplan = excluded.careplan, risk = excluded.risk",
+        "careplan = NULL, risk = NULL",
     [Q_OUTBOX_GET] = "SELECT patient_id, kind, decision_hash, attempts, last_error, "
                      "created_at FROM outbox WHERE patient_id = ?1",
     [Q_OUTBOX_FAILED] = "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 "
@@ -95,13 +99,12 @@ static const char *const stmt_sql[Q_COUNT] = {
     [Q_OUTBOX_LIST] = "SELECT patient_id FROM outbox ORDER BY seq",
     [Q_OUTBOX_COUNT] = "SELECT count(*) FROM outbox",
     [Q_DEAD_PUT] =
-        "INSERT INTO dead_letter(patient_id, kind, decision_hash, careplan, risk, "
+        "INSERT INTO dead_letter(patient_id, kind, decision_hash, "
         "attempts, http_status, last_error, outcome) "
-        "SELECT ?1, ?2, ?3, (SELECT careplan FROM outbox WHERE patient_id = ?1), "
-        "(SELECT risk FROM outbox WHERE patient_id = ?1), ?4, ?5, ?6, ?7 "
+        "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 "
         "WHERE 1 ON CONFLICT(patient_id) DO UPDATE SET kind = excluded.kind, "
-        "decision_hash = excluded.decision_hash, careplan = excluded.careplan, "
-        "risk = excluded.risk, attempts = dead_letter.attempts + excluded.attempts, "
+        "decision_hash = excluded.decision_hash, careplan = NULL, "
+        "risk = NULL, attempts = dead_letter.attempts + excluded.attempts, "
         "http_status = excluded.http_status, last_error = excluded.last_error, "
         "outcome = excluded.outcome, "
         "failed_at = strftime('%Y-%m-%dT%H:%M:%SZ','now')",
@@ -109,8 +112,8 @@ static const char *const stmt_sql[Q_COUNT] = {
     [Q_DEAD_LIST] = DEAD_COLS "ORDER BY seq",
     [Q_DEAD_DEL] = "DELETE FROM dead_letter WHERE patient_id = ?1",
     [Q_DEAD_REQUEUE] =
-        "INSERT INTO outbox(patient_id, kind, decision_hash, careplan, risk, "
-        "last_error) SELECT patient_id, kind, decision_hash, careplan, risk, "
+        "INSERT INTO outbox(patient_id, kind, decision_hash, "
+        "last_error) SELECT patient_id, kind, decision_hash, "
         "last_error FROM dead_letter WHERE ?1 IS NULL OR patient_id = ?1 "
         "ORDER BY seq ON CONFLICT(patient_id) DO NOTHING",
     [Q_DEAD_REQUEUE_DEL] = "DELETE FROM dead_letter WHERE ?1 IS NULL OR patient_id = ?1",
@@ -789,12 +792,11 @@ static enum adp_err forget_patient_locked(struct state *st, const char *patient_
 
 static enum adp_err outbox_put_locked(struct state *st, const char *patient_id,
                                       const char *kind, const char *decision_hash,
-                                      const char *careplan, const char *risk,
                                       struct adp_error *err)
 {
-    const char *p[5] = {patient_id, kind, decision_hash, careplan, risk};
+    const char *p[3] = {patient_id, kind, decision_hash};
 
-    return run(st, Q_OUTBOX_PUT, "write outbox", p, 5, NULL, err);
+    return run(st, Q_OUTBOX_PUT, "write outbox", p, 3, NULL, err);
 }
 
 static enum adp_err outbox_get_locked(struct state *st, const char *patient_id,
@@ -1211,8 +1213,7 @@ enum adp_err state_forget_patient(struct state *st, const char *patient_id,
 }
 
 enum adp_err state_outbox_put(struct state *st, const char *patient_id, const char *kind,
-                              const char *decision_hash, const char *careplan,
-                              const char *risk, struct adp_error *err)
+                              const char *decision_hash, struct adp_error *err)
 {
     enum adp_err rc;
 
@@ -1220,7 +1221,7 @@ enum adp_err state_outbox_put(struct state *st, const char *patient_id, const ch
     /* a network write or an operator relies on this commit */
     rc = durable(st, 1, err);
     if (rc == ADP_OK) {
-        rc = outbox_put_locked(st, patient_id, kind, decision_hash, careplan, risk, err);
+        rc = outbox_put_locked(st, patient_id, kind, decision_hash, err);
         pending_changed(st);
         (void)durable(st, 0, NULL);
     }

@@ -95,12 +95,13 @@ enum adp_err state_forget_patient(struct state *st, const char *patient_id,
  * Outbox: one row per patient whose decision is made but not yet fully
  * written.  state_outbox_put is committed (fsync'd by SQLite) BEFORE the
  * first network write; state_outbox_done removes it after the last.  A
- * newer decision replaces an older one.  careplan / risk are the JSON
- * bodies to write (may be NULL for a revocation).
+ * newer decision replaces an older one.  kind is the write path's name
+ * for what is pending (outbox_kind_name, writepath.h); the outputs are not
+ * stored: a replay rebuilds them from the inputs.
  */
 struct state_outbox {
     char patient_id[128];
-    char kind[16];               /* "post" or "revoke" */
+    char kind[16];               /* outbox_kind_name (writepath.h) */
     char decision_hash[65];
     int attempts;                /* passes that ended without finishing */
     char last_error[512];
@@ -108,8 +109,7 @@ struct state_outbox {
 };
 
 enum adp_err state_outbox_put(struct state *st, const char *patient_id, const char *kind,
-                              const char *decision_hash, const char *careplan,
-                              const char *risk, struct adp_error *err);
+                              const char *decision_hash, struct adp_error *err);
 /* Row of patient_id: *found 0 when none. */
 enum adp_err state_outbox_get(struct state *st, const char *patient_id,
                               struct state_outbox *out, int *found, struct adp_error *err);

@@ -173,12 +173,6 @@ enum adp_err sync_write_report(json_t *cov, const char *path, int json,
 enum adp_err sync_replay_outbox(struct adapter *a, struct sync_stats *stats,
                                 struct adp_error *err);
 
-/* Operator `replay`: move the dead letters (of patient_id, or all when
- * NULL) back to the outbox, then replay the outbox.  *requeued receives the
- * number moved. */
-enum adp_err sync_replay_dead(struct adapter *a, const char *patient_id, int *requeued,
-                              struct sync_stats *stats, struct adp_error *err);
-
 /* Current UTC time as a FHIR instant (buf >= 32). */
 void sync_now(char *buf, size_t len);
 

@@ -120,6 +120,33 @@ static int all_distinct_ids(json_t *arr)
     return 1;
 }
 
+/* fhir_search_pages' callback for check 3a: counts the page, then reads
+ * the patient through another search on the same client. */
+struct nested {
+    struct fhir_client *fc;
+    const char *patient_id;
+    int pages, resources, inner_found;
+};
+
+static enum adp_err nested_page(void *ud, json_t *resources, struct adp_error *err)
+{
+    struct nested *n = ud;
+    json_t *inner = json_array();
+    char q[160];
+    enum adp_err rc;
+
+    if (inner == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    n->pages++;
+    n->resources += (int)json_array_size(resources);
+    snprintf(q, sizeof(q), "_id=%s", n->patient_id);
+    rc = fhir_search_all(n->fc, "Patient", q, inner, 0, err);
+    if (rc == ADP_OK && json_array_size(inner) == 1)
+        n->inner_found++;
+    json_decref(inner);
+    return rc;
+}
+
 /* POST a fault rule to the test server's /$test/fault (origin of base).
  * Returns 0 when the server accepted it. */
 static int add_fault(struct http_client *h, const char *base, const char *rule)
@@ -369,6 +396,23 @@ int main(int argc, char **argv)
     check(rc == ADP_OK && json_array_size(found) == N_OBS && all_distinct_ids(found),
           "search GET _count=10 returns all 45 across pages", "rc=%d n=%zu %s", rc,
           json_array_size(found), err.msg);
+
+    /* 3a. fhir_search_pages is reentrant: each page's callback runs another
+     * search on the same client, and the outer walk still sees every page */
+    {
+        struct nested nest;
+
+        memset(&nest, 0, sizeof(nest));
+        nest.fc = fc;
+        nest.patient_id = patient_id;
+        adp_error_clear(&err);
+        rc = fhir_search_pages(fc, "Observation", query, 0, nested_page, &nest, &err);
+        check(rc == ADP_OK && nest.pages == 5 && nest.resources == N_OBS &&
+                  nest.inner_found == 5,
+              "search pages with a nested search in each page's callback",
+              "rc=%d pages=%d n=%d inner=%d %s", rc, nest.pages, nest.resources,
+              nest.inner_found, err.msg);
+    }
 
     /* 3b. the first page really has at most 10 entries and a next link */
     snprintf(url, sizeof(url), "%s/Observation?%s", fhir_base(fc), query);

@@ -62,7 +62,7 @@ struct canon_up {
 struct canon {
     EVP_MD_CTX *md; /* the digest fed, or NULL: the text is collected in out */
     int sorted;     /* keys in jansson's JSON_SORT_KEYS order, else as inserted */
-    char *out;      /* without md: the text so far (jansson's allocator) */
+    char *out;      /* without md: the text so far (malloc: see jsonwrite.h) */
     size_t outlen, outcap;
     size_t used; /* bytes in buf */
     /* Sort scratch shared by all open objects, used as a stack: an object
@@ -78,8 +78,6 @@ struct canon {
 /* n bytes at p to the digest or the text. */
 static int canon_sink(struct canon *c, const void *p, size_t n)
 {
-    json_malloc_t alloc_fn;
-    json_free_t free_fn;
     char *nb;
     size_t ncap;
 
@@ -89,14 +87,9 @@ static int canon_sink(struct canon *c, const void *p, size_t n)
         return EVP_DigestUpdate(c->md, p, n) == 1 ? 0 : -1;
     if (c->outcap - c->outlen < n + 1) {
         ncap = c->outcap + c->outcap / 2 + n + 1;
-        json_get_alloc_funcs(&alloc_fn, &free_fn);
-        nb = alloc_fn(ncap);
+        nb = realloc(c->out, ncap);
         if (nb == NULL)
             return -1;
-        if (c->outlen > 0)
-            memcpy(nb, c->out, c->outlen);
-        if (c->out != NULL)
-            free_fn(c->out);
         c->out = nb;
         c->outcap = ncap;
     }
@@ -366,8 +359,7 @@ static void canon_release(struct canon *c)
     json_get_alloc_funcs(&alloc_fn, &free_fn);
     if (c->keys != c->fixed)
         free_fn(c->keys);
-    if (c->out != NULL)
-        free_fn(c->out);
+    free(c->out);
     EVP_MD_CTX_free(c->md);
 }
 

@@ -40,7 +40,7 @@
  *     object, makes json_dumps fail, so it fails here.
  */
 #if JANSSON_VERSION_HEX < 0x020e00
-#error "emit_json_sha256 needs json_object_iter_key_len (jansson 2.14)"
+#error "jsonwrite_sha256 needs json_object_iter_key_len (jansson 2.14)"
 #endif
 
 #define CANON_BUF 1024 /* bytes collected before each EVP_DigestUpdate */

@@ -58,11 +58,6 @@ int buf_add(struct buf *b, const char *s)
     return buf_addn(b, s != NULL ? s : "", s != NULL ? strlen(s) : 0);
 }
 
-int buf_addc(struct buf *b, char c)
-{
-    return buf_addn(b, &c, 1);
-}
-
 int buf_printf(struct buf *b, const char *fmt, ...)
 {
     va_list ap;

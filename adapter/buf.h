@@ -32,9 +32,6 @@ int buf_addn(struct buf *b, const void *t, size_t n);
 /* The string s (NULL adds nothing).  0 or -1, as buf_addn. */
 int buf_add(struct buf *b, const char *s);
 
-/* One character. */
-int buf_addc(struct buf *b, char c);
-
 /* printf-formatted text.  0 or -1. */
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -34,6 +34,5 @@ struct adp_error {
 enum adp_err adp_error_set(struct adp_error *err, enum adp_err code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void adp_error_clear(struct adp_error *err);
-const char *adp_strerror(enum adp_err code);
 
 #endif

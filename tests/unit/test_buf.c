@@ -27,7 +27,7 @@ static void test_add_and_take(void **state)
     free(s);
     assert_int_equal(buf_add(&b, "abc"), 0);
     assert_int_equal(buf_add(&b, NULL), 0);
-    assert_int_equal(buf_addc(&b, '-'), 0);
+    assert_int_equal(buf_addn(&b, "-", 1), 0);
     assert_int_equal(buf_addn(&b, "xyz", 2), 0);
     assert_int_equal(b.len, 6);
     assert_string_equal(b.p, "abc-xy");
@@ -84,7 +84,7 @@ static void test_max_sticks(void **state)
     b.max = 8;
     assert_int_equal(buf_add(&b, "12345678"), 0);
     assert_true(b.cap <= 9); /* never more than the limit and its NUL */
-    assert_int_equal(buf_addc(&b, '9'), -1);
+    assert_int_equal(buf_addn(&b, "9", 1), -1);
     assert_int_equal(b.oom, 1);
     /* the failure sticks, and the text is lost */
     assert_int_equal(buf_add(&b, ""), -1);

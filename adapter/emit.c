@@ -54,6 +54,14 @@ void emit_xhtml(struct buf *s, const char *t)
     }
 }
 
+/* One list item: <li>, t escaped, </li>. */
+void emit_xhtml_li(struct buf *s, const char *t)
+{
+    buf_add(s, "<li>");
+    emit_xhtml(s, t);
+    buf_add(s, "</li>");
+}
+
 /* ---------------------------------------------------------------- */
 /* The feature table: every feature with its provenance record       */
 
@@ -432,11 +440,11 @@ int models_not_computed(const struct features *f, const struct decision *d,
         /* Lin's SEER cohort recorded bone, lung, liver and brain only
          * (docs/clinical-rules.md §1): other sites alone give no subgroup. */
         buf_printf(s, "%sLin M1 subgroup not computed: %s.%s", prefix,
-                  d->d.lin_other_sites
-                      ? "only sites outside Lin's four (bone, lung, liver, brain) are "
-                        "recorded"
-                      : "no metastatic site is recorded",
-                  suffix);
+                   d->d.lin_other_sites
+                       ? "only sites outside Lin's four (bone, lung, liver, brain) are "
+                         "recorded"
+                       : "no metastatic site is recorded",
+                   suffix);
         n++;
     }
     if (m->rs_category < 0 || m->rs_category > 2 || !m->rs_applicable) {
@@ -450,7 +458,7 @@ int models_not_computed(const struct features *f, const struct decision *d,
         else
             why = "the recorded score could not be categorised";
         buf_printf(s, "%s21-gene recurrence score category not computed: %s.%s", prefix,
-                  why, suffix);
+                   why, suffix);
         n++;
     }
     if (m->he_score < 0) {
@@ -467,24 +475,24 @@ int models_not_computed(const struct features *f, const struct decision *d,
         }
         if (d->d.her2 != RCP_POS && d->d.her2 != RCP_NEG) {
             buf_printf(&why, "%sHER2 status %s", k ? ", " : "",
-                      d->d.her2 == RCP_EQUIVOCAL ? "equivocal" : "unknown");
+                       d->d.her2 == RCP_EQUIVOCAL ? "equivocal" : "unknown");
             k++;
         }
         if (k == 0)
             buf_add(&why, "inputs incomplete");
         buf_printf(s, "%sHe 2020 biologic score not computed: %s.%s", prefix,
-                  why.oom ? "inputs incomplete" : nz(why.p), suffix);
+                   why.oom ? "inputs incomplete" : nz(why.p), suffix);
         free(why.p);
         n++;
     }
     buf_printf(s,
-              "%sYoo 2017 KBCR score not computed: its points and cut-offs are not "
-              "sourced.%s",
-              prefix, suffix);
+               "%sYoo 2017 KBCR score not computed: its points and cut-offs are not "
+               "sourced.%s",
+               prefix, suffix);
     buf_printf(s,
-              "%sPlichta de novo stage IV staging not computed: its full decision tree "
-              "is not sourced.%s",
-              prefix, suffix);
+               "%sPlichta de novo stage IV staging not computed: its full decision tree "
+               "is not sourced.%s",
+               prefix, suffix);
     return n + 2;
 }
 
@@ -548,7 +556,7 @@ static void explain_features(struct buf *s, const struct features *f)
                 if (f->site_present[k]) {
                     feat_format_date(f->site_src[k].date, date, sizeof(date));
                     buf_printf(s, "  metastasis: %s, onset %s", site_label((enum site)k),
-                              date);
+                               date);
                     explain_sources(s, &f->site_src[k]);
                     buf_add(s, "\n");
                     any_site = 1;
@@ -558,7 +566,7 @@ static void explain_features(struct buf *s, const struct features *f)
     for (i = 0; i < f->nresponses && i < FEAT_MAX_RESPONSES; i++) {
         feat_format_date(f->responses[i].date, date, sizeof(date));
         buf_printf(s, "  response: %s on %s  [", response_name(f->responses[i].value),
-                  date);
+                   date);
         text_escape_buf(s, f->responses[i].src);
         buf_add(s, "]\n");
     }
@@ -605,22 +613,22 @@ char *emit_explain(const struct emit_ctx *c, const struct features *f,
     else
         buf_add(&s, "  age at diagnosis: unknown\n");
     buf_printf(&s, "  HR: %s\n  HER2: %s\n  subtype: %s\n", receptor_name(dv->hr),
-              receptor_name(dv->her2), subtype_name(dv->subtype));
+               receptor_name(dv->her2), subtype_name(dv->subtype));
     buf_printf(&s, "  metastatic: %s\n  de novo: %s\n", dv->metastatic ? "yes" : "no",
-              tri_name(dv->de_novo));
+               tri_name(dv->de_novo));
     buf_add(&s, "  sites: ");
     sites_text(f, &s);
     buf_printf(&s, " (%d organ site(s), %d visceral%s%s)\n", dv->site_count,
-              dv->visceral_count, dv->bone_only ? ", bone-only" : "",
-              dv->brain ? ", brain" : "");
+               dv->visceral_count, dv->bone_only ? ", bone-only" : "",
+               dv->brain ? ", brain" : "");
     if (d->rec == REC_NOT_APPLICABLE)
         buf_add(&s, "  M1 subgroup: not computed (outside the algorithm's scope)\n");
     else
         buf_printf(&s, "  M1 subgroup: %s%s\n",
-                  dv->m1 == M1_UNKNOWN ? "not computed" : m1sub_name(dv->m1),
-                  dv->lin_other_sites
-                      ? " (sites outside bone/lung/liver/brain not counted)"
-                      : "");
+                   dv->m1 == M1_UNKNOWN ? "not computed" : m1sub_name(dv->m1),
+                   dv->lin_other_sites
+                       ? " (sites outside bone/lung/liver/brain not counted)"
+                       : "");
     if (dv->response != RESP_NONE) {
         feat_format_date(dv->response_date, date, sizeof(date));
         buf_printf(&s, "  response: %s on %s\n", response_name(dv->response), date);
@@ -633,10 +641,10 @@ char *emit_explain(const struct emit_ctx *c, const struct features *f,
     for (r = 0; r < RULE_COUNT; r++)
         if (d->fired[r])
             buf_printf(&s, "  %s: %s\n", nz(rule_code((enum rule_id)r)),
-                      nz(rule_text((enum rule_id)r)));
+                       nz(rule_text((enum rule_id)r)));
 
     buf_printf(&s, "\nDecision (clinical rules version %s)\n  %s (%s)\n",
-              engine_rules_version(), nz(rec_code(d->rec)), nz(rec_display(d->rec)));
+               engine_rules_version(), nz(rec_code(d->rec)), nz(rec_display(d->rec)));
     if (d->rec == REC_NOT_APPLICABLE)
         buf_printf(&s, "  reason: %s\n", na_reason_text(d->na_reason));
     if (d->palliative)
@@ -656,27 +664,27 @@ char *emit_explain(const struct emit_ctx *c, const struct features *f,
      * §2 step 1): say so instead of listing empty factors and models. */
     if (d->rec == REC_NOT_APPLICABLE) {
         buf_add(&s, "\nCriteria, factors, benefit likelihood and models\n  not reported: "
-                   "the patient is outside the algorithm's scope\n");
+                    "the patient is outside the algorithm's scope\n");
         goto missing;
     }
 
     buf_add(&s, "\nCriteria (curative-intent local therapy)\n");
     buf_printf(&s, "  low metastatic burden: %s\n  not TNBC: %s\n  performance status: %s\n",
-              crit_name(d->crit_low_burden), crit_name(d->crit_not_tnbc),
-              crit_name(d->crit_ps));
+               crit_name(d->crit_low_burden), crit_name(d->crit_not_tnbc),
+               crit_name(d->crit_ps));
 
     buf_add(&s, "\nFactors\n  favouring:");
     for (i = 0, n = 0; i < FAC_FIRST_DISFAVOURING; i++)
         if (d->factors[i]) {
             buf_printf(&s, "\n    %s: %s", nz(factor_code((enum factor)i)),
-                      nz(factor_text((enum factor)i)));
+                       nz(factor_text((enum factor)i)));
             n++;
         }
     buf_add(&s, n ? "\n  disfavouring:" : " none\n  disfavouring:");
     for (i = FAC_FIRST_DISFAVOURING, n = 0; i < FAC_COUNT; i++)
         if (d->factors[i]) {
             buf_printf(&s, "\n    %s: %s", nz(factor_code((enum factor)i)),
-                      nz(factor_text((enum factor)i)));
+                       nz(factor_text((enum factor)i)));
             n++;
         }
     buf_add(&s, n ? "\n" : " none\n");
@@ -685,15 +693,15 @@ char *emit_explain(const struct emit_ctx *c, const struct features *f,
     buf_add(&s, "\nModels\n");
     if (m->lin != M1_UNKNOWN)
         buf_printf(&s, "  Lin M1 subgroup: %s, SHR %.2f vs M1a%s\n", m1sub_name(m->lin),
-                  m->lin_shr,
-                  m->lin_other_sites ? " (sites outside bone/lung/liver/brain not counted)"
-                                     : "");
+                   m->lin_shr,
+                   m->lin_other_sites ? " (sites outside bone/lung/liver/brain not counted)"
+                                      : "");
     if (m->rs_category >= 0 && m->rs_applicable)
         buf_printf(&s, "  21-gene RS: %.0f, %s category\n", f->rs,
-                  rs_category_name(m->rs_category));
+                   rs_category_name(m->rs_category));
     if (m->he_score >= 0)
         buf_printf(&s, "  He 2020 score: %d, 3-year BCSS %.1f%%\n", m->he_score,
-                  m->he_bcss3y);
+                   m->he_bcss3y);
     models_not_computed(f, d, &s, "  ", "\n");
 
 missing:

@@ -81,112 +81,87 @@ static const char *continuing(enum rec r)
     return r == REC_CONTINUE_SYSTEMIC || r == REC_CURATIVE_LRT ? "Continue " : "";
 }
 
+/* A MedicationRequest activity with, when not NULL, a SNOMED CT code and an
+ * RxNorm product. */
+static void medication(struct bld *b, json_t *acts, const char *code, const char *code_display,
+                       const char *rx, const char *rx_display, const char *product_text,
+                       char *desc_owned)
+{
+    const struct act a = {.kind = "MedicationRequest", .code = code,
+                          .code_display = code_display, .rx = rx, .rx_display = rx_display,
+                          .product_text = product_text};
+
+    activity(b, acts, &a, desc_owned);
+}
+
 /* First-line systemic therapy tailored to subtype (docs/clinical-rules.md §3). */
 static void systemic_activities(struct bld *b, json_t *acts, const struct decision *d)
 {
     const char *cont = continuing(d->rec);
     const char *sub = subtype_name(d->d.subtype);
-    struct act a;
 
     if (d->rec == REC_SECOND_LINE_SYSTEMIC) {
-        memset(&a, 0, sizeof(a));
-        a.kind = "MedicationRequest";
         /* Name what the disease progressed on (the subtype's first-line
          * regimen unless the record says otherwise) and leave the next
          * regimen to current guidelines: the first-line regimen, with its
          * trial citation, is not the next step (docs/clinical-rules.md §2). */
-        activity(b, acts, &a,
-                 buf_strf("Next-line systemic therapy for %s disease: the disease "
-                         "progressed on first-line therapy (for this subtype: %s, unless "
-                         "the record shows another regimen); choose the next regimen by "
-                         "current guidelines.",
-                         sub, nz(first_line_name(d->systemic))));
+        medication(b, acts, NULL, NULL, NULL, NULL, NULL,
+                   buf_strf("Next-line systemic therapy for %s disease: the disease "
+                            "progressed on first-line therapy (for this subtype: %s, unless "
+                            "the record shows another regimen); choose the next regimen by "
+                            "current guidelines.",
+                            sub, nz(first_line_name(d->systemic))));
     } else {
         switch (d->systemic) {
         case SYS_ENDOCRINE_CDK46:
-            memset(&a, 0, sizeof(a));
-            a.kind = "MedicationRequest";
-            a.code = "169413002";
-            a.code_display = "Hormone therapy";
-            activity(b, acts, &a,
-                     buf_strf("%s as first-line treatment for %s disease, with a "
-                             "CDK4/6 inhibitor.",
-                             *cont ? "Continue endocrine therapy" : "Endocrine therapy", sub));
-            memset(&a, 0, sizeof(a));
-            a.kind = "MedicationRequest";
-            a.rx = "1601374";
-            a.rx_display = "palbociclib";
-            a.product_text = "CDK4/6 inhibitor (palbociclib, ribociclib or abemaciclib)";
-            activity(b, acts, &a,
-                     buf_strf("%sCDK4/6 inhibitor (palbociclib, ribociclib or abemaciclib) "
-                             "with the endocrine therapy [PALATINE design].",
-                             cont));
+            medication(b, acts, "169413002", "Hormone therapy", NULL, NULL, NULL,
+                       buf_strf("%s as first-line treatment for %s disease, with a "
+                                "CDK4/6 inhibitor.",
+                                *cont ? "Continue endocrine therapy" : "Endocrine therapy",
+                                sub));
+            medication(b, acts, NULL, NULL, "1601374", "palbociclib",
+                       "CDK4/6 inhibitor (palbociclib, ribociclib or abemaciclib)",
+                       buf_strf("%sCDK4/6 inhibitor (palbociclib, ribociclib or abemaciclib) "
+                                "with the endocrine therapy [PALATINE design].",
+                                cont));
             break;
         case SYS_ANTIHER2_CHEMO_ENDO:
         case SYS_ANTIHER2_CHEMO:
-            memset(&a, 0, sizeof(a));
-            a.kind = "MedicationRequest";
-            a.rx = "224905";
-            a.rx_display = "trastuzumab";
-            a.product_text = "Anti-HER2 therapy (e.g. trastuzumab)";
-            activity(b, acts, &a,
-                     buf_strf("%s (e.g. trastuzumab) as first-line treatment for %s "
-                             "disease, with chemotherapy.",
-                             *cont ? "Continue anti-HER2 therapy" : "Anti-HER2 therapy", sub));
-            memset(&a, 0, sizeof(a));
-            a.kind = "MedicationRequest";
-            a.code = "367336001";
-            a.code_display = "Chemotherapy";
-            activity(b, acts, &a,
-                     buf_strf("%s with the anti-HER2 therapy.",
-                             *cont ? "Continue chemotherapy" : "Chemotherapy"));
-            if (d->systemic == SYS_ANTIHER2_CHEMO_ENDO) {
-                memset(&a, 0, sizeof(a));
-                a.kind = "MedicationRequest";
-                a.code = "169413002";
-                a.code_display = "Hormone therapy";
-                activity(b, acts, &a,
-                         buf_strf("Endocrine therapy for maintenance after anti-HER2 "
-                                 "therapy with chemotherapy (HR-positive disease)."));
-            }
+            medication(b, acts, NULL, NULL, "224905", "trastuzumab",
+                       "Anti-HER2 therapy (e.g. trastuzumab)",
+                       buf_strf("%s (e.g. trastuzumab) as first-line treatment for %s "
+                                "disease, with chemotherapy.",
+                                *cont ? "Continue anti-HER2 therapy" : "Anti-HER2 therapy",
+                                sub));
+            medication(b, acts, "367336001", "Chemotherapy", NULL, NULL, NULL,
+                       buf_strf("%s with the anti-HER2 therapy.",
+                                *cont ? "Continue chemotherapy" : "Chemotherapy"));
+            if (d->systemic == SYS_ANTIHER2_CHEMO_ENDO)
+                medication(b, acts, "169413002", "Hormone therapy", NULL, NULL, NULL,
+                           buf_strf("Endocrine therapy for maintenance after anti-HER2 "
+                                    "therapy with chemotherapy (HR-positive disease)."));
             break;
         case SYS_CHEMO:
-            memset(&a, 0, sizeof(a));
-            a.kind = "MedicationRequest";
-            a.code = "367336001";
-            a.code_display = "Chemotherapy";
-            activity(b, acts, &a,
-                     buf_strf("%s as first-line treatment for %s disease.",
-                             *cont ? "Continue chemotherapy" : "Chemotherapy", sub));
+            medication(b, acts, "367336001", "Chemotherapy", NULL, NULL, NULL,
+                       buf_strf("%s as first-line treatment for %s disease.",
+                                *cont ? "Continue chemotherapy" : "Chemotherapy", sub));
             break;
         case SYS_NONE:
             break;
         }
     }
-    if (d->opt_immuno) {
-        memset(&a, 0, sizeof(a));
-        a.kind = "MedicationRequest";
-        a.code = "76334006";
-        a.code_display = "Immunotherapy";
-        a.rx = "1547545";
-        a.rx_display = "pembrolizumab";
-        a.product_text = "Immune checkpoint inhibitor (e.g. pembrolizumab)";
-        activity(b, acts, &a,
-                 buf_strf("Option: add immunotherapy to chemotherapy (PD-L1 22C3 positive, "
-                         "or a combined positive score at the KEYNOTE-355 cut-off) "
-                         "[KEYNOTE-355]."));
-    }
-    if (d->opt_pi3k) {
-        memset(&a, 0, sizeof(a));
-        a.kind = "MedicationRequest";
-        activity(b, acts, &a, buf_strf("Option: PI3K inhibitor (PIK3CA mutated)."));
-    }
-    if (d->opt_parp) {
-        memset(&a, 0, sizeof(a));
-        a.kind = "MedicationRequest";
-        activity(b, acts, &a,
-                 buf_strf("Option: PARP inhibitor (germline BRCA1/2 pathogenic variant)."));
-    }
+    if (d->opt_immuno)
+        medication(b, acts, "76334006", "Immunotherapy", "1547545", "pembrolizumab",
+                   "Immune checkpoint inhibitor (e.g. pembrolizumab)",
+                   buf_strf("Option: add immunotherapy to chemotherapy (PD-L1 22C3 positive, "
+                            "or a combined positive score at the KEYNOTE-355 cut-off) "
+                            "[KEYNOTE-355]."));
+    if (d->opt_pi3k)
+        medication(b, acts, NULL, NULL, NULL, NULL, NULL,
+                   buf_strf("Option: PI3K inhibitor (PIK3CA mutated)."));
+    if (d->opt_parp)
+        medication(b, acts, NULL, NULL, NULL, NULL, NULL,
+                   buf_strf("Option: PARP inhibitor (germline BRCA1/2 pathogenic variant)."));
 }
 
 static const char *laterality_phrase(const struct features *f)
@@ -223,22 +198,22 @@ static json_t *build_activities(struct bld *b, const struct emit_ctx *c,
         memset(&a, 0, sizeof(a));
         if (c->params != NULL) {
             when = buf_strf("%d-%d months after the start of systemic therapy",
-                           c->params->reassess_min_months, c->params->reassess_max_months);
+                            c->params->reassess_min_months, c->params->reassess_max_months);
             if (when == NULL)
                 b->oom = 1;
             a.scheduled = when;
             activity(b, acts, &a,
                      buf_strf("Reassess the response to systemic therapy after %d-%d "
-                             "months; the local-therapy decision is deferred to that "
-                             "assessment.",
-                             c->params->reassess_min_months,
-                             c->params->reassess_max_months));
+                              "months; the local-therapy decision is deferred to that "
+                              "assessment.",
+                              c->params->reassess_min_months,
+                              c->params->reassess_max_months));
         } else {
             activity(b, acts, &a,
                      buf_strf("Reassess the response to systemic therapy; the "
-                             "local-therapy decision is deferred to that assessment "
-                             "(%s).",
-                             nz(rule_text(RULE_UPFRONT))));
+                              "local-therapy decision is deferred to that assessment "
+                              "(%s).",
+                              nz(rule_text(RULE_UPFRONT))));
         }
         free(when);
     }
@@ -248,7 +223,7 @@ static json_t *build_activities(struct bld *b, const struct emit_ctx *c,
         a.do_not_perform = 1;
         activity(b, acts, &a,
                  buf_strf("No locoregional therapy of the primary tumour aimed at survival "
-                         "while the disease is progressing."));
+                          "while the disease is progressing."));
     }
 
     if (d->rec == REC_CURATIVE_LRT) {
@@ -263,8 +238,8 @@ static json_t *build_activities(struct bld *b, const struct emit_ctx *c,
             add(b, a.reasons, reference(b, f->primary_ref));
         activity(b, acts, &a,
                  buf_strf("Surgery of the primary tumour%s (breast-conserving surgery or "
-                         "mastectomy) aiming at clear margins [Rapiti 2006].",
-                         laterality_phrase(f)));
+                          "mastectomy) aiming at clear margins [Rapiti 2006].",
+                          laterality_phrase(f)));
 
         memset(&a, 0, sizeof(a));
         a.kind = "ServiceRequest";
@@ -272,7 +247,7 @@ static json_t *build_activities(struct bld *b, const struct emit_ctx *c,
         a.code_display = "Radiation oncology AND/OR radiotherapy";
         activity(b, acts, &a,
                  buf_strf("Radiotherapy to the breast or chest wall and regional lymph "
-                         "nodes after surgery [Altundag; Kim; Arciero 2019]."));
+                          "nodes after surgery [Altundag; Kim; Arciero 2019]."));
 
         memset(&a, 0, sizeof(a));
         a.kind = "ServiceRequest";
@@ -285,9 +260,9 @@ static json_t *build_activities(struct bld *b, const struct emit_ctx *c,
         sites_text(f, &sites);
         activity(b, acts, &a,
                  buf_strf("Metastasis-directed therapy: resection or ablation of the "
-                         "distant metastases (%s) where feasible, above all in "
-                         "HR-positive disease [Tan 2016].",
-                         sites.oom ? "" : nz(sites.p)));
+                          "distant metastases (%s) where feasible, above all in "
+                          "HR-positive disease [Tan 2016].",
+                          sites.oom ? "" : nz(sites.p)));
         if (sites.oom)
             b->oom = 1;
         free(sites.p);
@@ -301,8 +276,8 @@ static json_t *build_activities(struct bld *b, const struct emit_ctx *c,
         reason_refs_from(b, a.reasons, &f->symptomatic_src);
         activity(b, acts, &a,
                  buf_strf("Palliative local therapy: surgery and/or radiotherapy of the "
-                         "symptomatic primary tumour for local control, whatever the "
-                         "systemic status [review, Fig. 1]."));
+                          "symptomatic primary tumour for local control, whatever the "
+                          "systemic status [review, Fig. 1]."));
     }
 
     for (m = 0; m < MISS_COUNT; m++)
@@ -310,9 +285,9 @@ static json_t *build_activities(struct bld *b, const struct emit_ctx *c,
             memset(&a, 0, sizeof(a));
             activity(b, acts, &a,
                      buf_strf("%s: %s.",
-                             missing_is_comment((enum missing_item)m) ? "Note"
-                                                                      : "Missing data",
-                             nz(missing_text((enum missing_item)m))));
+                              missing_is_comment((enum missing_item)m) ? "Note"
+                                                                       : "Missing data",
+                              nz(missing_text((enum missing_item)m))));
         }
     return acts;
 }
@@ -326,11 +301,11 @@ static char *note_rationale(const struct decision *d)
     int r;
 
     buf_printf(&s, "Recommendation %s (%s)%s. Rules fired:", nz(rec_code(d->rec)),
-              nz(rec_display(d->rec)), d->palliative ? " plus " PALLIATIVE_CODE : "");
+               nz(rec_display(d->rec)), d->palliative ? " plus " PALLIATIVE_CODE : "");
     for (r = 0; r < RULE_COUNT; r++)
         if (d->fired[r])
             buf_printf(&s, "\n- %s: %s", nz(rule_code((enum rule_id)r)),
-                      nz(rule_text((enum rule_id)r)));
+                       nz(rule_text((enum rule_id)r)));
     return buf_take(&s);
 }
 
@@ -345,11 +320,11 @@ static char *note_criteria(const struct decision *d)
     struct buf s = {0};
 
     buf_printf(&s,
-              "Criteria for curative-intent local therapy: low metastatic burden %s; "
-              "not triple-negative %s; performance status ECOG 0-1 %s%s.",
-              crit_name(d->crit_low_burden), crit_name(d->crit_not_tnbc),
-              crit_name(d->crit_ps),
-              d->crit_ps == CRIT_UNVERIFIED ? " (confirm performance status)" : "");
+               "Criteria for curative-intent local therapy: low metastatic burden %s; "
+               "not triple-negative %s; performance status ECOG 0-1 %s%s.",
+               crit_name(d->crit_low_burden), crit_name(d->crit_not_tnbc),
+               crit_name(d->crit_ps),
+               d->crit_ps == CRIT_UNVERIFIED ? " (confirm performance status)" : "");
     return buf_take(&s);
 }
 
@@ -496,9 +471,7 @@ static void careplan_narrative(struct buf *s, const struct features *f,
         buf_add(s, "<p><b>Missing data:</b></p><ul>");
         for (m = 0; m < MISS_COUNT; m++)
             if (d->missing[m]) {
-                buf_add(s, "<li>");
-                emit_xhtml(s, missing_text((enum missing_item)m));
-                buf_add(s, "</li>");
+                emit_xhtml_li(s, missing_text((enum missing_item)m));
             }
         buf_add(s, "</ul>");
     }
@@ -527,11 +500,11 @@ json_t *build_careplan(struct bld *b, const struct emit_ctx *c,
     put(b, cp, "title",
         str_own(b, buf_strf("dnMBC treatment proposal: %s", nz(rec_display(d->rec)))));
     buf_printf(&desc, "Proposed management of de novo metastatic breast cancer (subtype %s; "
-                     "metastatic sites: ",
-              subtype_name(d->d.subtype));
+                      "metastatic sites: ",
+               subtype_name(d->d.subtype));
     sites_text(f, &desc);
     buf_printf(&desc, "): %s%s.", nz(rec_display(d->rec)),
-              d->palliative ? ", plus palliative local therapy of the primary" : "");
+               d->palliative ? ", plus palliative local therapy of the primary" : "");
     put(b, cp, "description", str_own(b, buf_take(&desc)));
 
     t = obj(b);

@@ -55,6 +55,16 @@ static inline void add(struct bld *b, json_t *a, json_t *v)
         b->oom = 1;
 }
 
+/* What a public builder returns: v, or NULL (v freed) when anything failed. */
+static inline json_t *built(const struct bld *b, json_t *v)
+{
+    if (b->oom) {
+        json_decref(v);
+        return NULL;
+    }
+    return v;
+}
+
 static inline json_t *obj(struct bld *b)
 {
     json_t *o = json_object();
@@ -162,6 +172,9 @@ static inline int rec_valid(enum rec r)
 /* Text escaped for XHTML character content (emit.c).  Control characters
  * other than tab and newline are not allowed in XML 1.0: dropped. */
 void emit_xhtml(struct buf *s, const char *t);
+
+/* One list item: <li>, t escaped, </li>. */
+void emit_xhtml_li(struct buf *s, const char *t);
 
 /* emit.c: the sources of the features, and text shared by the resources and
  * the explanation. */

@@ -217,11 +217,11 @@ json_t *emit_provenance(const struct emit_ctx *c, const struct features *f,
         json_t *pol = arr(&b), *reasons = arr(&b), *rc = obj(&b);
 
         add(&b, pol, str_own(&b, buf_strf("%s/clinical-rules/version/%s",
-                                         nz(c->canonical_base), engine_rules_version())));
+                                          nz(c->canonical_base), engine_rules_version())));
         put(&b, pv, "policy", pol);
         put(&b, rc, "text",
             str_own(&b, buf_strf("Decision of the dnmbc-adapter clinical rules version %s",
-                                engine_rules_version())));
+                                 engine_rules_version())));
         add(&b, reasons, rc);
         put(&b, pv, "reason", reasons);
     }
@@ -250,11 +250,7 @@ json_t *emit_provenance(const struct emit_ctx *c, const struct features *f,
         put(&b, pv, "entity", ents);
     else
         json_decref(ents);
-    if (b.oom) {
-        json_decref(pv);
-        return NULL;
-    }
-    return pv;
+    return built(&b, pv);
 }
 
 json_t *emit_device(const struct emit_ctx *c)
@@ -280,11 +276,7 @@ json_t *emit_device(const struct emit_ctx *c)
     put(&b, v, "value", str(&b, c->software_version ? c->software_version : "unknown"));
     add(&b, vers, v);
     put(&b, dev, "version", vers);
-    if (b.oom) {
-        json_decref(dev);
-        return NULL;
-    }
-    return dev;
+    return built(&b, dev);
 }
 
 /* ---------------------------------------------------------------- */
@@ -302,11 +294,7 @@ json_t *emit_operation_outcome(const char *code, const char *diagnostics)
         put(&b, is, "diagnostics", str(&b, diagnostics));
     add(&b, issues, is);
     put(&b, oo, "issue", issues);
-    if (b.oom) {
-        json_decref(oo);
-        return NULL;
-    }
-    return oo;
+    return built(&b, oo);
 }
 
 /* OperationOutcome (warnings) for the mapping issues, or NULL when none. */
@@ -331,7 +319,7 @@ static json_t *map_issues_outcome(struct bld *b, json_t *map_report)
         put(b, is, "code", str(b, "processing"));
         put(b, is, "diagnostics",
             str_own(b, buf_strf("%s%s%s: %s", res ? res : "(resource)", field ? " " : "",
-                               field ? field : "", msg ? msg : "issue")));
+                                field ? field : "", msg ? msg : "issue")));
         add(b, list, is);
     }
     put(b, oo, "issue", list);
@@ -363,11 +351,11 @@ static json_t *build_guidance(struct bld *b, const struct emit_ctx *c,
     put(b, gr, "reasonCode", reasons);
 
     buf_printf(&note, "Not applicable: %s. No care plan is proposed.",
-              na_reason_text(d->na_reason));
+               na_reason_text(d->na_reason));
     for (r = 0; r < RULE_COUNT; r++)
         if (d->fired[r])
             buf_printf(&note, "\n- %s: %s", nz(rule_code((enum rule_id)r)),
-                      nz(rule_text((enum rule_id)r)));
+                       nz(rule_text((enum rule_id)r)));
     buf_add(&div, "<p><b>De novo metastatic breast cancer algorithm: not applicable</b></p><p>");
     emit_xhtml(&div, note.p);
     buf_add(&div, "</p>");
@@ -421,10 +409,6 @@ json_t *emit_evaluate_bundle(const struct emit_ctx *c, const struct features *f,
     if (oo != NULL)
         add(&b, entries, entry(&b, oo, NULL));
     put(&b, bundle, "entry", entries);
-    if (b.oom) {
-        json_decref(bundle);
-        return NULL;
-    }
-    return bundle;
+    return built(&b, bundle);
 }
 

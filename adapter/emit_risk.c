@@ -49,8 +49,8 @@ json_t *build_risk(struct bld *b, const struct emit_ctx *c, const struct feature
     put(b, ra, "status", str(b, "preliminary"));
     {
         char *txt = buf_strf("%s (dnmbc-adapter %s); probabilities are percentages (0-100)",
-                            METHOD_DISPLAY, c->software_version ? c->software_version
-                                                                : "unknown");
+                             METHOD_DISPLAY, c->software_version ? c->software_version
+                                                                 : "unknown");
 
         put(b, ra, "method", concept(b, nz(methodsys), METHOD_CODE, METHOD_DISPLAY, nz(txt)));
         if (txt == NULL)
@@ -81,14 +81,12 @@ json_t *build_risk(struct bld *b, const struct emit_ctx *c, const struct feature
     put(b, p, "qualitativeRisk",
         concept(b, SYS_RISK_PROB, bcode, risk_display(bcode), NULL));
     buf_printf(&s, "Benefit likelihood %s for recommendation %s. Favouring: ", bcode,
-              nz(rec_code(d->rec)));
+               nz(rec_code(d->rec)));
     factors_list(d, 0, FAC_FIRST_DISFAVOURING, &s, "; ");
     buf_add(&s, ". Disfavouring: ");
     factors_list(d, FAC_FIRST_DISFAVOURING, FAC_COUNT, &s, "; ");
     buf_add(&s, ".");
-    buf_add(&div, "<li>");
-    emit_xhtml(&div, s.p);
-    buf_add(&div, "</li>");
+    emit_xhtml_li(&div, s.p);
     put(b, p, "rationale", str_own(b, buf_take(&s)));
     add(b, preds, p);
 
@@ -102,16 +100,14 @@ json_t *build_risk(struct bld *b, const struct emit_ctx *c, const struct feature
         put(b, p, "relativeRisk", json_real(m->lin_shr));
         s = (struct buf){0};
         buf_printf(&s,
-                  "Lin M1 subgroup %s: sub-distribution hazard ratio %.2f for "
-                  "cancer-specific mortality versus M1a (Fine-Gray competing-risks model, "
-                  "SEER); prognostic only.",
-                  m1sub_name(m->lin), m->lin_shr);
+                   "Lin M1 subgroup %s: sub-distribution hazard ratio %.2f for "
+                   "cancer-specific mortality versus M1a (Fine-Gray competing-risks model, "
+                   "SEER); prognostic only.",
+                   m1sub_name(m->lin), m->lin_shr);
         if (m->lin_other_sites)
             buf_add(&s, " Sites outside Lin's four (bone, lung, liver, brain) not counted: "
-                       "SEER did not record them.");
-        buf_add(&div, "<li>");
-        emit_xhtml(&div, s.p);
-        buf_add(&div, "</li>");
+                        "SEER did not record them.");
+        emit_xhtml_li(&div, s.p);
         put(b, p, "rationale", str_own(b, buf_take(&s)));
         add(b, preds, p);
     }
@@ -131,13 +127,11 @@ json_t *build_risk(struct bld *b, const struct emit_ctx *c, const struct feature
                     risk_display(qual[m->rs_category]), NULL));
         s = (struct buf){0};
         buf_printf(&s,
-                  "21-gene recurrence score %.0f: %s category [TBCRC 013]; prognostic for "
-                  "time to progression and 2-year overall survival in ER-positive/"
-                  "HER2-negative disease, not a predictor of benefit from surgery.",
-                  f->rs, rs_category_name(m->rs_category));
-        buf_add(&div, "<li>");
-        emit_xhtml(&div, s.p);
-        buf_add(&div, "</li>");
+                   "21-gene recurrence score %.0f: %s category [TBCRC 013]; prognostic for "
+                   "time to progression and 2-year overall survival in ER-positive/"
+                   "HER2-negative disease, not a predictor of benefit from surgery.",
+                   f->rs, rs_category_name(m->rs_category));
+        emit_xhtml_li(&div, s.p);
         put(b, p, "rationale", str_own(b, buf_take(&s)));
         add(b, preds, p);
     }
@@ -163,14 +157,12 @@ json_t *build_risk(struct bld *b, const struct emit_ctx *c, const struct feature
         put(b, p, "whenRange", when);
         s = (struct buf){0};
         buf_printf(&s,
-                  "He 2020 biologic score %d of 3 (one point each for grade 3, "
-                  "hormone-receptor negative, HER2 negative): 3-year breast-cancer-specific "
-                  "survival %.1f%%. probabilityDecimal is a percentage (0-100), not a "
-                  "fraction.",
-                  m->he_score, m->he_bcss3y);
-        buf_add(&div, "<li>");
-        emit_xhtml(&div, s.p);
-        buf_add(&div, "</li>");
+                   "He 2020 biologic score %d of 3 (one point each for grade 3, "
+                   "hormone-receptor negative, HER2 negative): 3-year breast-cancer-specific "
+                   "survival %.1f%%. probabilityDecimal is a percentage (0-100), not a "
+                   "fraction.",
+                   m->he_score, m->he_bcss3y);
+        emit_xhtml_li(&div, s.p);
         put(b, p, "rationale", str_own(b, buf_take(&s)));
         add(b, preds, p);
     }
@@ -188,9 +180,7 @@ json_t *build_risk(struct bld *b, const struct emit_ctx *c, const struct feature
         while ((nl = strchr(line, '\n')) != NULL) {
             *nl = '\0';
             add(b, notes, annotation(b, buf_strf("%s", line)));
-            buf_add(&div, "<li>");
-            emit_xhtml(&div, line);
-            buf_add(&div, "</li>");
+            emit_xhtml_li(&div, line);
             line = nl + 1;
         }
         buf_add(&div, "</ul>");

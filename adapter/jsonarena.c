@@ -83,6 +83,11 @@
 #else
 #define ARENA_GUARD 0
 #endif
+/* Escape check: how far into the range scopes go before starting over (a
+ * test sets less, to see it happen quickly). */
+#ifndef ARENA_GUARD_SPAN
+#define ARENA_GUARD_SPAN(a) ((a)->size / 2)
+#endif
 
 struct arena {
     char *base;      /* the reserved range, NULL before the first scope */
@@ -236,7 +241,7 @@ static void guard_open(struct arena *a)
     if (a->base == NULL)
         return;
     a->used = page_round(a->used);
-    if (a->used > a->size / 2) {
+    if (a->used > ARENA_GUARD_SPAN(a)) {
         mprotect(a->base, a->used, PROT_READ | PROT_WRITE);
         a->used = 0;
     }

@@ -211,9 +211,11 @@ fuzz: fuzz-build
 	done
 
 # asan: a copy of the tree under build/asan-tree (so the normal build is left
-# alone), built with clang and the sanitizers, then the whole test suite.
+# alone), built with clang and the sanitizers and the arena's escape check
+# (jsonarena.h), then the whole test suite.
 ASAN_TREE := $(BUILD)/asan-tree
-SAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+SAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
+             -DADP_DEBUG_ARENA
 asan:
 	rm -rf $(ASAN_TREE) && mkdir -p $(ASAN_TREE)
 	tar --exclude=./build --exclude=./dnmbc-adapter --exclude='./tests/*/node_modules' -cf - . | \

@@ -30,7 +30,7 @@
 #include <openssl/rand.h>
 
 #include "fhir.h"
-#include "jsonarena.h"
+#include "jsonwrite.h"
 #include "log.h"
 #include "strjoin.h"
 
@@ -295,7 +295,7 @@ static char *jwk_thumbprint(EVP_PKEY *k)
     if (canon != NULL &&
         EVP_Digest(canon, strlen(canon), md, &mdlen, EVP_sha256(), NULL) == 1)
         out = auth_b64url(md, mdlen);
-    jsonarena_free_text(canon);
+    free(canon);
     json_decref(jwk);
     return out;
 }
@@ -410,8 +410,10 @@ enum adp_err auth_client_assertion(struct auth *a, const char *aud, time_t now,
                        "jti", jti);
     if (hdr == NULL || claims == NULL)
         goto oom;
-    h = json_dumps(hdr, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    c = json_dumps(claims, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    /* may run inside a patient's jsonarena scope (a token renewed mid-run):
+     * jsonwrite_dumps's text is malloc'd there too */
+    h = jsonwrite_dumps(hdr, NULL);
+    c = jsonwrite_dumps(claims, NULL);
     if (h == NULL || c == NULL)
         goto oom;
     h64 = b64url_str(h);
@@ -437,8 +439,8 @@ oom:
 out:
     json_decref(hdr);
     json_decref(claims);
-    jsonarena_free_text(h);
-    jsonarena_free_text(c);
+    free(h);
+    free(c);
     free(h64);
     free(c64);
     free(input);
@@ -1214,6 +1216,6 @@ out:
     json_decref(jwk);
     json_decref(jwks);
     free(kid);
-    jsonarena_free_text(text);
+    free(text);
     return rc;
 }

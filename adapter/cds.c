@@ -21,7 +21,6 @@
 #include "features.h"
 #include "fhirid.h"
 #include "http.h"
-#include "jsonarena.h"
 #include "jwtverify.h"
 #include "log.h"
 #include "mapping.h"
@@ -89,7 +88,7 @@ int cds_send_json(struct MHD_Connection *c, unsigned int status, const char *cty
         ret = send_text(c, 500, "text/plain", "cannot render the answer\n", 0);
     else
         ret = send_text(c, status, ctype, text, retry_after);
-    jsonarena_free_text(text);
+    free(text);
     json_decref(doc);
     return ret;
 }

@@ -15,7 +15,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "jsonarena.h"
 #include "log.h"
 
 enum ktype { K_STR, K_INT, K_BOOL, K_STRLIST, K_JSON };
@@ -236,7 +235,7 @@ static enum adp_err apply_key(const char *path, const struct key *k, json_t *v,
         if (text == NULL)
             return adp_error_set(err, ADP_ENOMEM, "out of memory");
         rc = config_set_str((char **)(void *)base, text, err);
-        jsonarena_free_text(text);
+        free(text);
         return rc;
     }
     case K_STRLIST:

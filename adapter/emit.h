@@ -49,17 +49,6 @@ int emit_outputs(const struct emit_ctx *c, const struct features *f,
                  const struct decision *d, json_t **careplan, json_t **risk,
                  char hash_out[65]);
 
-/*
- * SHA-256 (64 lower-case hex digits and a NUL in out) of exactly the text
- * json_dumps(value, JSON_SORT_KEYS | JSON_COMPACT) gives with jansson 2.14,
- * computed while walking the tree: no text is built.  value is borrowed and
- * must be an array or object, as for json_dumps.  Returns 0, or -1 where
- * json_dumps would fail (a scalar at the top, a reference cycle, a string
- * that is not valid UTF-8) and on allocation or OpenSSL failure; out is
- * written only on success.
- */
-int emit_json_sha256(json_t *value, char out[65]);
-
 /* Read the decision hash recorded in a resource we wrote earlier (borrowed
  * result valid while res lives), or NULL. */
 const char *emit_recorded_hash(const struct emit_ctx *c, json_t *res);

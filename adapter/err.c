@@ -59,32 +59,3 @@ void adp_error_clear(struct adp_error *err)
     if (err != NULL)
         memset(err, 0, sizeof(*err));
 }
-
-const char *adp_strerror(enum adp_err code)
-{
-    switch (code) {
-    case ADP_OK:
-        return "ok";
-    case ADP_ENOMEM:
-        return "out of memory";
-    case ADP_ECONFIG:
-        return "configuration error";
-    case ADP_EUSAGE:
-        return "usage error";
-    case ADP_ENET:
-        return "network error";
-    case ADP_ETLS:
-        return "TLS error";
-    case ADP_EHTTP:
-        return "HTTP error";
-    case ADP_EPARSE:
-        return "parse error";
-    case ADP_EMAP:
-        return "mapping error";
-    case ADP_EIO:
-        return "I/O error";
-    case ADP_EAUTH:
-        return "authorization error";
-    }
-    return "unknown error";
-}

@@ -43,6 +43,5 @@ enum adp_err adp_error_set_http(struct adp_error *err, enum adp_err code, int ht
  * recorded in err (from->code when err is NULL). */
 enum adp_err adp_error_pass(struct adp_error *err, const struct adp_error *from);
 void adp_error_clear(struct adp_error *err);
-const char *adp_strerror(enum adp_err code);
 
 #endif

@@ -293,7 +293,7 @@ static char *input_key(json_t *res)
             str_join(out, len, type, "/", id, "/_history/", ver, NULL);
         return out;
     }
-    if (!json_is_object(res) || emit_json_sha256(res, sha) != 0)
+    if (!json_is_object(res) || jsonwrite_sha256(res, sha) != 0)
         return NULL;
     len = strlen(type) + 67;
     if ((out = malloc(len)) != NULL)

@@ -22,7 +22,6 @@
 #include <string.h>
 
 #include "auth.h"
-#include "jsonarena.h"
 #include "jsonread.h"
 #include "jsonwrite.h"
 #include "log.h"
@@ -881,7 +880,7 @@ static enum adp_err write_resource(struct fhir_client *fc, const char *method,
 out:
     json_decref(doc);
     http_response_free(&r);
-    jsonarena_free_text(body);
+    free(body);
     return rc;
 }
 
@@ -1015,9 +1014,10 @@ enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
                 "code"));
             if (code != NULL && strlen(code) < sizeof(fc->last.issue_code))
                 snprintf(fc->last.issue_code, sizeof(fc->last.issue_code), "%s", code);
-            oo = json_dumps(json_object_get(resp, "outcome"), JSON_COMPACT);
+            /* in a patient's jsonarena scope: a malloc'd text (jsonarena.h) */
+            oo = jsonwrite_dumps(json_object_get(resp, "outcome"), NULL);
             fhir_outcome_text(oo, fc->last.diagnostics, sizeof(fc->last.diagnostics));
-            jsonarena_free_text(oo);
+            free(oo);
             rc = adp_error_set_http(err, ADP_EHTTP, fc->last.http_status,
                                     "%s: entry %zu: HTTP %s: %s", what, i,
                                     st != NULL ? st : "(no status)", fc->last.diagnostics);
@@ -1037,7 +1037,7 @@ enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
 out:
     json_decref(doc);
     http_response_free(&r);
-    jsonarena_free_text(body);
+    free(body);
     return rc;
 }
 

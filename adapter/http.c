@@ -28,6 +28,7 @@
 
 #include <curl/curl.h>
 
+#include "buf.h"
 #include "log.h"
 
 #define HTTP_DEFAULT_CONNECT_MS 10000L
@@ -49,7 +50,7 @@ struct http_req {
     char *body; /* request body copy; libcurl does not copy POSTFIELDS */
     char method[16];
     struct http_response resp;
-    size_t cap;       /* allocated size of resp.body */
+    struct buf rbody; /* the response body as it arrives; resp.body at the end */
     int too_big;      /* write callback refused data over max_body */
     int alloc_failed; /* a callback could not allocate */
     int had_auth;     /* an Authorization header from auth_fn was sent */
@@ -257,38 +258,19 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud)
 {
     struct http_req *q = ud;
     size_t n = size * nmemb;
-    size_t need, ncap;
-    char *nb;
     long code = 0;
 
     if (q->sink != NULL && curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK &&
         code == 200)
         return q->sink(q->sink_ud, data, n) == 0 ? n : 0; /* 0: CURLE_WRITE_ERROR */
-    if (n > q->client->max_body || q->resp.len > q->client->max_body - n) {
+    if (n > q->client->max_body || q->rbody.len > q->client->max_body - n) {
         q->too_big = 1;
         return 0; /* CURLE_WRITE_ERROR */
     }
-    need = q->resp.len + n + 1;
-    if (need > q->cap) {
-        /* grow by half, not double: a 1.1 MB page would otherwise take 2 MB,
-         * and the largest page read sets the process's peak memory */
-        ncap = q->cap != 0 ? q->cap + q->cap / 2 : 16384;
-        if (ncap < need)
-            ncap = need;
-        ncap = (ncap + 4095) & ~(size_t)4095;
-        if (ncap > q->client->max_body + 1)
-            ncap = q->client->max_body + 1;
-        nb = realloc(q->resp.body, ncap);
-        if (nb == NULL) {
-            q->alloc_failed = 1;
-            return 0;
-        }
-        q->resp.body = nb;
-        q->cap = ncap;
+    if (buf_addn(&q->rbody, data, n) != 0) {
+        q->alloc_failed = 1;
+        return 0;
     }
-    memcpy(q->resp.body + q->resp.len, data, n);
-    q->resp.len += n;
-    q->resp.body[q->resp.len] = '\0';
     return n;
 }
 
@@ -398,6 +380,7 @@ static void req_free(struct http_req *q)
     }
     curl_slist_free_all(q->headers);
     free(q->body);
+    buf_free(&q->rbody);
     http_response_free(&q->resp);
     free(q);
 }
@@ -418,8 +401,9 @@ static void req_unlink(struct http_client *c, struct http_req *q)
 static void req_finish(struct http_req *q, enum adp_err rc, const struct adp_error *e)
 {
     if (rc == ADP_OK && q->resp.body == NULL) {
-        /* Promise a NUL-terminated body even when the response had none. */
-        q->resp.body = calloc(1, 1);
+        /* A NUL-terminated body, "" when the response had none. */
+        q->resp.len = q->rbody.len;
+        q->resp.body = buf_take(&q->rbody);
         if (q->resp.body == NULL) {
             struct adp_error oom = {ADP_ENOMEM, 0, "out of memory"};
             req_finish(q, ADP_ENOMEM, &oom);
@@ -474,7 +458,7 @@ static void req_complete(struct http_client *c, struct http_req *q, CURLcode cc)
         log_debug(HTTP_COMPONENT, "%s failed: %s", q->method, e.msg);
     else
         log_debug(HTTP_COMPONENT, "%s -> HTTP %ld, %zu bytes", q->method, status,
-                  q->resp.len);
+                  q->rbody.len);
     req_unlink(c, q);
     req_finish(q, rc, &e);
 }
@@ -640,6 +624,8 @@ static enum adp_err submit_req(struct http_client *c, const char *method, const 
         return adp_error_set(err, ADP_ENOMEM, "http: out of memory");
     q->client = c;
     response_init(&q->resp);
+    /* grows by half up to the cap, never to twice a large page (buf.h) */
+    q->rbody.max = c->max_body;
     snprintf(q->method, sizeof(q->method), "%s", method);
     q->done = done;
     q->userdata = userdata;
@@ -693,15 +679,6 @@ static enum adp_err submit_req(struct http_client *c, const char *method, const 
 fail:
     req_free(q);
     return rc;
-}
-
-enum adp_err http_submit(struct http_client *c, const char *method, const char *url,
-                         const char *const *extra_headers, const char *body,
-                         const char *content_type, http_done_fn done, void *userdata,
-                         struct adp_error *err)
-{
-    return submit_req(c, method, url, extra_headers, body, content_type, done, userdata,
-                      NULL, err);
 }
 
 enum adp_err http_submit_sink(struct http_client *c, const char *url,

@@ -62,7 +62,7 @@ struct http_response {
 
 struct http_client;
 
-/* Completion callback for http_submit: rc is ADP_OK when a response arrived
+/* Completion callback for http_submit_sink: rc is ADP_OK when a response arrived
  * (any status); resp is borrowed for the duration of the call. */
 typedef void (*http_done_fn)(void *userdata, enum adp_err rc,
                              const struct http_response *resp, const struct adp_error *err);
@@ -74,19 +74,13 @@ void http_client_free(struct http_client *c);
  * e.g. metrics_http_observer; NULL turns it off.  ud is borrowed. */
 void http_client_observe(struct http_client *c, void (*fn)(void *ud, long status), void *ud);
 
-/* Queue a request.  method "GET" "PUT" "POST" "DELETE"; body may be NULL
- * (copied); content_type for the body (NULL: application/fhir+json);
+/* Queue a GET (run by http_client_run).  With a sink, the 200 answer's body
+ * is handed to sink(sink_ud, data, n) chunk by chunk as it arrives, instead
+ * of being collected (so no max_body applies to it); sink returns 0 to go
+ * on, non-zero to abort the transfer (done then sees ADP_ENET).  Any other
+ * status, and every answer when sink is NULL, is collected as usual for
+ * done; done's resp->body is empty for a 200 that went to a sink.
  * extra_headers: NULL-terminated array of "Name: value" or NULL. */
-enum adp_err http_submit(struct http_client *c, const char *method, const char *url,
-                         const char *const *extra_headers, const char *body,
-                         const char *content_type, http_done_fn done, void *userdata,
-                         struct adp_error *err);
-
-/* Streaming: a GET whose 200 answer's body is handed to sink(sink_ud,
- * data, n) chunk by chunk as it arrives, instead of being collected (so no
- * max_body applies to it); sink returns 0 to go on, non-zero to abort the
- * transfer (done then sees ADP_ENET).  Any other status is collected as
- * usual for done.  done's resp->body is then empty for a 200. */
 typedef int (*http_sink_fn)(void *sink_ud, const char *data, size_t n);
 enum adp_err http_submit_sink(struct http_client *c, const char *url,
                               const char *const *extra_headers, http_sink_fn sink, void *sink_ud,
@@ -102,7 +96,7 @@ enum adp_err http_client_run(struct http_client *c, volatile int *stop,
                              struct adp_error *err);
 
 /* Blocking: one request, response written to *resp (caller frees with
- * http_response_free).  Requests queued earlier with http_submit are driven
+ * http_response_free).  Requests queued earlier with http_submit_sink are driven
  * too (their callbacks run).  Network / TLS failures return ADP_ENET / ADP_ETLS
  * with curl's message (a malformed URL or a scheme other than http/https:
  * ADP_ECONFIG; a body over max_body: ADP_EHTTP).  With an auth_fn, a 401 to

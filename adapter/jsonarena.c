@@ -13,12 +13,19 @@
  *
  * Inside a scope every jansson allocation comes from the arena (malloc only
  * when the range is used up or could not be reserved, or past a limit that
- * only the tests set), so a value made in a scope is never one that must be
- * freed: which is what lets jsonread make response trees immortal, and lets
- * code insert new values into them.  A scope holds what its patient
- * allocated, freed or not; a patient whose resources fill N MB held them all
- * at once before the arena too (its resource list), so the arena at most
- * adds the garbage.
+ * only the tests set).  A scope holds what its patient allocated, freed or
+ * not; a patient whose resources fill N MB held them all at once before the
+ * arena too (its resource list), so the arena at most adds the garbage.
+ *
+ * The escape check (ADP_DEBUG_ARENA, on in `make asan`): a release build
+ * reuses the range from its start in every scope, so a value kept past its
+ * scope silently reads whatever the next patient put there.  The debug build
+ * never reuses an address while it can: the outermost scope starts on a
+ * fresh page after the previous one, and its end makes every page it used
+ * inaccessible (PROT_NONE), so the first use of an escaped value faults at
+ * once, on the line that uses it.  Only when half the range is spent does
+ * the next scope start over at the beginning (the pages are made usable
+ * again then).
  */
 #include "jsonarena.h"
 
@@ -29,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define ARENA_ASAN 1
@@ -70,6 +78,17 @@
 #define ARENA_STEP ((size_t)64 << 10)  /* poisoning / marking granularity */
 #define ARENA_ALIGN 16                 /* as malloc's */
 
+#ifdef ADP_DEBUG_ARENA
+#define ARENA_GUARD 1
+#else
+#define ARENA_GUARD 0
+#endif
+/* Escape check: how far into the range scopes go before starting over (a
+ * test sets less, to see it happen quickly). */
+#ifndef ARENA_GUARD_SPAN
+#define ARENA_GUARD_SPAN(a) ((a)->size / 2)
+#endif
+
 struct arena {
     char *base;      /* the reserved range, NULL before the first scope */
     size_t size;     /* its length; 0 when it could not be reserved */
@@ -77,6 +96,7 @@ struct arena {
     size_t touched;  /* high-water mark of used since the range was last trimmed */
     size_t marked;   /* bytes made inaccessible to the sanitizers so far */
     size_t limit;    /* test hook: bytes a scope may take before malloc; 0 none */
+    size_t start;    /* where the outermost open scope began (escape check) */
     int depth;       /* open scopes */
     int tried;       /* the reservation was attempted */
     unsigned long fallbacks; /* pieces malloc'd while a scope was open */
@@ -146,7 +166,7 @@ static void *arena_alloc(size_t size)
     need = (size + ARENA_HDR + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
     end = a->used + need;
     if (need < size || !reserve(a) || end > a->size || end < a->used ||
-        (a->limit != 0 && end > a->limit)) {
+        (a->limit != 0 && end - a->start > a->limit)) {
         a->fallbacks++;
         return malloc(size);
     }
@@ -206,9 +226,44 @@ void jsonarena_install(void)
     json_set_alloc_funcs(arena_alloc, arena_free);
 }
 
+/* Round n up to a whole number of pages. */
+static size_t page_round(size_t n)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+    return (n + page - 1) & ~(page - 1);
+}
+
+/* Escape check: the new outermost scope starts on a page no earlier scope
+ * used, or, when half the range is spent, over again at its start. */
+static void guard_open(struct arena *a)
+{
+    if (a->base == NULL)
+        return;
+    a->used = page_round(a->used);
+    if (a->used > ARENA_GUARD_SPAN(a)) {
+        mprotect(a->base, a->used, PROT_READ | PROT_WRITE);
+        a->used = 0;
+    }
+    a->start = a->used;
+}
+
+/* Escape check: every page the closing scope used becomes inaccessible (and
+ * its memory goes back to the system). */
+static void guard_close(struct arena *a)
+{
+    size_t len = page_round(a->used) - a->start;
+
+    if (len == 0)
+        return;
+    madvise(a->base + a->start, len, MADV_DONTNEED);
+    mprotect(a->base + a->start, len, PROT_NONE);
+}
+
 void jsonarena_begin(void)
 {
-    arena.depth++;
+    if (arena.depth++ == 0 && ARENA_GUARD)
+        guard_open(&arena);
 }
 
 void jsonarena_end(void)
@@ -224,22 +279,16 @@ void jsonarena_end(void)
     /* every piece of the scope is gone, freed or not */
     VALGRIND_DESTROY_MEMPOOL(a);
     VALGRIND_CREATE_MEMPOOL(a, 0, 0);
+    if (ARENA_GUARD) {
+        guard_close(a);
+        return;
+    }
     if (a->touched > ARENA_KEEP) {
         /* a large patient: give its pages back (they read as zeros later) */
         madvise(a->base + ARENA_KEEP, a->touched - ARENA_KEEP, MADV_DONTNEED);
         a->touched = ARENA_KEEP;
     }
     a->used = 0;
-}
-
-int jsonarena_active(void)
-{
-    json_malloc_t fn = NULL;
-
-    if (arena.depth == 0)
-        return 0;
-    json_get_alloc_funcs(&fn, NULL);
-    return fn == arena_alloc;
 }
 
 unsigned long jsonarena_fallbacks(void)
@@ -255,15 +304,4 @@ unsigned long jsonarena_held(void)
 void jsonarena_limit(unsigned long bytes)
 {
     arena.limit = bytes;
-}
-
-void jsonarena_free_text(void *p)
-{
-    json_free_t f = NULL;
-
-    json_get_alloc_funcs(NULL, &f);
-    if (f != NULL)
-        f(p);
-    else
-        free(p);
 }

@@ -1,22 +1,31 @@
 /*
- * jsonarena.h - per-thread bump allocation for the jansson values of one
- * patient.
+ * jsonarena.h - the memory context of one patient: per-thread bump
+ * allocation for the jansson values made while it is processed.
  *
  * A patient's resources arrive as ~15 KB of JSON and leave as ~10 KB; each
  * becomes a tree of a few thousand jansson values, allocated and freed one
  * by one through malloc.  Inside a scope (jsonarena_begin .. jsonarena_end)
- * on a thread, jansson's allocations come from that thread's chunks instead:
- * an allocation is a pointer bump, a free does nothing, and jsonarena_end
- * takes everything back at once.  Outside a scope jansson uses malloc as
- * usual.  Inside one, malloc is used only when memory runs out, so a value
- * made in a scope never needs freeing (jsonread relies on that).
+ * on a thread, jansson's allocations come from that thread's range instead:
+ * an allocation is a pointer bump, json_decref works as everywhere (counts,
+ * walks, "frees") but the free of an arena piece does nothing, and
+ * jsonarena_end takes everything back at once, like a memory context in
+ * PostgreSQL or a request pool in nginx.  Outside a scope jansson uses malloc
+ * as usual.  No code reads or writes jansson's private fields.
  *
- * The rule that keeps this safe: a jansson value made inside a scope must not
- * be used after the scope ends (no caching it in long-lived structures, no
- * handing it to another thread).  Under AddressSanitizer the arena poisons
- * freed values and everything at jsonarena_end; under valgrind it describes
- * itself as a memory pool; so the test suite catches a breach of the rule
- * as a use-after-free.
+ * The escape rule: nothing allocated by jansson inside a scope is used after
+ * the scope ends -- no caching a value in a long-lived structure, no handing
+ * it to another thread, no text of json_dumps kept.  What must outlive the
+ * scope is copied out as plain C data (strdup, memcpy) or built outside it.
+ * Checked: built with -DADP_DEBUG_ARENA (which `make asan` adds), a closed
+ * scope's pages are made inaccessible and not reused, so the first use of an
+ * escaped value faults (tests/unit/test_jsonarena_guard.c); under
+ * AddressSanitizer the arena also poisons freed values, under valgrind it
+ * describes itself as a memory pool.
+ *
+ * Texts: json_dumps inside a scope returns arena memory, which must not go
+ * to free(); code in a scope serialises with jsonwrite_dumps, whose text is
+ * always malloc'd.  So every JSON text in the adapter, from json_dumps
+ * (outside a scope) or jsonwrite_dumps (anywhere), is freed with free().
  */
 #ifndef ADP_JSONARENA_H
 #define ADP_JSONARENA_H
@@ -29,12 +38,9 @@ void jsonarena_install(void);
  * releases). */
 void jsonarena_begin(void);
 
-/* Close the scope; at the outermost, every value allocated in it is gone. */
+/* Close the scope; at the outermost, every value allocated in it is gone
+ * (freed or not: see the escape rule above). */
 void jsonarena_end(void);
-
-/* 1 when jansson allocates from the calling thread's arena now (a scope is
- * open and jsonarena_install is in effect). */
-int jsonarena_active(void);
 
 /* How many allocations the calling thread's open scopes had to take from
  * malloc (out of memory, or past jsonarena_limit).  A tree built while this
@@ -44,10 +50,6 @@ unsigned long jsonarena_fallbacks(void);
 /* Tests: the calling thread's arena takes at most bytes (0: no limit, the
  * default) before scopes fall back to malloc. */
 void jsonarena_limit(unsigned long bytes);
-
-/* Free a text jansson allocated (json_dumps, jsonwrite_dumps): with the
- * arena installed that is not plain free(). */
-void jsonarena_free_text(void *p);
 
 /* Bytes of the calling thread's range touched and not yet given back (what
  * the arena adds to RSS), for tests. */

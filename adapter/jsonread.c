@@ -20,16 +20,6 @@
  * Nesting lives on an explicit stack rather than in recursion, so the depth
  * limit costs no C stack on whatever thread calls us.  Open containers are
  * owned by their stack frame and attached to the parent when they close.
- *
- * Inside a patient's arena scope (jsonarena.h) the tree is made immortal:
- * every value gets jansson's "never freed" reference count, (size_t)-1, the
- * one true, false and null carry.  json_decref on it then returns at once
- * instead of walking thousands of values with an atomic decrement each only
- * to free nothing (that walk was a tenth of the adapter's CPU);
- * the arena takes the memory back when the scope ends.  Only a tree that
- * lives entirely in the arena may be immortal: when an allocation of the
- * parse had to come from malloc (a long string, the arena's cap), the
- * counts are put back to 1 and the tree is freed as usual.
  */
 #include "jsonread.h"
 
@@ -43,7 +33,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "jsonarena.h"
 #include "jsonplain.h"
 
 #if JSON_INTEGER_IS_LONG_LONG
@@ -109,8 +98,6 @@ struct reader {
     size_t budget;           /* bytes the tree may cost; 0: no limit */
     size_t spent;            /* what the values made so far cost */
     size_t values;           /* values made so far */
-    int immortal;            /* values are made immortal (arena scope) */
-    unsigned long fallbacks; /* jsonarena_fallbacks() when the parse began */
     struct frame stack0[JR_FRAMES];
     char scratch0[JR_SCRATCH];
 };
@@ -627,47 +614,6 @@ static void fail_duplicate(struct reader *r, const unsigned char *at, const char
 
 /*** the parser ***/
 
-/*** immortal trees (arena scopes) ***/
-
-/* Give v and everything in it a reference count of 1 again (true, false
- * and null stay immortal: they always are).  A fresh tree: every value has
- * one parent.  v itself may be counted already (an open container). */
-static void mortalize(json_t *v)
-{
-    const char *k;
-    json_t *c;
-    size_t i;
-
-    if (v == NULL || json_is_true(v) || json_is_false(v) || json_is_null(v))
-        return;
-    v->refcount = 1;
-    if (json_is_array(v)) {
-        for (i = 0; i < json_array_size(v); i++)
-            mortalize(json_array_get(v, i));
-    } else if (json_is_object(v)) {
-        json_object_foreach (v, k, c)
-            mortalize(c);
-    }
-}
-
-/* An immortal v whose parse took memory from malloc goes back to counted
- * references, so that json_decref frees that memory. */
-static void mortal_if_needed(const struct reader *r, json_t *v)
-{
-    if (r->immortal && jsonarena_fallbacks() != r->fallbacks)
-        mortalize(v);
-}
-
-/* v could not be attached: jansson dropped the reference, which does
- * nothing to an immortal v; free it when it holds malloc'd memory. */
-static void drop_unattached(const struct reader *r, json_t *v)
-{
-    if (r->immortal && jsonarena_fallbacks() != r->fallbacks) {
-        mortalize(v);
-        json_decref(v);
-    }
-}
-
 static json_t *parse(struct reader *r)
 {
     const unsigned char *p, *at, *end = r->end;
@@ -798,14 +744,11 @@ key:
 
 done:
     /* v is a complete value (new reference), p just after it */
-    if (r->immortal)
-        v->refcount = (size_t)-1;
     if (r->depth == 0)
         goto finish;
     f = &r->stack[r->depth - 1];
     if (json_is_array(f->c)) {
         if (json_array_append_new(f->c, v) != 0) {
-            drop_unattached(r, v);
             fail_oom(r, p);
             goto error;
         }
@@ -814,7 +757,6 @@ done:
                                           : (const char *)r->buf + f->key_off;
 
         if (json_object_setn_new_nocheck(f->c, k, f->key_len, v) != 0) {
-            drop_unattached(r, v);
             fail_oom(r, p);
             goto error;
         }
@@ -839,7 +781,6 @@ done:
     goto error;
 
 finish:
-    mortal_if_needed(r, v);
     p = skip_ws(p, end);
     if (p != end) {
         json_decref(v);
@@ -852,8 +793,7 @@ finish:
 error:
     while (r->depth > 0) {
         v = r->stack[--r->depth].c;
-        mortal_if_needed(r, v);
-        json_decref(v);
+            json_decref(v);
     }
     return NULL;
 }
@@ -913,8 +853,6 @@ json_t *jsonread_loadb_budget(const char *buf, size_t len, size_t budget,
     r.budget = budget;
     r.spent = 0;
     r.values = 0;
-    r.immortal = jsonarena_active();
-    r.fallbacks = r.immortal ? jsonarena_fallbacks() : 0;
 
     doc = parse(&r);
 

@@ -17,6 +17,7 @@
 
 #include <openssl/evp.h>
 
+#include "buf.h"
 #include "jsonplain.h"
 #include "strjoin.h"
 
@@ -40,7 +41,7 @@
  *     object, makes json_dumps fail, so it fails here.
  */
 #if JANSSON_VERSION_HEX < 0x020e00
-#error "emit_json_sha256 needs json_object_iter_key_len (jansson 2.14)"
+#error "jsonwrite_sha256 needs json_object_iter_key_len (jansson 2.14)"
 #endif
 
 #define CANON_BUF 1024 /* bytes collected before each EVP_DigestUpdate */
@@ -62,8 +63,7 @@ struct canon_up {
 struct canon {
     EVP_MD_CTX *md; /* the digest fed, or NULL: the text is collected in out */
     int sorted;     /* keys in jansson's JSON_SORT_KEYS order, else as inserted */
-    char *out;      /* without md: the text so far (jansson's allocator) */
-    size_t outlen, outcap;
+    struct buf out; /* without md: the text so far (malloc: see jsonwrite.h) */
     size_t used; /* bytes in buf */
     /* Sort scratch shared by all open objects, used as a stack: an object
      * takes keys[nkeys .. nkeys+size) and gives it back when done.  Starts
@@ -78,32 +78,11 @@ struct canon {
 /* n bytes at p to the digest or the text. */
 static int canon_sink(struct canon *c, const void *p, size_t n)
 {
-    json_malloc_t alloc_fn;
-    json_free_t free_fn;
-    char *nb;
-    size_t ncap;
-
     if (n == 0)
         return 0;
     if (c->md != NULL)
         return EVP_DigestUpdate(c->md, p, n) == 1 ? 0 : -1;
-    if (c->outcap - c->outlen < n + 1) {
-        ncap = c->outcap + c->outcap / 2 + n + 1;
-        json_get_alloc_funcs(&alloc_fn, &free_fn);
-        nb = alloc_fn(ncap);
-        if (nb == NULL)
-            return -1;
-        if (c->outlen > 0)
-            memcpy(nb, c->out, c->outlen);
-        if (c->out != NULL)
-            free_fn(c->out);
-        c->out = nb;
-        c->outcap = ncap;
-    }
-    memcpy(c->out + c->outlen, p, n);
-    c->outlen += n;
-    c->out[c->outlen] = '\0';
-    return 0;
+    return buf_addn(&c->out, p, n);
 }
 
 static int canon_flush(struct canon *c)
@@ -366,8 +345,7 @@ static void canon_release(struct canon *c)
     json_get_alloc_funcs(&alloc_fn, &free_fn);
     if (c->keys != c->fixed)
         free_fn(c->keys);
-    if (c->out != NULL)
-        free_fn(c->out);
+    buf_free(&c->out);
     EVP_MD_CTX_free(c->md);
 }
 
@@ -419,11 +397,10 @@ char *jsonwrite_dumps(json_t *value, size_t *len)
     if (!json_is_array(value) && !json_is_object(value))
         return NULL;
     canon_init(&c);
-    if (canon_value(&c, value, NULL) == 0 && canon_flush(&c) == 0 && c.out != NULL) {
-        text = c.out;
+    if (canon_value(&c, value, NULL) == 0 && canon_flush(&c) == 0 && c.out.p != NULL) {
         if (len != NULL)
-            *len = c.outlen;
-        c.out = NULL;
+            *len = c.out.len;
+        text = buf_take(&c.out);
     }
     canon_release(&c);
     return text;

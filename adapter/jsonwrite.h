@@ -23,9 +23,10 @@ int jsonwrite_sha256(json_t *value, char out[65]);
 const EVP_MD *jsonwrite_sha256_md(void);
 
 /* The text of json_dumps(value, JSON_COMPACT): keys in insertion order.
- * New NUL-terminated string from jansson's allocator (free with free()
- * unless json_set_alloc_funcs is in use), its length in *len when len is
- * not NULL; NULL when json_dumps would fail or an allocation fails. */
+ * New NUL-terminated string from malloc (free with free()), even inside
+ * a jsonarena scope, where json_dumps's text would be arena memory: so this
+ * is how code in a scope serialises (jsonarena.h).  Its length in *len when
+ * len is not NULL; NULL when json_dumps would fail or an allocation fails. */
 char *jsonwrite_dumps(json_t *value, size_t *len);
 
 #endif

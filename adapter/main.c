@@ -479,7 +479,7 @@ static int cmd_map(struct adapter *ad, const struct args *a)
 fail:
     log_fatal("%s", err.msg);
 out:
-    jsonarena_free_text(text); /* json_dumps or malloc: both */
+    free(text);
     free(buf);
     json_decref(doc);
     json_decref(resources);

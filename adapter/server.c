@@ -36,7 +36,6 @@
 #include "config.h"
 #include "emit.h"
 #include "http.h"
-#include "jsonarena.h"
 #include "fhirid.h"
 #include "jsonread.h"
 #include "log.h"
@@ -601,7 +600,7 @@ static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned int status,
     enum MHD_Result ret;
 
     snprintf(buf, sizeof(buf), "%s\n", text ? text : "{}");
-    jsonarena_free_text(text);
+    free(text);
     json_decref(o);
     ret = reply(c, status, "application/json", buf);
     return ret;
@@ -619,7 +618,7 @@ static enum MHD_Result reply_outcome(struct MHD_Connection *c, unsigned int stat
     if (text == NULL)
         return reply_json(c, status, "refused", diagnostics);
     ret = reply(c, status, "application/fhir+json", text);
-    jsonarena_free_text(text);
+    free(text);
     return ret;
 }
 
@@ -752,7 +751,7 @@ static enum MHD_Result handle_readyz(struct server *s, struct MHD_Connection *c)
         json_object_set_new(o, "age_s", json_real(age));
     text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(4)) : NULL;
     snprintf(buf, sizeof(buf), "%s\n", text ? text : "{}");
-    jsonarena_free_text(text);
+    free(text);
     json_decref(o);
     return reply(c, ok ? 200 : 503, "application/json", buf);
 }

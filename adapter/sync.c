@@ -941,12 +941,12 @@ enum adp_err sync_write_report(json_t *cov, const char *path, int json,
     if (fp == NULL) {
         if (fd >= 0)
             close(fd);
-        jsonarena_free_text(text); /* json_dumps or malloc: both */
+        free(text);
         return adp_error_set(err, ADP_ECONFIG, "%s: cannot write the report", path);
     }
     bad = fputs(text, fp) == EOF || (json && fputc('\n', fp) == EOF);
     bad = fclose(fp) != 0 || bad;
-    jsonarena_free_text(text);
+    free(text);
     if (bad)
         return adp_error_set(err, ADP_ECONFIG, "%s: cannot write the report", path);
     return ADP_OK;

@@ -64,31 +64,33 @@ int text_needs_escape(const char *s)
     return 0;
 }
 
-char *text_escape(const char *s)
+int text_escape_buf(struct buf *b, const char *s)
 {
-    const unsigned char *p;
-    size_t n = 0, k, skip;
-    char tmp[8], *out, *o;
+    const unsigned char *p, *run;
+    size_t k, skip;
+    char tmp[8];
 
     if (s == NULL)
         s = "";
-    for (p = (const unsigned char *)s; *p != '\0'; p += skip) {
+    /* bytes that pass unchanged go in runs, escapes one by one */
+    for (p = run = (const unsigned char *)s; *p != '\0'; p += skip) {
         k = escape_at(p, tmp, &skip);
-        n += k != 0 ? k : 1;
-    }
-    out = malloc(n + 1);
-    if (out == NULL)
-        return NULL;
-    o = out;
-    for (p = (const unsigned char *)s; *p != '\0'; p += skip) {
-        k = escape_at(p, o, &skip);
         if (k == 0)
-            *o++ = (char)*p;
-        else
-            o += k;
+            continue;
+        buf_addn(b, run, (size_t)(p - run));
+        buf_addn(b, tmp, k);
+        run = p + skip;
     }
-    *o = '\0';
-    return out;
+    buf_addn(b, run, (size_t)(p - run));
+    return b->oom ? -1 : 0;
+}
+
+char *text_escape(const char *s)
+{
+    struct buf b = {0};
+
+    text_escape_buf(&b, s);
+    return buf_take(&b);
 }
 
 int text_escape_tree(json_t *v)

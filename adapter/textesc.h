@@ -16,9 +16,15 @@
 
 #include <jansson.h>
 
+#include "buf.h"
+
 /* The escaped copy of s (NULL reads as ""): new string (free()), or NULL when
  * out of memory. */
 char *text_escape(const char *s);
+
+/* Append s (NULL reads as "") escaped to b.  0, or -1 when out of memory
+ * (buf.h: the failure sticks in b). */
+int text_escape_buf(struct buf *b, const char *s);
 
 /* Write s escaped to fp (no allocation: for log lines). */
 void text_escape_fputs(const char *s, FILE *fp);

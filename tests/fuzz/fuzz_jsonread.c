@@ -5,7 +5,7 @@
  * text, source "<buffer>" and a position inside the input.  The input is
  * read a third time inside an arena scope (jsonarena.h, as a patient's
  * responses are): same answer, same tree, and under ASan no leak or
- * use-after-free of the immortal tree.  Then it is read under a small memory
+ * use-after-free of the tree.  Then it is read under a small memory
  * budget (from the input's length, so that budgets run out at every point
  * of a parse, in and out of an arena scope): either the same tree, or a
  * memory-budget error on input jansson accepts or rejects later, never a

@@ -700,8 +700,8 @@ int main(int argc, char **argv)
     ok = 1;
     for (i = 0; i < 5; i++) {
         adp_error_clear(&err);
-        if (http_submit(http, "GET", url, NULL, NULL, NULL, on_multi_done, &md[i],
-                        &err) != ADP_OK)
+        if (http_submit_sink(http, url, NULL, NULL, NULL, on_multi_done, &md[i], &err) !=
+            ADP_OK)
             ok = 0;
     }
     adp_error_clear(&err);

@@ -1,5 +1,5 @@
 /*
- * test_canon.c - emit_json_sha256(), the streaming canonical hash (emit.c).
+ * test_canon.c - jsonwrite_sha256(), the streaming canonical hash (emit.c).
  *
  * The reference everywhere is the old method: SHA-256 of
  * json_dumps(v, JSON_SORT_KEYS | JSON_COMPACT) with the jansson we link
@@ -79,7 +79,7 @@ static void same(json_t *v)
     assert_non_null(v);
     assert_int_equal(old_hash(v, want), 0);
     memset(got, 'x', sizeof(got));
-    assert_int_equal(emit_json_sha256(v, got), 0);
+    assert_int_equal(jsonwrite_sha256(v, got), 0);
     assert_int_equal(strlen(got), 64);
     if (strcmp(got, want) != 0) {
         char *text = json_dumps(v, JSON_SORT_KEYS | JSON_COMPACT);
@@ -467,7 +467,7 @@ static void refused(json_t *v)
     char out[65], ref[65];
 
     memset(out, 'x', sizeof(out));
-    assert_int_equal(emit_json_sha256(v, out), -1);
+    assert_int_equal(jsonwrite_sha256(v, out), -1);
     assert_null(jsonwrite_dumps(v, NULL));
     memset(ref, 'x', sizeof(ref));
     assert_memory_equal(out, ref, sizeof(out)); /* not written */
@@ -550,7 +550,7 @@ static void test_allocation_failures(void **state)
         int rc;
 
         chaos_on(at);
-        rc = emit_json_sha256(v, got);
+        rc = jsonwrite_sha256(v, got);
         chaos_off();
         if (rc == 0) {
             assert_string_equal(got, want);

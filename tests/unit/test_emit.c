@@ -23,6 +23,7 @@
 #include "emit.h"
 #include "engine.h"
 #include "features.h"
+#include "jsonwrite.h"
 #include "chaos_alloc.h"
 #include "legacy_hash.h"
 
@@ -530,7 +531,7 @@ static void test_hash(void **state)
     assert_string_equal(mine, a.hash);
     legacy_decision_hash(b.cp, b.ra, mine);
     assert_string_equal(mine, a.hash);
-    /* And the same as emit_json_sha256 of that pair. */
+    /* And the same as jsonwrite_sha256 of that pair. */
     cp = json_deep_copy(a.cp);
     ra = json_deep_copy(a.ra);
     json_object_del(cp, "created");
@@ -538,7 +539,7 @@ static void test_hash(void **state)
     json_object_del(ra, "occurrenceDateTime");
     legacy_drop_hash_extension(ra);
     pair = json_pack("[oo]", cp, ra);
-    assert_int_equal(emit_json_sha256(pair, mine), 0);
+    assert_int_equal(jsonwrite_sha256(pair, mine), 0);
     assert_string_equal(mine, a.hash);
     json_decref(pair);
 

@@ -197,8 +197,7 @@ static void multi_each_request_completes_once(void **state)
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/x", closed_port());
     assert_int_equal(http_client_new(NULL, &c, &err), ADP_OK);
     for (i = 0; i < 5; i++)
-        assert_int_equal(http_submit(c, i % 2 ? "PUT" : "GET", url, NULL, "{}", NULL,
-                                     on_done, &cp[i], &err),
+        assert_int_equal(http_submit_sink(c, url, NULL, NULL, NULL, on_done, &cp[i], &err),
                          ADP_OK);
     assert_int_equal(http_client_run(c, NULL, &err), ADP_OK);
     for (i = 0; i < 5; i++) {
@@ -224,8 +223,8 @@ static void multi_stop_flag_cancels(void **state)
     adp_error_clear(&err);
     assert_int_equal(http_client_new(NULL, &c, &err), ADP_OK);
     for (i = 0; i < 2; i++)
-        assert_int_equal(http_submit(c, "GET", "http://127.0.0.1:9/", NULL, NULL, NULL,
-                                     on_done, &cp[i], &err),
+        assert_int_equal(http_submit_sink(c, "http://127.0.0.1:9/", NULL, NULL, NULL, on_done,
+                                          &cp[i], &err),
                          ADP_OK);
     assert_int_equal(http_client_run(c, &stop, &err), ADP_ENET);
     assert_non_null(strstr(err.msg, "interrupted"));
@@ -246,8 +245,8 @@ static void free_with_queued_requests(void **state)
     memset(&cp, 0, sizeof(cp));
     adp_error_clear(&err);
     assert_int_equal(http_client_new(NULL, &c, &err), ADP_OK);
-    assert_int_equal(http_submit(c, "POST", "http://127.0.0.1:9/", NULL, "body",
-                                 "text/plain", on_done, &cp, &err),
+    assert_int_equal(http_submit_sink(c, "http://127.0.0.1:9/", NULL, NULL, NULL, on_done, &cp,
+                                      &err),
                      ADP_OK);
     http_client_free(c); /* dropped without a callback, nothing leaks */
     assert_int_equal(cp.calls, 0);
@@ -464,7 +463,7 @@ static void batches_beyond_kept_handles(void **state)
             snprintf(url, sizeof(url), "http://127.0.0.1:%d/b/%d/%d", srv.port, round, i);
             snprintf(d[i].want, sizeof(d[i].want), "GET /b/%d/%d|-|-|", round, i);
             assert_int_equal(
-                http_submit(c, "GET", url, NULL, NULL, NULL, on_echo, &d[i], &err),
+                http_submit_sink(c, url, NULL, NULL, NULL, on_echo, &d[i], &err),
                 ADP_OK);
         }
         assert_int_equal(http_client_run(c, NULL, &err), ADP_OK);

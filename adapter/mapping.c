@@ -24,67 +24,81 @@
 
 /* Site names first, in enum site order, so that an index < SITE_COUNT is a
  * site. */
-#define SITE_NAMES                                                                       \
-    "bone", "liver", "lung", "brain", "distant-lymph-node", "soft-tissue-skin",          \
-        "pleura", "peritoneum", "other-visceral"
+#define SITE_NAME_(id, name, label) name,
 
 static const char *const ev_primary[] = {"yes", "generic", NULL};
-static const char *const ev_body_site[] = {SITE_NAMES, "breast", "regional", "local",
-                                           NULL};
+static const char *const ev_body_site[] = {SITE_CATALOGUE(SITE_NAME_) "breast", "regional",
+                                           "local", NULL};
 static const char *const ev_behaviour[] = {"invasive", "metastatic", "in-situ", NULL};
-static const char *const ev_histology[] = {"ductal", "lobular", "other", NULL};
-static const char *const ev_laterality[] = {"left", "right", "bilateral", NULL};
-static const char *const ev_metastasis[] = {SITE_NAMES, "unsited",   "regional",
-                                            "local",    "uncertain", NULL};
+static const char *const ev_metastasis[] = {SITE_CATALOGUE(SITE_NAME_) "unsited",
+                                            "regional", "local", "uncertain", NULL};
 static const char *const ev_t[] = {"0", "1", "2", "3", "4", "4a", "4b", "4c", "4d", NULL};
 static const char *const ev_n[] = {"0", "1", "2", "3", NULL};
 static const char *const ev_m[] = {"0", "1", NULL};
 static const char *const ev_stage[] = {"iv", "not-iv", NULL};
 static const char *const ev_response[] = {"CR", "PR", "SD", "PD", NULL};
+#undef SITE_NAME_
+
+/* How a catalogue value type is written in a table: a LATERALITY or
+ * HISTOLOGY value is one of its names after "unknown". */
+#define MAP_VT_TRI VT_TRI
+#define MAP_VT_RECEPTOR VT_RECEPTOR
+#define MAP_VT_INT VT_INT
+#define MAP_VT_NUMBER VT_NUMBER
+#define MAP_VT_FLAG VT_TRI
+#define MAP_VT_LATERALITY VT_ENUM
+#define MAP_VT_HISTOLOGY VT_ENUM
+#define MAP_ENUMS_TRI(names) NULL
+#define MAP_ENUMS_RECEPTOR(names) NULL
+#define MAP_ENUMS_INT(names) NULL
+#define MAP_ENUMS_NUMBER(names) NULL
+#define MAP_ENUMS_FLAG(names) NULL
+#define MAP_ENUMS_LATERALITY(names) ((names) + 1)
+#define MAP_ENUMS_HISTOLOGY(names) ((names) + 1)
+#define MAP_RANGE_TRI(lo, hi) 0, 0
+#define MAP_RANGE_RECEPTOR(lo, hi) 0, 0
+#define MAP_RANGE_INT(lo, hi) lo, hi
+#define MAP_RANGE_NUMBER(lo, hi) 0, 0
+#define MAP_RANGE_FLAG(lo, hi) 0, 0
+#define MAP_RANGE_LATERALITY(lo, hi) 0, 0
+#define MAP_RANGE_HISTOLOGY(lo, hi) 0, 0
+
+/* The catalogue's features that the tables name directly; BYHAND ones are
+ * declared below with the features that only feed others. */
+#define MAP_DEF_(id, type, name, lo, hi, names, kind, yes_wins)                          \
+    [F_##id] = {name, MAP_VT_##type, MAP_RANGE_##type(lo, hi), MAP_ENUMS_##type(names), kind, \
+                0, yes_wins},
+#define MAP_DEF_LATEST(id, type, name, lo, hi, names)                                    \
+    MAP_DEF_(id, type, name, lo, hi, names, FK_LATEST, 0)
+/* BRCA1 or BRCA2; any PIK3CA variant: one negative gene test does not
+ * contradict a positive one. */
+#define MAP_DEF_ANY_YES(id, type, name, lo, hi, names)                                   \
+    MAP_DEF_(id, type, name, lo, hi, names, FK_LATEST, 1)
+#define MAP_DEF_PRESENCE(id, type, name, lo, hi, names)                                  \
+    MAP_DEF_(id, type, name, lo, hi, names, FK_PRESENCE, 0)
+#define MAP_DEF_BYHAND(id, type, name, lo, hi, names)
+#define MAP_CAT_(id, key, label, type, field, src, map, name, lo, hi, names, ...)       \
+    MAP_DEF_##map(id, type, name, lo, hi, names)
 
 const struct featdef feats[F_COUNT] = {
+    FEATURE_CATALOGUE(MAP_CAT_)
     [F_PRIMARY] = {"primary", VT_ENUM, 0, 0, ev_primary, FK_CLASSIFY, 1, 0},
     [F_BODY_SITE] = {"body-site", VT_ENUM, 0, 0, ev_body_site, FK_CLASSIFY, 1, 0},
     [F_BEHAVIOUR] = {"behaviour", VT_ENUM, 0, 0, ev_behaviour, FK_CLASSIFY, 1, 0},
-    [F_HISTOLOGY] = {"histology", VT_ENUM, 0, 0, ev_histology, FK_LATEST, 0, 0},
-    [F_LATERALITY] = {"laterality", VT_ENUM, 0, 0, ev_laterality, FK_LATEST, 0, 0},
     [F_METASTASIS] = {"metastasis", VT_ENUM, 0, 0, ev_metastasis, FK_CLASSIFY, 1, 0},
     [F_T] = {"t", VT_ENUM, 0, 0, ev_t, FK_LATEST, 0, 0},
     [F_N] = {"n", VT_ENUM, 0, 0, ev_n, FK_LATEST, 0, 0},
     [F_M] = {"m", VT_ENUM, 0, 0, ev_m, FK_LATEST, 0, 0},
     [F_STAGE] = {"stage", VT_ENUM, 0, 0, ev_stage, FK_LATEST, 0, 0},
-    [F_TUMOUR_SIZE] = {"tumour-size", VT_NUMBER, 0, 0, NULL, FK_LATEST, 0, 0},
-    [F_GRADE] = {"grade", VT_INT, 1, 3, NULL, FK_LATEST, 0, 0},
-    [F_LVI] = {"lvi", VT_TRI, 0, 0, NULL, FK_LATEST, 0, 0},
-    [F_ER] = {"er", VT_RECEPTOR, 0, 0, NULL, FK_LATEST, 0, 0},
-    [F_PR] = {"pr", VT_RECEPTOR, 0, 0, NULL, FK_LATEST, 0, 0},
-    [F_HER2_IHC] = {"her2-ihc", VT_INT, 0, 3, NULL, FK_LATEST, 0, 0},
-    [F_HER2_ISH] = {"her2-ish", VT_TRI, 0, 0, NULL, FK_LATEST, 0, 0},
-    [F_HER2_OVERALL] = {"her2-overall", VT_RECEPTOR, 0, 0, NULL, FK_LATEST, 0, 0},
-    [F_KI67] = {"ki67", VT_NUMBER, 0, 0, NULL, FK_LATEST, 0, 0},
-    [F_PDL1] = {"pdl1", VT_TRI, 0, 0, NULL, FK_LATEST, 0, 0},
-    [F_RS] = {"rs", VT_NUMBER, 0, 0, NULL, FK_LATEST, 0, 0},
-    /* BRCA1 or BRCA2; any PIK3CA variant: one negative gene test does not
-     * contradict a positive one. */
-    [F_GBRCA] = {"gbrca", VT_TRI, 0, 0, NULL, FK_LATEST, 0, 1},
-    [F_PIK3CA] = {"pik3ca", VT_TRI, 0, 0, NULL, FK_LATEST, 0, 1},
-    [F_ECOG] = {"ecog", VT_INT, 0, 5, NULL, FK_LATEST, 0, 0},
-    [F_KARNOFSKY] = {"karnofsky", VT_INT, 0, 100, NULL, FK_LATEST, 0, 0},
     [F_RESPONSE] = {"response", VT_ENUM, 0, 0, ev_response, FK_RESPONSES, 0, 0},
-    [F_SYMPTOMATIC] = {"symptomatic", VT_TRI, 0, 0, NULL, FK_PRESENCE, 0, 0},
-    [F_COMORBIDITY] = {"comorbidity", VT_TRI, 0, 0, NULL, FK_PRESENCE, 0, 0},
-    [F_CA153] = {"ca153", VT_NUMBER, 0, 0, NULL, FK_LATEST, 0, 0},
-    [F_ALP] = {"alp", VT_NUMBER, 0, 0, NULL, FK_LATEST, 0, 0},
     [F_HER2_ISH_RATIO] = {"her2-ish-ratio", VT_TRI, 0, 0, NULL, FK_LATEST, 0, 0},
     [F_HER2_ISH_COPIES] = {"her2-ish-copies", VT_TRI, 0, 0, NULL, FK_LATEST, 0, 0},
     [F_NOTTINGHAM] = {"nottingham-score", VT_INT, 3, 9, NULL, FK_LATEST, 0, 0},
     [F_MET_HISTORY] = {"metastasis-history", VT_TRI, 0, 0, NULL, FK_LATEST, 0, 0},
     [F_HER2_ISH_COPIES6] = {"her2-ish-copies-6", VT_TRI, 0, 0, NULL, FK_LATEST, 0, 0},
-    [F_PDL1_OTHER] = {"pdl1-other-assay", VT_TRI, 0, 0, NULL, FK_LATEST, 0, 0},
-    [F_PDL1_CPS] = {"pdl1-cps", VT_NUMBER, 0, 0, NULL, FK_LATEST, 0, 0},
-    [F_INFLAMMATORY] = {"inflammatory", VT_TRI, 0, 0, NULL, FK_PRESENCE, 0, 0},
-    [F_HBOC] = {"hboc-syndrome", VT_TRI, 0, 0, NULL, FK_PRESENCE, 0, 0},
     [F_IGNORE] = {"ignore", VT_ANY, 0, 0, NULL, FK_NONE, 0, 0},
+    /* F_BIRTH and F_UNSITED come from Patient.birthDate and from the
+     * metastasis classification: no table names them. */
 };
 
 int feature_by_name(const char *s)
@@ -92,7 +106,7 @@ int feature_by_name(const char *s)
     int i;
 
     for (i = 0; i < F_COUNT; i++)
-        if (strcmp(feats[i].name, s) == 0)
+        if (feats[i].name != NULL && strcmp(feats[i].name, s) == 0)
             return i;
     return -1;
 }

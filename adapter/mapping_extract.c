@@ -848,12 +848,6 @@ static void finish(struct xctx *x)
         }
     }
 #define KNOWN(F) (x->acc[F].has && x->acc[F].s.known)
-    copy_latest(&x->acc[F_LATERALITY], &f->laterality_src);
-    if (KNOWN(F_LATERALITY))
-        f->laterality = (enum laterality)(LAT_LEFT + x->acc[F_LATERALITY].v.i);
-    copy_latest(&x->acc[F_HISTOLOGY], &f->histology_src);
-    if (KNOWN(F_HISTOLOGY))
-        f->histology = (enum histology)(HIST_DUCTAL + x->acc[F_HISTOLOGY].v.i);
     copy_latest(&x->acc[F_T], &f->t_src);
     if (KNOWN(F_T)) {
         int t = x->acc[F_T].v.i; /* index in ev_t */
@@ -882,86 +876,36 @@ static void finish(struct xctx *x)
     copy_latest(&x->acc[F_STAGE], &f->stage_src);
     if (KNOWN(F_STAGE))
         f->stage_iv = x->acc[F_STAGE].v.i == 0 ? TRI_YES : TRI_NO;
-    copy_latest(&x->acc[F_TUMOUR_SIZE], &f->tumour_size_src);
-    if (KNOWN(F_TUMOUR_SIZE))
-        f->tumour_size_mm = x->acc[F_TUMOUR_SIZE].v.d;
-    copy_latest(&x->acc[F_GRADE], &f->grade_src);
-    if (KNOWN(F_GRADE))
-        f->grade = x->acc[F_GRADE].v.i;
-    copy_latest(&x->acc[F_LVI], &f->lvi_src);
-    if (KNOWN(F_LVI))
-        f->lvi = (enum tri)x->acc[F_LVI].v.i;
-    copy_latest(&x->acc[F_ER], &f->er_src);
-    if (KNOWN(F_ER))
-        f->er = (enum receptor)x->acc[F_ER].v.i;
-    copy_latest(&x->acc[F_PR], &f->pr_src);
-    if (KNOWN(F_PR))
-        f->pr = (enum receptor)x->acc[F_PR].v.i;
-    copy_latest(&x->acc[F_HER2_IHC], &f->her2_ihc_src);
-    if (KNOWN(F_HER2_IHC))
-        f->her2_ihc = x->acc[F_HER2_IHC].v.i;
-    copy_latest(&x->acc[F_HER2_ISH], &f->her2_ish_src);
-    if (KNOWN(F_HER2_ISH))
-        f->her2_ish = (enum tri)x->acc[F_HER2_ISH].v.i;
-    else if (!x->acc[F_HER2_ISH].has)
+    /* The catalogue's features (features.h) that the tables fill directly:
+     * the winning value of a LATEST / ANY_YES feature, or present for a
+     * PRESENCE one. */
+#define FIN_LATEST(id, type, field, src)                                                 \
+    copy_latest(&x->acc[F_##id], &f->src);                                               \
+    if (KNOWN(F_##id))                                                                   \
+        f->field = FIN_VALUE_##type(x->acc[F_##id].v);
+#define FIN_ANY_YES(id, type, field, src) FIN_LATEST(id, type, field, src)
+#define FIN_PRESENCE(id, type, field, src)                                               \
+    if (x->acc[F_##id].has) {                                                            \
+        f->field = FIN_PRESENT_##type;                                                   \
+        f->src = x->acc[F_##id].s;                                                       \
+    }
+#define FIN_BYHAND(id, type, field, src)
+#define FIN_VALUE_TRI(v) (enum tri)(v).i
+#define FIN_VALUE_RECEPTOR(v) (enum receptor)(v).i
+#define FIN_VALUE_INT(v) (v).i
+#define FIN_VALUE_NUMBER(v) (v).d
+#define FIN_VALUE_LATERALITY(v) (enum laterality)(LAT_LEFT + (v).i)
+#define FIN_VALUE_HISTOLOGY(v) (enum histology)(HIST_DUCTAL + (v).i)
+#define FIN_PRESENT_TRI TRI_YES
+#define FIN_PRESENT_FLAG 1
+#define FIN_(id, key, label, type, field, src, map, ...) FIN_##map(id, type, field, src)
+    FEATURE_CATALOGUE(FIN_)
+#undef FIN_
+    /* HER2 ISH from the ratio and the copy number when no ISH result is
+     * coded. */
+    if (!x->acc[F_HER2_ISH].has)
         ish_from_counts(x);
-    copy_latest(&x->acc[F_HER2_OVERALL], &f->her2_overall_src);
-    if (KNOWN(F_HER2_OVERALL))
-        f->her2_overall = (enum receptor)x->acc[F_HER2_OVERALL].v.i;
-    copy_latest(&x->acc[F_KI67], &f->ki67_src);
-    if (KNOWN(F_KI67))
-        f->ki67_pct = x->acc[F_KI67].v.d;
-    copy_latest(&x->acc[F_PDL1], &f->pdl1_src);
-    if (KNOWN(F_PDL1))
-        f->pdl1 = (enum tri)x->acc[F_PDL1].v.i;
-    copy_latest(&x->acc[F_PDL1_OTHER], &f->pdl1_other_src);
-    if (KNOWN(F_PDL1_OTHER))
-        f->pdl1_other = (enum tri)x->acc[F_PDL1_OTHER].v.i;
-    copy_latest(&x->acc[F_PDL1_CPS], &f->pdl1_cps_src);
-    if (KNOWN(F_PDL1_CPS))
-        f->pdl1_cps = x->acc[F_PDL1_CPS].v.d;
-    copy_latest(&x->acc[F_RS], &f->rs_src);
-    if (KNOWN(F_RS))
-        f->rs = x->acc[F_RS].v.d;
-    copy_latest(&x->acc[F_GBRCA], &f->gbrca_src);
-    if (KNOWN(F_GBRCA))
-        f->gbrca = (enum tri)x->acc[F_GBRCA].v.i;
-    copy_latest(&x->acc[F_PIK3CA], &f->pik3ca_src);
-    if (KNOWN(F_PIK3CA))
-        f->pik3ca = (enum tri)x->acc[F_PIK3CA].v.i;
-    copy_latest(&x->acc[F_ECOG], &f->ecog_src);
-    if (KNOWN(F_ECOG))
-        f->ecog = x->acc[F_ECOG].v.i;
-    copy_latest(&x->acc[F_KARNOFSKY], &f->karnofsky_src);
-    if (KNOWN(F_KARNOFSKY))
-        f->karnofsky = x->acc[F_KARNOFSKY].v.i;
-    copy_latest(&x->acc[F_CA153], &f->ca153_src);
-    if (KNOWN(F_CA153))
-        f->ca153 = x->acc[F_CA153].v.d;
-    copy_latest(&x->acc[F_ALP], &f->alp_src);
-    if (KNOWN(F_ALP))
-        f->alp = x->acc[F_ALP].v.d;
 #undef KNOWN
-    a = &x->acc[F_SYMPTOMATIC];
-    if (a->has) {
-        f->symptomatic_primary = TRI_YES;
-        f->symptomatic_src = a->s;
-    }
-    a = &x->acc[F_COMORBIDITY];
-    if (a->has) {
-        f->comorbidity = TRI_YES;
-        f->comorbidity_src = a->s;
-    }
-    a = &x->acc[F_INFLAMMATORY];
-    if (a->has) {
-        f->inflammatory = 1;
-        f->inflammatory_src = a->s;
-    }
-    a = &x->acc[F_HBOC];
-    if (a->has) {
-        f->hboc = 1;
-        f->hboc_src = a->s;
-    }
     if (x->m1_first.has) {
         f->m1_any = 1;
         f->m1_first_date = x->m1_first.s.date;

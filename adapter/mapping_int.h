@@ -25,46 +25,21 @@
 
 enum vtype { VT_TRI, VT_RECEPTOR, VT_INT, VT_NUMBER, VT_ENUM, VT_ANY };
 
+/* Mapping-table features: F_<ID> for every feature of the catalogue
+ * (features.h), then the ones that only feed others. */
 enum fid {
-    F_PRIMARY,
+#define FEAT_FID_(id, ...) F_##id,
+    FEATURE_CATALOGUE(FEAT_FID_)
+#undef FEAT_FID_
     F_BODY_SITE,
     F_BEHAVIOUR,
-    F_HISTOLOGY,
-    F_LATERALITY,
     F_METASTASIS,
-    F_T,
-    F_N,
-    F_M,
-    F_STAGE,
-    F_TUMOUR_SIZE,
-    F_GRADE,
-    F_LVI,
-    F_ER,
-    F_PR,
-    F_HER2_IHC,
-    F_HER2_ISH,
-    F_HER2_OVERALL,
-    F_KI67,
-    F_PDL1,
-    F_RS,
-    F_GBRCA,
-    F_PIK3CA,
-    F_ECOG,
-    F_KARNOFSKY,
     F_RESPONSE,
-    F_SYMPTOMATIC,
-    F_COMORBIDITY,
-    F_CA153,
-    F_ALP,
     F_HER2_ISH_RATIO,  /* HER2/CEP17 ratio >= 2.0: yes / no (combined in finish) */
     F_HER2_ISH_COPIES, /* mean HER2 copies per nucleus >= 4.0: yes / no */
     F_NOTTINGHAM,      /* Nottingham score 3..9, offered as grade */
     F_MET_HISTORY,     /* HistoryOfMetastaticCancer: yes = metastasis, site unknown */
     F_HER2_ISH_COPIES6, /* mean HER2 copies per nucleus >= 6.0: ISH group 3 vs 4 */
-    F_PDL1_OTHER,      /* PD-L1 by another assay than 22C3: reported only */
-    F_PDL1_CPS,        /* PD-L1 combined positive score (a site code) */
-    F_INFLAMMATORY,    /* inflammatory carcinoma diagnosis */
-    F_HBOC,            /* hereditary breast and ovarian cancer syndrome */
     F_IGNORE,
     F_COUNT
 };

@@ -180,9 +180,7 @@ enum m1sub { M1_UNKNOWN = 0, M1_A, M1_B, M1_C };
       inflammatory_src, PRESENCE, "inflammatory", 0, 0, feat_names_flag, "", "", 0)      \
     X(HBOC, "hboc", "hereditary breast and ovarian cancer syndrome", FLAG, hboc,          \
       hboc_src, PRESENCE, "hboc-syndrome", 0, 0, feat_names_recorded, "",                \
-      " (not a BRCA test result)", 0)                                                   \
-    X(LDH, "ldh", "lactate dehydrogenase", NUMBER, ldh, ldh_src, LATEST, "ldh", 0, 0,     \
-      NULL, "", " U/L", 1)
+      " (not a BRCA test result)", 0)
 
 enum feat_id {
 #define FEAT_ENUM_(id, ...) FE_##id,

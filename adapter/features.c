@@ -214,26 +214,22 @@ void feat_format_date(long day, char *buf, unsigned long len)
     snprintf(buf, len, "%04ld-%02u-%02u", y, m, d);
 }
 
+static const struct {
+    const char *name, *label;
+} site_texts[SITE_COUNT] = {
+#define SITE_TEXT_(id, name, label) {name, label},
+    SITE_CATALOGUE(SITE_TEXT_)
+#undef SITE_TEXT_
+};
+
 const char *site_name(enum site s)
 {
-    static const char *const names[SITE_COUNT] = {
-#define SITE_NAME_(id, name, label) name,
-        SITE_CATALOGUE(SITE_NAME_)
-#undef SITE_NAME_
-    };
-
-    return (unsigned)s < SITE_COUNT ? names[s] : "unknown";
+    return (unsigned)s < SITE_COUNT ? site_texts[s].name : "unknown";
 }
 
 const char *site_label(enum site s)
 {
-    static const char *const labels[SITE_COUNT] = {
-#define SITE_LABEL_(id, name, label) label,
-        SITE_CATALOGUE(SITE_LABEL_)
-#undef SITE_LABEL_
-    };
-
-    return (unsigned)s < SITE_COUNT ? labels[s] : "unknown site";
+    return (unsigned)s < SITE_COUNT ? site_texts[s].label : "unknown site";
 }
 
 int site_is_visceral(enum site s)

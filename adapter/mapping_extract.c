@@ -387,6 +387,26 @@ static void add_site(struct xctx *x, int site, long date)
 
 static void stage_text(struct xctx *x, json_t *sum, long date);
 
+/* Match the valueCodeableConcept of each extension of a restype resource
+ * (ext: its array, may be NULL) against the "extension:URL" entries. */
+static void match_extensions(struct xctx *x, const char *restype, json_t *ext,
+                             struct hit *hits, int *nhits)
+{
+    json_t *v;
+    size_t k;
+
+    json_array_foreach (ext, k, v) {
+        const char *url = json_string_value(json_object_get(v, "url"));
+        char resw[400];
+
+        if (url == NULL)
+            continue;
+        snprintf(resw, sizeof(resw), "%s|extension:%s", restype, url);
+        match_cc(x, resw, json_object_get(v, "valueCodeableConcept"), "extension", hits,
+                 nhits);
+    }
+}
+
 /* Condition.onsetAge (an Age in years, UCUM "a") as a day, from the birth
  * date (docs/codes.md §1.1); FEAT_NO_DATE when absent or unusable. */
 static long onset_age(struct xctx *x, json_t *res)
@@ -509,16 +529,7 @@ static void proc_condition(struct xctx *x, json_t *res)
         issue(x, "extension", "field 'extension' must be an array");
         ext = NULL;
     }
-    json_array_foreach (ext, k, v) {
-        const char *url = json_string_value(json_object_get(v, "url"));
-        char resw[400];
-
-        if (url == NULL)
-            continue;
-        snprintf(resw, sizeof(resw), "Condition|extension:%s", url);
-        match_cc(x, resw, json_object_get(v, "valueCodeableConcept"), "extension", hits,
-                 &nhits);
-    }
+    match_extensions(x, "Condition", ext, hits, &nhits);
 
     /* Classify the Condition. */
     for (i = 0; i < nhits; i++) {
@@ -626,24 +637,14 @@ static void stage_text(struct xctx *x, json_t *sum, long date)
 static void obs_extensions(struct xctx *x, json_t *res, long date)
 {
     struct hit hits[MAX_HITS];
-    json_t *ext = json_object_get(res, "extension"), *v;
-    size_t k;
+    json_t *ext = json_object_get(res, "extension");
     int nhits = 0, i;
 
     if (ext != NULL && !json_is_array(ext)) {
         issue(x, "extension", "field 'extension' must be an array");
         return;
     }
-    json_array_foreach (ext, k, v) {
-        const char *url = json_string_value(json_object_get(v, "url"));
-        char resw[400];
-
-        if (url == NULL)
-            continue;
-        snprintf(resw, sizeof(resw), "Observation|extension:%s", url);
-        match_cc(x, resw, json_object_get(v, "valueCodeableConcept"), "extension", hits,
-                 &nhits);
-    }
+    match_extensions(x, "Observation", ext, hits, &nhits);
     for (i = 0; i < nhits; i++) {
         const struct entry *e = &x->m->ents[hits[i].entry];
 

@@ -691,8 +691,24 @@ static int same_when(json_t *a, json_t *b)
     return json_equal(a, b);
 }
 
+/* An optional number bound of an entry ("min", "max"). */
+static enum adp_err load_bound(struct lctx *c, int n, const char *code0, json_t *o,
+                               const char *key, int *has, double *out)
+{
+    json_t *jv = json_object_get(o, key);
+
+    if (jv == NULL)
+        return ADP_OK;
+    if (!json_is_number(jv))
+        return cfg_err(c, "entry", n, code0, "'%s' must be a number", key);
+    *has = 1;
+    *out = json_number_value(jv);
+    return ADP_OK;
+}
+
 static enum adp_err load_entry(struct lctx *c, int n, json_t *o, int resource)
 {
+    enum adp_err rc;
     static const char *const keys[] = {
         "feature",     "resource", "where",     "url",         "system",    "codes",
         "transform",   "value",    "values",    "units",       "component", "when",
@@ -881,20 +897,11 @@ static enum adp_err load_entry(struct lctx *c, int n, json_t *o, int resource)
         return cfg_err(c, "entry", n, code0,
                        "threshold keys only with quantity-threshold");
     }
-    jv = json_object_get(o, "min");
-    if (jv != NULL) {
-        if (!json_is_number(jv))
-            return cfg_err(c, "entry", n, code0, "'min' must be a number");
-        e->has_min = 1;
-        e->min = json_number_value(jv);
-    }
-    jv = json_object_get(o, "max");
-    if (jv != NULL) {
-        if (!json_is_number(jv))
-            return cfg_err(c, "entry", n, code0, "'max' must be a number");
-        e->has_max = 1;
-        e->max = json_number_value(jv);
-    }
+    rc = load_bound(c, n, code0, o, "min", &e->has_min, &e->min);
+    if (rc == ADP_OK)
+        rc = load_bound(c, n, code0, o, "max", &e->has_max, &e->max);
+    if (rc != ADP_OK)
+        return rc;
     jv = json_object_get(o, "component");
     if (jv != NULL) {
         if (!json_is_string(jv))

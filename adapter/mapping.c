@@ -80,7 +80,7 @@ static const char *const ev_response[] = {"CR", "PR", "SD", "PD", NULL};
 #define MAP_CAT_(id, key, label, type, field, src, map, name, lo, hi, names, ...)       \
     MAP_DEF_##map(id, type, name, lo, hi, names)
 
-const struct featdef feats[F_COUNT] = {
+const struct featdef map_feats[F_COUNT] = {
     FEATURE_CATALOGUE(MAP_CAT_)
     [F_PRIMARY] = {"primary", VT_ENUM, 0, 0, ev_primary, FK_CLASSIFY, 1, 0},
     [F_BODY_SITE] = {"body-site", VT_ENUM, 0, 0, ev_body_site, FK_CLASSIFY, 1, 0},
@@ -101,21 +101,21 @@ const struct featdef feats[F_COUNT] = {
      * metastasis classification: no table names them. */
 };
 
-int feature_by_name(const char *s)
+int map_feature_by_name(const char *s)
 {
     int i;
 
     for (i = 0; i < F_COUNT; i++)
-        if (feats[i].name != NULL && strcmp(feats[i].name, s) == 0)
+        if (map_feats[i].name != NULL && strcmp(map_feats[i].name, s) == 0)
             return i;
     return -1;
 }
 
 /* Parse a table value string for feature f.  Returns 1 known (written to
  * *v), 0 "unknown" (recognised, no value), -1 not a value of f. */
-int parse_value(int f, const char *s, struct val *v)
+int map_parse_value(int f, const char *s, struct val *v)
 {
-    const struct featdef *fd = &feats[f];
+    const struct featdef *fd = &map_feats[f];
     char *end;
     long l;
     int i;
@@ -187,7 +187,7 @@ int parse_value(int f, const char *s, struct val *v)
 /* Systems and code normalisation                                       */
 
 /* Canonical system index for uri (canonical or alias), -1 unknown. */
-int sys_lookup(const struct mapping *m, const char *uri)
+int map_sys_lookup(const struct mapping *m, const char *uri)
 {
     int i;
 
@@ -201,18 +201,18 @@ int sys_lookup(const struct mapping *m, const char *uri)
 }
 
 /* The canonical URI for uri (itself when unknown). Borrowed. */
-const char *sys_canon(const struct mapping *m, const char *uri)
+const char *map_sys_canon(const struct mapping *m, const char *uri)
 {
-    int i = sys_lookup(m, uri);
+    int i = map_sys_lookup(m, uri);
 
     return i >= 0 ? m->sys[i].uri : uri;
 }
 
 /* Normalise code for system (canonical) into buf.  Returns -1 if too long. */
-int code_norm(const struct mapping *m, const char *system, const char *code,
+int map_code_norm(const struct mapping *m, const char *system, const char *code,
                      char *buf, size_t len)
 {
-    int i = sys_lookup(m, system);
+    int i = map_sys_lookup(m, system);
     int norm = i >= 0 ? m->sys[i].norm : 0;
     const char *pfx = i >= 0 ? m->sys[i].strip_prefix : NULL;
     size_t o = 0;
@@ -250,7 +250,7 @@ static int cohort_token(const struct mapping *m, int i, char *buf, size_t len, i
 {
     const char *sys = m->cohort[i].system;
     const char *code = m->cohort[i].code;
-    int si = sys_lookup(m, sys), j, loose = 0;
+    int si = map_sys_lookup(m, sys), j, loose = 0;
     char norm[128];
 
     if (si >= 0 && m->sys[si].norm != 0)
@@ -262,7 +262,7 @@ static int cohort_token(const struct mapping *m, int i, char *buf, size_t len, i
         return variant == 0 ? snprintf(buf, len, "%s|%s", sys, code) : -1;
     if (variant == 0)
         return snprintf(buf, len, "%s", code);
-    if (code_norm(m, sys, code, norm, sizeof(norm)) != 0 || strcmp(norm, code) == 0)
+    if (map_code_norm(m, sys, code, norm, sizeof(norm)) != 0 || strcmp(norm, code) == 0)
         return -1;
     return snprintf(buf, len, "%s", norm);
 }
@@ -346,7 +346,7 @@ char *mapping_observation_codes(const struct mapping *m)
             continue;
         *code++ = '\0';
         sys = key;
-        si = sys_lookup(m, sys);
+        si = map_sys_lookup(m, sys);
         loose = si >= 0 && (m->sys[si].norm != 0 || m->sys[si].strip_prefix != NULL);
         for (j = 0; si >= 0 && j < m->nalias && !loose; j++)
             if (m->alias[j].sys == si)

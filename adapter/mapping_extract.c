@@ -25,7 +25,7 @@
 /* Extraction                                                           */
 
 
-void issue(struct xctx *x, const char *field, const char *fmt, ...)
+void map_issue(struct xctx *x, const char *field, const char *fmt, ...)
 {
     char msg[400];
     va_list ap;
@@ -67,9 +67,9 @@ static void unmapped(struct xctx *x, const char *restype, json_t *coding)
         x->oom = 1;
 }
 
-int val_eq(int f, const struct val *a, const struct val *b)
+int map_val_eq(int f, const struct val *a, const struct val *b)
 {
-    if (feats[f].vt == VT_NUMBER)
+    if (map_feats[f].vt == VT_NUMBER)
         return a->d == b->d;
     return a->i == b->i;
 }
@@ -83,7 +83,7 @@ static void fsrc_reset(struct fsrc *s, long date, const char *ref)
 
 static const char *val_text(int f, const struct val *v, char *buf, size_t len)
 {
-    const struct featdef *fd = &feats[f];
+    const struct featdef *fd = &map_feats[f];
 
     switch (fd->vt) {
     case VT_TRI:
@@ -122,7 +122,7 @@ static void offer_latest(struct xctx *x, int f, struct acc *a, const struct val 
     }
     if (date < a->s.date || x->rank < a->rank)
         return;
-    if (val_eq(f, &a->v, v)) {
+    if (map_val_eq(f, &a->v, v)) {
         fsrc_add(&a->s, x->ref);
         return;
     }
@@ -134,7 +134,7 @@ static void offer_latest(struct xctx *x, int f, struct acc *a, const struct val 
         fsrc_add(&a->s, x->ref);
         return;
     }
-    if (feats[f].yes_wins) {
+    if (map_feats[f].yes_wins) {
         if (v->i == TRI_YES && !a->s.conflict) {
             a->v = *v;
             fsrc_reset(&a->s, date, x->ref);
@@ -143,11 +143,11 @@ static void offer_latest(struct xctx *x, int f, struct acc *a, const struct val 
         return;
     }
     if (!a->s.conflict)
-        issue(
-            x, feats[f].name,
+        map_issue(
+            x, map_feats[f].name,
             "conflicting value '%s' (also '%s' from %s) at the same date; %s is unknown",
             val_text(f, v, b1, sizeof(b1)), val_text(f, &a->v, b2, sizeof(b2)),
-            a->s.src[0], feats[f].name);
+            a->s.src[0], map_feats[f].name);
     a->s.conflict = 1;
     a->s.known = 0;
     fsrc_add(&a->s, x->ref);
@@ -190,7 +190,7 @@ static void offer(struct xctx *x, int f, const struct val *v, long date)
     if (f == F_STAGE && v->i == 0)
         offer_presence(x, &x->stage_iv_first, date);
 
-    switch (feats[f].kind) {
+    switch (map_feats[f].kind) {
     case FK_LATEST:
         offer_latest(x, f, &x->acc[f], v, date);
         break;
@@ -206,7 +206,7 @@ static void offer(struct xctx *x, int f, const struct val *v, long date)
             r->date = date;
             snprintf(r->src, sizeof(r->src), "%s", x->ref);
         } else {
-            issue(x, "response", "more than %d response assessments; extra ones dropped",
+            map_issue(x, "response", "more than %d response assessments; extra ones dropped",
                   FEAT_MAX_RESPONSES);
         }
         break;
@@ -224,7 +224,7 @@ static long parse_date_field(struct xctx *x, json_t *res, const char *name)
     if (v == NULL)
         return FEAT_NO_DATE;
     if (!json_is_string(v) || feat_parse_date(json_string_value(v), &day) != 0) {
-        issue(x, name, "malformed date");
+        map_issue(x, name, "malformed date");
         return FEAT_NO_DATE;
     }
     return day;
@@ -240,14 +240,14 @@ static long period_start(struct xctx *x, json_t *res, const char *name)
         return FEAT_NO_DATE;
     snprintf(field, sizeof(field), "%s.start", name);
     if (!json_is_object(p)) {
-        issue(x, name, "field '%s' must be an object", name);
+        map_issue(x, name, "field '%s' must be an object", name);
         return FEAT_NO_DATE;
     }
     if (json_object_get(p, "start") == NULL)
         return FEAT_NO_DATE;
     if (!json_is_string(json_object_get(p, "start")) ||
         feat_parse_date(json_string_value(json_object_get(p, "start")), &day) != 0) {
-        issue(x, field, "malformed date");
+        map_issue(x, field, "malformed date");
         return FEAT_NO_DATE;
     }
     return day;
@@ -269,8 +269,8 @@ static int match_coding(struct xctx *x, const char *resw, json_t *coding,
 
     if (sys == NULL || code == NULL)
         return 0;
-    cs = sys_canon(m, sys);
-    if (code_norm(m, sys, code, norm, sizeof(norm)) != 0)
+    cs = map_sys_canon(m, sys);
+    if (map_code_norm(m, sys, code, norm, sizeof(norm)) != 0)
         return 0;
     for (i = 0; i < F_COUNT; i++) {
         best[i] = -1;
@@ -278,19 +278,19 @@ static int match_coding(struct xctx *x, const char *resw, json_t *coding,
     }
     str_join(prefix, sizeof(prefix), "E|", resw, "|", cs, "|", NULL);
     str_join(key, sizeof(key), prefix, norm, NULL);
-    sl = hash_find(m, key);
+    sl = map_hash_find(m, key);
     for (i = 0; sl != NULL && i < sl->n && *nhits < MAX_HITS; i++) {
         hits[(*nhits)++].entry = sl->ids[i];
         exact[m->ents[sl->ids[i]].feature] = 1;
         added++;
     }
     str_join(key, sizeof(key), "P", prefix, NULL);
-    sl = hash_find(m, key);
+    sl = map_hash_find(m, key);
     for (i = 0; sl != NULL && i < sl->n; i++) {
         const struct pattern *p = &m->pats[sl->ids[i]];
         int f;
 
-        if (!pattern_match(p->pat, norm))
+        if (!map_pattern_match(p->pat, norm))
             continue;
         f = m->ents[p->id].feature;
         if (!exact[f] && p->lit > best[f])
@@ -300,7 +300,7 @@ static int match_coding(struct xctx *x, const char *resw, json_t *coding,
         const struct pattern *p = &m->pats[sl->ids[i]];
         int f;
 
-        if (!pattern_match(p->pat, norm))
+        if (!map_pattern_match(p->pat, norm))
             continue;
         f = m->ents[p->id].feature;
         if (exact[f] || p->lit != best[f])
@@ -323,14 +323,14 @@ static int match_cc(struct xctx *x, const char *resw, json_t *cc, const char *fi
     if (cc == NULL)
         return 0;
     if (!json_is_object(cc)) {
-        issue(x, field, "field '%s' must be an object", field);
+        map_issue(x, field, "field '%s' must be an object", field);
         return 0;
     }
     codings = json_object_get(cc, "coding");
     if (codings == NULL)
         return 0;
     if (!json_is_array(codings)) {
-        issue(x, field, "field '%s.coding' must be an array", field);
+        map_issue(x, field, "field '%s.coding' must be an array", field);
         return 0;
     }
     json_array_foreach (codings, i, c) {
@@ -339,7 +339,7 @@ static int match_cc(struct xctx *x, const char *resw, json_t *cc, const char *fi
              !json_is_string(json_object_get(c, "code"))) ||
             (json_object_get(c, "system") != NULL &&
              !json_is_string(json_object_get(c, "system")))) {
-            issue(x, field, "field '%s.coding[%zu]' is malformed", field, i);
+            map_issue(x, field, "field '%s.coding[%zu]' is malformed", field, i);
             continue;
         }
         n += match_coding(x, resw, c, hits, nhits);
@@ -422,17 +422,17 @@ static long onset_age(struct xctx *x, json_t *res)
         unit = json_string_value(json_object_get(age, "unit"));
     if (!json_is_number(val) || json_number_value(val) < 0 ||
         json_number_value(val) > 130) {
-        issue(x, "onsetAge", "field 'onsetAge.value' must be a number of years");
+        map_issue(x, "onsetAge", "field 'onsetAge.value' must be a number of years");
         return FEAT_NO_DATE;
     }
     if (unit == NULL || (strcmp(unit, "a") != 0 && strcasecmp(unit, "years") != 0 &&
                          strcasecmp(unit, "year") != 0 && strcasecmp(unit, "yr") != 0)) {
-        issue(x, "onsetAge", "unknown unit '%s' in onsetAge (expected a)",
+        map_issue(x, "onsetAge", "unknown unit '%s' in onsetAge (expected a)",
               unit ? unit : "");
         return FEAT_NO_DATE;
     }
     if (x->birth == FEAT_NO_DATE) {
-        issue(x, "onsetAge", "onsetAge without a Patient.birthDate: date unknown");
+        map_issue(x, "onsetAge", "onsetAge without a Patient.birthDate: date unknown");
         return FEAT_NO_DATE;
     }
     {
@@ -467,7 +467,7 @@ static void proc_condition(struct xctx *x, json_t *res)
 
     v = json_object_get(res, "verificationStatus");
     if (v != NULL && !json_is_object(v))
-        issue(x, "verificationStatus", "field 'verificationStatus' must be an object");
+        map_issue(x, "verificationStatus", "field 'verificationStatus' must be an object");
     if (cc_has_code(v, bad_ver))
         return;
     active = !cc_has_code(json_object_get(res, "clinicalStatus"), inactive);
@@ -487,7 +487,7 @@ static void proc_condition(struct xctx *x, json_t *res)
 
     bs = json_object_get(res, "bodySite");
     if (bs != NULL && !json_is_array(bs)) {
-        issue(x, "bodySite", "field 'bodySite' must be an array");
+        map_issue(x, "bodySite", "field 'bodySite' must be an array");
         bs = NULL;
     }
     json_array_foreach (bs, k, v) {
@@ -510,7 +510,7 @@ static void proc_condition(struct xctx *x, json_t *res)
     }
     v = json_object_get(res, "stage");
     if (v != NULL && !json_is_array(v))
-        issue(x, "stage", "field 'stage' must be an array");
+        map_issue(x, "stage", "field 'stage' must be an array");
     else if (v != NULL) {
         json_t *st;
 
@@ -526,7 +526,7 @@ static void proc_condition(struct xctx *x, json_t *res)
     }
     ext = json_object_get(res, "extension");
     if (ext != NULL && !json_is_array(ext)) {
-        issue(x, "extension", "field 'extension' must be an array");
+        map_issue(x, "extension", "field 'extension' must be an array");
         ext = NULL;
     }
     match_extensions(x, "Condition", ext, hits, &nhits);
@@ -562,7 +562,7 @@ static void proc_condition(struct xctx *x, json_t *res)
                 if (body_sites[i])
                     add_site(x, i, date);
         } else if (behaviour == 2) {
-            issue(x, "extension", "in-situ morphology: not an invasive breast primary");
+            map_issue(x, "extension", "in-situ morphology: not an invasive breast primary");
         } else if (breast_body) {
             is_primary = 1;
         }
@@ -577,7 +577,7 @@ static void proc_condition(struct xctx *x, json_t *res)
         int f = e->feature;
 
         if (e->issue != NULL)
-            issue(x, "code", "%s", e->issue);
+            map_issue(x, "code", "%s", e->issue);
         if (!e->fixed_known)
             continue;
         if (f == F_METASTASIS) {
@@ -594,7 +594,7 @@ static void proc_condition(struct xctx *x, json_t *res)
             }
             continue;
         }
-        if (feats[f].kind == FK_CLASSIFY || f == F_IGNORE)
+        if (map_feats[f].kind == FK_CLASSIFY || f == F_IGNORE)
             continue;
         /* Attributes of the tumour only from the breast primary. */
         if ((f == F_LATERALITY || f == F_HISTOLOGY || f == F_GRADE) && !is_primary)
@@ -624,7 +624,7 @@ static void stage_text(struct xctx *x, json_t *sum, long date)
         if (e->feature != F_STAGE || e->resource != RES_OBSERVATION || e->ntables == 0)
             continue;
         memset(&v, 0, sizeof(v));
-        if (table_text(x, e, text, &v) == 1) {
+        if (map_table_text(x, e, text, &v) == 1) {
             offer(x, F_STAGE, &v, date);
             return;
         }
@@ -641,7 +641,7 @@ static void obs_extensions(struct xctx *x, json_t *res, long date)
     int nhits = 0, i;
 
     if (ext != NULL && !json_is_array(ext)) {
-        issue(x, "extension", "field 'extension' must be an array");
+        map_issue(x, "extension", "field 'extension' must be an array");
         return;
     }
     match_extensions(x, "Observation", ext, hits, &nhits);
@@ -649,9 +649,9 @@ static void obs_extensions(struct xctx *x, json_t *res, long date)
         const struct entry *e = &x->m->ents[hits[i].entry];
 
         if (e->issue != NULL)
-            issue(x, "extension", "%s", e->issue);
+            map_issue(x, "extension", "%s", e->issue);
         if (e->fixed_known && e->feature != F_IGNORE &&
-            feats[e->feature].kind != FK_CLASSIFY)
+            map_feats[e->feature].kind != FK_CLASSIFY)
             offer(x, e->feature, &e->fixed, date);
     }
 }
@@ -667,7 +667,7 @@ static void proc_observation(struct xctx *x, json_t *res)
     long date;
 
     if (st != NULL && !json_is_string(st)) {
-        issue(x, "status", "field 'status' must be a string");
+        map_issue(x, "status", "field 'status' must be a string");
         return;
     }
     for (k = 0; st != NULL && skip_status[k] != NULL; k++)
@@ -696,15 +696,15 @@ static void proc_observation(struct xctx *x, json_t *res)
         int r;
 
         if (e->issue != NULL)
-            issue(x, "code", "%s", e->issue);
+            map_issue(x, "code", "%s", e->issue);
         if (e->feature == F_IGNORE)
             continue;
-        if (e->nwhen > 0 && !when_ok(x, e, res))
+        if (e->nwhen > 0 && !map_when_ok(x, e, res))
             continue;
         if (e->transform != TR_PRESENCE && e->comp_key == NULL)
             any_value_entry = 1;
         memset(&v, 0, sizeof(v));
-        r = obs_value(x, e, res, &v);
+        r = map_obs_value(x, e, res, &v);
         if (r >= 0)
             value_recognised = 1;
         if (r == 1)
@@ -774,7 +774,7 @@ static void ish_from_counts(struct xctx *x)
     if (!(r->has && r->s.known) || !(c->has && c->s.known)) {
         if ((r->has && r->s.known) || (c->has && c->s.known)) {
             x->ref = (r->has && r->s.known) ? r->s.src[0] : c->s.src[0];
-            issue(x, "her2-ish", "HER2 ISH %s without the %s: ISH stays unknown",
+            map_issue(x, "her2-ish", "HER2 ISH %s without the %s: ISH stays unknown",
                   (r->has && r->s.known) ? "ratio" : "copy number",
                   (r->has && r->s.known) ? "copy number" : "ratio");
         }
@@ -804,11 +804,11 @@ static void ish_from_counts(struct xctx *x)
     }
     x->ref = r->s.src[0];
     if (group == 0)
-        issue(x, "her2-ish",
+        map_issue(x, "her2-ish",
               "HER2 ISH ratio below 2.0 with 4 or more copies but no copy number "
               "against 6.0: the ISH group stays unknown");
     else
-        issue(x, "her2-ish",
+        map_issue(x, "her2-ish",
               "HER2 ISH ratio and copy number fall in a group that depends on IHC "
               "(ASCO/CAP group %d); ISH stays unknown",
               group);

@@ -216,26 +216,26 @@ struct xctx {
 };
 
 /* mapping.c */
-extern const struct featdef feats[F_COUNT];
-int code_norm(const struct mapping *m, const char *system, const char *code, char *buf, size_t len);
-int feature_by_name(const char *s);
-int parse_value(int f, const char *s, struct val *v);
-const char *sys_canon(const struct mapping *m, const char *uri);
-int sys_lookup(const struct mapping *m, const char *uri);
+extern const struct featdef map_feats[F_COUNT];
+int map_code_norm(const struct mapping *m, const char *system, const char *code, char *buf, size_t len);
+int map_feature_by_name(const char *s);
+int map_parse_value(int f, const char *s, struct val *v);
+const char *map_sys_canon(const struct mapping *m, const char *uri);
+int map_sys_lookup(const struct mapping *m, const char *uri);
 
 /* mapping_load.c */
-struct slot *hash_find(const struct mapping *m, const char *key);
-int make_token(const struct mapping *m, const char *system, const char *code, char *buf, size_t len);
-int pattern_match(const char *p, const char *s);
+struct slot *map_hash_find(const struct mapping *m, const char *key);
+int map_make_token(const struct mapping *m, const char *system, const char *code, char *buf, size_t len);
+int map_pattern_match(const char *p, const char *s);
 
 /* mapping_extract.c */
-void issue(struct xctx *x, const char *field, const char *fmt, ...)
+void map_issue(struct xctx *x, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-int val_eq(int f, const struct val *a, const struct val *b);
+int map_val_eq(int f, const struct val *a, const struct val *b);
 
 /* mapping_values.c */
-int obs_value(struct xctx *x, const struct entry *e, json_t *obs, struct val *v);
-int table_text(struct xctx *x, const struct entry *e, const char *s, struct val *v);
-int when_ok(struct xctx *x, const struct entry *e, json_t *obs);
+int map_obs_value(struct xctx *x, const struct entry *e, json_t *obs, struct val *v);
+int map_table_text(struct xctx *x, const struct entry *e, const char *s, struct val *v);
+int map_when_ok(struct xctx *x, const struct entry *e, json_t *obs);
 
 #endif

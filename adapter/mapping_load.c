@@ -75,7 +75,7 @@ static unsigned long hash_str(const char *s)
     return h;
 }
 
-struct slot *hash_find(const struct mapping *m, const char *key)
+struct slot *map_hash_find(const struct mapping *m, const char *key)
 {
     size_t i;
 
@@ -119,7 +119,7 @@ static int hash_add(struct mapping *m, const char *key, int id)
 
     if ((m->used + 1) * 2 > m->nslots && hash_rehash(m) != 0)
         return -1;
-    s = hash_find(m, key);
+    s = map_hash_find(m, key);
     if (s == NULL) {
         i = hash_str(key) & (m->nslots - 1);
         while (m->slots[i].key != NULL)
@@ -299,7 +299,7 @@ static enum adp_err load_systems(struct lctx *c, json_t *arr)
         uri = json_string_value(json_object_get(s, "uri"));
         if (uri == NULL || !uri_ok(uri))
             return cfg_err(c, "system", (int)i, NULL, "malformed system URI");
-        if (sys_lookup(m, uri) >= 0)
+        if (map_sys_lookup(m, uri) >= 0)
             return cfg_err(c, "system", (int)i, NULL, "system %s declared twice", uri);
         if (grow((void **)&m->sys, &m->capsys, m->nsys, sizeof(*m->sys)) != 0)
             return nomem(c);
@@ -346,7 +346,7 @@ static enum adp_err load_systems(struct lctx *c, json_t *arr)
 
                 if (as == NULL || !uri_ok(as))
                     return cfg_err(c, "system", (int)i, NULL, "malformed alias URI");
-                if (sys_lookup(m, as) >= 0)
+                if (map_sys_lookup(m, as) >= 0)
                     return cfg_err(c, "system", (int)i, NULL, "alias %s declared twice",
                                    as);
                 if (grow((void **)&m->alias, &m->capalias, m->nalias,
@@ -389,7 +389,7 @@ static const char *check_system(struct lctx *c, const char *what, int n, const c
         cfg_err(c, what, n, code, "malformed system URI '%s'", s);
         return NULL;
     }
-    i = sys_lookup(c->m, s);
+    i = map_sys_lookup(c->m, s);
     if (i < 0) {
         cfg_err(c, what, n, code, "system %s is not declared in the systems table", s);
         return NULL;
@@ -424,7 +424,7 @@ static int pattern_lit(const char *p)
     return n;
 }
 
-int pattern_match(const char *p, const char *s)
+int map_pattern_match(const char *p, const char *s)
 {
     for (; *p; p++, s++) {
         if (*p == '*')
@@ -561,7 +561,7 @@ static enum adp_err load_tables(struct lctx *c, json_t *obj)
 
                     if (code == NULL || code[0] == '\0')
                         return cfg_err(c, what, (int)i, NULL, "codes must be strings");
-                    if (code_norm(m, sys, code, norm, sizeof(norm)) != 0)
+                    if (map_code_norm(m, sys, code, norm, sizeof(norm)) != 0)
                         return cfg_err(c, what, (int)i, code, "code too long");
                     if (is_pattern(norm)) {
                         if (!pattern_ok(norm))
@@ -572,7 +572,7 @@ static enum adp_err load_tables(struct lctx *c, json_t *obj)
                         continue;
                     }
                     snprintf(key, sizeof(key), "V|%d|%s|%s", t, sys, norm);
-                    if ((sl = hash_find(m, key)) != NULL && sl->n > 0 &&
+                    if ((sl = map_hash_find(m, key)) != NULL && sl->n > 0 &&
                         conflicts_shipped(c, m->tvals[sl->ids[0]].local))
                         return cfg_err(c, what, (int)i, code,
                                        "conflicts with shipped %s (same code)",
@@ -600,7 +600,7 @@ static enum adp_err load_tables(struct lctx *c, json_t *obj)
                     for (; *tx && n + 1 < sizeof(key); tx++)
                         key[n++] = (char)tolower((unsigned char)*tx);
                     key[n] = '\0';
-                    if ((sl = hash_find(m, key)) != NULL && sl->n > 0 &&
+                    if ((sl = map_hash_find(m, key)) != NULL && sl->n > 0 &&
                         conflicts_shipped(c, m->tvals[sl->ids[0]].local))
                         return cfg_err(c, what, (int)i, json_string_value(cv),
                                        "conflicts with shipped %s (same text)",
@@ -628,13 +628,13 @@ static int parse_enum(const char *s, const char *const *names, int n)
 }
 
 /* "system|code" key with canonical system and normalised code. */
-int make_token(const struct mapping *m, const char *system, const char *code,
+int map_make_token(const struct mapping *m, const char *system, const char *code,
                       char *buf, size_t len)
 {
     char norm[256];
-    const char *cs = sys_canon(m, system);
+    const char *cs = map_sys_canon(m, system);
 
-    if (code_norm(m, system, code, norm, sizeof(norm)) != 0)
+    if (map_code_norm(m, system, code, norm, sizeof(norm)) != 0)
         return -1;
     if (str_join(buf, len, cs, "|", norm, NULL) < 0)
         return -1;
@@ -662,7 +662,7 @@ static enum adp_err parse_token(struct lctx *c, const char *what, int n, const c
     json_decref(sv);
     if (sys == NULL)
         return c->err->code;
-    if (make_token(c->m, sys, bar + 1, buf, sizeof(buf)) != 0)
+    if (map_make_token(c->m, sys, bar + 1, buf, sizeof(buf)) != 0)
         return cfg_err(c, what, n, code, "code too long");
     *out = xstrdup(buf);
     return *out ? ADP_OK : nomem(c);
@@ -676,10 +676,10 @@ static enum adp_err check_table_values(struct lctx *c, int n, const char *code, 
     int i;
 
     for (i = 0; i < c->m->ntvals; i++)
-        if (c->m->tvals[i].table == t && parse_value(f, c->m->tvals[i].value, &v) < 0)
+        if (c->m->tvals[i].table == t && map_parse_value(f, c->m->tvals[i].value, &v) < 0)
             return cfg_err(c, "entry", n, code,
                            "value table '%s' value '%s' is not a value of feature '%s'",
-                           c->m->tables[t], c->m->tvals[i].value, feats[f].name);
+                           c->m->tables[t], c->m->tvals[i].value, map_feats[f].name);
     return ADP_OK;
 }
 
@@ -729,10 +729,10 @@ static enum adp_err load_entry(struct lctx *c, int n, json_t *o, int resource)
     fname = json_string_value(json_object_get(o, "feature"));
     if (fname == NULL)
         return cfg_err(c, "entry", n, code0, "'feature' must be a string");
-    f = feature_by_name(fname);
+    f = map_feature_by_name(fname);
     if (f < 0)
         return cfg_err(c, "entry", n, code0, "unknown feature '%s'", fname);
-    if (feats[f].condition_only && resource != RES_CONDITION)
+    if (map_feats[f].condition_only && resource != RES_CONDITION)
         return cfg_err(c, "entry", n, code0, "feature '%s' applies to Condition only",
                        fname);
     s = json_string_value(json_object_get(o, "source"));
@@ -802,7 +802,7 @@ static enum adp_err load_entry(struct lctx *c, int n, json_t *o, int resource)
 
         if (!json_is_string(jv))
             return cfg_err(c, "entry", n, code0, "presence needs a string 'value'");
-        r = parse_value(f, json_string_value(jv), &e->fixed);
+        r = map_parse_value(f, json_string_value(jv), &e->fixed);
         if (r < 0)
             return cfg_err(c, "entry", n, code0, "'%s' is not a value of feature '%s'",
                            json_string_value(jv), fname);
@@ -846,10 +846,10 @@ static enum adp_err load_entry(struct lctx *c, int n, json_t *o, int resource)
                            e->transform == TR_QTHRESH))
         return cfg_err(c, "entry", n, code0, "'values' not used by transform %s",
                        tr_names[e->transform]);
-    if ((e->transform == TR_INTEGER || e->transform == TR_SCORE) && feats[f].vt != VT_INT)
+    if ((e->transform == TR_INTEGER || e->transform == TR_SCORE) && map_feats[f].vt != VT_INT)
         return cfg_err(c, "entry", n, code0, "transform %s needs an integer feature",
                        tr_names[e->transform]);
-    if (e->transform == TR_QUANTITY && feats[f].vt != VT_NUMBER)
+    if (e->transform == TR_QUANTITY && map_feats[f].vt != VT_NUMBER)
         return cfg_err(c, "entry", n, code0,
                        "transform quantity needs a numeric feature");
 
@@ -885,8 +885,8 @@ static enum adp_err load_entry(struct lctx *c, int n, json_t *o, int resource)
                 c, "entry", n, code0,
                 "quantity-threshold needs 'threshold', 'at_or_above', 'below'");
         e->threshold = json_number_value(jv);
-        ra = parse_value(f, json_string_value(a), &e->above);
-        rb = parse_value(f, json_string_value(b), &e->below);
+        ra = map_parse_value(f, json_string_value(a), &e->above);
+        rb = map_parse_value(f, json_string_value(b), &e->below);
         if (ra < 0 || rb < 0)
             return cfg_err(c, "entry", n, code0,
                            "threshold values are not values of '%s'", fname);
@@ -947,7 +947,7 @@ static enum adp_err load_entry(struct lctx *c, int n, json_t *o, int resource)
             json_array_foreach (wc, j, x) {
                 if (!json_is_string(x))
                     return cfg_err(c, "entry", n, code0, "'when' codes must be strings");
-                if (make_token(m, wsys, json_string_value(x), key, sizeof(key)) != 0)
+                if (map_make_token(m, wsys, json_string_value(x), key, sizeof(key)) != 0)
                     return cfg_err(c, "entry", n, code0, "code too long");
                 wh->codes[wh->ncodes] = xstrdup(key);
                 if (wh->codes[wh->ncodes] == NULL)
@@ -984,7 +984,7 @@ static enum adp_err load_entry(struct lctx *c, int n, json_t *o, int resource)
 
         if (code == NULL || code[0] == '\0')
             return cfg_err(c, "entry", n, code0, "codes must be non-empty strings");
-        if (code_norm(m, sys, code, norm, sizeof(norm)) != 0)
+        if (map_code_norm(m, sys, code, norm, sizeof(norm)) != 0)
             return cfg_err(c, "entry", n, code, "code too long");
         if (is_pattern(norm)) {
             if (!pattern_ok(norm))
@@ -999,7 +999,7 @@ static enum adp_err load_entry(struct lctx *c, int n, json_t *o, int resource)
                                    "conflicts with shipped %s (same pattern, feature "
                                    "'%s')",
                                    m->ents[p->id].origin,
-                                   feats[m->ents[p->id].feature].name);
+                                   map_feats[m->ents[p->id].feature].name);
                 if (p->prefix[0] == 'E' && strcmp(p->prefix, base) == 0 &&
                     strcmp(p->pat, norm) == 0 && m->ents[p->id].feature == f &&
                     same_when(m->ents[p->id].when_json, e->when_json))
@@ -1011,7 +1011,7 @@ static enum adp_err load_entry(struct lctx *c, int n, json_t *o, int resource)
             continue;
         }
         snprintf(key, sizeof(key), "%s%s", base, norm);
-        sl = hash_find(m, key);
+        sl = map_hash_find(m, key);
         for (j = 0; sl != NULL && j < sl->n; j++) {
             struct entry *o2 = &m->ents[sl->ids[j]];
 
@@ -1020,7 +1020,7 @@ static enum adp_err load_entry(struct lctx *c, int n, json_t *o, int resource)
             if (conflicts_shipped(c, o2->local))
                 return cfg_err(c, "entry", n, code,
                                "conflicts with shipped %s (same code, feature '%s')",
-                               o2->origin, feats[o2->feature].name);
+                               o2->origin, map_feats[o2->feature].name);
             if (o2->feature == f && same_when(o2->when_json, e->when_json))
                 return cfg_err(c, "entry", n, code, "duplicate code for feature '%s'",
                                fname);

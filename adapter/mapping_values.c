@@ -28,20 +28,20 @@ static int table_coding(const struct mapping *m, int t, json_t *coding)
 
     if (sys == NULL || code == NULL)
         return -1;
-    if (code_norm(m, sys, code, norm, sizeof(norm)) != 0)
+    if (map_code_norm(m, sys, code, norm, sizeof(norm)) != 0)
         return -1;
     str_uint(tn, (unsigned)t);
-    str_join(prefix, sizeof(prefix), "V|", tn, "|", sys_canon(m, sys), "|", NULL);
+    str_join(prefix, sizeof(prefix), "V|", tn, "|", map_sys_canon(m, sys), "|", NULL);
     str_join(key, sizeof(key), prefix, norm, NULL);
-    sl = hash_find(m, key);
+    sl = map_hash_find(m, key);
     if (sl != NULL)
         return sl->ids[0];
     str_join(key, sizeof(key), "P", prefix, NULL);
-    sl = hash_find(m, key);
+    sl = map_hash_find(m, key);
     for (i = 0; sl != NULL && i < sl->n; i++) {
         const struct pattern *p = &m->pats[sl->ids[i]];
 
-        if (pattern_match(p->pat, norm) && p->lit > bestlit) {
+        if (map_pattern_match(p->pat, norm) && p->lit > bestlit) {
             best = p->id;
             bestlit = p->lit;
         }
@@ -70,9 +70,9 @@ static int table_cc(struct xctx *x, const struct entry *e, json_t *cc, struct va
             id = table_coding(x->m, e->tables[t], c);
         if (id < 0)
             continue;
-        pr = parse_value(e->feature, x->m->tvals[id].value, &tv);
-        if (pr == 1 && r == 1 && !val_eq(e->feature, v, &tv)) {
-            issue(x, "valueCodeableConcept", "codings of one value disagree; ignored");
+        pr = map_parse_value(e->feature, x->m->tvals[id].value, &tv);
+        if (pr == 1 && r == 1 && !map_val_eq(e->feature, v, &tv)) {
+            map_issue(x, "valueCodeableConcept", "codings of one value disagree; ignored");
             return 0;
         }
         if (pr == 1) {
@@ -85,7 +85,7 @@ static int table_cc(struct xctx *x, const struct entry *e, json_t *cc, struct va
     return r;
 }
 
-int table_text(struct xctx *x, const struct entry *e, const char *s, struct val *v)
+int map_table_text(struct xctx *x, const struct entry *e, const char *s, struct val *v)
 {
     char key[300];
     size_t n;
@@ -102,9 +102,9 @@ int table_text(struct xctx *x, const struct entry *e, const char *s, struct val 
         while (n > 0 && key[n - 1] == ' ')
             n--;
         key[n] = '\0';
-        sl = hash_find(x->m, key);
+        sl = map_hash_find(x->m, key);
         if (sl != NULL)
-            return parse_value(e->feature, x->m->tvals[sl->ids[0]].value, v) == 1 ? 1 : 0;
+            return map_parse_value(e->feature, x->m->tvals[sl->ids[0]].value, v) == 1 ? 1 : 0;
     }
     return -1;
 }
@@ -147,7 +147,7 @@ static int unit_factor(const struct entry *e, json_t *q, double *factor,
 static int int_of(struct xctx *x, const struct entry *e, double d, int *out)
 {
     if (!(d >= INT_MIN && d <= INT_MAX)) {
-        issue(x, "value", "value %.15g out of range for %s", d, feats[e->feature].name);
+        map_issue(x, "value", "value %.15g out of range for %s", d, map_feats[e->feature].name);
         return -1;
     }
     *out = (int)d;
@@ -163,30 +163,30 @@ static int read_quantity(struct xctx *x, const struct entry *e, json_t *q,
     const char *shown;
 
     if (!json_is_object(q)) {
-        issue(x, field, "field '%s' must be an object", field);
+        map_issue(x, field, "field '%s' must be an object", field);
         return -1;
     }
     v = json_object_get(q, "value");
     if (v == NULL)
         return 0;
     if (!json_is_number(v)) {
-        issue(x, field, "field '%s.value' must be a number", field);
+        map_issue(x, field, "field '%s.value' must be a number", field);
         return -1;
     }
     if (json_object_get(q, "comparator") != NULL) {
-        issue(x, field, "quantity with a comparator is not an exact value; ignored");
+        map_issue(x, field, "quantity with a comparator is not an exact value; ignored");
         return -1;
     }
     if (unit_factor(e, q, &factor, &shown) != 0) {
-        issue(x, field, "unit '%s' is not accepted for %s", shown,
-              feats[e->feature].name);
+        map_issue(x, field, "unit '%s' is not accepted for %s", shown,
+              map_feats[e->feature].name);
         return -1;
     }
     *out = json_number_value(v) * factor;
     /* 1e308 times a unit factor is infinite: no value of any feature */
     if (!isfinite(*out) || (e->has_min && *out < e->min) ||
         (e->has_max && *out > e->max)) {
-        issue(x, field, "value out of range for %s", feats[e->feature].name);
+        map_issue(x, field, "value out of range for %s", map_feats[e->feature].name);
         return -1;
     }
     return 1;
@@ -205,7 +205,7 @@ static int cc_has_token(struct xctx *x, json_t *cc, const char *key)
         const char *k = json_string_value(json_object_get(cd, "code"));
         char tok[600];
 
-        if (s && k && make_token(x->m, s, k, tok, sizeof(tok)) == 0 && !strcmp(tok, key))
+        if (s && k && map_make_token(x->m, s, k, tok, sizeof(tok)) == 0 && !strcmp(tok, key))
             return 1;
     }
     return 0;
@@ -228,7 +228,7 @@ static json_t *find_component(struct xctx *x, json_t *obs, const char *key)
 
 /* Every "when" condition holds: some component with that code has one of
  * the listed values. */
-int when_ok(struct xctx *x, const struct entry *e, json_t *obs)
+int map_when_ok(struct xctx *x, const struct entry *e, json_t *obs)
 {
     json_t *comps = json_object_get(obs, "component"), *c;
     int w, k, ok;
@@ -313,9 +313,9 @@ static int table_tokens(struct xctx *x, const struct entry *e, const char *s,
                 if (id < 0)
                     continue;
                 if (found != NULL && strcmp(found, m->tvals[id].value) != 0) {
-                    issue(x, "valueString",
+                    map_issue(x, "valueString",
                           "valueString names both '%s' and '%s' for %s; value unknown",
-                          found, m->tvals[id].value, feats[e->feature].name);
+                          found, m->tvals[id].value, map_feats[e->feature].name);
                     return 0;
                 }
                 found = m->tvals[id].value;
@@ -324,10 +324,10 @@ static int table_tokens(struct xctx *x, const struct entry *e, const char *s,
     }
     if (found == NULL)
         return -1;
-    return parse_value(e->feature, found, v) == 1 ? 1 : 0;
+    return map_parse_value(e->feature, found, v) == 1 ? 1 : 0;
 }
 
-int obs_value(struct xctx *x, const struct entry *e, json_t *obs, struct val *v)
+int map_obs_value(struct xctx *x, const struct entry *e, json_t *obs, struct val *v)
 {
     json_t *src = obs, *jv;
     const char *vfield = "valueQuantity";
@@ -375,7 +375,7 @@ int obs_value(struct xctx *x, const struct entry *e, json_t *obs, struct val *v)
         jv = json_object_get(src, "valueInteger");
         if (jv != NULL) {
             if (!json_is_integer(jv)) {
-                issue(x, "valueInteger", "field 'valueInteger' must be an integer");
+                map_issue(x, "valueInteger", "field 'valueInteger' must be an integer");
                 return 0;
             }
             if (int_of(x, e, (double)json_integer_value(jv), &v->i) != 0)
@@ -388,7 +388,7 @@ int obs_value(struct xctx *x, const struct entry *e, json_t *obs, struct val *v)
 
             if (!json_is_number(qv) ||
                 json_number_value(qv) != floor(json_number_value(qv))) {
-                issue(x, "valueQuantity.value",
+                map_issue(x, "valueQuantity.value",
                       "field 'valueQuantity.value' must be an integer");
                 return 0;
             }
@@ -407,7 +407,7 @@ int obs_value(struct xctx *x, const struct entry *e, json_t *obs, struct val *v)
                 goto range;
             }
             if (e->ntables > 0)
-                return table_text(x, e, json_string_value(jv), v);
+                return map_table_text(x, e, json_string_value(jv), v);
             return -1;
         }
         if (e->ntables > 0) {
@@ -418,10 +418,10 @@ int obs_value(struct xctx *x, const struct entry *e, json_t *obs, struct val *v)
         }
         return -1;
     range:
-        if (v->i < feats[e->feature].min || v->i > feats[e->feature].max ||
+        if (v->i < map_feats[e->feature].min || v->i > map_feats[e->feature].max ||
             (e->has_min && v->i < e->min) || (e->has_max && v->i > e->max)) {
-            issue(x, "value", "value %d out of range for %s", v->i,
-                  feats[e->feature].name);
+            map_issue(x, "value", "value %d out of range for %s", v->i,
+                  map_feats[e->feature].name);
             return 0;
         }
         v->d = v->i;
@@ -429,7 +429,7 @@ int obs_value(struct xctx *x, const struct entry *e, json_t *obs, struct val *v)
     case TR_CODED:
         jv = json_object_get(src, "valueCodeableConcept");
         if (jv != NULL && !json_is_object(jv)) {
-            issue(x, "valueCodeableConcept",
+            map_issue(x, "valueCodeableConcept",
                   "field 'valueCodeableConcept' must be an object");
             return 0;
         }
@@ -438,16 +438,16 @@ int obs_value(struct xctx *x, const struct entry *e, json_t *obs, struct val *v)
             return r;
         jv = json_object_get(src, "valueString");
         if (json_is_string(jv)) {
-            r = table_text(x, e, json_string_value(jv), v);
+            r = map_table_text(x, e, json_string_value(jv), v);
             if (r < 0)
                 r = table_tokens(x, e, json_string_value(jv), v);
             if (r >= 0)
                 return r;
         }
         jv = json_object_get(src, "valueBoolean");
-        if (jv != NULL && feats[e->feature].vt == VT_TRI) {
+        if (jv != NULL && map_feats[e->feature].vt == VT_TRI) {
             if (!json_is_boolean(jv)) {
-                issue(x, "valueBoolean", "field 'valueBoolean' must be a boolean");
+                map_issue(x, "valueBoolean", "field 'valueBoolean' must be a boolean");
                 return 0;
             }
             v->i = json_is_true(jv) ? TRI_YES : TRI_NO;

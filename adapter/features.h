@@ -135,8 +135,8 @@ enum m1sub { M1_UNKNOWN = 0, M1_A, M1_B, M1_C };
     X(M, "m", "clinical M", INT, m_cat, m_src, BYHAND, NULL, 0, 1, NULL, "M", "", 1)      \
     X(STAGE, "stage_iv", "stage group", TRI, stage_iv, stage_src, BYHAND, NULL, 0, 0,     \
       feat_names_tri, "stage IV ", "", 1)                                                \
-    X(TUMOUR_SIZE, "tumour_size_mm", "tumour size", NUMBER, tumour_size_mm, tumour_size_src,     \
-      LATEST, "tumour-size", 1, 0, NULL, "", " mm", 1)                                   \
+    X(TUMOUR_SIZE, "tumour_size_mm", "tumour size", NUMBER, tumour_size_mm,               \
+      tumour_size_src, LATEST, "tumour-size", 1, 0, NULL, "", " mm", 1)                  \
     X(GRADE, "grade", "grade", INT, grade, grade_src, LATEST, "grade", 1, 3, NULL, "", "", \
       1)                                                                                 \
     X(LVI, "lvi", "lymphovascular invasion", TRI, lvi, lvi_src, LATEST, "lvi", 0, 0,      \
@@ -226,12 +226,15 @@ extern const char *const feat_names_histology[];  /* unknown, ductal, lobular, o
 
 struct features {
     /* Every feature of the catalogue: its value and its provenance. */
-#define FEAT_FIELD_(id, key, label, type, field, src, ...) FEAT_CTYPE_##type field; struct fsrc src;
+#define FEAT_FIELD_(id, key, label, type, field, src, ...)                               \
+    FEAT_CTYPE_##type field;                                                             \
+    struct fsrc src;
     FEATURE_CATALOGUE(FEAT_FIELD_)
 #undef FEAT_FIELD_
 
     /* Details beside the catalogue values. */
-    char primary_ref[FEAT_REF_LEN]; /* the primary cancer Condition, for CarePlan.addresses */
+    /* The primary cancer Condition, for CarePlan.addresses. */
+    char primary_ref[FEAT_REF_LEN];
     /* Distant metastases: per site present flag and first onset date.  */
     int site_present[SITE_COUNT];
     struct fsrc site_src[SITE_COUNT];  /* date = earliest onset of that site */

@@ -66,8 +66,13 @@ static const char *const ev_response[] = {"CR", "PR", "SD", "PD", NULL};
 /* The catalogue's features that the tables name directly; BYHAND ones are
  * declared below with the features that only feed others. */
 #define MAP_DEF_(id, type, name, lo, hi, names, kind, yes_wins)                          \
-    [F_##id] = {name, MAP_VT_##type, MAP_RANGE_##type(lo, hi), MAP_ENUMS_##type(names), kind, \
-                0, yes_wins},
+    [F_##id] = {name,                                                                    \
+                MAP_VT_##type,                                                           \
+                MAP_RANGE_##type(lo, hi),                                                \
+                MAP_ENUMS_##type(names),                                                 \
+                kind,                                                                    \
+                0,                                                                       \
+                yes_wins},
 #define MAP_DEF_LATEST(id, type, name, lo, hi, names)                                    \
     MAP_DEF_(id, type, name, lo, hi, names, FK_LATEST, 0)
 /* BRCA1 or BRCA2; any PIK3CA variant: one negative gene test does not

@@ -217,7 +217,8 @@ struct xctx {
 
 /* mapping.c */
 extern const struct featdef map_feats[F_COUNT];
-int map_code_norm(const struct mapping *m, const char *system, const char *code, char *buf, size_t len);
+int map_code_norm(const struct mapping *m, const char *system, const char *code, char *buf,
+                  size_t len);
 int map_feature_by_name(const char *s);
 int map_parse_value(int f, const char *s, struct val *v);
 const char *map_sys_canon(const struct mapping *m, const char *uri);
@@ -225,7 +226,8 @@ int map_sys_lookup(const struct mapping *m, const char *uri);
 
 /* mapping_load.c */
 struct slot *map_hash_find(const struct mapping *m, const char *key);
-int map_make_token(const struct mapping *m, const char *system, const char *code, char *buf, size_t len);
+int map_make_token(const struct mapping *m, const char *system, const char *code, char *buf,
+                   size_t len);
 int map_pattern_match(const char *p, const char *s);
 
 /* mapping_extract.c */

@@ -437,6 +437,21 @@ int map_pattern_match(const char *p, const char *s)
     return *s == '\0';
 }
 
+/* Copies of sa and sb into *a and *b, both or neither.  Returns 0, -1 on
+ * allocation failure. */
+static int dup_pair(char **a, const char *sa, char **b, const char *sb)
+{
+    *a = xstrdup(sa);
+    *b = xstrdup(sb);
+    if (*a == NULL || *b == NULL) {
+        free(*a);
+        free(*b);
+        *a = *b = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 static enum adp_err add_pattern(struct lctx *c, const char *prefix, const char *pat,
                                 int id)
 {
@@ -447,13 +462,8 @@ static enum adp_err add_pattern(struct lctx *c, const char *prefix, const char *
     if (grow((void **)&m->pats, &m->cappats, m->npats, sizeof(*m->pats)) != 0)
         return nomem(c);
     p = &m->pats[m->npats];
-    p->prefix = xstrdup(prefix);
-    p->pat = xstrdup(pat);
-    if (p->prefix == NULL || p->pat == NULL) {
-        free(p->prefix);
-        free(p->pat);
+    if (dup_pair(&p->prefix, prefix, &p->pat, pat) != 0)
         return nomem(c);
-    }
     p->lit = pattern_lit(pat);
     p->id = id;
     m->npats++;
@@ -1037,13 +1047,8 @@ static enum adp_err load_entry(struct lctx *c, int n, json_t *o, int resource)
                      sizeof(*m->cohort)) != 0)
                 return nomem(c);
             cc = &m->cohort[m->ncohort];
-            cc->system = xstrdup(sys);
-            cc->code = xstrdup(code);
-            if (cc->system == NULL || cc->code == NULL) {
-                free(cc->system);
-                free(cc->code);
+            if (dup_pair(&cc->system, sys, &cc->code, code) != 0)
                 return nomem(c);
-            }
             m->ncohort++;
         }
     }

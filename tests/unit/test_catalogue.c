@@ -69,8 +69,21 @@ static void test_init_unknown(void **state)
 
 static void test_value_text(void **state)
 {
+    static const struct {
+        enum feat_id id;
+        const char *text;
+    } want[] = {
+        {FE_N, "N2"},
+        {FE_TUMOUR_SIZE, "22.0 mm"},
+        {FE_GBRCA, "pathogenic variant yes"},
+        {FE_HER2_IHC, "3+"},
+        {FE_HBOC, "recorded (not a BRCA test result)"},
+        {FE_LATERALITY, "bilateral"},
+        {FE_ECOG, "unknown"},
+    };
     struct features f;
     char buf[160];
+    size_t i;
 
     (void)state;
     features_init(&f);
@@ -80,20 +93,10 @@ static void test_value_text(void **state)
     f.her2_ihc = 3;
     f.hboc = 1;
     f.laterality = LAT_BILATERAL;
-    feat_value_text(&f, FE_N, buf, sizeof(buf));
-    assert_string_equal(buf, "N2");
-    feat_value_text(&f, FE_TUMOUR_SIZE, buf, sizeof(buf));
-    assert_string_equal(buf, "22.0 mm");
-    feat_value_text(&f, FE_GBRCA, buf, sizeof(buf));
-    assert_string_equal(buf, "pathogenic variant yes");
-    feat_value_text(&f, FE_HER2_IHC, buf, sizeof(buf));
-    assert_string_equal(buf, "3+");
-    feat_value_text(&f, FE_HBOC, buf, sizeof(buf));
-    assert_string_equal(buf, "recorded (not a BRCA test result)");
-    feat_value_text(&f, FE_LATERALITY, buf, sizeof(buf));
-    assert_string_equal(buf, "bilateral");
-    feat_value_text(&f, FE_ECOG, buf, sizeof(buf));
-    assert_string_equal(buf, "unknown");
+    for (i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        feat_value_text(&f, want[i].id, buf, sizeof(buf));
+        assert_string_equal(buf, want[i].text);
+    }
 }
 
 /* The mapping layer's F_<ID> is the catalogue's FE_<ID>, and a feature with

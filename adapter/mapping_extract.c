@@ -902,6 +902,10 @@ static void finish(struct xctx *x)
 #define FIN_(id, key, label, type, field, src, map, ...) FIN_##map(id, type, field, src)
     FEATURE_CATALOGUE(FIN_)
 #undef FIN_
+#undef FIN_LATEST
+#undef FIN_ANY_YES
+#undef FIN_PRESENCE
+#undef FIN_BYHAND
     /* HER2 ISH from the ratio and the copy number when no ISH result is
      * coded. */
     if (!x->acc[F_HER2_ISH].has)

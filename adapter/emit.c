@@ -65,104 +65,24 @@ void emit_xhtml_li(struct buf *s, const char *t)
 /* ---------------------------------------------------------------- */
 /* The feature table: every feature with its provenance record       */
 
-enum feat_id {
-    FE_BIRTH = 0, FE_PRIMARY, FE_LATERALITY, FE_HISTOLOGY, FE_UNSITED, FE_T, FE_N,
-    FE_M, FE_STAGE, FE_SIZE, FE_GRADE, FE_LVI, FE_ER, FE_PR, FE_HER2_IHC,
-    FE_HER2_ISH, FE_HER2_OVERALL, FE_KI67, FE_PDL1, FE_RS, FE_GBRCA, FE_PIK3CA,
-    FE_ECOG, FE_KARNOFSKY, FE_SYMPTOMATIC, FE_COMORBIDITY, FE_CA153, FE_ALP,
-    FE_PDL1_OTHER, FE_PDL1_CPS, FE_INFLAMMATORY, FE_HBOC,
-    FE_COUNT
-};
-
-struct feat_desc {
-    const char *name;
-    size_t off; /* offset of the struct fsrc in struct features */
-};
-
-#define FD(id, n, m) [id] = {n, offsetof(struct features, m)}
-static const struct feat_desc feat_table[FE_COUNT] = {
-    FD(FE_BIRTH, "birth date", birth_src),
-    FD(FE_PRIMARY, "breast primary", primary_src),
-    FD(FE_LATERALITY, "laterality", laterality_src),
-    FD(FE_HISTOLOGY, "histology", histology_src),
-    FD(FE_UNSITED, "distant metastasis without a site", metastasis_unsited_src),
-    FD(FE_T, "clinical T", t_src),
-    FD(FE_N, "clinical N", n_src),
-    FD(FE_M, "clinical M", m_src),
-    FD(FE_STAGE, "stage group", stage_src),
-    FD(FE_SIZE, "tumour size", tumour_size_src),
-    FD(FE_GRADE, "grade", grade_src),
-    FD(FE_LVI, "lymphovascular invasion", lvi_src),
-    FD(FE_ER, "ER", er_src),
-    FD(FE_PR, "PR", pr_src),
-    FD(FE_HER2_IHC, "HER2 IHC", her2_ihc_src),
-    FD(FE_HER2_ISH, "HER2 ISH", her2_ish_src),
-    FD(FE_HER2_OVERALL, "HER2 interpretation", her2_overall_src),
-    FD(FE_KI67, "Ki-67", ki67_src),
-    FD(FE_PDL1, "PD-L1", pdl1_src),
-    FD(FE_RS, "21-gene recurrence score", rs_src),
-    FD(FE_GBRCA, "germline BRCA1/2", gbrca_src),
-    FD(FE_PIK3CA, "PIK3CA", pik3ca_src),
-    FD(FE_ECOG, "ECOG performance status", ecog_src),
-    FD(FE_KARNOFSKY, "Karnofsky performance status", karnofsky_src),
-    FD(FE_SYMPTOMATIC, "symptomatic primary", symptomatic_src),
-    FD(FE_COMORBIDITY, "significant comorbidity", comorbidity_src),
-    FD(FE_CA153, "CA 15-3", ca153_src),
-    FD(FE_ALP, "alkaline phosphatase", alp_src),
-    FD(FE_PDL1_OTHER, "PD-L1 by another assay (reported only)", pdl1_other_src),
-    FD(FE_PDL1_CPS, "PD-L1 combined positive score", pdl1_cps_src),
-    FD(FE_INFLAMMATORY, "inflammatory carcinoma", inflammatory_src),
-    FD(FE_HBOC, "hereditary breast and ovarian cancer syndrome", hboc_src),
-};
-#undef FD
-
-static const struct fsrc *feat_src(const struct features *f, int id)
-{
-    return (const struct fsrc *)((const char *)f + feat_table[id].off);
-}
-
 static const char *tri_name(enum tri t)
 {
     return t == TRI_YES ? "yes" : t == TRI_NO ? "no" : "unknown";
 }
 
-static const char *site_label(enum site s)
-{
-    static const char *const labels[SITE_COUNT] = {
-        "bone", "liver", "lung", "brain", "distant lymph nodes", "soft tissue/skin",
-        "pleura", "peritoneum", "other visceral"};
-
-    return (unsigned)s < SITE_COUNT ? labels[s] : "unknown site";
-}
-
+/* The value of a feature for the explanation: the catalogue's text
+ * (features.h), or the few that also show a date or a detail. */
 static void feat_value(const struct features *f, int id, char *buf, size_t n)
 {
     char date[16];
 
     switch (id) {
-    case FE_BIRTH:
-        feat_format_date(f->birth_date, buf, n);
-        return;
     case FE_PRIMARY:
         feat_format_date(f->primary_src.date, date, sizeof(date));
         snprintf(buf, n, "%s, diagnosed %s",
                  f->primary == TRI_YES ? "present" : f->primary == TRI_NO ? "absent"
                                                                         : "unknown",
                  date);
-        return;
-    case FE_LATERALITY:
-        snprintf(buf, n, "%s",
-                 f->laterality == LAT_LEFT        ? "left"
-                 : f->laterality == LAT_RIGHT     ? "right"
-                 : f->laterality == LAT_BILATERAL ? "bilateral"
-                                                  : "unknown");
-        return;
-    case FE_HISTOLOGY:
-        snprintf(buf, n, "%s",
-                 f->histology == HIST_DUCTAL    ? "ductal"
-                 : f->histology == HIST_LOBULAR ? "lobular"
-                 : f->histology == HIST_OTHER   ? "other"
-                                                : "unknown");
         return;
     case FE_UNSITED:
         feat_format_date(f->metastasis_unsited_src.date, date, sizeof(date));
@@ -173,9 +93,6 @@ static void feat_value(const struct features *f, int id, char *buf, size_t n)
             snprintf(buf, n, "unknown");
         else
             snprintf(buf, n, "T%d%s", f->t_cat, f->t4d ? " (T4d inflammatory)" : "");
-        return;
-    case FE_N:
-        snprintf(buf, n, f->n_cat < 0 ? "unknown" : "N%d", f->n_cat);
         return;
     case FE_M:
         feat_format_date(f->m_src.date, date, sizeof(date));
@@ -188,90 +105,16 @@ static void feat_value(const struct features *f, int id, char *buf, size_t n)
         feat_format_date(f->stage_src.date, date, sizeof(date));
         snprintf(buf, n, "stage IV %s, recorded %s", tri_name(f->stage_iv), date);
         return;
-    case FE_SIZE:
-        snprintf(buf, n, "%.1f mm", f->tumour_size_mm);
-        return;
-    case FE_GRADE:
-        snprintf(buf, n, f->grade < 0 ? "unknown" : "%d", f->grade);
-        return;
-    case FE_LVI:
-        snprintf(buf, n, "%s", tri_name(f->lvi));
-        return;
-    case FE_ER:
-        snprintf(buf, n, "%s", receptor_name(f->er));
-        return;
-    case FE_PR:
-        snprintf(buf, n, "%s", receptor_name(f->pr));
-        return;
-    case FE_HER2_IHC:
-        snprintf(buf, n, f->her2_ihc < 0 ? "unknown" : "%d+", f->her2_ihc);
-        return;
     case FE_HER2_ISH:
-        if (f->her2_ish_group > 0 && f->her2_ish == TRI_UNKNOWN)
+        if (f->her2_ish_group > 0 && f->her2_ish == TRI_UNKNOWN) {
             snprintf(buf, n, "ASCO/CAP group %d (decided with the IHC)", f->her2_ish_group);
-        else
-            snprintf(buf, n, "%s",
-                     f->her2_ish == TRI_YES  ? "amplified"
-                     : f->her2_ish == TRI_NO ? "not amplified"
-                                             : "unknown");
-        return;
-    case FE_HER2_OVERALL:
-        snprintf(buf, n, "%s", receptor_name(f->her2_overall));
-        return;
-    case FE_KI67:
-        snprintf(buf, n, "%.1f %%", f->ki67_pct);
-        return;
-    case FE_PDL1:
-        snprintf(buf, n, "%s",
-                 f->pdl1 == TRI_YES  ? "positive"
-                 : f->pdl1 == TRI_NO ? "negative"
-                                     : "unknown");
-        return;
-    case FE_RS:
-        snprintf(buf, n, "%.0f", f->rs);
-        return;
-    case FE_GBRCA:
-        snprintf(buf, n, "pathogenic variant %s", tri_name(f->gbrca));
-        return;
-    case FE_PIK3CA:
-        snprintf(buf, n, "mutated %s", tri_name(f->pik3ca));
-        return;
-    case FE_ECOG:
-        snprintf(buf, n, f->ecog < 0 ? "unknown" : "%d", f->ecog);
-        return;
-    case FE_KARNOFSKY:
-        snprintf(buf, n, f->karnofsky < 0 ? "unknown" : "%d", f->karnofsky);
-        return;
-    case FE_SYMPTOMATIC:
-        snprintf(buf, n, "%s", tri_name(f->symptomatic_primary));
-        return;
-    case FE_COMORBIDITY:
-        snprintf(buf, n, "%s", tri_name(f->comorbidity));
-        return;
-    case FE_CA153:
-        snprintf(buf, n, "%.1f U/mL", f->ca153);
-        return;
-    case FE_ALP:
-        snprintf(buf, n, "%.1f U/L", f->alp);
-        return;
-    case FE_PDL1_OTHER:
-        snprintf(buf, n, "%s",
-                 f->pdl1_other == TRI_YES  ? "positive"
-                 : f->pdl1_other == TRI_NO ? "negative"
-                                           : "unknown");
-        return;
-    case FE_PDL1_CPS:
-        snprintf(buf, n, "%.0f", f->pdl1_cps);
-        return;
-    case FE_INFLAMMATORY:
-        snprintf(buf, n, "%s", f->inflammatory ? "yes" : "no");
-        return;
-    case FE_HBOC:
-        snprintf(buf, n, "%s (not a BRCA test result)", f->hboc ? "recorded" : "no");
-        return;
+            return;
+        }
+        break;
     default:
-        snprintf(buf, n, "?");
+        break;
     }
+    feat_value_text(f, (enum feat_id)id, buf, n);
 }
 
 
@@ -543,11 +386,11 @@ static void explain_features(struct buf *s, const struct features *f)
             continue;
         if (src->known) {
             feat_value(f, i, val, sizeof(val));
-            buf_printf(s, "  %s: %s", feat_table[i].name, val);
+            buf_printf(s, "  %s: %s", feat_catalogue[i].label, val);
             explain_sources(s, src);
             buf_add(s, "\n");
         } else if (src->conflict) {
-            buf_printf(s, "  %s: unknown (sources conflict)", feat_table[i].name);
+            buf_printf(s, "  %s: unknown (sources conflict)", feat_catalogue[i].label);
             explain_sources(s, src);
             buf_add(s, "\n");
         }
@@ -573,10 +416,10 @@ static void explain_features(struct buf *s, const struct features *f)
     buf_add(s, "  missing:");
     for (i = 0; i < FE_COUNT; i++) {
         /* Findings that are reported when present but never asked for. */
-        if (i == FE_UNSITED || i == FE_PDL1_OTHER || i == FE_INFLAMMATORY || i == FE_HBOC)
+        if (!feat_catalogue[i].ask)
             continue;
         if (!feat_src(f, i)->known) {
-            buf_printf(s, "%s %s", nmiss ? "," : "", feat_table[i].name);
+            buf_printf(s, "%s %s", nmiss ? "," : "", feat_catalogue[i].label);
             nmiss++;
         }
     }

@@ -5,8 +5,86 @@
  */
 #include "features.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+
+/* The unknown value of each catalogue value type. */
+#define FEAT_UNKNOWN_TRI TRI_UNKNOWN
+#define FEAT_UNKNOWN_RECEPTOR RCP_UNKNOWN
+#define FEAT_UNKNOWN_INT (-1)
+#define FEAT_UNKNOWN_NUMBER (-1)
+#define FEAT_UNKNOWN_FLAG 0
+#define FEAT_UNKNOWN_DATE FEAT_NO_DATE
+#define FEAT_UNKNOWN_LATERALITY LAT_UNKNOWN
+#define FEAT_UNKNOWN_HISTOLOGY HIST_UNKNOWN
+
+const char *const feat_names_tri[] = {"unknown", "no", "yes", NULL};
+const char *const feat_names_positive[] = {"unknown", "negative", "positive", NULL};
+const char *const feat_names_amplified[] = {"unknown", "not amplified", "amplified", NULL};
+const char *const feat_names_flag[] = {"no", "yes", NULL};
+const char *const feat_names_recorded[] = {"no", "recorded", NULL};
+const char *const feat_names_laterality[] = {"unknown", "left", "right", "bilateral", NULL};
+const char *const feat_names_histology[] = {"unknown", "ductal", "lobular", "other", NULL};
+
+const struct feat_desc feat_catalogue[FE_COUNT] = {
+#define FEAT_DESC_(id, key, label, type, field, src, map, map_name, lo, hi, names, pre, \
+                   suf, ask)                                                             \
+    [FE_##id] = {key,  label, FT_##type, offsetof(struct features, src), map_name, lo, hi, \
+                 names, pre, suf, ask},
+    FEATURE_CATALOGUE(FEAT_DESC_)
+#undef FEAT_DESC_
+};
+
+const struct fsrc *feat_src(const struct features *f, enum feat_id id)
+{
+    return (const struct fsrc *)((const char *)f + feat_catalogue[id].src_off);
+}
+
+double feat_num(const struct features *f, enum feat_id id)
+{
+    switch (id) {
+#define FEAT_VALUE_(id, key, label, type, field, ...)                                    \
+    case FE_##id:                                                                        \
+        return (double)f->field;
+        FEATURE_CATALOGUE(FEAT_VALUE_)
+#undef FEAT_VALUE_
+    case FE_COUNT:
+        break;
+    }
+    return 0;
+}
+
+void feat_value_text(const struct features *f, enum feat_id id, char *buf, size_t len)
+{
+    const struct feat_desc *d = &feat_catalogue[id];
+    double v = feat_num(f, id);
+
+    switch (d->type) {
+    case FT_INT:
+        if (v < 0)
+            snprintf(buf, len, "unknown");
+        else
+            snprintf(buf, len, "%s%d%s", d->prefix, (int)v, d->suffix);
+        return;
+    case FT_NUMBER:
+        snprintf(buf, len, "%s%.*f%s", d->prefix, d->lo, v, d->suffix);
+        return;
+    case FT_RECEPTOR:
+        snprintf(buf, len, "%s%s%s", d->prefix, receptor_name((enum receptor)v), d->suffix);
+        return;
+    case FT_DATE:
+        feat_format_date((long)v, buf, len);
+        return;
+    case FT_TRI:
+    case FT_FLAG:
+    case FT_LATERALITY:
+    case FT_HISTOLOGY:
+        snprintf(buf, len, "%s%s%s", d->prefix, d->names[(int)v], d->suffix);
+        return;
+    }
+    snprintf(buf, len, "?");
+}
 
 static void fsrc_init(struct fsrc *s)
 {
@@ -19,56 +97,15 @@ void features_init(struct features *f)
     int i;
 
     memset(f, 0, sizeof(*f));
-    f->birth_date = FEAT_NO_DATE;
-    fsrc_init(&f->birth_src);
-    fsrc_init(&f->primary_src);
-    fsrc_init(&f->laterality_src);
-    fsrc_init(&f->histology_src);
+#define FEAT_INIT_(id, key, label, type, field, src, ...)                                \
+    f->field = FEAT_UNKNOWN_##type;                                                      \
+    fsrc_init(&f->src);
+    FEATURE_CATALOGUE(FEAT_INIT_)
+#undef FEAT_INIT_
     for (i = 0; i < SITE_COUNT; i++)
         fsrc_init(&f->site_src[i]);
-    fsrc_init(&f->metastasis_unsited_src);
-    f->t_cat = -1;
-    fsrc_init(&f->t_src);
-    f->n_cat = -1;
-    fsrc_init(&f->n_src);
-    f->m_cat = -1;
-    fsrc_init(&f->m_src);
-    fsrc_init(&f->stage_src);
     f->m1_first_date = FEAT_NO_DATE;
     f->stage_iv_first_date = FEAT_NO_DATE;
-    fsrc_init(&f->inflammatory_src);
-    f->tumour_size_mm = -1;
-    fsrc_init(&f->tumour_size_src);
-    f->grade = -1;
-    fsrc_init(&f->grade_src);
-    fsrc_init(&f->lvi_src);
-    fsrc_init(&f->er_src);
-    fsrc_init(&f->pr_src);
-    f->her2_ihc = -1;
-    fsrc_init(&f->her2_ihc_src);
-    fsrc_init(&f->her2_ish_src);
-    fsrc_init(&f->her2_overall_src);
-    f->ki67_pct = -1;
-    fsrc_init(&f->ki67_src);
-    fsrc_init(&f->pdl1_src);
-    fsrc_init(&f->pdl1_other_src);
-    f->pdl1_cps = -1;
-    fsrc_init(&f->pdl1_cps_src);
-    f->rs = -1;
-    fsrc_init(&f->rs_src);
-    fsrc_init(&f->gbrca_src);
-    fsrc_init(&f->hboc_src);
-    fsrc_init(&f->pik3ca_src);
-    f->ecog = -1;
-    fsrc_init(&f->ecog_src);
-    f->karnofsky = -1;
-    fsrc_init(&f->karnofsky_src);
-    fsrc_init(&f->symptomatic_src);
-    fsrc_init(&f->comorbidity_src);
-    f->ca153 = -1;
-    fsrc_init(&f->ca153_src);
-    f->alp = -1;
-    fsrc_init(&f->alp_src);
 }
 
 void fsrc_add(struct fsrc *s, const char *ref)
@@ -177,13 +214,22 @@ void feat_format_date(long day, char *buf, unsigned long len)
     snprintf(buf, len, "%04ld-%02u-%02u", y, m, d);
 }
 
+static const struct {
+    const char *name, *label;
+} site_texts[SITE_COUNT] = {
+#define SITE_TEXT_(id, name, label) {name, label},
+    SITE_CATALOGUE(SITE_TEXT_)
+#undef SITE_TEXT_
+};
+
 const char *site_name(enum site s)
 {
-    static const char *const names[SITE_COUNT] = {
-        "bone", "liver", "lung", "brain", "distant-lymph-node", "soft-tissue-skin",
-        "pleura", "peritoneum", "other-visceral"};
+    return (unsigned)s < SITE_COUNT ? site_texts[s].name : "unknown";
+}
 
-    return (unsigned)s < SITE_COUNT ? names[s] : "unknown";
+const char *site_label(enum site s)
+{
+    return (unsigned)s < SITE_COUNT ? site_texts[s].label : "unknown site";
 }
 
 int site_is_visceral(enum site s)

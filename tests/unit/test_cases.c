@@ -78,59 +78,72 @@ static json_t *srcs_json(const struct fsrc *s)
     return a;
 }
 
-/* Every comparable feature of f as JSON. */
+/* The value of catalogue feature id (features.h) as a golden case writes
+ * it: by its value type; "unknown" when unknown. */
+static json_t *feature_json(const struct features *f, enum feat_id id)
+{
+    const struct feat_desc *d = &feat_catalogue[id];
+    double v = feat_num(f, id);
+
+    switch (d->type) {
+    case FT_TRI:
+        return tri_json((enum tri)v);
+    case FT_RECEPTOR:
+        return json_string(receptor_name((enum receptor)v));
+    case FT_INT:
+    case FT_NUMBER:
+        return num_json(v, v >= 0);
+    case FT_FLAG:
+        return json_boolean(v != 0);
+    case FT_DATE:
+        return date_json((long)v);
+    case FT_LATERALITY:
+    case FT_HISTOLOGY:
+        return json_string(d->names[(int)v]);
+    }
+    return json_null();
+}
+
+/* Every comparable feature of f as JSON: each catalogue feature under its
+ * key, its sources under "srcs", its conflict under "conflicts", and the
+ * details beside the catalogue. */
 static json_t *actual_json(const struct features *f, json_t *rep)
 {
-    static const char *const lat[] = {"unknown", "left", "right", "bilateral"};
-    static const char *const hist[] = {"unknown", "ductal", "lobular", "other"};
-    json_t *o = json_object(), *a, *sd, *u;
+    json_t *o = json_object(), *a, *sd, *u, *srcs, *conflicts;
     char buf[64];
     size_t k;
     int i;
 
-    json_object_set_new(o, "birth_date", date_json(f->birth_date));
-    json_object_set_new(o, "primary", tri_json(f->primary));
+    srcs = json_object();
+    conflicts = json_array();
+    for (i = 0; i < FE_COUNT; i++) {
+        const char *key = feat_catalogue[i].key;
+
+        json_object_set_new(o, key, feature_json(f, (enum feat_id)i));
+        json_object_set_new(srcs, key, srcs_json(feat_src(f, (enum feat_id)i)));
+        if (feat_src(f, (enum feat_id)i)->conflict)
+            json_array_append_new(conflicts, json_string(key));
+    }
     json_object_set_new(o, "primary_date", date_json(f->primary_src.date));
     json_object_set_new(o, "primary_ref", json_string(f->primary_ref));
     json_object_set_new(o, "primary_srcs", srcs_json(&f->primary_src));
-    json_object_set_new(o, "laterality", json_string(lat[f->laterality]));
-    json_object_set_new(o, "histology", json_string(hist[f->histology]));
     a = json_array();
     sd = json_object();
-    for (i = 0; i < SITE_COUNT; i++)
+    for (i = 0; i < SITE_COUNT; i++) {
+        json_object_set_new(srcs, site_name((enum site)i), srcs_json(&f->site_src[i]));
         if (f->site_present[i]) {
             json_array_append_new(a, json_string(site_name((enum site)i)));
             json_object_set_new(sd, site_name((enum site)i),
                                 date_json(f->site_src[i].date));
         }
+    }
     json_object_set_new(o, "sites", a);
     json_object_set_new(o, "site_dates", sd);
-    json_object_set_new(o, "metastasis_unsited", json_boolean(f->metastasis_unsited));
     json_object_set_new(o, "metastasis_unsited_date",
                         date_json(f->metastasis_unsited_src.date));
-    json_object_set_new(o, "t", num_json(f->t_cat, f->t_cat >= 0));
     json_object_set_new(o, "t4d", json_boolean(f->t4d));
-    json_object_set_new(o, "n", num_json(f->n_cat, f->n_cat >= 0));
-    json_object_set_new(o, "m", num_json(f->m_cat, f->m_cat >= 0));
     json_object_set_new(o, "m_date", date_json(f->m_src.date));
-    json_object_set_new(o, "stage_iv", tri_json(f->stage_iv));
     json_object_set_new(o, "stage_date", date_json(f->stage_src.date));
-    json_object_set_new(o, "tumour_size_mm",
-                        num_json(f->tumour_size_mm, f->tumour_size_mm >= 0));
-    json_object_set_new(o, "grade", num_json(f->grade, f->grade >= 0));
-    json_object_set_new(o, "lvi", tri_json(f->lvi));
-    json_object_set_new(o, "er", json_string(receptor_name(f->er)));
-    json_object_set_new(o, "pr", json_string(receptor_name(f->pr)));
-    json_object_set_new(o, "her2_ihc", num_json(f->her2_ihc, f->her2_ihc >= 0));
-    json_object_set_new(o, "her2_ish", tri_json(f->her2_ish));
-    json_object_set_new(o, "her2_overall", json_string(receptor_name(f->her2_overall)));
-    json_object_set_new(o, "ki67", num_json(f->ki67_pct, f->ki67_pct >= 0));
-    json_object_set_new(o, "pdl1", tri_json(f->pdl1));
-    json_object_set_new(o, "rs", num_json(f->rs, f->rs >= 0));
-    json_object_set_new(o, "gbrca", tri_json(f->gbrca));
-    json_object_set_new(o, "pik3ca", tri_json(f->pik3ca));
-    json_object_set_new(o, "ecog", num_json(f->ecog, f->ecog >= 0));
-    json_object_set_new(o, "karnofsky", num_json(f->karnofsky, f->karnofsky >= 0));
     a = json_array();
     for (i = 0; i < f->nresponses; i++) {
         char d[16];
@@ -140,75 +153,10 @@ static json_t *actual_json(const struct features *f, json_t *rep)
         json_array_append_new(a, json_string(buf));
     }
     json_object_set_new(o, "responses", a);
-    json_object_set_new(o, "symptomatic", tri_json(f->symptomatic_primary));
-    json_object_set_new(o, "comorbidity", tri_json(f->comorbidity));
     json_object_set_new(o, "comorbidity_srcs", srcs_json(&f->comorbidity_src));
-    json_object_set_new(o, "ca153", num_json(f->ca153, f->ca153 >= 0));
-    json_object_set_new(o, "alp", num_json(f->alp, f->alp >= 0));
-    a = json_array();
-#define CONFLICT(name, s)                                                                \
-    if ((s).conflict)                                                                    \
-    json_array_append_new(a, json_string(name))
-    CONFLICT("laterality", f->laterality_src);
-    CONFLICT("histology", f->histology_src);
-    CONFLICT("t", f->t_src);
-    CONFLICT("n", f->n_src);
-    CONFLICT("m", f->m_src);
-    CONFLICT("stage_iv", f->stage_src);
-    CONFLICT("tumour_size_mm", f->tumour_size_src);
-    CONFLICT("grade", f->grade_src);
-    CONFLICT("lvi", f->lvi_src);
-    CONFLICT("er", f->er_src);
-    CONFLICT("pr", f->pr_src);
-    CONFLICT("her2_ihc", f->her2_ihc_src);
-    CONFLICT("her2_ish", f->her2_ish_src);
-    CONFLICT("her2_overall", f->her2_overall_src);
-    CONFLICT("ki67", f->ki67_src);
-    CONFLICT("pdl1", f->pdl1_src);
-    CONFLICT("rs", f->rs_src);
-    CONFLICT("gbrca", f->gbrca_src);
-    CONFLICT("pik3ca", f->pik3ca_src);
-    CONFLICT("ecog", f->ecog_src);
-    CONFLICT("karnofsky", f->karnofsky_src);
-    CONFLICT("ca153", f->ca153_src);
-    CONFLICT("alp", f->alp_src);
-#undef CONFLICT
-    json_object_set_new(o, "conflicts", a);
+    json_object_set_new(o, "conflicts", conflicts);
     /* Provenance: the resources each feature came from. */
-    a = json_object();
-#define SRC(name, s) json_object_set_new(a, name, srcs_json(&(s)))
-    SRC("birth_date", f->birth_src);
-    SRC("primary", f->primary_src);
-    SRC("laterality", f->laterality_src);
-    SRC("histology", f->histology_src);
-    SRC("metastasis_unsited", f->metastasis_unsited_src);
-    SRC("t", f->t_src);
-    SRC("n", f->n_src);
-    SRC("m", f->m_src);
-    SRC("stage_iv", f->stage_src);
-    SRC("tumour_size_mm", f->tumour_size_src);
-    SRC("grade", f->grade_src);
-    SRC("lvi", f->lvi_src);
-    SRC("er", f->er_src);
-    SRC("pr", f->pr_src);
-    SRC("her2_ihc", f->her2_ihc_src);
-    SRC("her2_ish", f->her2_ish_src);
-    SRC("her2_overall", f->her2_overall_src);
-    SRC("ki67", f->ki67_src);
-    SRC("pdl1", f->pdl1_src);
-    SRC("rs", f->rs_src);
-    SRC("gbrca", f->gbrca_src);
-    SRC("pik3ca", f->pik3ca_src);
-    SRC("ecog", f->ecog_src);
-    SRC("karnofsky", f->karnofsky_src);
-    SRC("symptomatic", f->symptomatic_src);
-    SRC("comorbidity", f->comorbidity_src);
-    SRC("ca153", f->ca153_src);
-    SRC("alp", f->alp_src);
-    for (i = 0; i < SITE_COUNT; i++)
-        SRC(site_name((enum site)i), f->site_src[i]);
-#undef SRC
-    json_object_set_new(o, "srcs", a);
+    json_object_set_new(o, "srcs", srcs);
     a = json_array();
     json_array_foreach (json_object_get(rep, "unmapped"), k, u) {
         char line[512];

@@ -207,9 +207,13 @@ static int do_apply(struct cds *x, struct MHD_Connection *c, const char *body, s
                 snprintf(query, sizeof(query), "Patient/%s", subject);
             else if (k == 1)
                 snprintf(query, sizeof(query), "Condition?subject=Patient/%s&_count=200", subject);
-            else
+            else {
+                struct cds_tables *t = cds_tables_get(x);
+
                 snprintf(query, sizeof(query), "Observation?subject=Patient/%s%s%.4000s&_count=200",
-                         subject, x->obs_codes[0] ? "&code=" : "", x->obs_codes);
+                         subject, t->obs_codes[0] ? "&code=" : "", t->obs_codes);
+                cds_tables_put(x, t);
+            }
             if (cds_fhir_read(x, x->base_url, query, authz, got, why, sizeof(why)) != ADP_OK) {
                 free(authz);
                 json_decref(entries);

@@ -129,30 +129,75 @@ enum adp_err cds_evaluate_doc(struct cds *x, json_t *doc, json_t **out, struct f
     struct emit_ctx ctx;
     char now[32];
     enum adp_err rc;
+    struct cds_tables *t = cds_tables_get(x);
 
     *out = NULL;
     *report = NULL;
     rc = bundle_resources(doc, &resources, &patient_id, err);
     if (rc == ADP_OK)
-        rc = mapping_extract(x->map, resources, f, report, err);
+        rc = mapping_extract(t->map, resources, f, report, err);
     if (rc == ADP_OK) {
-        engine_run(f, &x->params, d);
+        engine_run(f, &t->params, d);
         now_text(now, sizeof(now));
         memset(&ctx, 0, sizeof(ctx));
         ctx.canonical_base = x->canonical_base;
         ctx.patient_id = patient_id ? patient_id : "unknown";
         ctx.now = now;
         ctx.software_version = DNMBC_VERSION;
-        ctx.params = &x->params;
+        ctx.params = &t->params;
         *out = emit_evaluate_bundle(&ctx, f, d, *report);
         if (*out == NULL)
             rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
     }
+    cds_tables_put(x, t);
     json_decref(resources);
     return rc;
 }
 
 /* ---- reading from a FHIR server ------------------------------------------ */
+
+/* An idle HTTP client, or a new one; NULL when none can be made. */
+static struct http_client *fetch_take(struct cds *x)
+{
+    struct http_client *h = NULL;
+    struct adp_error err;
+
+    pthread_mutex_lock(&x->lock);
+    if (x->nidle > 0)
+        h = x->idle[--x->nidle];
+    pthread_mutex_unlock(&x->lock);
+    if (h != NULL)
+        return h;
+    adp_error_clear(&err);
+    if (http_client_new(&x->fetch_opts, &h, &err) != ADP_OK) {
+        log_warn("cds", "cannot make an HTTP client: %s", err.msg);
+        return NULL;
+    }
+    return h;
+}
+
+/* Keep h for the next request (its connections stay open). */
+static void fetch_give(struct cds *x, struct http_client *h)
+{
+    if (h == NULL)
+        return;
+    pthread_mutex_lock(&x->lock);
+    if (x->nidle == x->idle_cap) {
+        size_t cap = x->idle_cap ? 2 * x->idle_cap : 8;
+        struct http_client **ni = realloc(x->idle, cap * sizeof(*ni));
+
+        if (ni != NULL) {
+            x->idle = ni;
+            x->idle_cap = cap;
+        }
+    }
+    if (x->nidle < x->idle_cap) {
+        x->idle[x->nidle++] = h;
+        h = NULL;
+    }
+    pthread_mutex_unlock(&x->lock);
+    http_client_free(h);
+}
 
 static int same_origin(const char *a, const char *b)
 {
@@ -172,11 +217,18 @@ enum adp_err cds_fhir_read(struct cds *x, const char *base, const char *query,
     int page;
     enum adp_err rc = ADP_OK;
     size_t blen = strlen(base);
+    struct http_client *h;
 
     while (blen > 0 && base[blen - 1] == '/')
         blen--;
     if (cds_asprintf(&url, "%.*s/%s", (int)blen, base, query) < 0)
         return ADP_ENOMEM;
+    h = fetch_take(x);
+    if (h == NULL) {
+        free(url);
+        snprintf(why, whylen, "GET %s: out of memory", query);
+        return ADP_ENOMEM;
+    }
     for (page = 0; url != NULL && page < MAX_PAGES; page++) {
         const char *hdrs[3] = {"Accept: application/fhir+json", authz, NULL};
         struct http_response resp;
@@ -187,7 +239,7 @@ enum adp_err cds_fhir_read(struct cds *x, const char *base, const char *query,
 
         memset(&resp, 0, sizeof(resp));
         adp_error_clear(&err);
-        rc = http_do(x->fetch, "GET", url, hdrs, NULL, NULL, &resp, &err);
+        rc = http_do(h, "GET", url, hdrs, NULL, NULL, &resp, &err);
         if (rc == ADP_OK && resp.status != 200) {
             snprintf(why, whylen, "GET %s: HTTP %ld", query, resp.status);
             rc = ADP_EHTTP;
@@ -241,6 +293,7 @@ enum adp_err cds_fhir_read(struct cds *x, const char *base, const char *query,
             break;
     }
     free(url);
+    fetch_give(x, h);
     return rc;
 }
 
@@ -307,12 +360,14 @@ static void uuid4(char out[37])
 static json_t *discovery(struct cds *x)
 {
     char obs[4096];
+    struct cds_tables *t = cds_tables_get(x);
 
-    if (x->obs_codes[0] != '\0' && strlen(x->obs_codes) < sizeof(obs) - 64)
+    if (t->obs_codes[0] != '\0' && strlen(t->obs_codes) < sizeof(obs) - 64)
         snprintf(obs, sizeof(obs), "Observation?patient={{context.patientId}}&code=%s",
-                 x->obs_codes);
+                 t->obs_codes);
     else
         snprintf(obs, sizeof(obs), "Observation?patient={{context.patientId}}");
+    cds_tables_put(x, t);
     return json_pack(
         "{s:[{s:s,s:s,s:s,s:s,s:{s:s,s:s,s:s}}]}", "services", "hook", "patient-view", "id",
         SERVICE_ID, "title", "De novo metastatic breast cancer: local therapy of the primary",
@@ -516,9 +571,13 @@ static int handle_service(struct cds *x, struct MHD_Connection *c, const char *b
             snprintf(query, sizeof(query), "Patient/%s", pid);
         else if (k == 1)
             snprintf(query, sizeof(query), "Condition?subject=Patient/%s&_count=200", pid);
-        else
+        else {
+            struct cds_tables *t = cds_tables_get(x);
+
             snprintf(query, sizeof(query), "Observation?subject=Patient/%s%s%.4000s&_count=200", pid,
-                     x->obs_codes[0] ? "&code=" : "", x->obs_codes);
+                     t->obs_codes[0] ? "&code=" : "", t->obs_codes);
+            cds_tables_put(x, t);
+        }
         if (cds_asprintf(&authz, "Authorization: Bearer %s", tok) < 0) {
             snprintf(why, sizeof(why), "out of memory");
             goto bad;
@@ -645,6 +704,8 @@ static int handle_feedback(struct cds *x, struct MHD_Connection *c, const char *
             return cds_error(c, 400, why);
         }
     }
+    /* one connection for every listener thread: its writes are serialised here */
+    pthread_mutex_lock(&x->lock);
     if (feedback_db(x, x->state_path, &x->db, why, sizeof(why)) != 0 ||
         sqlite3_prepare_v2(x->db,
                            "INSERT INTO cds_feedback (received, client, card, outcome, "
@@ -652,6 +713,7 @@ static int handle_feedback(struct cds *x, struct MHD_Connection *c, const char *
                            -1, &q, NULL) != SQLITE_OK) {
         if (x->db != NULL)
             snprintf(why, sizeof(why), "state file: %s", sqlite3_errmsg(x->db));
+        pthread_mutex_unlock(&x->lock);
         json_decref(doc);
         log_warn("cds", "feedback not stored: %s", why);
         return cds_error(c, 503, why);
@@ -689,9 +751,11 @@ static int handle_feedback(struct cds *x, struct MHD_Connection *c, const char *
         sqlite3_exec(x->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         snprintf(why, sizeof(why), "state file: %s", sqlite3_errmsg(x->db));
         sqlite3_exec(x->db, "ROLLBACK", NULL, NULL, NULL);
+        pthread_mutex_unlock(&x->lock);
         json_decref(doc);
         return cds_error(c, 503, why);
     }
+    pthread_mutex_unlock(&x->lock);
     metrics_add(x->metrics, MET_CDS_FEEDBACK, MCF_ACCEPTED, (unsigned long)n_acc);
     metrics_add(x->metrics, MET_CDS_FEEDBACK, MCF_OVERRIDDEN, (unsigned long)n_ovr);
     json_decref(doc);
@@ -754,8 +818,8 @@ int cds_route(void *ud, void *connection, const char *url, const char *method,
                  x->max_body);
         return is_fhir ? cds_fhir_error(c, 413, "too-costly", why) : cds_error(c, 413, why);
     }
-    /* The handlers run one at a time on the listener's thread: requests
-     * waiting behind this one are its queue.  Past the bound, an early 503
+    /* Requests the listener holds beyond its threads wait for one: past
+     * the bound they would wait longer than a client does, so an early 503
      * with Retry-After lets the client's queue retry instead of timing out. */
     if (inflight > (int)x->max_concurrent) {
         metrics_inc(x->metrics, MET_CDS_REQUESTS, MCR_BUSY);
@@ -787,22 +851,51 @@ int cds_route(void *ud, void *connection, const char *url, const char *method,
 
 /* ---- lifecycle ----------------------------------------------------------- */
 
-enum adp_err cds_new(const struct config *cfg, struct metrics *m, struct cds **out,
-                     struct adp_error *err)
+static void tables_free(struct cds_tables *t)
 {
-    struct cds *x = calloc(1, sizeof(*x));
-    struct http_opts ho;
+    if (t == NULL)
+        return;
+    mapping_free(t->map);
+    free(t->obs_codes);
+    free(t);
+}
+
+struct cds_tables *cds_tables_get(struct cds *x)
+{
+    struct cds_tables *t;
+
+    pthread_mutex_lock(&x->lock);
+    t = x->tables;
+    t->refs++;
+    pthread_mutex_unlock(&x->lock);
+    return t;
+}
+
+void cds_tables_put(struct cds *x, struct cds_tables *t)
+{
+    int last;
+
+    pthread_mutex_lock(&x->lock);
+    last = --t->refs == 0;
+    pthread_mutex_unlock(&x->lock);
+    if (last)
+        tables_free(t);
+}
+
+/* Mappings, thresholds and the Observation code list, as cfg names them. */
+static enum adp_err tables_load(const struct config *cfg, struct cds_tables **out,
+                                struct adp_error *err)
+{
+    struct cds_tables *t = calloc(1, sizeof(*t));
     char *codes = NULL, *thresholds = NULL;
     enum adp_err rc;
 
     *out = NULL;
-    if (x == NULL)
+    if (t == NULL)
         return adp_error_set(err, ADP_ENOMEM, "out of memory");
-    x->metrics = m;
-    x->max_body = (size_t)cfg->cds_max_body_kb * 1024;
-    x->max_concurrent = (unsigned)cfg->cds_max_concurrent;
+    t->refs = 1;
     rc = mapping_load(cfg->mappings_dir, (const char *const *)cfg->extra_mappings,
-                      cfg->nextra_mappings, &x->map, err);
+                      cfg->nextra_mappings, &t->map, err);
     if (rc != ADP_OK)
         goto fail;
     if (cfg->thresholds_file != NULL)
@@ -813,13 +906,60 @@ enum adp_err cds_new(const struct config *cfg, struct metrics *m, struct cds **o
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         goto fail;
     }
-    rc = rules_load(thresholds, &x->params, err);
+    rc = rules_load(thresholds, &t->params, err);
     free(thresholds);
     if (rc != ADP_OK)
         goto fail;
-    codes = cfg->observation_code_filter ? mapping_observation_codes(x->map) : strdup("");
-    x->obs_codes = codes && codes[0] ? http_escape(codes) : strdup("");
+    codes = cfg->observation_code_filter ? mapping_observation_codes(t->map) : strdup("");
+    t->obs_codes = codes && codes[0] ? http_escape(codes) : strdup("");
     free(codes);
+    if (t->obs_codes == NULL) {
+        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+        goto fail;
+    }
+    *out = t;
+    return ADP_OK;
+fail:
+    tables_free(t);
+    return rc;
+}
+
+enum adp_err cds_reload(struct cds *x, const struct config *cfg, struct adp_error *err)
+{
+    struct cds_tables *t, *old;
+    enum adp_err rc;
+
+    if (x == NULL)
+        return ADP_OK;
+    rc = tables_load(cfg, &t, err);
+    if (rc != ADP_OK)
+        return rc;
+    pthread_mutex_lock(&x->lock);
+    old = x->tables;
+    x->tables = t;
+    pthread_mutex_unlock(&x->lock);
+    /* requests under way keep the old tables until they are done */
+    cds_tables_put(x, old);
+    return ADP_OK;
+}
+
+enum adp_err cds_new(const struct config *cfg, struct metrics *m, struct cds **out,
+                     struct adp_error *err)
+{
+    struct cds *x = calloc(1, sizeof(*x));
+    struct http_opts ho;
+    enum adp_err rc;
+
+    *out = NULL;
+    if (x == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    pthread_mutex_init(&x->lock, NULL);
+    x->metrics = m;
+    x->max_body = (size_t)cfg->cds_max_body_kb * 1024;
+    x->max_concurrent = (unsigned)cfg->cds_max_concurrent;
+    rc = tables_load(cfg, &x->tables, err);
+    if (rc != ADP_OK)
+        goto fail;
     x->canonical_base = strdup(cfg->canonical_base);
     x->public_url = strdup(cfg->public_url ? cfg->public_url : "");
     x->state_path = strdup(cfg->state_path);
@@ -827,8 +967,10 @@ enum adp_err cds_new(const struct config *cfg, struct metrics *m, struct cds **o
     x->bearer = cfg->bearer_token ? strdup(cfg->bearer_token) : NULL;
     x->server_auth_ok = strcmp(cfg->auth_mode, "none") == 0 ||
                         (strcmp(cfg->auth_mode, "bearer") == 0 && x->bearer != NULL);
-    if (x->obs_codes == NULL || x->canonical_base == NULL || x->public_url == NULL ||
-        x->state_path == NULL || (cfg->base_url && x->base_url == NULL)) {
+    if (x->canonical_base == NULL || x->public_url == NULL || x->state_path == NULL ||
+        (cfg->base_url && x->base_url == NULL) ||
+        (cfg->ca_file && (x->fetch_ca_file = strdup(cfg->ca_file)) == NULL) ||
+        (cfg->proxy && (x->fetch_proxy = strdup(cfg->proxy)) == NULL)) {
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         goto fail;
     }
@@ -839,11 +981,18 @@ enum adp_err cds_new(const struct config *cfg, struct metrics *m, struct cds **o
     ho.total_timeout_ms = 20000;
     ho.max_body = 64 * 1024 * 1024;
     ho.user_agent = "dnmbc-adapter/" DNMBC_VERSION " cds";
-    ho.ca_file = cfg->ca_file;
-    ho.proxy = cfg->proxy;
-    rc = http_client_new(&ho, &x->fetch, err);
-    if (rc != ADP_OK)
-        goto fail;
+    ho.ca_file = x->fetch_ca_file;
+    ho.proxy = x->fetch_proxy;
+    x->fetch_opts = ho;
+    {
+        /* one made now: a configuration libcurl refuses fails at start */
+        struct http_client *h = NULL;
+
+        rc = http_client_new(&ho, &h, err);
+        if (rc != ADP_OK)
+            goto fail;
+        fetch_give(x, h);
+    }
     if (cfg->cds_clients != NULL) {
         json_t *clients = json_loads(cfg->cds_clients, 0, NULL);
 
@@ -868,19 +1017,26 @@ fail:
 
 void cds_free(struct cds *x)
 {
+    size_t i;
+
     if (x == NULL)
         return;
-    mapping_free(x->map);
+    if (x->tables != NULL)
+        cds_tables_put(x, x->tables);
     free(x->canonical_base);
     free(x->public_url);
-    free(x->obs_codes);
     free(x->state_path);
     free(x->base_url);
     if (x->bearer != NULL)
         memset(x->bearer, 0, strlen(x->bearer));
     free(x->bearer);
     jwtv_free(x->jwt);
-    http_client_free(x->fetch);
+    for (i = 0; i < x->nidle; i++)
+        http_client_free(x->idle[i]);
+    free(x->idle);
+    free(x->fetch_ca_file);
+    free(x->fetch_proxy);
     sqlite3_close(x->db);
+    pthread_mutex_destroy(&x->lock);
     free(x);
 }

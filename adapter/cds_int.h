@@ -7,17 +7,30 @@
 
 #include <jansson.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <sqlite3.h>
 
 #include "engine.h"
 #include "features.h"
+#include "http.h"
 
-struct cds {
+/* What SIGHUP replaces (cds_reload): a request takes a reference for its
+ * whole evaluation, so a reload never frees tables a handler is using. */
+struct cds_tables {
+    int refs;                    /* under cds.lock */
     struct mapping *map;
     struct rule_params params;
+    char *obs_codes;             /* escaped code list for the Observation search, "" none */
+};
+
+/* The handlers run on several listener threads at once: what they change
+ * (the tables pointer, the idle HTTP clients, the feedback connection) is
+ * under lock; the rest is fixed after cds_new. */
+struct cds {
+    pthread_mutex_t lock;
+    struct cds_tables *tables;   /* under lock */
     char *canonical_base;
     char *public_url;
-    char *obs_codes;             /* escaped code list for the Observation search, "" none */
     char *state_path;
     char *base_url;              /* the configured FHIR server (useServerData), or NULL */
     char *bearer;                /* its bearer token when auth.mode is bearer, or NULL */
@@ -25,10 +38,19 @@ struct cds {
     size_t max_body;
     unsigned max_concurrent;
     struct jwtv *jwt;            /* NULL: no clients configured, endpoints refuse */
-    struct http_client *fetch;   /* prefetch and useServerData reads */
+    /* prefetch and useServerData reads: an HTTP client serves one request
+     * at a time, so each handler takes an idle one (or makes one) */
+    struct http_opts fetch_opts;
+    char *fetch_ca_file, *fetch_proxy;
+    struct http_client **idle;   /* under lock */
+    size_t nidle, idle_cap;
     struct metrics *metrics;     /* borrowed */
-    sqlite3 *db;                 /* feedback, opened on first use */
+    sqlite3 *db;                 /* feedback, opened on first use; under lock */
 };
+
+/* The current tables, with a reference (give it back with cds_tables_put). */
+struct cds_tables *cds_tables_get(struct cds *x);
+void cds_tables_put(struct cds *x, struct cds_tables *t);
 
 /* s, or dflt when s is NULL. */
 static inline const char *nz_str(const char *s, const char *dflt)

@@ -90,6 +90,8 @@ static const struct key keys[] = {
     {"cds", "clients", K_JSON, OFF(cds_clients), 0, 0},
     {"cds", "max_body_kb", K_INT, OFF(cds_max_body_kb), 1, 1024},
     {"cds", "max_concurrent", K_INT, OFF(cds_max_concurrent), 1, 60},
+    {"server", "threads", K_INT, OFF(server_threads), 1, 64},
+    {"server", "tls_client_ca", K_STR, OFF(server_tls_client_ca), 0, 0},
     {"bulk", "group_id", K_STR, OFF(bulk_group_id), 0, 0},
     {"bulk", "poll_max_s", K_INT, OFF(bulk_poll_max_s), 1, 604800},
     {"bulk", "poll_interval_max_s", K_INT, OFF(bulk_poll_interval_max_s), 1, 3600},
@@ -122,7 +124,7 @@ const char *const config_keys[] = {
     "server.header_timeout_s", "server.body_timeout_s",
     "fhir.max_parsed_mb",
     "server.public_url", "cds.clients",        "cds.max_body_kb",
-    "cds.max_concurrent",
+    "cds.max_concurrent", "server.threads",    "server.tls_client_ca",
     "bulk.group_id",     "bulk.poll_max_s",        "bulk.poll_interval_max_s",
     "bulk.parallel_downloads", "bulk.type_filter",
     NULL};
@@ -479,6 +481,10 @@ enum adp_err config_check(const struct config *cfg, struct adp_error *err)
     if ((cfg->server_tls_cert == NULL) != (cfg->server_tls_key == NULL))
         return adp_error_set(err, ADP_ECONFIG,
                              "server.tls_cert and server.tls_key go together");
+    if (cfg->server_tls_client_ca != NULL && cfg->server_tls_cert == NULL)
+        return adp_error_set(err, ADP_ECONFIG,
+                             "server.tls_client_ca needs server.tls_cert and server.tls_key "
+                             "(client certificates are asked for in the TLS handshake)");
     if (log_level_parse(cfg->log_level) < 0)
         return adp_error_set(err, ADP_ECONFIG,
                              "log.level: '%s' is not one of error, warn, info, debug",
@@ -524,6 +530,7 @@ void config_free(struct config *cfg)
     free(cfg->listen);
     free(cfg->server_tls_cert);
     free(cfg->server_tls_key);
+    free(cfg->server_tls_client_ca);
     free(cfg->notify_secret_file);
     if (cfg->notify_secret != NULL)
         memset(cfg->notify_secret, 0, strlen(cfg->notify_secret));

@@ -83,6 +83,8 @@ struct config {
     long server_max_per_client;
     long server_header_timeout_s;
     long server_body_timeout_s;
+    long server_threads;           /* listener threads; 0: one per CPU */
+    char *server_tls_client_ca;    /* PEM CA: client certificates it signed authenticate */
     /* CDS Hooks and $apply endpoints of the listener (cds.h) */
     char *public_url;          /* server.public_url: the listener's URL as clients call it */
     char *cds_clients;         /* cds.clients, as JSON text (jwtverify.h); NULL: none */

@@ -762,6 +762,7 @@ struct reloader {
 
 static enum adp_err load_config(const struct args *a, struct config *cfg,
                                 struct adp_error *err);
+static struct cds *cds_service;
 
 static void do_reload(struct adapter *ad, void *ctx)
 {
@@ -815,6 +816,9 @@ static void do_reload(struct adapter *ad, void *ctx)
     r->cfg->interval_s = fresh.interval_s;
     r->cfg->overlap_s = fresh.overlap_s;
     config_free(&fresh); /* now holds the replaced strings */
+    /* cds call site: the listener's CDS service has its own copy of the tables */
+    if (cds_reload(cds_service, r->cfg, &err) != ADP_OK)
+        log_err("daemon", "SIGHUP: the CDS service keeps its tables: %s", err.msg);
     log_set_level((enum log_level)log_level_parse(r->cfg->log_level));
     log_info("daemon", "SIGHUP: configuration and %d mapping entries reloaded",
              mapping_count(ad->map));
@@ -899,8 +903,8 @@ static enum adp_err load_config(const struct args *a, struct config *cfg,
     return ADP_OK;
 }
 
-/* The CDS Hooks / $apply endpoints of the listener (cds.h); freed after it. */
-static struct cds *cds_service;
+/* The CDS Hooks / $apply endpoints of the listener (cds.h): cds_service,
+ * declared before do_reload; freed after the listener. */
 
 /* `run`: metrics always; the listener when server.listen / --listen is set.
  * Returns 0, or EXIT_USAGE after printing why. */
@@ -929,6 +933,7 @@ static int start_listener(struct adapter *ad, const struct config *cfg, struct m
     so.max_per_client = (unsigned int)cfg->server_max_per_client;
     so.header_timeout_s = cfg->server_header_timeout_s;
     so.body_timeout_s = cfg->server_body_timeout_s;
+    so.threads = (unsigned int)cfg->server_threads;
     so.cfg = cfg;
     adp_error_clear(&err);
     if (cds_new(cfg, *m, &cds_service, &err) != ADP_OK) {
@@ -1056,6 +1061,23 @@ int main(int argc, char **argv)
             struct timespec ts = {0, 200 * 1000 * 1000};
 
             nanosleep(&ts, NULL);
+            if (reload) {
+                /* SIGHUP: the CDS service's mappings and thresholds afresh */
+                struct config fresh;
+
+                reload = 0;
+                adp_error_clear(&err);
+                if (load_config(&a, &fresh, &err) != ADP_OK) {
+                    log_err("daemon", "SIGHUP: reload failed, keeping the tables: %s", err.msg);
+                } else {
+                    if (cds_reload(cds_service, &fresh, &err) != ADP_OK)
+                        log_err("daemon", "SIGHUP: reload failed, keeping the tables: %s",
+                                err.msg);
+                    else
+                        log_info("daemon", "SIGHUP: mappings and thresholds reloaded");
+                    config_free(&fresh);
+                }
+            }
         }
     } else {
         struct reloader rl = {&a, &cfg};

@@ -1,10 +1,14 @@
 /*
  * server.c - the health, metrics and notification listener (see server.h).
  *
- * libmicrohttpd runs one internal polling thread, so the handlers below
- * never run concurrently with each other; what they share with the sync
- * loop (the notification queue, the "started" flag) is behind s->lock, and
- * the metrics have their own lock.
+ * libmicrohttpd runs a pool of internal polling threads (server.threads,
+ * default one per CPU), each with its own share of the connections, so the
+ * handlers below run concurrently: what they share with each other and with
+ * the sync loop (the notification queue, the "started" flag, the readiness
+ * cache) is behind s->lock, the connection list behind s->conn_lock, the
+ * count of requests in flight is atomic, and the metrics and the route's
+ * own state (cds.c) have their own locks.  One thread could only answer one
+ * request at a time, so 64 clients waited behind each other.
  *
  * Two helper threads keep the listener answering whatever the network does:
  * - readiness: the FHIR server probe can take seconds (a silent server
@@ -121,7 +125,9 @@ struct server {
     char subscription[256];
     server_route_fn route;         /* further endpoints (server.h), or NULL */
     void *route_ud;
-    int inflight;                  /* requests begun, not completed (listener thread) */
+    int inflight;                  /* requests begun, not completed (atomic: every
+                                    * listener thread counts its own) */
+    unsigned int threads;          /* libmicrohttpd's polling threads */
 };
 
 struct upload {
@@ -893,7 +899,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         *con_cls = up;
         /* the head is in: from now on the body (and the answer) has its own deadline */
         conn_deadline(s, c, s->body_timeout_s);
-        s->inflight++;
+        __atomic_add_fetch(&s->inflight, 1, __ATOMIC_RELAXED);
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
@@ -934,7 +940,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         return handle_notify(s, c, url, up);
     if (s->route != NULL) {
         int r = s->route(s->route_ud, c, url, method, up->data, up->len, up->too_big,
-                         s->inflight);
+                         __atomic_load_n(&s->inflight, __ATOMIC_RELAXED));
 
         if (r >= 0)
             return (enum MHD_Result)r;
@@ -955,7 +961,7 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
     /* a kept-alive connection has header_timeout_s for its next request */
     conn_deadline(cls, c, ((struct server *)cls)->header_timeout_s);
     if (up != NULL) {
-        s->inflight--;
+        __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_RELAXED);
         free(up->data);
         free(up);
         *con_cls = NULL;
@@ -1181,6 +1187,12 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
                                                   : SERVER_DEFAULT_HEADER_TIMEOUT_S;
     s->body_timeout_s = o->body_timeout_s > 0 ? o->body_timeout_s
                                               : SERVER_DEFAULT_BODY_TIMEOUT_S;
+    s->threads = o->threads;
+    if (s->threads == 0) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+        s->threads = ncpu > 0 ? (unsigned int)(ncpu < 64 ? ncpu : 64) : 1;
+    }
     s->metrics = m;
     if (o->cfg != NULL) {
         const struct config *cfg = o->cfg;
@@ -1260,24 +1272,30 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
     /* The per-client limit below the total keeps one client (a slow or
      * hostile one) from taking every slot: a probe from another address
      * still gets in.  The inactivity timeout stays as a second bound. */
-    if (s->tls_cert_pem != NULL)
-        s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handler, s, MHD_OPTION_SOCK_ADDR,
-                                  ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, completed, s,
-                                  MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-                                  MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-                                  MHD_OPTION_CONNECTION_LIMIT, s->max_connections,
-                                  MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->max_per_client,
-                                  MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-                                  MHD_OPTION_HTTPS_MEM_CERT, s->tls_cert_pem,
-                                  MHD_OPTION_HTTPS_MEM_KEY, s->tls_key_pem, MHD_OPTION_END);
-    else
-        s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handler, s, MHD_OPTION_SOCK_ADDR,
-                                  ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, completed, s,
-                                  MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-                                  MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-                                  MHD_OPTION_CONNECTION_LIMIT, s->max_connections,
-                                  MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->max_per_client,
-                                  MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+    {
+        struct MHD_OptionItem opt[16];
+        int n = 0;
+
+#define OPT(o, v, p) (opt[n].option = (o), opt[n].value = (intptr_t)(v), opt[n].ptr_value = (p), n++)
+        OPT(MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr);
+        OPT(MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, s);
+        OPT(MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, s);
+        OPT(MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, s);
+        OPT(MHD_OPTION_CONNECTION_LIMIT, s->max_connections, NULL);
+        OPT(MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->max_per_client, NULL);
+        OPT(MHD_OPTION_CONNECTION_TIMEOUT, 30u, NULL);
+        /* libmicrohttpd shares the connection limit out among the threads */
+        if (s->threads > 1)
+            OPT(MHD_OPTION_THREAD_POOL_SIZE, s->threads, NULL);
+        if (s->tls_cert_pem != NULL) {
+            OPT(MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert_pem);
+            OPT(MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key_pem);
+        }
+        OPT(MHD_OPTION_END, 0, NULL);
+#undef OPT
+        s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handler, s, MHD_OPTION_ARRAY, opt,
+                                  MHD_OPTION_END);
+    }
     freeaddrinfo(ai);
     if (s->mhd == NULL) {
         rc = adp_error_set(err, ADP_ECONFIG,
@@ -1288,9 +1306,10 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
     }
     info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info != NULL ? (int)info->port : atoi(port);
-    log_info("listener", "listening on %s://%s%s%s:%d (/healthz /readyz /metrics /notify)",
+    log_info("listener", "listening on %s://%s%s%s:%d (/healthz /readyz /metrics /notify), "
+             "%u thread(s)",
              s->tls_cert_pem ? "https" : "http", strchr(host, ':') ? "[" : "", host,
-             strchr(host, ':') ? "]" : "", s->port);
+             strchr(host, ':') ? "]" : "", s->port, s->threads);
     *out = s;
     return ADP_OK;
 fail:

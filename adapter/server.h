@@ -1,6 +1,6 @@
 /*
  * server.h - the daemon's small HTTP listener (libmicrohttpd, its own
- * thread): GET /healthz, GET /readyz, GET /metrics, POST /notify.
+ * threads): GET /healthz, GET /readyz, GET /metrics, POST /notify.
  *
  * /notify is a FHIR Subscription rest-hook endpoint.  It accepts R4
  * Subscription notifications (an empty POST, or the changed resource as the
@@ -49,6 +49,7 @@ struct server_opts {
     long header_timeout_s;             /* request line and headers, from connect (or
                                         * from the previous response on keep-alive) */
     long body_timeout_s;               /* request body and answer, from the headers */
+    unsigned int threads;        /* threads answering requests; 0: one per CPU */
     const struct config *cfg;    /* read during server_start only: what the readiness
                                   * probe needs (state path, FHIR server, TLS) is copied */
     server_route_fn route;       /* NULL: none */

@@ -376,7 +376,7 @@ test('run --listen serves the same endpoints beside the daemon', async () => {
   const proc = spawn(path.join(ROOT, 'dnmbc-adapter'), ['run', '-c', cfgPath, '--listen', '127.0.0.1:0'], { env: { ...process.env, DNMBC_LOG_LEVEL: '' }, stdio: ['ignore', 'ignore', 'pipe'] });
   let logs = '';
   const base = await new Promise((resolve, reject) => {
-    proc.stderr.on('data', (x) => { logs += x; const m = /listening on (http\S*?:\d+)/.exec(logs); if (m) resolve(m[1]); });
+    proc.stderr.on('data', (x) => { logs += x; const m = /listening on (http\S*?:\d+) /.exec(logs); if (m) resolve(m[1]); });
     proc.on('exit', (c) => reject(new Error(`run exited ${c}: ${logs}`)));
   });
   try {

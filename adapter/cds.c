@@ -27,6 +27,7 @@
 #include "mapping.h"
 #include "metrics.h"
 #include "rules.h"
+#include "server.h"
 #include "state.h"
 #include "sync.h"
 
@@ -652,16 +653,10 @@ static int feedback_db(struct cds *x, const char *path, sqlite3 **db, char *why,
         return -1;
     }
     state_close(st);
+    /* the table comes from the state module's migrations */
     if (sqlite3_open_v2(path, db, x ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY, NULL) !=
             SQLITE_OK ||
-        sqlite3_busy_timeout(*db, 2000) != SQLITE_OK ||
-        (x != NULL && sqlite3_exec(*db,
-                                   "CREATE TABLE IF NOT EXISTS cds_feedback ("
-                                   " id INTEGER PRIMARY KEY, received TEXT NOT NULL,"
-                                   " client TEXT NOT NULL, card TEXT NOT NULL,"
-                                   " outcome TEXT NOT NULL, outcome_time TEXT NOT NULL,"
-                                   " reason TEXT, comment TEXT)",
-                                   NULL, NULL, NULL) != SQLITE_OK)) {
+        sqlite3_busy_timeout(*db, 2000) != SQLITE_OK) {
         snprintf(why, whylen, "state file %s: %s", path, *db ? sqlite3_errmsg(*db) : "open");
         sqlite3_close(*db);
         *db = NULL;
@@ -827,8 +822,12 @@ int cds_route(void *ud, void *connection, const char *url, const char *method,
                        : cds_error(c, 503, "busy: retry later");
     }
     authz = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    if (jwtv_check(x->jwt, authz, url, time(NULL), client, sizeof(client), why, sizeof(why)) !=
-        0) {
+    /* an integration engine on $apply may authenticate with a client
+     * certificate of the configured CA (server.tls_client_ca) instead */
+    if (is_fhir && authz == NULL && server_client_cert(c, client, sizeof(client))) {
+        log_debug("cds", "%s %s: client certificate %s", method, url, client);
+    } else if (jwtv_check(x->jwt, authz, url, time(NULL), client, sizeof(client), why,
+                          sizeof(why)) != 0) {
         log_warn("cds", "%s %s refused: %s", method, url, why);
         metrics_inc(x->metrics, MET_CDS_REQUESTS, MCR_UNAUTHORIZED);
         return is_fhir ? cds_fhir_error(c, 401, "login", why) : cds_error(c, 401, why);

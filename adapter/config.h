@@ -117,6 +117,13 @@ enum adp_err config_set_str(char **field, const char *val, struct adp_error *err
 
 /* Semantic checks after command-line overrides (URL scheme, ranges, auth). */
 enum adp_err config_check(const struct config *cfg, struct adp_error *err);
+/* SIGHUP: move every key marked reloadable in the key table from fresh
+ * into live (fresh gets the replaced strings, for config_free); the other
+ * keys need a restart (README, "Configuration"). */
+void config_swap_reloadable(struct config *live, struct config *fresh);
+/* 1 when the key ("section.name") is applied by SIGHUP, 0 when it needs a
+ * restart, -1 when there is no such key. */
+int config_key_reloadable(const char *dotted);
 
 /* The one check of every file holding a key or a secret (what names its
  * configuration key): refused (ADP_ECONFIG, naming key, file and mode) when

@@ -769,8 +769,6 @@ static void do_reload(struct adapter *ad, void *ctx)
     struct reloader *r = ctx;
     struct config fresh;
     struct adapter probe;
-    char *tmp;
-    int i;
     struct adp_error err;
 
     adp_error_clear(&err);
@@ -796,25 +794,8 @@ static void do_reload(struct adapter *ad, void *ctx)
     ad->obs_codes = NULL;
     ad->fetch_mode = SYNC_FETCH_UNKNOWN;
     adapter_close(&probe);
-#define SWAP(field) (tmp = r->cfg->field, r->cfg->field = fresh.field, fresh.field = tmp)
-    SWAP(log_level);
-    SWAP(mappings_dir);
-    SWAP(thresholds_file);
-    for (i = 0; i < CONFIG_MAX_EXTRA_MAPPINGS; i++)
-        SWAP(extra_mappings[i]);
-#undef SWAP
-    i = r->cfg->nextra_mappings;
-    r->cfg->nextra_mappings = fresh.nextra_mappings;
-    fresh.nextra_mappings = i;
-    r->cfg->page_size = fresh.page_size;
-    r->cfg->max_pages = fresh.max_pages;
-    r->cfg->retry_max_attempts = fresh.retry_max_attempts;
-    r->cfg->retry_base_ms = fresh.retry_base_ms;
-    r->cfg->retry_max_ms = fresh.retry_max_ms;
-    r->cfg->dead_letter_after = fresh.dead_letter_after;
-    r->cfg->write_provenance = fresh.write_provenance;
-    r->cfg->interval_s = fresh.interval_s;
-    r->cfg->overlap_s = fresh.overlap_s;
+    /* the keys the configuration table marks reloadable (config.c) */
+    config_swap_reloadable(r->cfg, &fresh);
     config_free(&fresh); /* now holds the replaced strings */
     /* cds call site: the listener's CDS service has its own copy of the tables */
     if (cds_reload(cds_service, r->cfg, &err) != ADP_OK)
@@ -927,6 +908,7 @@ static int start_listener(struct adapter *ad, const struct config *cfg, struct m
     so.listen = cfg->listen;
     so.tls_cert = cfg->server_tls_cert;
     so.tls_key = cfg->server_tls_key;
+    so.tls_client_ca = cfg->server_tls_client_ca;
     so.notify_secret = cfg->notify_secret;
     so.heartbeat_s = cfg->heartbeat_s;
     so.max_connections = (unsigned int)cfg->server_max_connections;

@@ -24,6 +24,8 @@
  */
 #include "server.h"
 
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -80,6 +82,7 @@ struct server {
     char *secret;
     char *tls_cert_pem;
     char *tls_key_pem;
+    char *tls_ca_pem;              /* server.tls_client_ca, or NULL */
     int port;
     long heartbeat_s;
     struct http_client *probe;     /* readiness thread only */
@@ -763,6 +766,35 @@ static enum MHD_Result handle_readyz(struct server *s, struct MHD_Connection *c)
     return reply(c, ok ? 200 : 503, "application/json", buf);
 }
 
+int server_client_cert(void *connection, char *who, size_t len)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    gnutls_session_t tls = ci != NULL ? (gnutls_session_t)ci->tls_session : NULL;
+    const gnutls_datum_t *peers;
+    unsigned int status = 1, npeers = 0;
+    gnutls_x509_crt_t crt;
+    size_t dlen = len;
+
+    if (len > 0)
+        who[0] = '\0';
+    /* libmicrohttpd asks for the certificate and leaves the verdict to us:
+     * chain to the configured CA, signatures, validity period */
+    if (tls == NULL || gnutls_certificate_type_get(tls) != GNUTLS_CRT_X509 ||
+        gnutls_certificate_verify_peers2(tls, &status) != GNUTLS_E_SUCCESS || status != 0)
+        return 0;
+    peers = gnutls_certificate_get_peers(tls, &npeers);
+    if (peers == NULL || npeers == 0 || gnutls_x509_crt_init(&crt) != GNUTLS_E_SUCCESS)
+        return 0;
+    if (gnutls_x509_crt_import(crt, &peers[0], GNUTLS_X509_FMT_DER) != GNUTLS_E_SUCCESS ||
+        gnutls_x509_crt_get_dn(crt, who, &dlen) != GNUTLS_E_SUCCESS) {
+        if (len > 0)
+            snprintf(who, len, "(a client certificate)");
+    }
+    gnutls_x509_crt_deinit(crt);
+    return 1;
+}
+
 int server_bearer_matches(const char *h, const char *secret)
 {
     size_t i, n, m;
@@ -1226,6 +1258,11 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
             goto fail;
         }
         flags |= MHD_USE_TLS;
+        if (o->tls_client_ca != NULL &&
+            (s->tls_ca_pem = slurp(o->tls_client_ca, err, "server.tls_client_ca")) == NULL) {
+            rc = err->code;
+            goto fail;
+        }
     }
     if (o->cfg != NULL && o->cfg->base_url != NULL) {
         struct http_opts ho;
@@ -1290,6 +1327,10 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
         if (s->tls_cert_pem != NULL) {
             OPT(MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert_pem);
             OPT(MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key_pem);
+            /* the handshake asks for a client certificate; whether it
+             * verifies is asked per request (server_client_cert) */
+            if (s->tls_ca_pem != NULL)
+                OPT(MHD_OPTION_HTTPS_MEM_TRUST, 0, s->tls_ca_pem);
         }
         OPT(MHD_OPTION_END, 0, NULL);
 #undef OPT
@@ -1353,6 +1394,7 @@ void server_stop(struct server *s)
     if (s->tls_key_pem != NULL)
         memset(s->tls_key_pem, 0, strlen(s->tls_key_pem));
     free(s->tls_key_pem);
+    free(s->tls_ca_pem);
     pthread_cond_destroy(&s->reaper_cond);
     pthread_cond_destroy(&s->ready_cond);
     pthread_mutex_destroy(&s->conn_lock);

@@ -41,6 +41,8 @@ struct server_opts {
     const char *listen;          /* "HOST:PORT", ":PORT" or "PORT" (host 127.0.0.1) */
     const char *tls_cert;        /* PEM file; with tls_key: HTTPS */
     const char *tls_key;
+    const char *tls_client_ca;   /* PEM CA file, or NULL: with TLS, the handshake asks for
+                                  * a client certificate (server_client_cert) */
     const char *notify_secret;   /* NULL: /notify answers 403 (not enabled) */
     long heartbeat_s;            /* expected heartbeat period; 0: not tracked */
     /* connection limits and deadlines; 0: the defaults below */
@@ -71,6 +73,12 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
 int server_port(const struct server *s);
 /* Stop the thread, close the socket, free everything (NULL is a no-op). */
 void server_stop(struct server *s);
+
+/* Whether the client of connection (a struct MHD_Connection) presented, in
+ * the TLS handshake, a certificate that verifies against server.tls_client_ca
+ * (chain, signature, validity period): 1 and its subject DN in who, else 0
+ * (no TLS, no client CA, no certificate, or one that does not verify). */
+int server_client_cert(void *connection, char *who, size_t len);
 
 /* Whether "Authorization: <header>" carries exactly the bearer token
  * secret: the scheme "Bearer" in any case (RFC 7235 section 2.1), one or

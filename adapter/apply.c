@@ -15,6 +15,7 @@
 #include "emit.h"
 #include "engine.h"
 #include "fhirid.h"
+#include "jsonread.h"
 #include "metrics.h"
 
 #define PD_ID "dnmbc-local-therapy"
@@ -110,7 +111,7 @@ int cds_parse_parameters(const char *body, size_t len, json_t **data, char *subj
                          size_t sublen, int *use_server, char *why, size_t whylen)
 {
     json_error_t jerr;
-    json_t *doc = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *doc = jsonread_loadb(body ? body : "", len, &jerr);
     json_t *pd, *pu;
     const char *sid;
 

@@ -22,6 +22,7 @@
 #include "fhirid.h"
 #include "http.h"
 #include "jsonarena.h"
+#include "jsonread.h"
 #include "jwtverify.h"
 #include "log.h"
 #include "mapping.h"
@@ -247,7 +248,7 @@ enum adp_err cds_fhir_read(struct cds *x, const char *base, const char *query,
         } else if (rc != ADP_OK) {
             snprintf(why, whylen, "GET %s: %s", query, err.msg);
         }
-        doc = rc == ADP_OK ? json_loadb(resp.body ? resp.body : "", resp.len, 0, NULL) : NULL;
+        doc = rc == ADP_OK ? jsonread_loadb(resp.body ? resp.body : "", resp.len, NULL) : NULL;
         http_response_free(&resp);
         free(url);
         url = NULL;
@@ -307,7 +308,7 @@ int cds_parse_request(const char *body, size_t len, json_t **out, char *why, siz
     const char *hook, *pid, *server, *tok;
 
     *out = NULL;
-    req = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &jerr);
+    req = jsonread_loadb(body ? body : "", len, &jerr);
     if (req == NULL) {
         snprintf(why, whylen, "malformed JSON at line %d column %d: %s", jerr.line, jerr.column,
                  jerr.text);
@@ -669,7 +670,7 @@ static int handle_feedback(struct cds *x, struct MHD_Connection *c, const char *
                            size_t len, const char *client)
 {
     json_error_t jerr;
-    json_t *doc = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *doc = jsonread_loadb(body ? body : "", len, &jerr);
     json_t *items = json_object_get(doc, "feedback"), *it;
     sqlite3_stmt *q = NULL;
     char why[600], now[32];
@@ -792,6 +793,27 @@ int cds_feedback_print(const char *state_path, FILE *fp)
 
 /* ---- routing ------------------------------------------------------------- */
 
+static int dispatch(struct cds *x, struct MHD_Connection *c, const char *url,
+                    const char *method, const char *body, size_t len, const char *client,
+                    int is_fhir)
+{
+    int handled = 0, ret;
+
+    if (is_fhir) {
+        ret = cds_apply_route(x, c, url, method, body, len, client, &handled);
+        if (handled)
+            return ret;
+        return cds_fhir_error(c, 404, "not-found", "no such FHIR endpoint here");
+    }
+    if (strcmp(url, "/cds-services") == 0 && strcmp(method, "GET") == 0)
+        return cds_send_json(c, 200, "application/json", discovery(x), 0);
+    if (strcmp(url, "/cds-services/" SERVICE_ID) == 0 && strcmp(method, "POST") == 0)
+        return handle_service(x, c, body, len);
+    if (strcmp(url, "/cds-services/" SERVICE_ID "/feedback") == 0 && strcmp(method, "POST") == 0)
+        return handle_feedback(x, c, body, len, client);
+    return cds_error(c, 404, "no such CDS service or method");
+}
+
 int cds_route(void *ud, void *connection, const char *url, const char *method,
               const char *body, size_t len, int too_big, int inflight)
 {
@@ -801,7 +823,7 @@ int cds_route(void *ud, void *connection, const char *url, const char *method,
     int is_fhir = strncmp(url, "/fhir/", 6) == 0;
     const char *authz;
     char why[600], client[300];
-    int handled = 0, ret;
+    int ret;
 
     if (!is_cds && !is_fhir)
         return -1;
@@ -833,19 +855,15 @@ int cds_route(void *ud, void *connection, const char *url, const char *method,
         return is_fhir ? cds_fhir_error(c, 401, "login", why) : cds_error(c, 401, why);
     }
     metrics_inc(x->metrics, MET_CDS_REQUESTS, MCR_OK);
-    if (is_fhir) {
-        ret = cds_apply_route(x, c, url, method, body, len, client, &handled);
-        if (handled)
-            return ret;
-        return cds_fhir_error(c, 404, "not-found", "no such FHIR endpoint here");
-    }
-    if (strcmp(url, "/cds-services") == 0 && strcmp(method, "GET") == 0)
-        return cds_send_json(c, 200, "application/json", discovery(x), 0);
-    if (strcmp(url, "/cds-services/" SERVICE_ID) == 0 && strcmp(method, "POST") == 0)
-        return handle_service(x, c, body, len);
-    if (strcmp(url, "/cds-services/" SERVICE_ID "/feedback") == 0 && strcmp(method, "POST") == 0)
-        return handle_feedback(x, c, body, len, client);
-    return cds_error(c, 404, "no such CDS service or method");
+    /* Every jansson value of the answer is made and dropped within the
+     * request (the answer leaves as text, copied by libmicrohttpd): the
+     * thread's arena takes them, which is what a request mostly costs in
+     * malloc and free.  The JWT check above stays outside: it may cache a
+     * fetched JWK Set. */
+    jsonarena_begin();
+    ret = dispatch(x, c, url, method, body, len, client, is_fhir);
+    jsonarena_end();
+    return ret;
 }
 
 /* ---- lifecycle ----------------------------------------------------------- */

@@ -1314,10 +1314,11 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
         int n = 0;
 
 #define OPT(o, v, p) (opt[n].option = (o), opt[n].value = (intptr_t)(v), opt[n].ptr_value = (p), n++)
+        /* the logger first: libmicrohttpd logs the options after it */
+        OPT(MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, s);
         OPT(MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr);
         OPT(MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, s);
         OPT(MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, s);
-        OPT(MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, s);
         OPT(MHD_OPTION_CONNECTION_LIMIT, s->max_connections, NULL);
         OPT(MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->max_per_client, NULL);
         OPT(MHD_OPTION_CONNECTION_TIMEOUT, 30u, NULL);

@@ -15,6 +15,7 @@
 #include "emit.h"
 #include "engine.h"
 #include "fhirid.h"
+#include "jsonfind.h"
 #include "jsonread.h"
 #include "metrics.h"
 
@@ -81,17 +82,7 @@ static json_t *plan_definition(const struct cds *x)
 /* A Parameters parameter by name, or NULL. */
 static json_t *param(json_t *params, const char *name)
 {
-    size_t i;
-    json_t *p;
-
-    json_array_foreach(json_object_get(params, "parameter"), i, p)
-    {
-        const char *n = json_string_value(json_object_get(p, "name"));
-
-        if (n != NULL && strcmp(n, name) == 0)
-            return p;
-    }
-    return NULL;
+    return json_find_by(json_object_get(params, "parameter"), "name", name);
 }
 
 /* The patient id of a subject parameter ("Patient/x" string or reference). */
@@ -204,17 +195,7 @@ static int do_apply(struct cds *x, struct MHD_Connection *c, const char *body, s
         if (x->bearer != NULL && cds_asprintf(&authz, "Authorization: Bearer %s", x->bearer) < 0)
             authz = NULL;
         for (k = 0; k < 3; k++) {
-            if (k == 0)
-                snprintf(query, sizeof(query), "Patient/%s", subject);
-            else if (k == 1)
-                snprintf(query, sizeof(query), "Condition?subject=Patient/%s&_count=200", subject);
-            else {
-                struct cds_tables *t = cds_tables_get(x);
-
-                snprintf(query, sizeof(query), "Observation?subject=Patient/%s%s%.4000s&_count=200",
-                         subject, t->obs_codes[0] ? "&code=" : "", t->obs_codes);
-                cds_tables_put(x, t);
-            }
+            cds_patient_query(x, k, subject, query, sizeof(query));
             if (cds_fhir_read(x, x->base_url, query, authz, got, why, sizeof(why)) != ADP_OK) {
                 free(authz);
                 json_decref(entries);

@@ -60,25 +60,7 @@ int cds_asprintf(char **out, const char *fmt, ...)
 static int send_text(struct MHD_Connection *c, unsigned int status, const char *ctype,
                      const char *text, long retry_after)
 {
-    struct MHD_Response *r;
-    enum MHD_Result ret;
-    char ra[32];
-
-    r = MHD_create_response_from_buffer(strlen(text), (void *)(uintptr_t)text,
-                                        MHD_RESPMEM_MUST_COPY);
-    if (r == NULL)
-        return MHD_NO;
-    MHD_add_response_header(r, "Content-Type", ctype);
-    MHD_add_response_header(r, "Cache-Control", "no-store");
-    if (status == 401)
-        MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"dnmbc-adapter cds\"");
-    if (retry_after > 0) {
-        snprintf(ra, sizeof(ra), "%ld", retry_after);
-        MHD_add_response_header(r, "Retry-After", ra);
-    }
-    ret = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return ret;
+    return server_reply(c, status, ctype, text, "dnmbc-adapter cds", retry_after);
 }
 
 int cds_send_json(struct MHD_Connection *c, unsigned int status, const char *ctype,
@@ -297,6 +279,22 @@ enum adp_err cds_fhir_read(struct cds *x, const char *base, const char *query,
     free(url);
     fetch_give(x, h);
     return rc;
+}
+
+void cds_patient_query(struct cds *x, int k, const char *pid, char *query, size_t len)
+{
+    struct cds_tables *t;
+
+    if (k == 0) {
+        snprintf(query, len, "Patient/%s", pid);
+    } else if (k == 1) {
+        snprintf(query, len, "Condition?subject=Patient/%s&_count=200", pid);
+    } else {
+        t = cds_tables_get(x);
+        snprintf(query, len, "Observation?subject=Patient/%s%s%.4000s&_count=200", pid,
+                 t->obs_codes[0] ? "&code=" : "", t->obs_codes);
+        cds_tables_put(x, t);
+    }
 }
 
 /* ---- CDS Hooks ----------------------------------------------------------- */
@@ -569,17 +567,7 @@ static int handle_service(struct cds *x, struct MHD_Connection *c, const char *b
             json_decref(entries);
             return cds_error(c, 412, why);
         }
-        if (k == 0)
-            snprintf(query, sizeof(query), "Patient/%s", pid);
-        else if (k == 1)
-            snprintf(query, sizeof(query), "Condition?subject=Patient/%s&_count=200", pid);
-        else {
-            struct cds_tables *t = cds_tables_get(x);
-
-            snprintf(query, sizeof(query), "Observation?subject=Patient/%s%s%.4000s&_count=200", pid,
-                     t->obs_codes[0] ? "&code=" : "", t->obs_codes);
-            cds_tables_put(x, t);
-        }
+        cds_patient_query(x, (int)k, pid, query, sizeof(query));
         if (cds_asprintf(&authz, "Authorization: Bearer %s", tok) < 0) {
             snprintf(why, sizeof(why), "out of memory");
             goto bad;

@@ -74,6 +74,9 @@ enum adp_err cds_evaluate_doc(struct cds *x, json_t *doc, json_t **out, struct f
  * appended to into.  authz "Authorization: ..." or NULL. */
 enum adp_err cds_fhir_read(struct cds *x, const char *base, const char *query, const char *authz,
                        json_t *into, char *why, size_t whylen);
+/* The search of one patient's data k (0 Patient, 1 Conditions, 2
+ * Observations of the mapped codes) as a FHIR query, into query. */
+void cds_patient_query(struct cds *x, int k, const char *pid, char *query, size_t len);
 /* Append a prefetch-like value (resource or Bundle) as collection entries. */
 int cds_add_prefetched(json_t *entries, json_t *v);
 /* $apply, PlanDefinition and metadata under /fhir/ (apply.c). */

@@ -582,11 +582,12 @@ void server_set_state_error(struct server *s, const char *msg)
 
 /* ---- handlers ---------------------------------------------------------- */
 
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned int status,
-                             const char *ctype, const char *text)
+int server_reply(void *connection, unsigned int status, const char *ctype, const char *text,
+                 const char *realm, long retry_after)
 {
     struct MHD_Response *r;
     enum MHD_Result ret;
+    char hdr[160];
 
     r = MHD_create_response_from_buffer(strlen(text), (void *)(uintptr_t)text,
                                         MHD_RESPMEM_MUST_COPY);
@@ -594,11 +595,23 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned int status,
         return MHD_NO;
     MHD_add_response_header(r, "Content-Type", ctype);
     MHD_add_response_header(r, "Cache-Control", "no-store");
-    if (status == 401)
-        MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"dnmbc-adapter notify\"");
-    ret = MHD_queue_response(c, status, r);
+    if (status == 401) {
+        snprintf(hdr, sizeof(hdr), "Bearer realm=\"%s\"", realm);
+        MHD_add_response_header(r, "WWW-Authenticate", hdr);
+    }
+    if (retry_after > 0) {
+        snprintf(hdr, sizeof(hdr), "%ld", retry_after);
+        MHD_add_response_header(r, "Retry-After", hdr);
+    }
+    ret = MHD_queue_response(connection, status, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned int status,
+                             const char *ctype, const char *text)
+{
+    return (enum MHD_Result)server_reply(c, status, ctype, text, "dnmbc-adapter notify", 0);
 }
 
 static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned int status,

@@ -74,6 +74,13 @@ int server_port(const struct server *s);
 /* Stop the thread, close the socket, free everything (NULL is a no-op). */
 void server_stop(struct server *s);
 
+/* Queue the answer text (copied) on connection (a struct MHD_Connection):
+ * Content-Type ctype, Cache-Control no-store, on 401 a WWW-Authenticate
+ * Bearer challenge for realm, Retry-After when retry_after > 0.  Returns an
+ * enum MHD_Result.  The reply of every endpoint the listener serves. */
+int server_reply(void *connection, unsigned int status, const char *ctype, const char *text,
+                 const char *realm, long retry_after);
+
 /* Whether the client of connection (a struct MHD_Connection) presented, in
  * the TLS handshake, a certificate that verifies against server.tls_client_ca
  * (chain, signature, validity period): 1 and its subject DN in who, else 0

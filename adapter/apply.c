@@ -181,29 +181,31 @@ static int do_apply(struct cds *x, struct MHD_Connection *c, const char *body, s
                              sizeof(why)) != 0)
         return cds_fhir_error(c, 400, "invalid", why);
     if (data == NULL) {
-        json_t *entries = json_array(), *got = json_array();
-        char query[4200], *authz = NULL;
+        json_t *entries, *got;
+        char query[4200];
         int k;
+        struct http_client *h = NULL;
+        struct cds_server_client *sc;
 
-        if (x->base_url == NULL || !x->server_auth_ok) {
-            json_decref(entries);
-            json_decref(got);
+        if (x->base_url == NULL || x->auth == NULL)
             return cds_fhir_error(c, 422, "not-supported",
-                                  "useServerData: no FHIR server configured (fhir.base_url) "
-                                  "with auth.mode none or bearer");
-        }
-        if (x->bearer != NULL && cds_asprintf(&authz, "Authorization: Bearer %s", x->bearer) < 0)
-            authz = NULL;
+                                  "useServerData: no FHIR server configured (fhir.base_url)");
+        /* authorised as sync is: auth.mode none, bearer, client-secret or smart */
+        sc = cds_server_client_new(x, &h);
+        if (sc == NULL)
+            return cds_fhir_error(c, 503, "transient", "useServerData: out of memory");
+        entries = json_array();
+        got = json_array();
         for (k = 0; k < 3; k++) {
             cds_patient_query(x, k, subject, query, sizeof(query));
-            if (cds_fhir_read(x, x->base_url, query, authz, got, why, sizeof(why)) != ADP_OK) {
-                free(authz);
+            if (cds_fhir_read(x, h, x->base_url, query, NULL, got, why, sizeof(why)) != ADP_OK) {
+                cds_server_client_free(sc);
                 json_decref(entries);
                 json_decref(got);
                 return cds_fhir_error(c, 503, "transient", why);
             }
         }
-        free(authz);
+        cds_server_client_free(sc);
         {
             size_t i;
             json_t *r;

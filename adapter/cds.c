@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "auth.h"
 #include "bundle.h"
 #include "config.h"
 #include "emit.h"
@@ -194,8 +195,9 @@ static int same_origin(const char *a, const char *b)
 
 /* GET base/query (following next links on base's origin only); the
  * resources are appended to into.  authz: "Authorization: ..." or NULL. */
-enum adp_err cds_fhir_read(struct cds *x, const char *base, const char *query,
-                              const char *authz, json_t *into, char *why, size_t whylen)
+enum adp_err cds_fhir_read(struct cds *x, struct http_client *given, const char *base,
+                           const char *query, const char *authz, json_t *into, char *why,
+                           size_t whylen)
 {
     char *url = NULL;
     int page;
@@ -207,7 +209,7 @@ enum adp_err cds_fhir_read(struct cds *x, const char *base, const char *query,
         blen--;
     if (cds_asprintf(&url, "%.*s/%s", (int)blen, base, query) < 0)
         return ADP_ENOMEM;
-    h = fetch_take(x);
+    h = given != NULL ? given : fetch_take(x);
     if (h == NULL) {
         free(url);
         snprintf(why, whylen, "GET %s: out of memory", query);
@@ -277,8 +279,77 @@ enum adp_err cds_fhir_read(struct cds *x, const char *base, const char *query,
             break;
     }
     free(url);
-    fetch_give(x, h);
+    if (given == NULL)
+        fetch_give(x, h);
     return rc;
+}
+
+/* The authorisation hook of a useServerData client: auth.c renews tokens
+ * in place, so under auth_lock each request copies the header it sends
+ * (as the sync workers do, pool.c). */
+struct cds_server_client {
+    struct cds *x;
+    struct http_client *http;
+    char *copy;                  /* the header this client sent last */
+};
+
+static enum adp_err server_header(void *ud, const char *url, int renew, const char **hdr,
+                                  struct adp_error *err)
+{
+    struct cds_server_client *sc = ud;
+    const char *h = NULL;
+    enum adp_err rc;
+
+    pthread_mutex_lock(&sc->x->auth_lock);
+    if (renew)
+        rc = auth_header_refused(sc->x->auth, url, sc->copy, &h, err);
+    else
+        rc = auth_header(sc->x->auth, url, 0, &h, err);
+    if (sc->copy != NULL) {
+        memset(sc->copy, 0, strlen(sc->copy));
+        free(sc->copy);
+        sc->copy = NULL;
+    }
+    if (rc == ADP_OK && h != NULL && (sc->copy = strdup(h)) == NULL)
+        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+    pthread_mutex_unlock(&sc->x->auth_lock);
+    *hdr = rc == ADP_OK ? sc->copy : NULL;
+    return rc;
+}
+
+struct cds_server_client *cds_server_client_new(struct cds *x, struct http_client **h)
+{
+    struct cds_server_client *sc;
+    struct http_opts o;
+    struct adp_error err;
+
+    *h = NULL;
+    if (x->auth == NULL || (sc = calloc(1, sizeof(*sc))) == NULL)
+        return NULL;
+    sc->x = x;
+    o = x->srv_opts;
+    o.auth_fn = server_header;
+    o.auth_ud = sc;
+    adp_error_clear(&err);
+    if (http_client_new(&o, &sc->http, &err) != ADP_OK) {
+        log_warn("cds", "cannot make an HTTP client for the FHIR server: %s", err.msg);
+        free(sc);
+        return NULL;
+    }
+    *h = sc->http;
+    return sc;
+}
+
+void cds_server_client_free(struct cds_server_client *sc)
+{
+    if (sc == NULL)
+        return;
+    http_client_free(sc->http);
+    if (sc->copy != NULL) {
+        memset(sc->copy, 0, strlen(sc->copy));
+        free(sc->copy);
+    }
+    free(sc);
 }
 
 void cds_patient_query(struct cds *x, int k, const char *pid, char *query, size_t len)
@@ -574,7 +645,7 @@ static int handle_service(struct cds *x, struct MHD_Connection *c, const char *b
         }
         got = json_array();
         why[0] = '\0';
-        if (cds_fhir_read(x, server, query, authz, got, why, sizeof(why)) != ADP_OK) {
+        if (cds_fhir_read(x, NULL, server, query, authz, got, why, sizeof(why)) != ADP_OK) {
             free(authz);
             json_decref(got);
             /* why names the query, and with it the patient id: it goes to
@@ -959,6 +1030,7 @@ enum adp_err cds_new(const struct config *cfg, struct metrics *m, struct cds **o
     if (x == NULL)
         return adp_error_set(err, ADP_ENOMEM, "out of memory");
     pthread_mutex_init(&x->lock, NULL);
+    pthread_mutex_init(&x->auth_lock, NULL);
     x->metrics = m;
     x->max_body = (size_t)cfg->cds_max_body_kb * 1024;
     x->max_concurrent = (unsigned)cfg->cds_max_concurrent;
@@ -969,9 +1041,6 @@ enum adp_err cds_new(const struct config *cfg, struct metrics *m, struct cds **o
     x->public_url = strdup(cfg->public_url ? cfg->public_url : "");
     x->state_path = strdup(cfg->state_path);
     x->base_url = cfg->base_url ? strdup(cfg->base_url) : NULL;
-    x->bearer = cfg->bearer_token ? strdup(cfg->bearer_token) : NULL;
-    x->server_auth_ok = strcmp(cfg->auth_mode, "none") == 0 ||
-                        (strcmp(cfg->auth_mode, "bearer") == 0 && x->bearer != NULL);
     if (x->canonical_base == NULL || x->public_url == NULL || x->state_path == NULL ||
         (cfg->base_url && x->base_url == NULL) ||
         (cfg->ca_file && (x->fetch_ca_file = strdup(cfg->ca_file)) == NULL) ||
@@ -997,6 +1066,48 @@ enum adp_err cds_new(const struct config *cfg, struct metrics *m, struct cds **o
         if (rc != ADP_OK)
             goto fail;
         fetch_give(x, h);
+    }
+    if (cfg->base_url != NULL) {
+        /* useServerData: the same TLS and authorisation as sync (sync.c) */
+        struct http_opts so;
+        struct auth_opts ao;
+
+        if ((cfg->client_cert && (x->srv_client_cert = strdup(cfg->client_cert)) == NULL) ||
+            (cfg->client_key && (x->srv_client_key = strdup(cfg->client_key)) == NULL) ||
+            (cfg->pinned_public_key &&
+             (x->srv_pin = strdup(cfg->pinned_public_key)) == NULL)) {
+            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+            goto fail;
+        }
+        memset(&so, 0, sizeof(so));
+        so.connect_timeout_ms = cfg->connect_timeout_s * 1000;
+        so.total_timeout_ms = cfg->timeout_s * 1000;
+        so.max_body = (size_t)cfg->max_response_mb * 1024 * 1024;
+        so.user_agent = "dnmbc-adapter/" DNMBC_VERSION " cds";
+        so.ca_file = x->fetch_ca_file;
+        so.client_cert = x->srv_client_cert;
+        so.client_key = x->srv_client_key;
+        so.insecure = cfg->tls_insecure;
+        so.pinned_public_key = x->srv_pin;
+        so.proxy = x->fetch_proxy;
+        memset(&ao, 0, sizeof(ao));
+        ao.mode = cfg->auth_mode;
+        ao.base_url = cfg->base_url;
+        ao.bearer_token = cfg->bearer_token;
+        ao.client_id = cfg->client_id;
+        ao.client_secret = cfg->client_secret;
+        ao.private_key_file = cfg->private_key;
+        ao.key_id = cfg->key_id;
+        ao.jku = cfg->jku;
+        ao.token_url = cfg->token_url;
+        ao.scope = cfg->scope;
+        ao.no_provenance = !cfg->write_provenance;
+        ao.audit = cfg->audit_enabled;
+        ao.http = so;
+        rc = auth_new(&ao, &x->auth, err);
+        if (rc != ADP_OK)
+            goto fail;
+        x->srv_opts = so;
     }
     if (cfg->cds_clients != NULL) {
         json_t *clients = json_loads(cfg->cds_clients, 0, NULL);
@@ -1032,9 +1143,10 @@ void cds_free(struct cds *x)
     free(x->public_url);
     free(x->state_path);
     free(x->base_url);
-    if (x->bearer != NULL)
-        memset(x->bearer, 0, strlen(x->bearer));
-    free(x->bearer);
+    auth_free(x->auth);
+    free(x->srv_client_cert);
+    free(x->srv_client_key);
+    free(x->srv_pin);
     jwtv_free(x->jwt);
     for (i = 0; i < x->nidle; i++)
         http_client_free(x->idle[i]);
@@ -1042,6 +1154,7 @@ void cds_free(struct cds *x)
     free(x->fetch_ca_file);
     free(x->fetch_proxy);
     sqlite3_close(x->db);
+    pthread_mutex_destroy(&x->auth_lock);
     pthread_mutex_destroy(&x->lock);
     free(x);
 }

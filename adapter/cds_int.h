@@ -33,8 +33,13 @@ struct cds {
     char *public_url;
     char *state_path;
     char *base_url;              /* the configured FHIR server (useServerData), or NULL */
-    char *bearer;                /* its bearer token when auth.mode is bearer, or NULL */
-    int server_auth_ok;          /* useServerData possible with the configured auth */
+    /* useServerData: the configured FHIR server with the configured
+     * authorisation (auth.c, as sync uses it; tokens obtained and renewed
+     * under auth_lock), TLS as for sync */
+    struct auth *auth;           /* NULL without fhir.base_url */
+    pthread_mutex_t auth_lock;
+    struct http_opts srv_opts;   /* auth_fn set; auth_ud per request */
+    char *srv_client_cert, *srv_client_key, *srv_pin;
     size_t max_body;
     unsigned max_concurrent;
     struct jwtv *jwt;            /* NULL: no clients configured, endpoints refuse */
@@ -71,9 +76,16 @@ int cds_fhir_error(struct MHD_Connection *c, unsigned int status, const char *co
 enum adp_err cds_evaluate_doc(struct cds *x, json_t *doc, json_t **out, struct features *f,
                           struct decision *d, json_t **report, struct adp_error *err);
 /* GET base/query, next links followed on base's origin only; resources
- * appended to into.  authz "Authorization: ..." or NULL. */
-enum adp_err cds_fhir_read(struct cds *x, const char *base, const char *query, const char *authz,
-                       json_t *into, char *why, size_t whylen);
+ * appended to into.  h the client to use, or NULL: one of the pool (then
+ * authz "Authorization: ..." or NULL goes with every page). */
+enum adp_err cds_fhir_read(struct cds *x, struct http_client *h, const char *base,
+                           const char *query, const char *authz, json_t *into, char *why,
+                           size_t whylen);
+/* A client for the configured FHIR server (useServerData), authorised as
+ * sync is; free with cds_server_client_free.  NULL when it cannot be made. */
+struct cds_server_client;
+struct cds_server_client *cds_server_client_new(struct cds *x, struct http_client **h);
+void cds_server_client_free(struct cds_server_client *sc);
 /* The search of one patient's data k (0 Patient, 1 Conditions, 2
  * Observations of the mapped codes) as a FHIR query, into query. */
 void cds_patient_query(struct cds *x, int k, const char *pid, char *query, size_t len);

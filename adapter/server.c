@@ -787,14 +787,21 @@ int server_client_cert(void *connection, char *who, size_t len)
     const gnutls_datum_t *peers;
     unsigned int status = 1, npeers = 0;
     gnutls_x509_crt_t crt;
+    gnutls_typed_vdata_st purpose;
     size_t dlen = len;
 
     if (len > 0)
         who[0] = '\0';
     /* libmicrohttpd asks for the certificate and leaves the verdict to us:
-     * chain to the configured CA, signatures, validity period */
+     * chain to the configured CA, signatures, validity period, and a
+     * certificate meant for TLS clients (a server certificate of the same
+     * CA is not a client's) */
+    memset(&purpose, 0, sizeof(purpose));
+    purpose.type = GNUTLS_DT_KEY_PURPOSE_OID;
+    purpose.data = (unsigned char *)(uintptr_t)GNUTLS_KP_TLS_WWW_CLIENT;
     if (tls == NULL || gnutls_certificate_type_get(tls) != GNUTLS_CRT_X509 ||
-        gnutls_certificate_verify_peers2(tls, &status) != GNUTLS_E_SUCCESS || status != 0)
+        gnutls_certificate_verify_peers(tls, &purpose, 1, &status) != GNUTLS_E_SUCCESS ||
+        status != 0)
         return 0;
     peers = gnutls_certificate_get_peers(tls, &npeers);
     if (peers == NULL || npeers == 0 || gnutls_x509_crt_init(&crt) != GNUTLS_E_SUCCESS)

@@ -83,7 +83,8 @@ int server_reply(void *connection, unsigned int status, const char *ctype, const
 
 /* Whether the client of connection (a struct MHD_Connection) presented, in
  * the TLS handshake, a certificate that verifies against server.tls_client_ca
- * (chain, signature, validity period): 1 and its subject DN in who, else 0
+ * (chain, signature, validity period, extended key usage clientAuth): 1 and
+ * its subject DN in who, else 0
  * (no TLS, no client CA, no certificate, or one that does not verify). */
 int server_client_cert(void *connection, char *who, size_t len);
 

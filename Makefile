@@ -12,7 +12,7 @@
 #   make CC=clang   clang must build too
 
 CC      ?= cc
-PKGS    := libcurl jansson openssl sqlite3 libmicrohttpd
+PKGS    := libcurl jansson openssl sqlite3 libmicrohttpd gnutls
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -15,6 +15,8 @@
 #include "emit.h"
 #include "engine.h"
 #include "fhirid.h"
+#include "jsonfind.h"
+#include "jsonread.h"
 #include "metrics.h"
 
 #define PD_ID "dnmbc-local-therapy"
@@ -80,17 +82,7 @@ static json_t *plan_definition(const struct cds *x)
 /* A Parameters parameter by name, or NULL. */
 static json_t *param(json_t *params, const char *name)
 {
-    size_t i;
-    json_t *p;
-
-    json_array_foreach(json_object_get(params, "parameter"), i, p)
-    {
-        const char *n = json_string_value(json_object_get(p, "name"));
-
-        if (n != NULL && strcmp(n, name) == 0)
-            return p;
-    }
-    return NULL;
+    return json_find_by(json_object_get(params, "parameter"), "name", name);
 }
 
 /* The patient id of a subject parameter ("Patient/x" string or reference). */
@@ -110,7 +102,7 @@ int cds_parse_parameters(const char *body, size_t len, json_t **data, char *subj
                          size_t sublen, int *use_server, char *why, size_t whylen)
 {
     json_error_t jerr;
-    json_t *doc = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *doc = jsonread_loadb(body ? body : "", len, &jerr);
     json_t *pd, *pu;
     const char *sid;
 
@@ -189,35 +181,31 @@ static int do_apply(struct cds *x, struct MHD_Connection *c, const char *body, s
                              sizeof(why)) != 0)
         return cds_fhir_error(c, 400, "invalid", why);
     if (data == NULL) {
-        json_t *entries = json_array(), *got = json_array();
-        char query[4200], *authz = NULL;
+        json_t *entries, *got;
+        char query[4200];
         int k;
+        struct http_client *h = NULL;
+        struct cds_server_client *sc;
 
-        if (x->base_url == NULL || !x->server_auth_ok) {
-            json_decref(entries);
-            json_decref(got);
+        if (x->base_url == NULL || x->auth == NULL)
             return cds_fhir_error(c, 422, "not-supported",
-                                  "useServerData: no FHIR server configured (fhir.base_url) "
-                                  "with auth.mode none or bearer");
-        }
-        if (x->bearer != NULL && cds_asprintf(&authz, "Authorization: Bearer %s", x->bearer) < 0)
-            authz = NULL;
+                                  "useServerData: no FHIR server configured (fhir.base_url)");
+        /* authorised as sync is: auth.mode none, bearer, client-secret or smart */
+        sc = cds_server_client_new(x, &h);
+        if (sc == NULL)
+            return cds_fhir_error(c, 503, "transient", "useServerData: out of memory");
+        entries = json_array();
+        got = json_array();
         for (k = 0; k < 3; k++) {
-            if (k == 0)
-                snprintf(query, sizeof(query), "Patient/%s", subject);
-            else if (k == 1)
-                snprintf(query, sizeof(query), "Condition?subject=Patient/%s&_count=200", subject);
-            else
-                snprintf(query, sizeof(query), "Observation?subject=Patient/%s%s%.4000s&_count=200",
-                         subject, x->obs_codes[0] ? "&code=" : "", x->obs_codes);
-            if (cds_fhir_read(x, x->base_url, query, authz, got, why, sizeof(why)) != ADP_OK) {
-                free(authz);
+            cds_patient_query(x, k, subject, query, sizeof(query));
+            if (cds_fhir_read(x, h, x->base_url, query, NULL, got, why, sizeof(why)) != ADP_OK) {
+                cds_server_client_free(sc);
                 json_decref(entries);
                 json_decref(got);
                 return cds_fhir_error(c, 503, "transient", why);
             }
         }
-        free(authz);
+        cds_server_client_free(sc);
         {
             size_t i;
             json_t *r;

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "auth.h"
 #include "bundle.h"
 #include "config.h"
 #include "emit.h"
@@ -21,11 +22,15 @@
 #include "features.h"
 #include "fhirid.h"
 #include "http.h"
+#include "jsonarena.h"
+#include "jsonread.h"
+#include "jsonwrite.h"
 #include "jwtverify.h"
 #include "log.h"
 #include "mapping.h"
 #include "metrics.h"
 #include "rules.h"
+#include "server.h"
 #include "state.h"
 #include "sync.h"
 
@@ -57,31 +62,13 @@ int cds_asprintf(char **out, const char *fmt, ...)
 static int send_text(struct MHD_Connection *c, unsigned int status, const char *ctype,
                      const char *text, long retry_after)
 {
-    struct MHD_Response *r;
-    enum MHD_Result ret;
-    char ra[32];
-
-    r = MHD_create_response_from_buffer(strlen(text), (void *)(uintptr_t)text,
-                                        MHD_RESPMEM_MUST_COPY);
-    if (r == NULL)
-        return MHD_NO;
-    MHD_add_response_header(r, "Content-Type", ctype);
-    MHD_add_response_header(r, "Cache-Control", "no-store");
-    if (status == 401)
-        MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"dnmbc-adapter cds\"");
-    if (retry_after > 0) {
-        snprintf(ra, sizeof(ra), "%ld", retry_after);
-        MHD_add_response_header(r, "Retry-After", ra);
-    }
-    ret = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return ret;
+    return server_reply(c, status, ctype, text, "dnmbc-adapter cds", retry_after);
 }
 
 int cds_send_json(struct MHD_Connection *c, unsigned int status, const char *ctype,
                      json_t *doc, long retry_after)
 {
-    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    char *text = doc ? jsonwrite_dumps(doc, NULL) : NULL;
     int ret;
 
     if (text == NULL)
@@ -128,30 +115,75 @@ enum adp_err cds_evaluate_doc(struct cds *x, json_t *doc, json_t **out, struct f
     struct emit_ctx ctx;
     char now[32];
     enum adp_err rc;
+    struct cds_tables *t = cds_tables_get(x);
 
     *out = NULL;
     *report = NULL;
     rc = bundle_resources(doc, &resources, &patient_id, err);
     if (rc == ADP_OK)
-        rc = mapping_extract(x->map, resources, f, report, err);
+        rc = mapping_extract(t->map, resources, f, report, err);
     if (rc == ADP_OK) {
-        engine_run(f, &x->params, d);
+        engine_run(f, &t->params, d);
         now_text(now, sizeof(now));
         memset(&ctx, 0, sizeof(ctx));
         ctx.canonical_base = x->canonical_base;
         ctx.patient_id = patient_id ? patient_id : "unknown";
         ctx.now = now;
         ctx.software_version = DNMBC_VERSION;
-        ctx.params = &x->params;
+        ctx.params = &t->params;
         *out = emit_evaluate_bundle(&ctx, f, d, *report);
         if (*out == NULL)
             rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
     }
+    cds_tables_put(x, t);
     json_decref(resources);
     return rc;
 }
 
 /* ---- reading from a FHIR server ------------------------------------------ */
+
+/* An idle HTTP client, or a new one; NULL when none can be made. */
+static struct http_client *fetch_take(struct cds *x)
+{
+    struct http_client *h = NULL;
+    struct adp_error err;
+
+    pthread_mutex_lock(&x->lock);
+    if (x->nidle > 0)
+        h = x->idle[--x->nidle];
+    pthread_mutex_unlock(&x->lock);
+    if (h != NULL)
+        return h;
+    adp_error_clear(&err);
+    if (http_client_new(&x->fetch_opts, &h, &err) != ADP_OK) {
+        log_warn("cds", "cannot make an HTTP client: %s", err.msg);
+        return NULL;
+    }
+    return h;
+}
+
+/* Keep h for the next request (its connections stay open). */
+static void fetch_give(struct cds *x, struct http_client *h)
+{
+    if (h == NULL)
+        return;
+    pthread_mutex_lock(&x->lock);
+    if (x->nidle == x->idle_cap) {
+        size_t cap = x->idle_cap ? 2 * x->idle_cap : 8;
+        struct http_client **ni = realloc(x->idle, cap * sizeof(*ni));
+
+        if (ni != NULL) {
+            x->idle = ni;
+            x->idle_cap = cap;
+        }
+    }
+    if (x->nidle < x->idle_cap) {
+        x->idle[x->nidle++] = h;
+        h = NULL;
+    }
+    pthread_mutex_unlock(&x->lock);
+    http_client_free(h);
+}
 
 static int same_origin(const char *a, const char *b)
 {
@@ -164,18 +196,26 @@ static int same_origin(const char *a, const char *b)
 
 /* GET base/query (following next links on base's origin only); the
  * resources are appended to into.  authz: "Authorization: ..." or NULL. */
-enum adp_err cds_fhir_read(struct cds *x, const char *base, const char *query,
-                              const char *authz, json_t *into, char *why, size_t whylen)
+enum adp_err cds_fhir_read(struct cds *x, struct http_client *given, const char *base,
+                           const char *query, const char *authz, json_t *into, char *why,
+                           size_t whylen)
 {
     char *url = NULL;
     int page;
     enum adp_err rc = ADP_OK;
     size_t blen = strlen(base);
+    struct http_client *h;
 
     while (blen > 0 && base[blen - 1] == '/')
         blen--;
     if (cds_asprintf(&url, "%.*s/%s", (int)blen, base, query) < 0)
         return ADP_ENOMEM;
+    h = given != NULL ? given : fetch_take(x);
+    if (h == NULL) {
+        free(url);
+        snprintf(why, whylen, "GET %s: out of memory", query);
+        return ADP_ENOMEM;
+    }
     for (page = 0; url != NULL && page < MAX_PAGES; page++) {
         const char *hdrs[3] = {"Accept: application/fhir+json", authz, NULL};
         struct http_response resp;
@@ -186,14 +226,14 @@ enum adp_err cds_fhir_read(struct cds *x, const char *base, const char *query,
 
         memset(&resp, 0, sizeof(resp));
         adp_error_clear(&err);
-        rc = http_do(x->fetch, "GET", url, hdrs, NULL, NULL, &resp, &err);
+        rc = http_do(h, "GET", url, hdrs, NULL, NULL, &resp, &err);
         if (rc == ADP_OK && resp.status != 200) {
             snprintf(why, whylen, "GET %s: HTTP %ld", query, resp.status);
             rc = ADP_EHTTP;
         } else if (rc != ADP_OK) {
             snprintf(why, whylen, "GET %s: %s", query, err.msg);
         }
-        doc = rc == ADP_OK ? json_loadb(resp.body ? resp.body : "", resp.len, 0, NULL) : NULL;
+        doc = rc == ADP_OK ? jsonread_loadb(resp.body ? resp.body : "", resp.len, NULL) : NULL;
         http_response_free(&resp);
         free(url);
         url = NULL;
@@ -240,7 +280,93 @@ enum adp_err cds_fhir_read(struct cds *x, const char *base, const char *query,
             break;
     }
     free(url);
+    if (given == NULL)
+        fetch_give(x, h);
     return rc;
+}
+
+/* The authorisation hook of a useServerData client: auth.c renews tokens
+ * in place, so under auth_lock each request copies the header it sends
+ * (as the sync workers do, pool.c). */
+struct cds_server_client {
+    struct cds *x;
+    struct http_client *http;
+    char *copy;                  /* the header this client sent last */
+};
+
+static enum adp_err server_header(void *ud, const char *url, int renew, const char **hdr,
+                                  struct adp_error *err)
+{
+    struct cds_server_client *sc = ud;
+    const char *h = NULL;
+    enum adp_err rc;
+
+    pthread_mutex_lock(&sc->x->auth_lock);
+    if (renew)
+        rc = auth_header_refused(sc->x->auth, url, sc->copy, &h, err);
+    else
+        rc = auth_header(sc->x->auth, url, 0, &h, err);
+    if (sc->copy != NULL) {
+        memset(sc->copy, 0, strlen(sc->copy));
+        free(sc->copy);
+        sc->copy = NULL;
+    }
+    if (rc == ADP_OK && h != NULL && (sc->copy = strdup(h)) == NULL)
+        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+    pthread_mutex_unlock(&sc->x->auth_lock);
+    *hdr = rc == ADP_OK ? sc->copy : NULL;
+    return rc;
+}
+
+struct cds_server_client *cds_server_client_new(struct cds *x, struct http_client **h)
+{
+    struct cds_server_client *sc;
+    struct http_opts o;
+    struct adp_error err;
+
+    *h = NULL;
+    if (x->auth == NULL || (sc = calloc(1, sizeof(*sc))) == NULL)
+        return NULL;
+    sc->x = x;
+    o = x->srv_opts;
+    o.auth_fn = server_header;
+    o.auth_ud = sc;
+    adp_error_clear(&err);
+    if (http_client_new(&o, &sc->http, &err) != ADP_OK) {
+        log_warn("cds", "cannot make an HTTP client for the FHIR server: %s", err.msg);
+        free(sc);
+        return NULL;
+    }
+    *h = sc->http;
+    return sc;
+}
+
+void cds_server_client_free(struct cds_server_client *sc)
+{
+    if (sc == NULL)
+        return;
+    http_client_free(sc->http);
+    if (sc->copy != NULL) {
+        memset(sc->copy, 0, strlen(sc->copy));
+        free(sc->copy);
+    }
+    free(sc);
+}
+
+void cds_patient_query(struct cds *x, int k, const char *pid, char *query, size_t len)
+{
+    struct cds_tables *t;
+
+    if (k == 0) {
+        snprintf(query, len, "Patient/%s", pid);
+    } else if (k == 1) {
+        snprintf(query, len, "Condition?subject=Patient/%s&_count=200", pid);
+    } else {
+        t = cds_tables_get(x);
+        snprintf(query, len, "Observation?subject=Patient/%s%s%.4000s&_count=200", pid,
+                 t->obs_codes[0] ? "&code=" : "", t->obs_codes);
+        cds_tables_put(x, t);
+    }
 }
 
 /* ---- CDS Hooks ----------------------------------------------------------- */
@@ -252,7 +378,7 @@ int cds_parse_request(const char *body, size_t len, json_t **out, char *why, siz
     const char *hook, *pid, *server, *tok;
 
     *out = NULL;
-    req = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &jerr);
+    req = jsonread_loadb(body ? body : "", len, &jerr);
     if (req == NULL) {
         snprintf(why, whylen, "malformed JSON at line %d column %d: %s", jerr.line, jerr.column,
                  jerr.text);
@@ -306,12 +432,14 @@ static void uuid4(char out[37])
 static json_t *discovery(struct cds *x)
 {
     char obs[4096];
+    struct cds_tables *t = cds_tables_get(x);
 
-    if (x->obs_codes[0] != '\0' && strlen(x->obs_codes) < sizeof(obs) - 64)
+    if (t->obs_codes[0] != '\0' && strlen(t->obs_codes) < sizeof(obs) - 64)
         snprintf(obs, sizeof(obs), "Observation?patient={{context.patientId}}&code=%s",
-                 x->obs_codes);
+                 t->obs_codes);
     else
         snprintf(obs, sizeof(obs), "Observation?patient={{context.patientId}}");
+    cds_tables_put(x, t);
     return json_pack(
         "{s:[{s:s,s:s,s:s,s:s,s:{s:s,s:s,s:s}}]}", "services", "hook", "patient-view", "id",
         SERVICE_ID, "title", "De novo metastatic breast cancer: local therapy of the primary",
@@ -511,20 +639,14 @@ static int handle_service(struct cds *x, struct MHD_Connection *c, const char *b
             json_decref(entries);
             return cds_error(c, 412, why);
         }
-        if (k == 0)
-            snprintf(query, sizeof(query), "Patient/%s", pid);
-        else if (k == 1)
-            snprintf(query, sizeof(query), "Condition?subject=Patient/%s&_count=200", pid);
-        else
-            snprintf(query, sizeof(query), "Observation?subject=Patient/%s%s%.4000s&_count=200", pid,
-                     x->obs_codes[0] ? "&code=" : "", x->obs_codes);
+        cds_patient_query(x, (int)k, pid, query, sizeof(query));
         if (cds_asprintf(&authz, "Authorization: Bearer %s", tok) < 0) {
             snprintf(why, sizeof(why), "out of memory");
             goto bad;
         }
         got = json_array();
         why[0] = '\0';
-        if (cds_fhir_read(x, server, query, authz, got, why, sizeof(why)) != ADP_OK) {
+        if (cds_fhir_read(x, NULL, server, query, authz, got, why, sizeof(why)) != ADP_OK) {
             free(authz);
             json_decref(got);
             /* why names the query, and with it the patient id: it goes to
@@ -592,16 +714,10 @@ static int feedback_db(struct cds *x, const char *path, sqlite3 **db, char *why,
         return -1;
     }
     state_close(st);
+    /* the table comes from the state module's migrations */
     if (sqlite3_open_v2(path, db, x ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY, NULL) !=
             SQLITE_OK ||
-        sqlite3_busy_timeout(*db, 2000) != SQLITE_OK ||
-        (x != NULL && sqlite3_exec(*db,
-                                   "CREATE TABLE IF NOT EXISTS cds_feedback ("
-                                   " id INTEGER PRIMARY KEY, received TEXT NOT NULL,"
-                                   " client TEXT NOT NULL, card TEXT NOT NULL,"
-                                   " outcome TEXT NOT NULL, outcome_time TEXT NOT NULL,"
-                                   " reason TEXT, comment TEXT)",
-                                   NULL, NULL, NULL) != SQLITE_OK)) {
+        sqlite3_busy_timeout(*db, 2000) != SQLITE_OK) {
         snprintf(why, whylen, "state file %s: %s", path, *db ? sqlite3_errmsg(*db) : "open");
         sqlite3_close(*db);
         *db = NULL;
@@ -614,7 +730,7 @@ static int handle_feedback(struct cds *x, struct MHD_Connection *c, const char *
                            size_t len, const char *client)
 {
     json_error_t jerr;
-    json_t *doc = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *doc = jsonread_loadb(body ? body : "", len, &jerr);
     json_t *items = json_object_get(doc, "feedback"), *it;
     sqlite3_stmt *q = NULL;
     char why[600], now[32];
@@ -644,6 +760,8 @@ static int handle_feedback(struct cds *x, struct MHD_Connection *c, const char *
             return cds_error(c, 400, why);
         }
     }
+    /* one connection for every listener thread: its writes are serialised here */
+    pthread_mutex_lock(&x->lock);
     if (feedback_db(x, x->state_path, &x->db, why, sizeof(why)) != 0 ||
         sqlite3_prepare_v2(x->db,
                            "INSERT INTO cds_feedback (received, client, card, outcome, "
@@ -651,6 +769,7 @@ static int handle_feedback(struct cds *x, struct MHD_Connection *c, const char *
                            -1, &q, NULL) != SQLITE_OK) {
         if (x->db != NULL)
             snprintf(why, sizeof(why), "state file: %s", sqlite3_errmsg(x->db));
+        pthread_mutex_unlock(&x->lock);
         json_decref(doc);
         log_warn("cds", "feedback not stored: %s", why);
         return cds_error(c, 503, why);
@@ -688,9 +807,11 @@ static int handle_feedback(struct cds *x, struct MHD_Connection *c, const char *
         sqlite3_exec(x->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
         snprintf(why, sizeof(why), "state file: %s", sqlite3_errmsg(x->db));
         sqlite3_exec(x->db, "ROLLBACK", NULL, NULL, NULL);
+        pthread_mutex_unlock(&x->lock);
         json_decref(doc);
         return cds_error(c, 503, why);
     }
+    pthread_mutex_unlock(&x->lock);
     metrics_add(x->metrics, MET_CDS_FEEDBACK, MCF_ACCEPTED, (unsigned long)n_acc);
     metrics_add(x->metrics, MET_CDS_FEEDBACK, MCF_OVERRIDDEN, (unsigned long)n_ovr);
     json_decref(doc);
@@ -732,43 +853,12 @@ int cds_feedback_print(const char *state_path, FILE *fp)
 
 /* ---- routing ------------------------------------------------------------- */
 
-int cds_route(void *ud, void *connection, const char *url, const char *method,
-              const char *body, size_t len, int too_big, int inflight)
+static int dispatch(struct cds *x, struct MHD_Connection *c, const char *url,
+                    const char *method, const char *body, size_t len, const char *client,
+                    int is_fhir)
 {
-    struct cds *x = ud;
-    struct MHD_Connection *c = connection;
-    int is_cds = strcmp(url, "/cds-services") == 0 || strncmp(url, "/cds-services/", 14) == 0;
-    int is_fhir = strncmp(url, "/fhir/", 6) == 0;
-    const char *authz;
-    char why[600], client[300];
     int handled = 0, ret;
 
-    if (!is_cds && !is_fhir)
-        return -1;
-    if (x->jwt == NULL)
-        return is_fhir ? cds_fhir_error(c, 403, "security", "not enabled: configure cds.clients")
-                       : cds_error(c, 403, "not enabled: configure cds.clients");
-    if (too_big || len > x->max_body) {
-        snprintf(why, sizeof(why), "request body over %zu bytes (cds.max_body_kb)",
-                 x->max_body);
-        return is_fhir ? cds_fhir_error(c, 413, "too-costly", why) : cds_error(c, 413, why);
-    }
-    /* The handlers run one at a time on the listener's thread: requests
-     * waiting behind this one are its queue.  Past the bound, an early 503
-     * with Retry-After lets the client's queue retry instead of timing out. */
-    if (inflight > (int)x->max_concurrent) {
-        metrics_inc(x->metrics, MET_CDS_REQUESTS, MCR_BUSY);
-        return is_fhir ? cds_fhir_error(c, 503, "transient", "busy: retry later")
-                       : cds_error(c, 503, "busy: retry later");
-    }
-    authz = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    if (jwtv_check(x->jwt, authz, url, time(NULL), client, sizeof(client), why, sizeof(why)) !=
-        0) {
-        log_warn("cds", "%s %s refused: %s", method, url, why);
-        metrics_inc(x->metrics, MET_CDS_REQUESTS, MCR_UNAUTHORIZED);
-        return is_fhir ? cds_fhir_error(c, 401, "login", why) : cds_error(c, 401, why);
-    }
-    metrics_inc(x->metrics, MET_CDS_REQUESTS, MCR_OK);
     if (is_fhir) {
         ret = cds_apply_route(x, c, url, method, body, len, client, &handled);
         if (handled)
@@ -784,24 +874,105 @@ int cds_route(void *ud, void *connection, const char *url, const char *method,
     return cds_error(c, 404, "no such CDS service or method");
 }
 
+int cds_route(void *ud, void *connection, const char *url, const char *method,
+              const char *body, size_t len, int too_big, int inflight)
+{
+    struct cds *x = ud;
+    struct MHD_Connection *c = connection;
+    int is_cds = strcmp(url, "/cds-services") == 0 || strncmp(url, "/cds-services/", 14) == 0;
+    int is_fhir = strncmp(url, "/fhir/", 6) == 0;
+    const char *authz;
+    char why[600], client[300];
+    int ret;
+
+    if (!is_cds && !is_fhir)
+        return -1;
+    if (x->jwt == NULL)
+        return is_fhir ? cds_fhir_error(c, 403, "security", "not enabled: configure cds.clients")
+                       : cds_error(c, 403, "not enabled: configure cds.clients");
+    if (too_big || len > x->max_body) {
+        snprintf(why, sizeof(why), "request body over %zu bytes (cds.max_body_kb)",
+                 x->max_body);
+        return is_fhir ? cds_fhir_error(c, 413, "too-costly", why) : cds_error(c, 413, why);
+    }
+    /* Requests the listener holds beyond its threads wait for one: past
+     * the bound they would wait longer than a client does, so an early 503
+     * with Retry-After lets the client's queue retry instead of timing out. */
+    if (inflight > (int)x->max_concurrent) {
+        metrics_inc(x->metrics, MET_CDS_REQUESTS, MCR_BUSY);
+        return is_fhir ? cds_fhir_error(c, 503, "transient", "busy: retry later")
+                       : cds_error(c, 503, "busy: retry later");
+    }
+    authz = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    /* an integration engine on $apply may authenticate with a client
+     * certificate of the configured CA (server.tls_client_ca) instead */
+    if (is_fhir && authz == NULL && server_client_cert(c, client, sizeof(client))) {
+        log_debug("cds", "%s %s: client certificate %s", method, url, client);
+    } else if (jwtv_check(x->jwt, authz, url, time(NULL), client, sizeof(client), why,
+                          sizeof(why)) != 0) {
+        log_warn("cds", "%s %s refused: %s", method, url, why);
+        metrics_inc(x->metrics, MET_CDS_REQUESTS, MCR_UNAUTHORIZED);
+        return is_fhir ? cds_fhir_error(c, 401, "login", why) : cds_error(c, 401, why);
+    }
+    metrics_inc(x->metrics, MET_CDS_REQUESTS, MCR_OK);
+    /* Every jansson value of the answer is made and dropped within the
+     * request (the answer leaves as text, copied by libmicrohttpd): the
+     * thread's arena takes them, which is what a request mostly costs in
+     * malloc and free.  The JWT check above stays outside: it may cache a
+     * fetched JWK Set. */
+    jsonarena_begin();
+    ret = dispatch(x, c, url, method, body, len, client, is_fhir);
+    jsonarena_end();
+    return ret;
+}
+
 /* ---- lifecycle ----------------------------------------------------------- */
 
-enum adp_err cds_new(const struct config *cfg, struct metrics *m, struct cds **out,
-                     struct adp_error *err)
+static void tables_free(struct cds_tables *t)
 {
-    struct cds *x = calloc(1, sizeof(*x));
-    struct http_opts ho;
+    if (t == NULL)
+        return;
+    mapping_free(t->map);
+    free(t->obs_codes);
+    free(t);
+}
+
+struct cds_tables *cds_tables_get(struct cds *x)
+{
+    struct cds_tables *t;
+
+    pthread_mutex_lock(&x->lock);
+    t = x->tables;
+    t->refs++;
+    pthread_mutex_unlock(&x->lock);
+    return t;
+}
+
+void cds_tables_put(struct cds *x, struct cds_tables *t)
+{
+    int last;
+
+    pthread_mutex_lock(&x->lock);
+    last = --t->refs == 0;
+    pthread_mutex_unlock(&x->lock);
+    if (last)
+        tables_free(t);
+}
+
+/* Mappings, thresholds and the Observation code list, as cfg names them. */
+static enum adp_err tables_load(const struct config *cfg, struct cds_tables **out,
+                                struct adp_error *err)
+{
+    struct cds_tables *t = calloc(1, sizeof(*t));
     char *codes = NULL, *thresholds = NULL;
     enum adp_err rc;
 
     *out = NULL;
-    if (x == NULL)
+    if (t == NULL)
         return adp_error_set(err, ADP_ENOMEM, "out of memory");
-    x->metrics = m;
-    x->max_body = (size_t)cfg->cds_max_body_kb * 1024;
-    x->max_concurrent = (unsigned)cfg->cds_max_concurrent;
+    t->refs = 1;
     rc = mapping_load(cfg->mappings_dir, (const char *const *)cfg->extra_mappings,
-                      cfg->nextra_mappings, &x->map, err);
+                      cfg->nextra_mappings, &t->map, err);
     if (rc != ADP_OK)
         goto fail;
     if (cfg->thresholds_file != NULL)
@@ -812,22 +983,69 @@ enum adp_err cds_new(const struct config *cfg, struct metrics *m, struct cds **o
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         goto fail;
     }
-    rc = rules_load(thresholds, &x->params, err);
+    rc = rules_load(thresholds, &t->params, err);
     free(thresholds);
     if (rc != ADP_OK)
         goto fail;
-    codes = cfg->observation_code_filter ? mapping_observation_codes(x->map) : strdup("");
-    x->obs_codes = codes && codes[0] ? http_escape(codes) : strdup("");
+    codes = cfg->observation_code_filter ? mapping_observation_codes(t->map) : strdup("");
+    t->obs_codes = codes && codes[0] ? http_escape(codes) : strdup("");
     free(codes);
+    if (t->obs_codes == NULL) {
+        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+        goto fail;
+    }
+    *out = t;
+    return ADP_OK;
+fail:
+    tables_free(t);
+    return rc;
+}
+
+enum adp_err cds_reload(struct cds *x, const struct config *cfg, struct adp_error *err)
+{
+    struct cds_tables *t, *old;
+    enum adp_err rc;
+
+    if (x == NULL)
+        return ADP_OK;
+    rc = tables_load(cfg, &t, err);
+    if (rc != ADP_OK)
+        return rc;
+    pthread_mutex_lock(&x->lock);
+    old = x->tables;
+    x->tables = t;
+    pthread_mutex_unlock(&x->lock);
+    /* requests under way keep the old tables until they are done */
+    cds_tables_put(x, old);
+    return ADP_OK;
+}
+
+enum adp_err cds_new(const struct config *cfg, struct metrics *m, struct cds **out,
+                     struct adp_error *err)
+{
+    struct cds *x = calloc(1, sizeof(*x));
+    struct http_opts ho;
+    enum adp_err rc;
+
+    *out = NULL;
+    if (x == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    pthread_mutex_init(&x->lock, NULL);
+    pthread_mutex_init(&x->auth_lock, NULL);
+    x->metrics = m;
+    x->max_body = (size_t)cfg->cds_max_body_kb * 1024;
+    x->max_concurrent = (unsigned)cfg->cds_max_concurrent;
+    rc = tables_load(cfg, &x->tables, err);
+    if (rc != ADP_OK)
+        goto fail;
     x->canonical_base = strdup(cfg->canonical_base);
     x->public_url = strdup(cfg->public_url ? cfg->public_url : "");
     x->state_path = strdup(cfg->state_path);
     x->base_url = cfg->base_url ? strdup(cfg->base_url) : NULL;
-    x->bearer = cfg->bearer_token ? strdup(cfg->bearer_token) : NULL;
-    x->server_auth_ok = strcmp(cfg->auth_mode, "none") == 0 ||
-                        (strcmp(cfg->auth_mode, "bearer") == 0 && x->bearer != NULL);
-    if (x->obs_codes == NULL || x->canonical_base == NULL || x->public_url == NULL ||
-        x->state_path == NULL || (cfg->base_url && x->base_url == NULL)) {
+    if (x->canonical_base == NULL || x->public_url == NULL || x->state_path == NULL ||
+        (cfg->base_url && x->base_url == NULL) ||
+        (cfg->ca_file && (x->fetch_ca_file = strdup(cfg->ca_file)) == NULL) ||
+        (cfg->proxy && (x->fetch_proxy = strdup(cfg->proxy)) == NULL)) {
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         goto fail;
     }
@@ -838,11 +1056,60 @@ enum adp_err cds_new(const struct config *cfg, struct metrics *m, struct cds **o
     ho.total_timeout_ms = 20000;
     ho.max_body = 64 * 1024 * 1024;
     ho.user_agent = "dnmbc-adapter/" DNMBC_VERSION " cds";
-    ho.ca_file = cfg->ca_file;
-    ho.proxy = cfg->proxy;
-    rc = http_client_new(&ho, &x->fetch, err);
-    if (rc != ADP_OK)
-        goto fail;
+    ho.ca_file = x->fetch_ca_file;
+    ho.proxy = x->fetch_proxy;
+    x->fetch_opts = ho;
+    {
+        /* one made now: a configuration libcurl refuses fails at start */
+        struct http_client *h = NULL;
+
+        rc = http_client_new(&ho, &h, err);
+        if (rc != ADP_OK)
+            goto fail;
+        fetch_give(x, h);
+    }
+    if (cfg->base_url != NULL) {
+        /* useServerData: the same TLS and authorisation as sync (sync.c) */
+        struct http_opts so;
+        struct auth_opts ao;
+
+        if ((cfg->client_cert && (x->srv_client_cert = strdup(cfg->client_cert)) == NULL) ||
+            (cfg->client_key && (x->srv_client_key = strdup(cfg->client_key)) == NULL) ||
+            (cfg->pinned_public_key &&
+             (x->srv_pin = strdup(cfg->pinned_public_key)) == NULL)) {
+            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+            goto fail;
+        }
+        memset(&so, 0, sizeof(so));
+        so.connect_timeout_ms = cfg->connect_timeout_s * 1000;
+        so.total_timeout_ms = cfg->timeout_s * 1000;
+        so.max_body = (size_t)cfg->max_response_mb * 1024 * 1024;
+        so.user_agent = "dnmbc-adapter/" DNMBC_VERSION " cds";
+        so.ca_file = x->fetch_ca_file;
+        so.client_cert = x->srv_client_cert;
+        so.client_key = x->srv_client_key;
+        so.insecure = cfg->tls_insecure;
+        so.pinned_public_key = x->srv_pin;
+        so.proxy = x->fetch_proxy;
+        memset(&ao, 0, sizeof(ao));
+        ao.mode = cfg->auth_mode;
+        ao.base_url = cfg->base_url;
+        ao.bearer_token = cfg->bearer_token;
+        ao.client_id = cfg->client_id;
+        ao.client_secret = cfg->client_secret;
+        ao.private_key_file = cfg->private_key;
+        ao.key_id = cfg->key_id;
+        ao.jku = cfg->jku;
+        ao.token_url = cfg->token_url;
+        ao.scope = cfg->scope;
+        ao.no_provenance = !cfg->write_provenance;
+        ao.audit = cfg->audit_enabled;
+        ao.http = so;
+        rc = auth_new(&ao, &x->auth, err);
+        if (rc != ADP_OK)
+            goto fail;
+        x->srv_opts = so;
+    }
     if (cfg->cds_clients != NULL) {
         json_t *clients = json_loads(cfg->cds_clients, 0, NULL);
 
@@ -867,19 +1134,28 @@ fail:
 
 void cds_free(struct cds *x)
 {
+    size_t i;
+
     if (x == NULL)
         return;
-    mapping_free(x->map);
+    if (x->tables != NULL)
+        cds_tables_put(x, x->tables);
     free(x->canonical_base);
     free(x->public_url);
-    free(x->obs_codes);
     free(x->state_path);
     free(x->base_url);
-    if (x->bearer != NULL)
-        memset(x->bearer, 0, strlen(x->bearer));
-    free(x->bearer);
+    auth_free(x->auth);
+    free(x->srv_client_cert);
+    free(x->srv_client_key);
+    free(x->srv_pin);
     jwtv_free(x->jwt);
-    http_client_free(x->fetch);
+    for (i = 0; i < x->nidle; i++)
+        http_client_free(x->idle[i]);
+    free(x->idle);
+    free(x->fetch_ca_file);
+    free(x->fetch_proxy);
     sqlite3_close(x->db);
+    pthread_mutex_destroy(&x->auth_lock);
+    pthread_mutex_destroy(&x->lock);
     free(x);
 }

@@ -9,7 +9,7 @@
  * mapping_extract, engine_run, emit_evaluate_bundle), so a card's suggested
  * CarePlan and RiskAssessment are exactly what `evaluate` writes for the same
  * data.  Nothing is written to the FHIR server; feedback is kept in the state
- * file.  The handlers run on the listener's thread, one at a time.
+ * file.  The handlers run on the listener's threads, several at a time.
  */
 #ifndef ADP_CDS_H
 #define ADP_CDS_H
@@ -29,6 +29,10 @@ struct cds;
 enum adp_err cds_new(const struct config *cfg, struct metrics *m, struct cds **out,
                      struct adp_error *err);
 void cds_free(struct cds *x);
+/* SIGHUP: load the mappings, thresholds and Observation code list cfg
+ * names and use them for the next requests (those under way finish with
+ * the old ones).  On error nothing changes.  x NULL: nothing to do. */
+enum adp_err cds_reload(struct cds *x, const struct config *cfg, struct adp_error *err);
 
 /* The listener's route hook (server_route_fn): ud is the struct cds. */
 int cds_route(void *ud, void *connection, const char *url, const char *method,

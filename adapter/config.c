@@ -25,75 +25,81 @@ struct key {
     enum ktype type;
     size_t off;      /* offset into struct config */
     long min, max;   /* K_INT range */
+    int reload;      /* RELOAD: SIGHUP applies it (config_swap_reloadable); 0: restart */
 };
+
+#define RESTART 0
+#define RELOAD 1
 
 #define OFF(f) offsetof(struct config, f)
 
 static const struct key keys[] = {
-    {"fhir", "base_url", K_STR, OFF(base_url), 0, 0},
-    {"fhir", "connect_timeout_s", K_INT, OFF(connect_timeout_s), 1, 600},
-    {"fhir", "timeout_s", K_INT, OFF(timeout_s), 1, 3600},
-    {"fhir", "page_size", K_INT, OFF(page_size), 1, 1000},
-    {"fhir", "max_pages", K_INT, OFF(max_pages), 1, 100000},
-    {"fhir", "max_response_mb", K_INT, OFF(max_response_mb), 1, 4096},
-    {"fhir", "max_parsed_mb", K_INT, OFF(max_parsed_mb), 1, 65536},
-    {"fhir", "follow_other_origins", K_BOOL, OFF(follow_other_origins), 0, 0},
-    {"fhir", "retry_max_attempts", K_INT, OFF(retry_max_attempts), 1, 100},
-    {"fhir", "retry_base_ms", K_INT, OFF(retry_base_ms), 1, 600000},
-    {"fhir", "retry_max_ms", K_INT, OFF(retry_max_ms), 1, 3600000},
-    {"fhir", "low_speed_limit", K_INT, OFF(low_speed_limit), 1, 1073741824},
-    {"fhir", "low_speed_time_s", K_INT, OFF(low_speed_time_s), 1, 3600},
-    {"fhir", "concurrency", K_INT, OFF(concurrency), 1, 64},
-    {"fhir", "rate_limit_rps", K_INT, OFF(rate_limit_rps), 0, 100000},
-    {"fhir", "batch_fetch", K_BOOL, OFF(batch_fetch), 0, 0},
-    {"fhir", "transaction_write", K_BOOL, OFF(transaction_write), 0, 0},
-    {"fhir", "observation_code_filter", K_BOOL, OFF(observation_code_filter), 0, 0},
-    {"tls", "ca_file", K_STR, OFF(ca_file), 0, 0},
-    {"tls", "client_cert", K_STR, OFF(client_cert), 0, 0},
-    {"tls", "client_key", K_STR, OFF(client_key), 0, 0},
-    {"tls", "insecure", K_BOOL, OFF(tls_insecure), 0, 0},
-    {"tls", "pinned_public_key", K_STR, OFF(pinned_public_key), 0, 0},
-    {"tls", "proxy", K_STR, OFF(proxy), 0, 0},
-    {"auth", "mode", K_STR, OFF(auth_mode), 0, 0},
-    {"auth", "bearer_token_file", K_STR, OFF(bearer_token_file), 0, 0},
-    {"auth", "client_id", K_STR, OFF(client_id), 0, 0},
-    {"auth", "client_secret_file", K_STR, OFF(client_secret_file), 0, 0},
-    {"auth", "private_key", K_STR, OFF(private_key), 0, 0},
-    {"auth", "key_id", K_STR, OFF(key_id), 0, 0},
-    {"auth", "jku", K_STR, OFF(jku), 0, 0},
-    {"auth", "token_url", K_STR, OFF(token_url), 0, 0},
-    {"auth", "scope", K_STR, OFF(scope), 0, 0},
-    {"output", "canonical_base", K_STR, OFF(canonical_base), 0, 0},
-    {"output", "write_provenance", K_BOOL, OFF(write_provenance), 0, 0},
-    {"mappings", "dir", K_STR, OFF(mappings_dir), 0, 0},
-    {"mappings", "thresholds", K_STR, OFF(thresholds_file), 0, 0},
-    {"mappings", "extra", K_STRLIST, OFF(extra_mappings), 0, 0},
-    {"state", "path", K_STR, OFF(state_path), 0, 0},
-    {"state", "dead_letter_after", K_INT, OFF(dead_letter_after), 1, 1000},
-    {"daemon", "interval_s", K_INT, OFF(interval_s), 1, 86400},
-    {"daemon", "overlap_s", K_INT, OFF(overlap_s), 0, 86400},
-    {"log", "level", K_STR, OFF(log_level), 0, 0},
-    {"log", "format", K_STR, OFF(log_format), 0, 0},
-    {"fhir", "preflight", K_STR, OFF(preflight), 0, 0},
-    {"server", "listen", K_STR, OFF(listen), 0, 0},
-    {"server", "tls_cert", K_STR, OFF(server_tls_cert), 0, 0},
-    {"server", "tls_key", K_STR, OFF(server_tls_key), 0, 0},
-    {"server", "notify_secret_file", K_STR, OFF(notify_secret_file), 0, 0},
-    {"server", "heartbeat_s", K_INT, OFF(heartbeat_s), 0, 86400},
-    {"server", "max_connections", K_INT, OFF(server_max_connections), 1, 4096},
-    {"server", "max_connections_per_client", K_INT, OFF(server_max_per_client), 1, 4096},
-    {"server", "header_timeout_s", K_INT, OFF(server_header_timeout_s), 1, 3600},
-    {"server", "body_timeout_s", K_INT, OFF(server_body_timeout_s), 1, 3600},
-    {"audit", "enabled", K_BOOL, OFF(audit_enabled), 0, 0},
-    {"server", "public_url", K_STR, OFF(public_url), 0, 0},
-    {"cds", "clients", K_JSON, OFF(cds_clients), 0, 0},
-    {"cds", "max_body_kb", K_INT, OFF(cds_max_body_kb), 1, 1024},
-    {"cds", "max_concurrent", K_INT, OFF(cds_max_concurrent), 1, 60},
-    {"bulk", "group_id", K_STR, OFF(bulk_group_id), 0, 0},
-    {"bulk", "poll_max_s", K_INT, OFF(bulk_poll_max_s), 1, 604800},
-    {"bulk", "poll_interval_max_s", K_INT, OFF(bulk_poll_interval_max_s), 1, 3600},
-    {"bulk", "parallel_downloads", K_INT, OFF(bulk_parallel), 1, 16},
-    {"bulk", "type_filter", K_BOOL, OFF(bulk_type_filter), 0, 0},
+    {"fhir", "base_url", K_STR, OFF(base_url), 0, 0, RESTART},
+    {"fhir", "connect_timeout_s", K_INT, OFF(connect_timeout_s), 1, 600, RESTART},
+    {"fhir", "timeout_s", K_INT, OFF(timeout_s), 1, 3600, RESTART},
+    {"fhir", "page_size", K_INT, OFF(page_size), 1, 1000, RELOAD},
+    {"fhir", "max_pages", K_INT, OFF(max_pages), 1, 100000, RELOAD},
+    {"fhir", "max_response_mb", K_INT, OFF(max_response_mb), 1, 4096, RESTART},
+    {"fhir", "max_parsed_mb", K_INT, OFF(max_parsed_mb), 1, 65536, RESTART},
+    {"fhir", "follow_other_origins", K_BOOL, OFF(follow_other_origins), 0, 0, RESTART},
+    {"fhir", "retry_max_attempts", K_INT, OFF(retry_max_attempts), 1, 100, RELOAD},
+    {"fhir", "retry_base_ms", K_INT, OFF(retry_base_ms), 1, 600000, RELOAD},
+    {"fhir", "retry_max_ms", K_INT, OFF(retry_max_ms), 1, 3600000, RELOAD},
+    {"fhir", "low_speed_limit", K_INT, OFF(low_speed_limit), 1, 1073741824, RESTART},
+    {"fhir", "low_speed_time_s", K_INT, OFF(low_speed_time_s), 1, 3600, RESTART},
+    {"fhir", "concurrency", K_INT, OFF(concurrency), 1, 64, RESTART},
+    {"fhir", "rate_limit_rps", K_INT, OFF(rate_limit_rps), 0, 100000, RESTART},
+    {"fhir", "batch_fetch", K_BOOL, OFF(batch_fetch), 0, 0, RESTART},
+    {"fhir", "transaction_write", K_BOOL, OFF(transaction_write), 0, 0, RESTART},
+    {"fhir", "observation_code_filter", K_BOOL, OFF(observation_code_filter), 0, 0, RESTART},
+    {"tls", "ca_file", K_STR, OFF(ca_file), 0, 0, RESTART},
+    {"tls", "client_cert", K_STR, OFF(client_cert), 0, 0, RESTART},
+    {"tls", "client_key", K_STR, OFF(client_key), 0, 0, RESTART},
+    {"tls", "insecure", K_BOOL, OFF(tls_insecure), 0, 0, RESTART},
+    {"tls", "pinned_public_key", K_STR, OFF(pinned_public_key), 0, 0, RESTART},
+    {"tls", "proxy", K_STR, OFF(proxy), 0, 0, RESTART},
+    {"auth", "mode", K_STR, OFF(auth_mode), 0, 0, RESTART},
+    {"auth", "bearer_token_file", K_STR, OFF(bearer_token_file), 0, 0, RESTART},
+    {"auth", "client_id", K_STR, OFF(client_id), 0, 0, RESTART},
+    {"auth", "client_secret_file", K_STR, OFF(client_secret_file), 0, 0, RESTART},
+    {"auth", "private_key", K_STR, OFF(private_key), 0, 0, RESTART},
+    {"auth", "key_id", K_STR, OFF(key_id), 0, 0, RESTART},
+    {"auth", "jku", K_STR, OFF(jku), 0, 0, RESTART},
+    {"auth", "token_url", K_STR, OFF(token_url), 0, 0, RESTART},
+    {"auth", "scope", K_STR, OFF(scope), 0, 0, RESTART},
+    {"output", "canonical_base", K_STR, OFF(canonical_base), 0, 0, RESTART},
+    {"output", "write_provenance", K_BOOL, OFF(write_provenance), 0, 0, RELOAD},
+    {"mappings", "dir", K_STR, OFF(mappings_dir), 0, 0, RELOAD},
+    {"mappings", "thresholds", K_STR, OFF(thresholds_file), 0, 0, RELOAD},
+    {"mappings", "extra", K_STRLIST, OFF(extra_mappings), 0, 0, RELOAD},
+    {"state", "path", K_STR, OFF(state_path), 0, 0, RESTART},
+    {"state", "dead_letter_after", K_INT, OFF(dead_letter_after), 1, 1000, RELOAD},
+    {"daemon", "interval_s", K_INT, OFF(interval_s), 1, 86400, RELOAD},
+    {"daemon", "overlap_s", K_INT, OFF(overlap_s), 0, 86400, RELOAD},
+    {"log", "level", K_STR, OFF(log_level), 0, 0, RELOAD},
+    {"log", "format", K_STR, OFF(log_format), 0, 0, RESTART},
+    {"fhir", "preflight", K_STR, OFF(preflight), 0, 0, RESTART},
+    {"server", "listen", K_STR, OFF(listen), 0, 0, RESTART},
+    {"server", "tls_cert", K_STR, OFF(server_tls_cert), 0, 0, RESTART},
+    {"server", "tls_key", K_STR, OFF(server_tls_key), 0, 0, RESTART},
+    {"server", "notify_secret_file", K_STR, OFF(notify_secret_file), 0, 0, RESTART},
+    {"server", "heartbeat_s", K_INT, OFF(heartbeat_s), 0, 86400, RESTART},
+    {"server", "max_connections", K_INT, OFF(server_max_connections), 1, 4096, RESTART},
+    {"server", "max_connections_per_client", K_INT, OFF(server_max_per_client), 1, 4096, RESTART},
+    {"server", "header_timeout_s", K_INT, OFF(server_header_timeout_s), 1, 3600, RESTART},
+    {"server", "body_timeout_s", K_INT, OFF(server_body_timeout_s), 1, 3600, RESTART},
+    {"audit", "enabled", K_BOOL, OFF(audit_enabled), 0, 0, RESTART},
+    {"server", "public_url", K_STR, OFF(public_url), 0, 0, RESTART},
+    {"cds", "clients", K_JSON, OFF(cds_clients), 0, 0, RESTART},
+    {"cds", "max_body_kb", K_INT, OFF(cds_max_body_kb), 1, 1024, RESTART},
+    {"cds", "max_concurrent", K_INT, OFF(cds_max_concurrent), 1, 60, RESTART},
+    {"server", "threads", K_INT, OFF(server_threads), 1, 64, RESTART},
+    {"server", "tls_client_ca", K_STR, OFF(server_tls_client_ca), 0, 0, RESTART},
+    {"bulk", "group_id", K_STR, OFF(bulk_group_id), 0, 0, RESTART},
+    {"bulk", "poll_max_s", K_INT, OFF(bulk_poll_max_s), 1, 604800, RESTART},
+    {"bulk", "poll_interval_max_s", K_INT, OFF(bulk_poll_interval_max_s), 1, 3600, RESTART},
+    {"bulk", "parallel_downloads", K_INT, OFF(bulk_parallel), 1, 16, RESTART},
+    {"bulk", "type_filter", K_BOOL, OFF(bulk_type_filter), 0, 0, RESTART},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -121,7 +127,7 @@ const char *const config_keys[] = {
     "server.header_timeout_s", "server.body_timeout_s",
     "fhir.max_parsed_mb",
     "server.public_url", "cds.clients",        "cds.max_body_kb",
-    "cds.max_concurrent",
+    "cds.max_concurrent", "server.threads",    "server.tls_client_ca",
     "bulk.group_id",     "bulk.poll_max_s",        "bulk.poll_interval_max_s",
     "bulk.parallel_downloads", "bulk.type_filter",
     NULL};
@@ -478,6 +484,10 @@ enum adp_err config_check(const struct config *cfg, struct adp_error *err)
     if ((cfg->server_tls_cert == NULL) != (cfg->server_tls_key == NULL))
         return adp_error_set(err, ADP_ECONFIG,
                              "server.tls_cert and server.tls_key go together");
+    if (cfg->server_tls_client_ca != NULL && cfg->server_tls_cert == NULL)
+        return adp_error_set(err, ADP_ECONFIG,
+                             "server.tls_client_ca needs server.tls_cert and server.tls_key "
+                             "(client certificates are asked for in the TLS handshake)");
     if (log_level_parse(cfg->log_level) < 0)
         return adp_error_set(err, ADP_ECONFIG,
                              "log.level: '%s' is not one of error, warn, info, debug",
@@ -523,6 +533,7 @@ void config_free(struct config *cfg)
     free(cfg->listen);
     free(cfg->server_tls_cert);
     free(cfg->server_tls_key);
+    free(cfg->server_tls_client_ca);
     free(cfg->notify_secret_file);
     if (cfg->notify_secret != NULL)
         memset(cfg->notify_secret, 0, strlen(cfg->notify_secret));
@@ -530,4 +541,61 @@ void config_free(struct config *cfg)
     free(cfg->public_url);
     free(cfg->cds_clients);
     memset(cfg, 0, sizeof(*cfg));
+}
+
+int config_key_reloadable(const char *dotted)
+{
+    size_t i, n;
+
+    for (i = 0; i < NKEYS; i++) {
+        n = strlen(keys[i].section);
+        if (strncmp(dotted, keys[i].section, n) == 0 && dotted[n] == '.' &&
+            strcmp(dotted + n + 1, keys[i].name) == 0)
+            return keys[i].reload == RELOAD;
+    }
+    return -1;
+}
+
+void config_swap_reloadable(struct config *live, struct config *fresh)
+{
+    size_t i;
+
+    for (i = 0; i < NKEYS; i++) {
+        const struct key *k = &keys[i];
+        char *a = (char *)live + k->off, *b = (char *)fresh + k->off;
+
+        if (k->reload != RELOAD)
+            continue;
+        switch (k->type) {
+        case K_STR:
+        case K_JSON: {
+            char *t = *(char **)(void *)a;
+
+            *(char **)(void *)a = *(char **)(void *)b;
+            *(char **)(void *)b = t;
+            break;
+        }
+        case K_INT:
+            if (k->off == OFF(page_size) || k->off == OFF(max_pages))
+                *(int *)(void *)a = *(int *)(void *)b;
+            else
+                *(long *)(void *)a = *(long *)(void *)b;
+            break;
+        case K_BOOL:
+            *(int *)(void *)a = *(int *)(void *)b;
+            break;
+        case K_STRLIST: {
+            /* the one list: mappings.extra and its count */
+            char *t[CONFIG_MAX_EXTRA_MAPPINGS];
+            int n = live->nextra_mappings;
+
+            memcpy(t, live->extra_mappings, sizeof(t));
+            memcpy(live->extra_mappings, fresh->extra_mappings, sizeof(t));
+            memcpy(fresh->extra_mappings, t, sizeof(t));
+            live->nextra_mappings = fresh->nextra_mappings;
+            fresh->nextra_mappings = n;
+            break;
+        }
+        }
+    }
 }

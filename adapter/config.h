@@ -83,6 +83,8 @@ struct config {
     long server_max_per_client;
     long server_header_timeout_s;
     long server_body_timeout_s;
+    long server_threads;           /* listener threads; 0: one per CPU */
+    char *server_tls_client_ca;    /* PEM CA: client certificates it signed authenticate */
     /* CDS Hooks and $apply endpoints of the listener (cds.h) */
     char *public_url;          /* server.public_url: the listener's URL as clients call it */
     char *cds_clients;         /* cds.clients, as JSON text (jwtverify.h); NULL: none */
@@ -115,6 +117,13 @@ enum adp_err config_set_str(char **field, const char *val, struct adp_error *err
 
 /* Semantic checks after command-line overrides (URL scheme, ranges, auth). */
 enum adp_err config_check(const struct config *cfg, struct adp_error *err);
+/* SIGHUP: move every key marked reloadable in the key table from fresh
+ * into live (fresh gets the replaced strings, for config_free); the other
+ * keys need a restart (README, "Configuration"). */
+void config_swap_reloadable(struct config *live, struct config *fresh);
+/* 1 when the key ("section.name") is applied by SIGHUP, 0 when it needs a
+ * restart, -1 when there is no such key. */
+int config_key_reloadable(const char *dotted);
 
 /* The one check of every file holding a key or a secret (what names its
  * configuration key): refused (ADP_ECONFIG, naming key, file and mode) when

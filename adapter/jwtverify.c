@@ -13,6 +13,7 @@
 #include <openssl/ecdsa.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +42,11 @@ struct jti_entry {
     time_t exp;
 };
 
+/* Called from several listener threads at once: the key cache (each
+ * client's keys, pk and fetched) and the jti cache are under lock.  A key
+ * in use holds its own reference, so a refetch may drop the cache's. */
 struct jwtv {
+    pthread_mutex_t lock;
     struct client *clients;
     size_t nclients;
     char *public_url;        /* without a trailing slash */
@@ -278,6 +283,7 @@ enum adp_err jwtv_new(json_t *clients, const char *public_url, const struct http
         free(v);
         return adp_error_set(err, ADP_ENOMEM, "out of memory");
     }
+    pthread_mutex_init(&v->lock, NULL);
     v->public_url = strdup(public_url ? public_url : "");
     if (v->public_url == NULL) {
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
@@ -397,6 +403,7 @@ void jwtv_free(struct jwtv *v)
     free(v->clients);
     free(v->public_url);
     http_client_free(v->http);
+    pthread_mutex_destroy(&v->lock);
     free(v);
 }
 
@@ -477,7 +484,7 @@ int jwtv_check(struct jwtv *v, const char *authorization, const char *path, time
     long idx;
     const char *alg, *kid, *iss, *jti, *jku;
     struct client *cl = NULL;
-    EVP_PKEY *key = NULL; /* borrowed from the client's cache */
+    EVP_PKEY *key = NULL; /* a reference of our own */
     json_int_t exp, iat;
     int rc = -1;
 
@@ -536,25 +543,29 @@ int jwtv_check(struct jwtv *v, const char *authorization, const char *path, time
                  jku, iss);
         goto out;
     }
+    pthread_mutex_lock(&v->lock);
     if (cl->jku != NULL) {
         struct adp_error err;
 
         adp_error_clear(&err);
         if (cl->keys == NULL || now - cl->fetched > JWKS_TTL_S ||
             (find_kid(cl->keys, kid) < 0 && now - cl->fetched > JWKS_REFETCH_S)) {
+            /* under the lock: one fetch, and the others wait for its keys */
             if (fetch_jwks(v, cl, now, &err) != ADP_OK)
                 log_warn("cds", "cannot fetch the JWK Set of %s: %s", cl->iss, err.msg);
         }
     }
     idx = cl->keys ? find_kid(cl->keys, kid) : -1;
+    /* made once per key: importing costs as much as verifying */
+    if (idx >= 0 && cl->pk[idx] == NULL)
+        cl->pk[idx] = jwk_key(json_array_get(cl->keys, (size_t)idx));
+    if (idx >= 0 && cl->pk[idx] != NULL && EVP_PKEY_up_ref(cl->pk[idx]) == 1)
+        key = cl->pk[idx];
+    pthread_mutex_unlock(&v->lock);
     if (idx < 0) {
         snprintf(why, whylen, "kid '%.100s' is not in the JWK Set of issuer '%.200s'", kid, iss);
         goto out;
     }
-    /* made once per key: importing costs as much as verifying */
-    if (cl->pk[idx] == NULL)
-        cl->pk[idx] = jwk_key(json_array_get(cl->keys, (size_t)idx));
-    key = cl->pk[idx];
     if (key == NULL) {
         snprintf(why, whylen, "key '%.100s' of issuer '%.200s' is not a usable RSA or P-384 "
                               "key", kid, iss);
@@ -603,12 +614,16 @@ int jwtv_check(struct jwtv *v, const char *authorization, const char *path, time
         snprintf(why, whylen, "the JWT needs a jti (at most 256 characters)");
         goto out;
     }
-    if (jti_remember(v, jti, (time_t)exp, now, why, whylen) != 0)
+    pthread_mutex_lock(&v->lock);
+    i = (size_t)jti_remember(v, jti, (time_t)exp, now, why, whylen);
+    pthread_mutex_unlock(&v->lock);
+    if (i != 0)
         goto out;
     if (iss_out != NULL)
         snprintf(iss_out, isslen, "%s", iss);
     rc = 0;
 out:
+    EVP_PKEY_free(key);
     json_decref(hdr);
     json_decref(pl);
     free(hbin);

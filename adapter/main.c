@@ -762,14 +762,13 @@ struct reloader {
 
 static enum adp_err load_config(const struct args *a, struct config *cfg,
                                 struct adp_error *err);
+static struct cds *cds_service;
 
 static void do_reload(struct adapter *ad, void *ctx)
 {
     struct reloader *r = ctx;
     struct config fresh;
     struct adapter probe;
-    char *tmp;
-    int i;
     struct adp_error err;
 
     adp_error_clear(&err);
@@ -795,26 +794,12 @@ static void do_reload(struct adapter *ad, void *ctx)
     ad->obs_codes = NULL;
     ad->fetch_mode = SYNC_FETCH_UNKNOWN;
     adapter_close(&probe);
-#define SWAP(field) (tmp = r->cfg->field, r->cfg->field = fresh.field, fresh.field = tmp)
-    SWAP(log_level);
-    SWAP(mappings_dir);
-    SWAP(thresholds_file);
-    for (i = 0; i < CONFIG_MAX_EXTRA_MAPPINGS; i++)
-        SWAP(extra_mappings[i]);
-#undef SWAP
-    i = r->cfg->nextra_mappings;
-    r->cfg->nextra_mappings = fresh.nextra_mappings;
-    fresh.nextra_mappings = i;
-    r->cfg->page_size = fresh.page_size;
-    r->cfg->max_pages = fresh.max_pages;
-    r->cfg->retry_max_attempts = fresh.retry_max_attempts;
-    r->cfg->retry_base_ms = fresh.retry_base_ms;
-    r->cfg->retry_max_ms = fresh.retry_max_ms;
-    r->cfg->dead_letter_after = fresh.dead_letter_after;
-    r->cfg->write_provenance = fresh.write_provenance;
-    r->cfg->interval_s = fresh.interval_s;
-    r->cfg->overlap_s = fresh.overlap_s;
+    /* the keys the configuration table marks reloadable (config.c) */
+    config_swap_reloadable(r->cfg, &fresh);
     config_free(&fresh); /* now holds the replaced strings */
+    /* cds call site: the listener's CDS service has its own copy of the tables */
+    if (cds_reload(cds_service, r->cfg, &err) != ADP_OK)
+        log_err("daemon", "SIGHUP: the CDS service keeps its tables: %s", err.msg);
     log_set_level((enum log_level)log_level_parse(r->cfg->log_level));
     log_info("daemon", "SIGHUP: configuration and %d mapping entries reloaded",
              mapping_count(ad->map));
@@ -899,8 +884,8 @@ static enum adp_err load_config(const struct args *a, struct config *cfg,
     return ADP_OK;
 }
 
-/* The CDS Hooks / $apply endpoints of the listener (cds.h); freed after it. */
-static struct cds *cds_service;
+/* The CDS Hooks / $apply endpoints of the listener (cds.h): cds_service,
+ * declared before do_reload; freed after the listener. */
 
 /* `run`: metrics always; the listener when server.listen / --listen is set.
  * Returns 0, or EXIT_USAGE after printing why. */
@@ -923,12 +908,14 @@ static int start_listener(struct adapter *ad, const struct config *cfg, struct m
     so.listen = cfg->listen;
     so.tls_cert = cfg->server_tls_cert;
     so.tls_key = cfg->server_tls_key;
+    so.tls_client_ca = cfg->server_tls_client_ca;
     so.notify_secret = cfg->notify_secret;
     so.heartbeat_s = cfg->heartbeat_s;
     so.max_connections = (unsigned int)cfg->server_max_connections;
     so.max_per_client = (unsigned int)cfg->server_max_per_client;
     so.header_timeout_s = cfg->server_header_timeout_s;
     so.body_timeout_s = cfg->server_body_timeout_s;
+    so.threads = (unsigned int)cfg->server_threads;
     so.cfg = cfg;
     adp_error_clear(&err);
     if (cds_new(cfg, *m, &cds_service, &err) != ADP_OK) {
@@ -1056,6 +1043,23 @@ int main(int argc, char **argv)
             struct timespec ts = {0, 200 * 1000 * 1000};
 
             nanosleep(&ts, NULL);
+            if (reload) {
+                /* SIGHUP: the CDS service's mappings and thresholds afresh */
+                struct config fresh;
+
+                reload = 0;
+                adp_error_clear(&err);
+                if (load_config(&a, &fresh, &err) != ADP_OK) {
+                    log_err("daemon", "SIGHUP: reload failed, keeping the tables: %s", err.msg);
+                } else {
+                    if (cds_reload(cds_service, &fresh, &err) != ADP_OK)
+                        log_err("daemon", "SIGHUP: reload failed, keeping the tables: %s",
+                                err.msg);
+                    else
+                        log_info("daemon", "SIGHUP: mappings and thresholds reloaded");
+                    config_free(&fresh);
+                }
+            }
         }
     } else {
         struct reloader rl = {&a, &cfg};

@@ -21,6 +21,7 @@
 
 #include "fhir.h"
 #include "http.h"
+#include "jsonfind.h"
 #include "jsonread.h"
 #include "log.h"
 
@@ -92,17 +93,7 @@ static int has_code(json_t *arr, const char *field, const char *code)
 
 static json_t *find_resource(json_t *rest, const char *type)
 {
-    size_t i;
-    json_t *r;
-
-    json_array_foreach(json_object_get(rest, "resource"), i, r)
-    {
-        const char *t = json_string_value(json_object_get(r, "type"));
-
-        if (t != NULL && strcmp(t, type) == 0)
-            return r;
-    }
-    return NULL;
+    return json_find_by(json_object_get(rest, "resource"), "type", type);
 }
 
 enum adp_err preflight_capability(json_t *cs, enum preflight_mode mode, int write_provenance,

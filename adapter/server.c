@@ -1,10 +1,14 @@
 /*
  * server.c - the health, metrics and notification listener (see server.h).
  *
- * libmicrohttpd runs one internal polling thread, so the handlers below
- * never run concurrently with each other; what they share with the sync
- * loop (the notification queue, the "started" flag) is behind s->lock, and
- * the metrics have their own lock.
+ * libmicrohttpd runs a pool of internal polling threads (server.threads,
+ * default one per CPU), each with its own share of the connections, so the
+ * handlers below run concurrently: what they share with each other and with
+ * the sync loop (the notification queue, the "started" flag, the readiness
+ * cache) is behind s->lock, the connection list behind s->conn_lock, the
+ * count of requests in flight is atomic, and the metrics and the route's
+ * own state (cds.c) have their own locks.  One thread could only answer one
+ * request at a time, so 64 clients waited behind each other.
  *
  * Two helper threads keep the listener answering whatever the network does:
  * - readiness: the FHIR server probe can take seconds (a silent server
@@ -20,6 +24,8 @@
  */
 #include "server.h"
 
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -75,6 +81,7 @@ struct server {
     char *secret;
     char *tls_cert_pem;
     char *tls_key_pem;
+    char *tls_ca_pem;              /* server.tls_client_ca, or NULL */
     int port;
     long heartbeat_s;
     struct http_client *probe;     /* readiness thread only */
@@ -120,7 +127,9 @@ struct server {
     char subscription[256];
     server_route_fn route;         /* further endpoints (server.h), or NULL */
     void *route_ud;
-    int inflight;                  /* requests begun, not completed (listener thread) */
+    int inflight;                  /* requests begun, not completed (atomic: every
+                                    * listener thread counts its own) */
+    unsigned int threads;          /* libmicrohttpd's polling threads */
 };
 
 struct upload {
@@ -572,11 +581,12 @@ void server_set_state_error(struct server *s, const char *msg)
 
 /* ---- handlers ---------------------------------------------------------- */
 
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned int status,
-                             const char *ctype, const char *text)
+int server_reply(void *connection, unsigned int status, const char *ctype, const char *text,
+                 const char *realm, long retry_after)
 {
     struct MHD_Response *r;
     enum MHD_Result ret;
+    char hdr[160];
 
     r = MHD_create_response_from_buffer(strlen(text), (void *)(uintptr_t)text,
                                         MHD_RESPMEM_MUST_COPY);
@@ -584,11 +594,23 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned int status,
         return MHD_NO;
     MHD_add_response_header(r, "Content-Type", ctype);
     MHD_add_response_header(r, "Cache-Control", "no-store");
-    if (status == 401)
-        MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"dnmbc-adapter notify\"");
-    ret = MHD_queue_response(c, status, r);
+    if (status == 401) {
+        snprintf(hdr, sizeof(hdr), "Bearer realm=\"%s\"", realm);
+        MHD_add_response_header(r, "WWW-Authenticate", hdr);
+    }
+    if (retry_after > 0) {
+        snprintf(hdr, sizeof(hdr), "%ld", retry_after);
+        MHD_add_response_header(r, "Retry-After", hdr);
+    }
+    ret = MHD_queue_response(connection, status, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned int status,
+                             const char *ctype, const char *text)
+{
+    return (enum MHD_Result)server_reply(c, status, ctype, text, "dnmbc-adapter notify", 0);
 }
 
 static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned int status,
@@ -756,6 +778,42 @@ static enum MHD_Result handle_readyz(struct server *s, struct MHD_Connection *c)
     return reply(c, ok ? 200 : 503, "application/json", buf);
 }
 
+int server_client_cert(void *connection, char *who, size_t len)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    gnutls_session_t tls = ci != NULL ? (gnutls_session_t)ci->tls_session : NULL;
+    const gnutls_datum_t *peers;
+    unsigned int status = 1, npeers = 0;
+    gnutls_x509_crt_t crt;
+    gnutls_typed_vdata_st purpose;
+    size_t dlen = len;
+
+    if (len > 0)
+        who[0] = '\0';
+    /* libmicrohttpd asks for the certificate and leaves the verdict to us:
+     * chain to the configured CA, signatures, validity period, and a
+     * certificate meant for TLS clients (a server certificate of the same
+     * CA is not a client's) */
+    memset(&purpose, 0, sizeof(purpose));
+    purpose.type = GNUTLS_DT_KEY_PURPOSE_OID;
+    purpose.data = (unsigned char *)(uintptr_t)GNUTLS_KP_TLS_WWW_CLIENT;
+    if (tls == NULL || gnutls_certificate_type_get(tls) != GNUTLS_CRT_X509 ||
+        gnutls_certificate_verify_peers(tls, &purpose, 1, &status) != GNUTLS_E_SUCCESS ||
+        status != 0)
+        return 0;
+    peers = gnutls_certificate_get_peers(tls, &npeers);
+    if (peers == NULL || npeers == 0 || gnutls_x509_crt_init(&crt) != GNUTLS_E_SUCCESS)
+        return 0;
+    if (gnutls_x509_crt_import(crt, &peers[0], GNUTLS_X509_FMT_DER) != GNUTLS_E_SUCCESS ||
+        gnutls_x509_crt_get_dn(crt, who, &dlen) != GNUTLS_E_SUCCESS) {
+        if (len > 0)
+            snprintf(who, len, "(a client certificate)");
+    }
+    gnutls_x509_crt_deinit(crt);
+    return 1;
+}
+
 int server_bearer_matches(const char *h, const char *secret)
 {
     size_t i, n, m;
@@ -892,7 +950,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         *con_cls = up;
         /* the head is in: from now on the body (and the answer) has its own deadline */
         conn_deadline(s, c, s->body_timeout_s);
-        s->inflight++;
+        __atomic_add_fetch(&s->inflight, 1, __ATOMIC_RELAXED);
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
@@ -933,7 +991,7 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         return handle_notify(s, c, url, up);
     if (s->route != NULL) {
         int r = s->route(s->route_ud, c, url, method, up->data, up->len, up->too_big,
-                         s->inflight);
+                         __atomic_load_n(&s->inflight, __ATOMIC_RELAXED));
 
         if (r >= 0)
             return (enum MHD_Result)r;
@@ -954,7 +1012,7 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
     /* a kept-alive connection has header_timeout_s for its next request */
     conn_deadline(cls, c, ((struct server *)cls)->header_timeout_s);
     if (up != NULL) {
-        s->inflight--;
+        __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_RELAXED);
         free(up->data);
         free(up);
         *con_cls = NULL;
@@ -1180,6 +1238,12 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
                                                   : SERVER_DEFAULT_HEADER_TIMEOUT_S;
     s->body_timeout_s = o->body_timeout_s > 0 ? o->body_timeout_s
                                               : SERVER_DEFAULT_BODY_TIMEOUT_S;
+    s->threads = o->threads;
+    if (s->threads == 0) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+        s->threads = ncpu > 0 ? (unsigned int)(ncpu < 64 ? ncpu : 64) : 1;
+    }
     s->metrics = m;
     if (o->cfg != NULL) {
         const struct config *cfg = o->cfg;
@@ -1213,6 +1277,11 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
             goto fail;
         }
         flags |= MHD_USE_TLS;
+        if (o->tls_client_ca != NULL &&
+            (s->tls_ca_pem = slurp(o->tls_client_ca, err, "server.tls_client_ca")) == NULL) {
+            rc = err->code;
+            goto fail;
+        }
     }
     if (o->cfg != NULL && o->cfg->base_url != NULL) {
         struct http_opts ho;
@@ -1259,24 +1328,35 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
     /* The per-client limit below the total keeps one client (a slow or
      * hostile one) from taking every slot: a probe from another address
      * still gets in.  The inactivity timeout stays as a second bound. */
-    if (s->tls_cert_pem != NULL)
-        s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handler, s, MHD_OPTION_SOCK_ADDR,
-                                  ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, completed, s,
-                                  MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-                                  MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-                                  MHD_OPTION_CONNECTION_LIMIT, s->max_connections,
-                                  MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->max_per_client,
-                                  MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-                                  MHD_OPTION_HTTPS_MEM_CERT, s->tls_cert_pem,
-                                  MHD_OPTION_HTTPS_MEM_KEY, s->tls_key_pem, MHD_OPTION_END);
-    else
-        s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handler, s, MHD_OPTION_SOCK_ADDR,
-                                  ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, completed, s,
-                                  MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-                                  MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
-                                  MHD_OPTION_CONNECTION_LIMIT, s->max_connections,
-                                  MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->max_per_client,
-                                  MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+    {
+        struct MHD_OptionItem opt[16];
+        int n = 0;
+
+#define OPT(o, v, p) (opt[n].option = (o), opt[n].value = (intptr_t)(v), opt[n].ptr_value = (p), n++)
+        /* the logger first: libmicrohttpd logs the options after it */
+        OPT(MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, s);
+        OPT(MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr);
+        OPT(MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, s);
+        OPT(MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, s);
+        OPT(MHD_OPTION_CONNECTION_LIMIT, s->max_connections, NULL);
+        OPT(MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->max_per_client, NULL);
+        OPT(MHD_OPTION_CONNECTION_TIMEOUT, 30u, NULL);
+        /* libmicrohttpd shares the connection limit out among the threads */
+        if (s->threads > 1)
+            OPT(MHD_OPTION_THREAD_POOL_SIZE, s->threads, NULL);
+        if (s->tls_cert_pem != NULL) {
+            OPT(MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert_pem);
+            OPT(MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key_pem);
+            /* the handshake asks for a client certificate; whether it
+             * verifies is asked per request (server_client_cert) */
+            if (s->tls_ca_pem != NULL)
+                OPT(MHD_OPTION_HTTPS_MEM_TRUST, 0, s->tls_ca_pem);
+        }
+        OPT(MHD_OPTION_END, 0, NULL);
+#undef OPT
+        s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, handler, s, MHD_OPTION_ARRAY, opt,
+                                  MHD_OPTION_END);
+    }
     freeaddrinfo(ai);
     if (s->mhd == NULL) {
         rc = adp_error_set(err, ADP_ECONFIG,
@@ -1287,9 +1367,10 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
     }
     info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info != NULL ? (int)info->port : atoi(port);
-    log_info("listener", "listening on %s://%s%s%s:%d (/healthz /readyz /metrics /notify)",
+    log_info("listener", "listening on %s://%s%s%s:%d (/healthz /readyz /metrics /notify), "
+             "%u thread(s)",
              s->tls_cert_pem ? "https" : "http", strchr(host, ':') ? "[" : "", host,
-             strchr(host, ':') ? "]" : "", s->port);
+             strchr(host, ':') ? "]" : "", s->port, s->threads);
     *out = s;
     return ADP_OK;
 fail:
@@ -1333,6 +1414,7 @@ void server_stop(struct server *s)
     if (s->tls_key_pem != NULL)
         memset(s->tls_key_pem, 0, strlen(s->tls_key_pem));
     free(s->tls_key_pem);
+    free(s->tls_ca_pem);
     pthread_cond_destroy(&s->reaper_cond);
     pthread_cond_destroy(&s->ready_cond);
     pthread_mutex_destroy(&s->conn_lock);

@@ -1,6 +1,6 @@
 /*
  * server.h - the daemon's small HTTP listener (libmicrohttpd, its own
- * thread): GET /healthz, GET /readyz, GET /metrics, POST /notify.
+ * threads): GET /healthz, GET /readyz, GET /metrics, POST /notify.
  *
  * /notify is a FHIR Subscription rest-hook endpoint.  It accepts R4
  * Subscription notifications (an empty POST, or the changed resource as the
@@ -41,6 +41,8 @@ struct server_opts {
     const char *listen;          /* "HOST:PORT", ":PORT" or "PORT" (host 127.0.0.1) */
     const char *tls_cert;        /* PEM file; with tls_key: HTTPS */
     const char *tls_key;
+    const char *tls_client_ca;   /* PEM CA file, or NULL: with TLS, the handshake asks for
+                                  * a client certificate (server_client_cert) */
     const char *notify_secret;   /* NULL: /notify answers 403 (not enabled) */
     long heartbeat_s;            /* expected heartbeat period; 0: not tracked */
     /* connection limits and deadlines; 0: the defaults below */
@@ -49,6 +51,7 @@ struct server_opts {
     long header_timeout_s;             /* request line and headers, from connect (or
                                         * from the previous response on keep-alive) */
     long body_timeout_s;               /* request body and answer, from the headers */
+    unsigned int threads;        /* threads answering requests; 0: one per CPU */
     const struct config *cfg;    /* read during server_start only: what the readiness
                                   * probe needs (state path, FHIR server, TLS) is copied */
     server_route_fn route;       /* NULL: none */
@@ -70,6 +73,20 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
 int server_port(const struct server *s);
 /* Stop the thread, close the socket, free everything (NULL is a no-op). */
 void server_stop(struct server *s);
+
+/* Queue the answer text (copied) on connection (a struct MHD_Connection):
+ * Content-Type ctype, Cache-Control no-store, on 401 a WWW-Authenticate
+ * Bearer challenge for realm, Retry-After when retry_after > 0.  Returns an
+ * enum MHD_Result.  The reply of every endpoint the listener serves. */
+int server_reply(void *connection, unsigned int status, const char *ctype, const char *text,
+                 const char *realm, long retry_after);
+
+/* Whether the client of connection (a struct MHD_Connection) presented, in
+ * the TLS handshake, a certificate that verifies against server.tls_client_ca
+ * (chain, signature, validity period, extended key usage clientAuth): 1 and
+ * its subject DN in who, else 0
+ * (no TLS, no client CA, no certificate, or one that does not verify). */
+int server_client_cert(void *connection, char *who, size_t len);
 
 /* Whether "Authorization: <header>" carries exactly the bearer token
  * secret: the scheme "Bearer" in any case (RFC 7235 section 2.1), one or

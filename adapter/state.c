@@ -27,7 +27,7 @@
 
 #include "instant.h"
 
-#define STATE_SCHEMA_VERSION 2
+#define STATE_SCHEMA_VERSION 3
 
 /* The cached statements, one per SQL text in stmt_sql. */
 enum stmt_id {
@@ -273,6 +273,18 @@ static const char *const migrations[STATE_SCHEMA_VERSION] = {
     "  last_error TEXT NOT NULL DEFAULT '',"
     "  outcome TEXT NOT NULL DEFAULT '',"
     "  failed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')));",
+    /* 2 -> 3: CDS Hooks card feedback (cds.c).  IF NOT EXISTS: a version-2
+     * file of an earlier build may have it already, made outside the
+     * migrations, with the same columns. */
+    "CREATE TABLE IF NOT EXISTS cds_feedback ("
+    "  id INTEGER PRIMARY KEY,"
+    "  received TEXT NOT NULL,"
+    "  client TEXT NOT NULL,"
+    "  card TEXT NOT NULL,"
+    "  outcome TEXT NOT NULL,"
+    "  outcome_time TEXT NOT NULL,"
+    "  reason TEXT,"
+    "  comment TEXT);",
 };
 
 static enum adp_err migrate(struct state *st, struct adp_error *err)

@@ -23,7 +23,8 @@ const APPLY = '/fhir/PlanDefinition/dnmbc-local-therapy/$apply';
   const jwk = { ...(await jose.exportJWK(publicKey)), kid: 'bench', alg: 'ES384' };
   fs.writeFileSync(path.join(dir, 'jwks.json'), JSON.stringify({ keys: [jwk] }));
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({
-    server: { public_url: PUBLIC },
+    // 64 clients from one address: the per-address limit (16) would refuse 48
+    server: { public_url: PUBLIC, max_connections_per_client: 128 },
     cds: { clients: [{ iss: ISS, jwks_file: path.join(dir, 'jwks.json') }], max_body_kb: 1024, max_concurrent: 60 },
     mappings: { dir: path.join(ROOT, 'mappings') },
     state: { path: path.join(dir, 'state.db') },

@@ -22,7 +22,7 @@ for c in 1 8 64; do
         pid=$!
         port=
         for _ in $(seq 1 200); do
-            port=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$dir/serve.log" | head -1)
+            port=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$dir/serve.log" | head -1)
             [ -n "$port" ] && break
             sleep 0.05
         done

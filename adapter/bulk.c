@@ -1035,15 +1035,29 @@ static enum adp_err process_staged(struct bulk *b, struct adp_error *err)
     struct adapter *a = b->a;
     struct q q;
     enum adp_err rc;
+    char *after = strdup("");
     int i;
 
+    if (after == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "out of memory");
     for (;;) {
-        rc = sql(a->state, &q, "SELECT patient_id FROM bulk_stage GROUP BY patient_id "
-                               "HAVING max(cohort) = 1 LIMIT 200", PATIENT_BATCH, NULL, NULL,
+        /* onwards from the last patient of the batch before: the patients
+         * outside the cohort stay staged until the end, and starting each
+         * batch from the first id would walk all of them again (quadratic
+         * in the export's size) */
+        rc = sql(a->state, &q, "SELECT patient_id FROM bulk_stage WHERE patient_id > ? "
+                               "GROUP BY patient_id HAVING max(cohort) = 1 "
+                               "ORDER BY patient_id LIMIT 200", PATIENT_BATCH, after, NULL,
                  NULL, err);
         if (rc != ADP_OK || q.nrows == 0) {
             q_free(&q);
             break;
+        }
+        free(after);
+        after = strdup(q.rows[q.nrows - 1]);
+        if (after == NULL) {
+            q_free(&q);
+            return adp_error_set(err, ADP_ENOMEM, "out of memory");
         }
         for (i = 0; i < q.nrows && rc == ADP_OK; i++) {
             struct rows_in in = {q.rows[i], NULL, 0};
@@ -1085,9 +1099,12 @@ static enum adp_err process_staged(struct bulk *b, struct adp_error *err)
             rc = settle(b, q.rows[i], "bulk_stage", prc == ADP_OK, err);
         }
         q_free(&q);
-        if (rc != ADP_OK)
+        if (rc != ADP_OK) {
+            free(after);
             return rc;
+        }
     }
+    free(after);
     /* patients outside the cohort: not ours to decide (the REST path never
      * looks at them either) */
     return rc == ADP_OK ? exec0(a->state, "DELETE FROM bulk_stage", NULL, NULL, err) : rc;

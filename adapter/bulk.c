@@ -22,8 +22,10 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+#include "engine.h"
 #include "fhir.h"
 #include "http.h"
+#include "instant.h"
 #include "jsonarena.h"
 #include "jsonread.h"
 #include "log.h"
@@ -169,6 +171,8 @@ struct bulk {
     char since[64];
     char status_url[2048];
     int requires_token;
+    int full;               /* a whole-cohort export, whatever was exported before */
+    const char *since_hint; /* run's catch-up: the watermark minus the overlap */
 };
 
 static int stopping(const struct bulk *b)
@@ -280,6 +284,61 @@ static long now_ms(void)
 static const char *const async_headers[] = {"Prefer: respond-async",
                                             "Accept: application/fhir+json", NULL};
 
+/* bulk.group_code without bulk.group_id: the one Group with that code
+ * (mCODE's in-scope patient group), its id in *out (new string). */
+static enum adp_err find_group(struct bulk *b, char **out, struct adp_error *err)
+{
+    struct adapter *a = b->a;
+    json_t *found = json_array();
+    char *code = http_escape(a->cfg->bulk_group_code), query[700];
+    enum adp_err rc;
+    const char *id;
+
+    *out = NULL;
+    if (found == NULL || code == NULL) {
+        json_decref(found);
+        free(code);
+        return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    }
+    snprintf(query, sizeof(query), "code=%.600s&_count=2", code);
+    free(code);
+    rc = fhir_search_first_page(a->fhir, "Group", query, found, err);
+    if (rc == ADP_OK && json_array_size(found) != 1)
+        rc = adp_error_set(err, ADP_ECONFIG, "bulk: %s Group has the code %.200s "
+                           "(bulk.group_code); the export needs exactly one: set bulk.group_id",
+                           json_array_size(found) == 0 ? "no" : "more than one",
+                           a->cfg->bulk_group_code);
+    id = json_string_value(json_object_get(json_array_get(found, 0), "id"));
+    if (rc == ADP_OK && id == NULL)
+        rc = adp_error_set(err, ADP_EPARSE, "bulk: the Group found by code %.200s has no id",
+                           a->cfg->bulk_group_code);
+    if (rc == ADP_OK && (*out = strdup(id)) == NULL)
+        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+    if (rc == ADP_OK)
+        log_info(BULK, "bulk.group_code %s: Group/%s", a->cfg->bulk_group_code, *out);
+    json_decref(found);
+    return rc;
+}
+
+/* b->since from the previous export's transactionTime, or nothing for a
+ * whole-cohort export, or the daemon's watermark when that is later (a
+ * catch-up after REST cycles: what they covered is not exported again). */
+static void choose_since(struct bulk *b, const char *stored)
+{
+    int64_t hu, su;
+    struct adp_error ignored;
+
+    snprintf(b->since, sizeof(b->since), "%s", b->full ? "" : stored);
+    if (b->full || b->since_hint == NULL || b->since_hint[0] == '\0')
+        return;
+    adp_error_clear(&ignored);
+    if (b->since[0] == '\0' ||
+        (instant_parse(b->since_hint, "watermark", &hu, &ignored) == ADP_OK &&
+         instant_parse(b->since, "transactionTime", &su, &ignored) == ADP_OK &&
+         instant_cmp(hu, su) > 0))
+        snprintf(b->since, sizeof(b->since), "%s", b->since_hint);
+}
+
 static enum adp_err kickoff(struct bulk *b, struct adp_error *err)
 {
     struct adapter *a = b->a;
@@ -295,7 +354,7 @@ static enum adp_err kickoff(struct bulk *b, struct adp_error *err)
              NULL, NULL, err);
     if (rc != ADP_OK)
         return rc;
-    snprintf(b->since, sizeof(b->since), "%s", q.nrows ? q.rows[0] : "");
+    choose_since(b, q.nrows ? q.rows[0] : "");
     q_free(&q);
     esc_since = http_escape(b->since);
     if (a->cfg->bulk_type_filter && b->obs_list[0] != '\0') {
@@ -310,7 +369,21 @@ static enum adp_err kickoff(struct bulk *b, struct adp_error *err)
             esc_filter = http_escape(filter);
         }
     }
-    esc_group = a->cfg->bulk_group_id != NULL ? http_escape(a->cfg->bulk_group_id) : NULL;
+    if (a->cfg->bulk_group_id == NULL && a->cfg->bulk_group_code != NULL) {
+        char *found = NULL;
+
+        rc = find_group(b, &found, err);
+        if (rc != ADP_OK)
+            goto out;
+        esc_group = http_escape(found);
+        free(found);
+        if (esc_group == NULL) {
+            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+            goto out;
+        }
+    } else if (a->cfg->bulk_group_id != NULL) {
+        esc_group = http_escape(a->cfg->bulk_group_id);
+    }
     len = strlen(fhir_base(a->fhir)) + (esc_since ? strlen(esc_since) : 0) +
           (esc_filter ? strlen(esc_filter) : 0) + (esc_group ? strlen(esc_group) : 0) + 160;
     url = malloc(len);
@@ -1255,8 +1328,8 @@ static enum adp_err finish(struct bulk *b, struct adp_error *err)
     return state_bulk_run(a->state, q_fn, &q, err);
 }
 
-enum adp_err bulk_sync(struct adapter *a, int dry_run, struct sync_stats *stats,
-                       struct adp_error *err)
+static enum adp_err bulk_pass(struct adapter *a, int dry_run, int full, const char *since_hint,
+                              struct sync_stats *stats, struct adp_error *err)
 {
     struct bulk b;
     struct q q;
@@ -1268,6 +1341,8 @@ enum adp_err bulk_sync(struct adapter *a, int dry_run, struct sync_stats *stats,
     b.a = a;
     b.dry_run = dry_run;
     b.stats = stats;
+    b.full = full;
+    b.since_hint = since_hint;
     memset(&q, 0, sizeof(q));
     q.multi = 1;
     q.sql = schema;
@@ -1362,4 +1437,97 @@ out:
     free(b.obs_list);
     free(b.cohort_list);
     return rc;
+}
+
+enum adp_err bulk_sync(struct adapter *a, int dry_run, struct sync_stats *stats,
+                       struct adp_error *err)
+{
+    return bulk_pass(a, dry_run, 0, NULL, stats, err);
+}
+
+/* ---- run's catch-up ---------------------------------------------------- */
+
+static enum adp_err job_pending(struct adapter *a, int *pending, struct adp_error *err)
+{
+    struct q q;
+    enum adp_err rc;
+
+    memset(&q, 0, sizeof(q));
+    q.multi = 1;
+    q.sql = schema;
+    rc = state_bulk_run(a->state, q_fn, &q, err);
+    if (rc == ADP_OK)
+        rc = sql(a->state, &q, "SELECT phase FROM bulk_job", 1, NULL, NULL, NULL, err);
+    *pending = rc == ADP_OK && q.nrows > 0;
+    q_free(&q);
+    return rc;
+}
+
+int bulk_catch_up_due(struct adapter *a, const char *watermark, int rules_changed)
+{
+    struct adp_error err;
+    struct timespec now;
+    int64_t wu;
+    int pending = 0;
+
+    if (!a->cfg->bulk_catch_up)
+        return 0;
+    adp_error_clear(&err);
+    if (job_pending(a, &pending, &err) != ADP_OK) {
+        log_warn(BULK, "%s; this cycle goes through REST", err.msg);
+        return 0;
+    }
+    if (pending || watermark[0] == '\0' || rules_changed)
+        return 1;
+    /* the gap by our clock against the server's instant: a threshold of
+     * hours or days, where clock skew does not matter */
+    if (instant_parse(watermark, "watermark", &wu, &err) != ADP_OK)
+        return 0;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec - wu / 1000000 > a->cfg->bulk_catch_up_after_s;
+}
+
+enum adp_err bulk_catch_up(struct adapter *a, const char *watermark, int rules_changed,
+                           struct sync_stats *stats, struct adp_error *err)
+{
+    char hint[64] = "", next[64];
+    int full = watermark[0] == '\0' || rules_changed;
+    int64_t us;
+    struct q q;
+    enum adp_err rc;
+
+    if (!full && instant_parse(watermark, "watermark", &us, err) == ADP_OK)
+        instant_format(instant_shift(us, -a->cfg->overlap_s), hint, sizeof(hint));
+    log_info(BULK, "catch-up through $export (%s)",
+             full ? "the whole cohort" : "the changes since the watermark");
+    rc = bulk_pass(a, 0, full, hint, stats, err);
+    if (rc != ADP_OK)
+        return rc;
+    if (stats->failed > 0) {
+        log_warn(BULK, "%d patient(s) failed; watermark not advanced (they are retried by the "
+                 "next bulk cycle)", stats->failed);
+        return ADP_OK;
+    }
+    /* everything up to the export's transactionTime is decided: that is the
+     * new watermark (a server instant, as the change walk's are) */
+    rc = sql(a->state, &q, "SELECT value FROM bulk_meta WHERE key = 'transaction_time'", 1,
+             NULL, NULL, NULL, err);
+    if (rc != ADP_OK)
+        return rc;
+    if (q.nrows == 0 || instant_parse(q.rows[0], "transactionTime", &us, err) != ADP_OK) {
+        rc = q.nrows == 0 ? ADP_OK : err->code;
+        q_free(&q);
+        return rc;
+    }
+    q_free(&q);
+    instant_format(us, next, sizeof(next));
+    if (!full) {
+        int64_t wu;
+
+        /* never backwards */
+        if (instant_parse(watermark, "watermark", &wu, err) == ADP_OK && instant_cmp(us, wu) < 0)
+            snprintf(next, sizeof(next), "%s", watermark);
+        return state_set_progress(a->state, next, "", err);
+    }
+    return state_set_covered(a->state, next, ENGINE_RULES_VERSION, err);
 }

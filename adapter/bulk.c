@@ -59,7 +59,8 @@ static const char *const schema =
     "CREATE INDEX IF NOT EXISTS bulk_stage_patient ON bulk_stage (patient_id);"
     "CREATE TABLE IF NOT EXISTS bulk_changed (patient_id TEXT PRIMARY KEY);"
     "CREATE TABLE IF NOT EXISTS bulk_deleted (ref TEXT PRIMARY KEY);"
-    "CREATE TABLE IF NOT EXISTS bulk_retry (patient_id TEXT PRIMARY KEY);";
+    "CREATE TABLE IF NOT EXISTS bulk_retry (patient_id TEXT PRIMARY KEY);"
+    "CREATE TABLE IF NOT EXISTS bulk_gone (patient_id TEXT PRIMARY KEY);";
 
 /* ---- small SQL helper: one statement, text parameters, text rows ------- */
 
@@ -1195,7 +1196,7 @@ static enum adp_err deleted_subject(struct bulk *b, const char *ref, struct adp_
     enum adp_err rc;
 
     if (strncmp(ref, "Patient/", 8) == 0)
-        return exec0(a->state, "INSERT OR IGNORE INTO bulk_changed (patient_id) VALUES (?)",
+        return exec0(a->state, "INSERT OR IGNORE INTO bulk_gone (patient_id) VALUES (?)",
                      ref + 8, NULL, err);
     snprintf(url, sizeof(url), "%s/%.600s/_history", fhir_base(a->fhir), ref);
     memset(&resp, 0, sizeof(resp));
@@ -1269,6 +1270,58 @@ static enum adp_err process_listed(struct bulk *b, const char *table, struct adp
     }
 }
 
+/* Patients the export lists as deleted: decided on the Patient alone (no
+ * Condition, so not eligible), which withdraws the plans we wrote for
+ * them through the ordinary revocation (sync_patient_given); a REST sync
+ * of them would only meet 410 Gone and fail for ever. */
+static enum adp_err process_gone(struct bulk *b, struct adp_error *err)
+{
+    struct adapter *a = b->a;
+    struct q q;
+    enum adp_err rc = ADP_OK;
+    int i;
+
+    for (;;) {
+        rc = sql(a->state, &q, "SELECT patient_id FROM bulk_gone ORDER BY patient_id LIMIT 200",
+                 PATIENT_BATCH, NULL, NULL, NULL, err);
+        if (rc != ADP_OK || q.nrows == 0) {
+            q_free(&q);
+            return rc;
+        }
+        for (i = 0; i < q.nrows && rc == ADP_OK; i++) {
+            struct adp_error pe;
+            enum adp_err prc;
+            json_t *given;
+
+            if (stopping(b)) {
+                rc = adp_error_set(err, ADP_ENET, "interrupted");
+                break;
+            }
+            adp_error_clear(&pe);
+            jsonarena_begin();
+            given = json_pack("[{s:s, s:s}]", "resourceType", "Patient", "id", q.rows[i]);
+            prc = given == NULL ? adp_error_set(&pe, ADP_ENOMEM, "out of memory")
+                                : sync_patient_given(a, q.rows[i], given, b->dry_run, b->stats,
+                                                     &pe);
+            json_decref(given);
+            jsonarena_end();
+            if (prc != ADP_OK && fatal(b, prc)) {
+                *err = pe;
+                rc = prc;
+                break;
+            }
+            /* withdrawn: nothing left to sync for it through REST */
+            rc = exec0(a->state, "DELETE FROM bulk_changed WHERE patient_id = ?", q.rows[i], NULL,
+                       err);
+            if (rc == ADP_OK)
+                rc = settle(b, q.rows[i], "bulk_gone", prc == ADP_OK, err);
+        }
+        q_free(&q);
+        if (rc != ADP_OK)
+            return rc;
+    }
+}
+
 static enum adp_err process(struct bulk *b, struct adp_error *err)
 {
     struct adapter *a = b->a;
@@ -1296,6 +1349,9 @@ static enum adp_err process(struct bulk *b, struct adp_error *err)
         if (rc != ADP_OK)
             return rc;
     }
+    rc = process_gone(b, err);
+    if (rc != ADP_OK)
+        return rc;
     return process_listed(b, "bulk_changed", err);
 }
 
@@ -1324,7 +1380,7 @@ static enum adp_err finish(struct bulk *b, struct adp_error *err)
             "  SELECT 'transaction_time', transaction_time FROM bulk_job "
             "  WHERE transaction_time IS NOT NULL;"
             "DELETE FROM bulk_job; DELETE FROM bulk_file; DELETE FROM bulk_stage;"
-            "DELETE FROM bulk_deleted; DELETE FROM bulk_changed; COMMIT;";
+            "DELETE FROM bulk_deleted; DELETE FROM bulk_changed; DELETE FROM bulk_gone; COMMIT;";
     return state_bulk_run(a->state, q_fn, &q, err);
 }
 

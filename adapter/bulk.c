@@ -174,6 +174,7 @@ struct bulk {
     int requires_token;
     int full;               /* a whole-cohort export, whatever was exported before */
     const char *since_hint; /* run's catch-up: the watermark minus the overlap */
+    int broken;             /* the state file or memory failed: the pass stops */
 };
 
 static int stopping(const struct bulk *b)
@@ -1079,14 +1080,23 @@ static enum adp_err rows_fn(sqlite3 *db, struct state *st, void *ud, struct adp_
     return ADP_OK;
 }
 
-/* A failed patient is kept for the next bulk run (through REST then). */
+/* After a patient: a failed one is kept for the next bulk run (through
+ * REST then); its row in table goes.  A patient retried from bulk_retry
+ * stays there until it succeeds; a withdrawn (gone) patient has nothing
+ * left to sync through REST. */
 static enum adp_err settle(struct bulk *b, const char *pid, const char *table, int ok,
                            struct adp_error *err)
 {
     char text[200];
     enum adp_err rc = ADP_OK;
 
-    if (!ok)
+    if (strcmp(table, "bulk_retry") == 0)
+        return ok ? exec0(b->a->state, "DELETE FROM bulk_retry WHERE patient_id = ?", pid, NULL,
+                          err)
+                  : ADP_OK;
+    if (strcmp(table, "bulk_gone") == 0)
+        rc = exec0(b->a->state, "DELETE FROM bulk_changed WHERE patient_id = ?", pid, NULL, err);
+    if (rc == ADP_OK && !ok)
         rc = exec0(b->a->state, "INSERT OR IGNORE INTO bulk_retry (patient_id) VALUES (?)", pid,
                    NULL, err);
     snprintf(text, sizeof(text), "DELETE FROM %s WHERE patient_id = ?", table);
@@ -1099,42 +1109,39 @@ static enum adp_err settle(struct bulk *b, const char *pid, const char *table, i
  * credential or certificate problem, or a signal stops the pass. */
 static int fatal(struct bulk *b, enum adp_err rc)
 {
-    return state_failed(b->a->state, NULL, 0) || rc == ADP_EAUTH || rc == ADP_ETLS ||
-           rc == ADP_ENOMEM || stopping(b);
+    return b->broken || state_failed(b->a->state, NULL, 0) || rc == ADP_EAUTH ||
+           rc == ADP_ETLS || rc == ADP_ENOMEM || stopping(b);
 }
 
-/* Backfill: each cohort patient's staged resources, decided and written. */
-static enum adp_err process_staged(struct bulk *b, struct adp_error *err)
+/* One patient of a loop: its own error in pe, returned. */
+typedef enum adp_err (*patient_fn)(struct bulk *b, const char *pid, struct adp_error *pe);
+
+/* fn for each patient select names (one parameter: the last patient id of
+ * the batch before, "" at first; at most PATIENT_BATCH rows, in id order),
+ * then settle() in table.  Onwards from the last batch, not from the first
+ * id again: the rows of failed patients and of patients outside the cohort
+ * stay, and walking them for every batch would be quadratic in the
+ * export's size. */
+static enum adp_err each_patient(struct bulk *b, const char *select, patient_fn fn,
+                                 const char *table, struct adp_error *err)
 {
-    struct adapter *a = b->a;
     struct q q;
-    enum adp_err rc;
+    enum adp_err rc = ADP_OK;
     char *after = strdup("");
     int i;
 
     if (after == NULL)
         return adp_error_set(err, ADP_ENOMEM, "out of memory");
     for (;;) {
-        /* onwards from the last patient of the batch before: the patients
-         * outside the cohort stay staged until the end, and starting each
-         * batch from the first id would walk all of them again (quadratic
-         * in the export's size) */
-        rc = sql(a->state, &q, "SELECT patient_id FROM bulk_stage WHERE patient_id > ? "
-                               "GROUP BY patient_id HAVING max(cohort) = 1 "
-                               "ORDER BY patient_id LIMIT 200", PATIENT_BATCH, after, NULL,
-                 NULL, err);
-        if (rc != ADP_OK || q.nrows == 0) {
-            q_free(&q);
+        rc = sql(b->a->state, &q, select, PATIENT_BATCH, after, NULL, NULL, err);
+        if (rc != ADP_OK || q.nrows == 0)
+            break;
+        free(after);
+        if ((after = strdup(q.rows[q.nrows - 1])) == NULL) {
+            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
             break;
         }
-        free(after);
-        after = strdup(q.rows[q.nrows - 1]);
-        if (after == NULL) {
-            q_free(&q);
-            return adp_error_set(err, ADP_ENOMEM, "out of memory");
-        }
         for (i = 0; i < q.nrows && rc == ADP_OK; i++) {
-            struct rows_in in = {q.rows[i], NULL, 0};
             struct adp_error pe;
             enum adp_err prc;
 
@@ -1143,46 +1150,65 @@ static enum adp_err process_staged(struct bulk *b, struct adp_error *err)
                 break;
             }
             adp_error_clear(&pe);
-            jsonarena_begin();
-            in.given = json_array();
-            rc = in.given == NULL ? adp_error_set(err, ADP_ENOMEM, "out of memory")
-                                  : state_bulk_run(a->state, rows_fn, &in, err);
-            if (rc == ADP_OK && in.bad > 0) {
-                b->stats->seen++;
-                b->stats->failed++;
-                char tag[16];
-
-                log_patient_tag(q.rows[i], tag, sizeof(tag));
-                prc = adp_error_set(&pe, ADP_EPARSE, "bulk: patient %s: %d staged resource(s) "
-                                    "unreadable", tag, in.bad);
-                log_err(BULK, "%s", pe.msg);
-            } else if (rc == ADP_OK) {
-                prc = sync_patient_given(a, q.rows[i], in.given, b->dry_run, b->stats, &pe);
-            } else {
-                prc = rc;
-            }
-            json_decref(in.given);
-            jsonarena_end();
-            if (rc != ADP_OK)
-                break;
+            prc = fn(b, q.rows[i], &pe);
             if (prc != ADP_OK && fatal(b, prc)) {
                 *err = pe;
                 rc = prc;
                 break;
             }
-            rc = settle(b, q.rows[i], "bulk_stage", prc == ADP_OK, err);
+            rc = settle(b, q.rows[i], table, prc == ADP_OK, err);
         }
         q_free(&q);
-        if (rc != ADP_OK) {
-            free(after);
-            return rc;
-        }
+        if (rc != ADP_OK)
+            break;
     }
+    q_free(&q);
     free(after);
+    return rc;
+}
+
+/* A backfill's patient: its staged resources, decided and written. */
+static enum adp_err staged_one(struct bulk *b, const char *pid, struct adp_error *pe)
+{
+    struct rows_in in = {pid, NULL, 0};
+    enum adp_err prc;
+
+    jsonarena_begin();
+    in.given = json_array();
+    prc = in.given == NULL ? adp_error_set(pe, ADP_ENOMEM, "out of memory")
+                           : state_bulk_run(b->a->state, rows_fn, &in, pe);
+    if (prc != ADP_OK) {
+        b->broken = 1; /* the state file or memory: not this patient's fault */
+    } else if (in.bad > 0) {
+        char tag[16];
+
+        b->stats->seen++;
+        b->stats->failed++;
+        log_patient_tag(pid, tag, sizeof(tag));
+        prc = adp_error_set(pe, ADP_EPARSE, "bulk: patient %s: %d staged resource(s) unreadable",
+                            tag, in.bad);
+        log_err(BULK, "%s", pe->msg);
+    } else {
+        prc = sync_patient_given(b->a, pid, in.given, b->dry_run, b->stats, pe);
+    }
+    json_decref(in.given);
+    jsonarena_end();
+    return prc;
+}
+
+/* Backfill: each cohort patient's staged resources, decided and written. */
+static enum adp_err process_staged(struct bulk *b, struct adp_error *err)
+{
+    enum adp_err rc = each_patient(b, "SELECT patient_id FROM bulk_stage WHERE patient_id > ? "
+                                      "GROUP BY patient_id HAVING max(cohort) = 1 "
+                                      "ORDER BY patient_id LIMIT 200",
+                                   staged_one, "bulk_stage", err);
+
     /* patients outside the cohort: not ours to decide (the REST path never
      * looks at them either) */
-    return rc == ADP_OK ? exec0(a->state, "DELETE FROM bulk_stage", NULL, NULL, err) : rc;
+    return rc == ADP_OK ? exec0(b->a->state, "DELETE FROM bulk_stage", NULL, NULL, err) : rc;
 }
+
 
 /* The patient a deleted Condition or Observation belonged to, from its
  * history (the export names only Type/id). */
@@ -1222,105 +1248,40 @@ static enum adp_err deleted_subject(struct bulk *b, const char *ref, struct adp_
     return ADP_OK;
 }
 
+/* A listed patient, synced through REST. */
+static enum adp_err rest_one(struct bulk *b, const char *pid, struct adp_error *pe)
+{
+    return sync_patient(b->a, pid, b->dry_run, b->stats, pe);
+}
+
 /* Patients listed in table, each synced through REST. */
 static enum adp_err process_listed(struct bulk *b, const char *table, struct adp_error *err)
 {
-    struct adapter *a = b->a;
-    struct q q;
-    enum adp_err rc = ADP_OK;
     char text[200];
-    int i;
 
-    snprintf(text, sizeof(text), "SELECT patient_id FROM %s ORDER BY patient_id LIMIT 200",
-             table);
-    for (;;) {
-        rc = sql(a->state, &q, text, PATIENT_BATCH, NULL, NULL, NULL, err);
-        if (rc != ADP_OK || q.nrows == 0) {
-            q_free(&q);
-            return rc;
-        }
-        for (i = 0; i < q.nrows && rc == ADP_OK; i++) {
-            struct adp_error pe;
-            enum adp_err prc;
-
-            if (stopping(b)) {
-                rc = adp_error_set(err, ADP_ENET, "interrupted");
-                break;
-            }
-            adp_error_clear(&pe);
-            prc = sync_patient(a, q.rows[i], b->dry_run, b->stats, &pe);
-            if (prc != ADP_OK && fatal(b, prc)) {
-                *err = pe;
-                rc = prc;
-                break;
-            }
-            if (strcmp(table, "bulk_retry") == 0)
-                rc = exec0(a->state, prc == ADP_OK ? "DELETE FROM bulk_retry WHERE "
-                                                     "patient_id = ?"
-                                                   : "SELECT ?",
-                           q.rows[i], NULL, err);
-            else
-                rc = settle(b, q.rows[i], table, prc == ADP_OK, err);
-        }
-        q_free(&q);
-        if (rc != ADP_OK)
-            return rc;
-        if (strcmp(table, "bulk_retry") == 0)
-            return ADP_OK; /* the failures stay for the next run */
-    }
+    snprintf(text, sizeof(text), "SELECT patient_id FROM %s WHERE patient_id > ? "
+             "ORDER BY patient_id LIMIT 200", table);
+    return each_patient(b, text, rest_one, table, err);
 }
 
-/* Patients the export lists as deleted: decided on the Patient alone (no
- * Condition, so not eligible), which withdraws the plans we wrote for
- * them through the ordinary revocation (sync_patient_given); a REST sync
- * of them would only meet 410 Gone and fail for ever. */
-static enum adp_err process_gone(struct bulk *b, struct adp_error *err)
+/* A patient the export lists as deleted: decided on the Patient alone (no
+ * Condition, so not eligible), which withdraws the plans we wrote for it
+ * through the ordinary revocation (sync_patient_given); a REST sync of it
+ * would only meet 410 Gone and fail for ever. */
+static enum adp_err gone_one(struct bulk *b, const char *pid, struct adp_error *pe)
 {
-    struct adapter *a = b->a;
-    struct q q;
-    enum adp_err rc = ADP_OK;
-    int i;
+    json_t *given;
+    enum adp_err prc;
 
-    for (;;) {
-        rc = sql(a->state, &q, "SELECT patient_id FROM bulk_gone ORDER BY patient_id LIMIT 200",
-                 PATIENT_BATCH, NULL, NULL, NULL, err);
-        if (rc != ADP_OK || q.nrows == 0) {
-            q_free(&q);
-            return rc;
-        }
-        for (i = 0; i < q.nrows && rc == ADP_OK; i++) {
-            struct adp_error pe;
-            enum adp_err prc;
-            json_t *given;
-
-            if (stopping(b)) {
-                rc = adp_error_set(err, ADP_ENET, "interrupted");
-                break;
-            }
-            adp_error_clear(&pe);
-            jsonarena_begin();
-            given = json_pack("[{s:s, s:s}]", "resourceType", "Patient", "id", q.rows[i]);
-            prc = given == NULL ? adp_error_set(&pe, ADP_ENOMEM, "out of memory")
-                                : sync_patient_given(a, q.rows[i], given, b->dry_run, b->stats,
-                                                     &pe);
-            json_decref(given);
-            jsonarena_end();
-            if (prc != ADP_OK && fatal(b, prc)) {
-                *err = pe;
-                rc = prc;
-                break;
-            }
-            /* withdrawn: nothing left to sync for it through REST */
-            rc = exec0(a->state, "DELETE FROM bulk_changed WHERE patient_id = ?", q.rows[i], NULL,
-                       err);
-            if (rc == ADP_OK)
-                rc = settle(b, q.rows[i], "bulk_gone", prc == ADP_OK, err);
-        }
-        q_free(&q);
-        if (rc != ADP_OK)
-            return rc;
-    }
+    jsonarena_begin();
+    given = json_pack("[{s:s, s:s}]", "resourceType", "Patient", "id", pid);
+    prc = given == NULL ? adp_error_set(pe, ADP_ENOMEM, "out of memory")
+                        : sync_patient_given(b->a, pid, given, b->dry_run, b->stats, pe);
+    json_decref(given);
+    jsonarena_end();
+    return prc;
 }
+
 
 static enum adp_err process(struct bulk *b, struct adp_error *err)
 {
@@ -1349,7 +1310,8 @@ static enum adp_err process(struct bulk *b, struct adp_error *err)
         if (rc != ADP_OK)
             return rc;
     }
-    rc = process_gone(b, err);
+    rc = each_patient(b, "SELECT patient_id FROM bulk_gone WHERE patient_id > ? "
+                         "ORDER BY patient_id LIMIT 200", gone_one, "bulk_gone", err);
     if (rc != ADP_OK)
         return rc;
     return process_listed(b, "bulk_changed", err);

@@ -21,28 +21,20 @@
 # is measured go to stderr, the table to stdout.
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../.." && pwd)
-sizes=("$@")
-[ ${#sizes[@]} -gt 0 ] || read -r -a sizes <<<"${BULK_SIZES:-10000 100000}"
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+here=$root/tests/bench
+if [ $# -gt 0 ]; then sizes=("$@"); else read -r -a sizes <<<"${BULK_SIZES:-10000 100000}"; fi
 concurrency=${BENCH_CONCURRENCY:-4}
 # the bundled server keeps every resource twice in memory (Medplum's store
 # and its version log) plus its search index: about 150 MB per 1,000
 # patients; Node's default heap limit is far lower
 heap_mb=${BULK_SERVER_HEAP_MB:-20000}
-work=$(mktemp -d /tmp/dnmbc-bench-bulk.XXXXXX)
 srv=""
-
+work=$(mktemp -d /tmp/dnmbc-bench-bulk.XXXXXX)
+# the server of the size being measured, and the work files, go at the end
+trap '[ -z "$srv" ] || "$root/tests/lib/fhir-server.sh" stop "$srv" >/dev/null 2>&1; rm -rf "$work"' EXIT
 say() { printf 'bench-bulk: %s\n' "$*" >&2; }
-cleanup() {
-	[ -z "$srv" ] || "$root/tests/lib/fhir-server.sh" stop "$srv" >/dev/null 2>&1 || true
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-for tool in node cc curl; do
-	command -v "$tool" >/dev/null || { say "$tool is missing (bash .ci/install-deps)"; exit 2; }
-done
+type node cc curl >/dev/null || { say "node, cc and curl are needed (bash .ci/install-deps)"; exit 2; }
 make -C "$root" --no-print-directory dnmbc-adapter >&2
 cp "$root/dnmbc-adapter" "$work/dnmbc-adapter"
 commit=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)

@@ -12,18 +12,12 @@ const fs = require('node:fs');
 const path = require('node:path');
 const h = require('./helpers');
 const R = require('./robust-lib');
+const { adminOf } = require('./bulk-lib');
 
 let srv;
 let synth;
 
-async function admin(method, p, body) {
-  const r = await fetch(new URL(srv.base).origin + p, {
-    method,
-    headers: { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return r.json();
-}
+const admin = (method, p, body) => adminOf(srv)(method, p, body);
 
 function setup(name, cfgObj) {
   const dir = h.tmpdir(name);

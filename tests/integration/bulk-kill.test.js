@@ -7,7 +7,8 @@
 // the manifest's expected recommendation, one CarePlan and one
 // RiskAssessment per patient, one Provenance per version, and the same
 // plans as the REST sync of the same server. Each run writes under its
-// own output.canonical_base, so one loaded server serves all ten.
+// own output.canonical_base, so one loaded server serves all ten. The
+// generator is tests/synth's (xorshift32 seeded from the text).
 'use strict';
 
 const test = require('node:test');
@@ -17,21 +18,11 @@ const path = require('node:path');
 const { spawn } = require('node:child_process');
 const h = require('./helpers');
 const R = require('./robust-lib');
+const { makeRng } = require('../synth/random');
+const { adminOf } = require('./bulk-lib');
 
 const SEED = Number(process.env.BULK_KILL_SEED || Math.floor(Math.random() * 2 ** 31));
 const RUNS = 10;
-
-// mulberry32: a small seeded generator, the same sequence for one seed
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 let srv;
 let synth;
@@ -39,20 +30,7 @@ let restPlans; // patient id -> "status codes" of the REST sync's CarePlan
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function admin(method, p, body) {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      const r = await fetch(new URL(srv.base).origin + p, {
-        method,
-        headers: { 'content-type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      return await r.json();
-    } catch (err) {
-      if (attempt >= 3) throw err;
-    }
-  }
-}
+const admin = (method, p, body) => adminOf(srv)(method, p, body);
 
 function config(dir, canonical, extra = ['--bulk']) {
   const cfg = path.join(dir, 'config.json');
@@ -85,8 +63,7 @@ test.after(() => h.stopServer(srv));
 test(`bulk sync killed at ${RUNS} random moments resumes with every plan right (seed ${SEED})`, async (t) => {
   t.diagnostic(`BULK_KILL_SEED=${SEED}`);
   console.log(`bulk-kill: seed ${SEED} (BULK_KILL_SEED=${SEED} replays it)`);
-  const rand = rng(SEED);
-  const pick = (lo, hi) => lo + Math.floor(rand() * (hi - lo + 1));
+  const pick = makeRng(`bulk-kill-${SEED}`).int;
   // each phase three times, the tenth run's phase drawn too; in a drawn order
   const phases = ['polling', 'download', 'writing'];
   const plan = [...phases, ...phases, ...phases, phases[pick(0, 2)]];

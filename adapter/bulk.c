@@ -30,6 +30,7 @@
 #include "jsonread.h"
 #include "log.h"
 #include "mapping.h"
+#include "pool.h"
 #include "state.h"
 #include "sync.h"
 
@@ -174,7 +175,6 @@ struct bulk {
     int requires_token;
     int full;               /* a whole-cohort export, whatever was exported before */
     const char *since_hint; /* run's catch-up: the watermark minus the overlap */
-    int broken;             /* the state file or memory failed: the pass stops */
 };
 
 static int stopping(const struct bulk *b)
@@ -1109,8 +1109,8 @@ static enum adp_err settle(struct bulk *b, const char *pid, const char *table, i
  * credential or certificate problem, or a signal stops the pass. */
 static int fatal(struct bulk *b, enum adp_err rc)
 {
-    return b->broken || state_failed(b->a->state, NULL, 0) || rc == ADP_EAUTH ||
-           rc == ADP_ETLS || rc == ADP_ENOMEM || stopping(b);
+    return state_failed(b->a->state, NULL, 0) || rc == ADP_EAUTH || rc == ADP_ETLS ||
+           rc == ADP_ENOMEM || stopping(b);
 }
 
 /* One patient of a loop: its own error in pe, returned. */
@@ -1167,42 +1167,95 @@ static enum adp_err each_patient(struct bulk *b, const char *select, patient_fn 
     return rc;
 }
 
-/* A backfill's patient: its staged resources, decided and written. */
-static enum adp_err staged_one(struct bulk *b, const char *pid, struct adp_error *pe)
+/* A backfill's patient, on a pool worker (ad: the worker's adapter, st:
+ * its counters): its staged resources, decided and written, then its rows
+ * settled.  The state file is one connection behind a lock (state.c), so
+ * the workers' reads and settles take turns; the requests overlap. */
+static enum adp_err staged_one(void *ud, struct adapter *ad, const char *pid,
+                               struct sync_stats *st, struct adp_error *pe)
 {
+    struct bulk *b = ud;
     struct rows_in in = {pid, NULL, 0};
     enum adp_err prc;
 
     jsonarena_begin();
     in.given = json_array();
     prc = in.given == NULL ? adp_error_set(pe, ADP_ENOMEM, "out of memory")
-                           : state_bulk_run(b->a->state, rows_fn, &in, pe);
+                           : state_bulk_run(ad->state, rows_fn, &in, pe);
     if (prc != ADP_OK) {
-        b->broken = 1; /* the state file or memory: not this patient's fault */
-    } else if (in.bad > 0) {
+        jsonarena_end();
+        return prc; /* the state file or memory: not this patient's; it stays staged */
+    }
+    if (in.bad > 0) {
         char tag[16];
 
-        b->stats->seen++;
-        b->stats->failed++;
+        st->seen++;
+        st->failed++;
         log_patient_tag(pid, tag, sizeof(tag));
         prc = adp_error_set(pe, ADP_EPARSE, "bulk: patient %s: %d staged resource(s) unreadable",
                             tag, in.bad);
         log_err(BULK, "%s", pe->msg);
     } else {
-        prc = sync_patient_given(b->a, pid, in.given, b->dry_run, b->stats, pe);
+        prc = sync_patient_given(ad, pid, in.given, b->dry_run, st, pe);
     }
     json_decref(in.given);
     jsonarena_end();
+    /* a credential, certificate or state failure stops the pool; the
+     * patient stays staged for the next run */
+    if (prc == ADP_EAUTH || prc == ADP_ETLS || state_failed(ad->state, NULL, 0))
+        return prc;
+    {
+        struct adp_error se;
+        enum adp_err src;
+
+        adp_error_clear(&se);
+        src = settle(b, pid, "bulk_stage", prc == ADP_OK, &se);
+        if (src != ADP_OK) {
+            *pe = se;
+            return src;
+        }
+    }
     return prc;
 }
 
-/* Backfill: each cohort patient's staged resources, decided and written. */
+/* Backfill: the cohort patients' staged resources, decided and written by
+ * fhir.concurrency workers (pool.h), a batch of ids at a time. */
 static enum adp_err process_staged(struct bulk *b, struct adp_error *err)
 {
-    enum adp_err rc = each_patient(b, "SELECT patient_id FROM bulk_stage WHERE patient_id > ? "
-                                      "GROUP BY patient_id HAVING max(cohort) = 1 "
-                                      "ORDER BY patient_id LIMIT 200",
-                                   staged_one, "bulk_stage", err);
+    struct q q;
+    struct pool_opts po;
+    enum adp_err rc = ADP_OK;
+    char *after = strdup("");
+
+    if (after == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    memset(&po, 0, sizeof(po));
+    po.workers = (int)b->a->cfg->concurrency;
+    po.dry_run = b->dry_run;
+    po.patient_fn = staged_one;
+    po.patient_ud = b;
+    for (;;) {
+        /* onwards from the last batch (see each_patient) */
+        rc = sql(b->a->state, &q, "SELECT patient_id FROM bulk_stage WHERE patient_id > ? "
+                                  "GROUP BY patient_id HAVING max(cohort) = 1 "
+                                  "ORDER BY patient_id LIMIT 200", PATIENT_BATCH, after, NULL,
+                 NULL, err);
+        if (rc != ADP_OK || q.nrows == 0)
+            break;
+        free(after);
+        if ((after = strdup(q.rows[q.nrows - 1])) == NULL) {
+            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+            break;
+        }
+        rc = pool_run(b->a, q.rows, q.nrows, &po, b->stats, err);
+        q_free(&q);
+        if (rc == ADP_OK && stopping(b))
+            rc = adp_error_set(err, ADP_ENET, "interrupted");
+        if (rc != ADP_OK)
+            break;
+    }
+    q_free(&q);
+    free(after);
 
     /* patients outside the cohort: not ours to decide (the REST path never
      * looks at them either) */

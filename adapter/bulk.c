@@ -1113,15 +1113,29 @@ static int fatal(struct bulk *b, enum adp_err rc)
            rc == ADP_ENOMEM || stopping(b);
 }
 
+/* The next batch of the patient ids select names (one parameter: the last
+ * id of the batch before, *after, "" at first; at most PATIENT_BATCH, in id
+ * order), *after moved on to its last; q->nrows 0 at the end.  Onwards
+ * from the last batch, not from the first id again: the rows of failed
+ * patients and of patients outside the cohort stay, and walking them for
+ * every batch would be quadratic in the export's size. */
+static enum adp_err next_batch(struct bulk *b, struct q *q, const char *select, char **after,
+                               struct adp_error *err)
+{
+    enum adp_err rc = sql(b->a->state, q, select, PATIENT_BATCH, *after, NULL, NULL, err);
+
+    if (rc == ADP_OK && q->nrows > 0) {
+        free(*after);
+        if ((*after = strdup(q->rows[q->nrows - 1])) == NULL)
+            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+    }
+    return rc;
+}
+
 /* One patient of a loop: its own error in pe, returned. */
 typedef enum adp_err (*patient_fn)(struct bulk *b, const char *pid, struct adp_error *pe);
 
-/* fn for each patient select names (one parameter: the last patient id of
- * the batch before, "" at first; at most PATIENT_BATCH rows, in id order),
- * then settle() in table.  Onwards from the last batch, not from the first
- * id again: the rows of failed patients and of patients outside the cohort
- * stay, and walking them for every batch would be quadratic in the
- * export's size. */
+/* fn for each patient select names (next_batch), then settle() in table. */
 static enum adp_err each_patient(struct bulk *b, const char *select, patient_fn fn,
                                  const char *table, struct adp_error *err)
 {
@@ -1133,14 +1147,9 @@ static enum adp_err each_patient(struct bulk *b, const char *select, patient_fn 
     if (after == NULL)
         return adp_error_set(err, ADP_ENOMEM, "out of memory");
     for (;;) {
-        rc = sql(b->a->state, &q, select, PATIENT_BATCH, after, NULL, NULL, err);
+        rc = next_batch(b, &q, select, &after, err);
         if (rc != ADP_OK || q.nrows == 0)
             break;
-        free(after);
-        if ((after = strdup(q.rows[q.nrows - 1])) == NULL) {
-            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
-            break;
-        }
         for (i = 0; i < q.nrows && rc == ADP_OK; i++) {
             struct adp_error pe;
             enum adp_err prc;
@@ -1235,18 +1244,11 @@ static enum adp_err process_staged(struct bulk *b, struct adp_error *err)
     po.patient_fn = staged_one;
     po.patient_ud = b;
     for (;;) {
-        /* onwards from the last batch (see each_patient) */
-        rc = sql(b->a->state, &q, "SELECT patient_id FROM bulk_stage WHERE patient_id > ? "
-                                  "GROUP BY patient_id HAVING max(cohort) = 1 "
-                                  "ORDER BY patient_id LIMIT 200", PATIENT_BATCH, after, NULL,
-                 NULL, err);
+        rc = next_batch(b, &q, "SELECT patient_id FROM bulk_stage WHERE patient_id > ? "
+                               "GROUP BY patient_id HAVING max(cohort) = 1 "
+                               "ORDER BY patient_id LIMIT 200", &after, err);
         if (rc != ADP_OK || q.nrows == 0)
             break;
-        free(after);
-        if ((after = strdup(q.rows[q.nrows - 1])) == NULL) {
-            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
-            break;
-        }
         rc = pool_run(b->a, q.rows, q.nrows, &po, b->stats, err);
         q_free(&q);
         if (rc == ADP_OK && stopping(b))

@@ -1543,7 +1543,9 @@ int bulk_catch_up_due(struct adapter *a, const char *watermark, int rules_change
     int64_t wu;
     int pending = 0;
 
-    if (!a->cfg->bulk_catch_up)
+    /* a shard exporting the whole cohort would decide the other shards'
+     * patients too: sharded daemons stay on the REST walk */
+    if (!a->cfg->bulk_catch_up || a->shard_n > 1)
         return 0;
     adp_error_clear(&err);
     if (job_pending(a, &pending, &err) != ADP_OK) {

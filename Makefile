@@ -37,7 +37,7 @@ UNITBIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNITSRC))
 
 
 .PHONY: all deps build-tests unit test demo clean configtest install certs check-certs bench \
-        integration mutation bench-backlog bench-cds
+        integration mutation bench-backlog bench-cds bench-bulk
 
 all: dnmbc-adapter
 
@@ -116,6 +116,13 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory dnmbc-adapter
 	@tests/bench/run.sh
+	@tests/bench/bulk.sh
+
+# The bulk path (sync --bulk) beside REST sync on the same server: 10,000
+# and 100,000 patients (docs/benchmarks.md).  Sizes: BULK_SIZES="10000 100000".
+bench-bulk: deps
+	@$(MAKE) --no-print-directory dnmbc-adapter
+	@tests/bench/bulk.sh
 
 # Peak RSS of the daemon working off a change backlog of 1,000 and 100,000
 # Observations (docs/benchmarks.md).  Sizes: BACKLOG_SIZES="1000 100000".

@@ -22,12 +22,15 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+#include "engine.h"
 #include "fhir.h"
 #include "http.h"
+#include "instant.h"
 #include "jsonarena.h"
 #include "jsonread.h"
 #include "log.h"
 #include "mapping.h"
+#include "pool.h"
 #include "state.h"
 #include "sync.h"
 
@@ -57,7 +60,8 @@ static const char *const schema =
     "CREATE INDEX IF NOT EXISTS bulk_stage_patient ON bulk_stage (patient_id);"
     "CREATE TABLE IF NOT EXISTS bulk_changed (patient_id TEXT PRIMARY KEY);"
     "CREATE TABLE IF NOT EXISTS bulk_deleted (ref TEXT PRIMARY KEY);"
-    "CREATE TABLE IF NOT EXISTS bulk_retry (patient_id TEXT PRIMARY KEY);";
+    "CREATE TABLE IF NOT EXISTS bulk_retry (patient_id TEXT PRIMARY KEY);"
+    "CREATE TABLE IF NOT EXISTS bulk_gone (patient_id TEXT PRIMARY KEY);";
 
 /* ---- small SQL helper: one statement, text parameters, text rows ------- */
 
@@ -169,6 +173,8 @@ struct bulk {
     char since[64];
     char status_url[2048];
     int requires_token;
+    int full;               /* a whole-cohort export, whatever was exported before */
+    const char *since_hint; /* run's catch-up: the watermark minus the overlap */
 };
 
 static int stopping(const struct bulk *b)
@@ -280,6 +286,61 @@ static long now_ms(void)
 static const char *const async_headers[] = {"Prefer: respond-async",
                                             "Accept: application/fhir+json", NULL};
 
+/* bulk.group_code without bulk.group_id: the one Group with that code
+ * (mCODE's in-scope patient group), its id in *out (new string). */
+static enum adp_err find_group(struct bulk *b, char **out, struct adp_error *err)
+{
+    struct adapter *a = b->a;
+    json_t *found = json_array();
+    char *code = http_escape(a->cfg->bulk_group_code), query[700];
+    enum adp_err rc;
+    const char *id;
+
+    *out = NULL;
+    if (found == NULL || code == NULL) {
+        json_decref(found);
+        free(code);
+        return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    }
+    snprintf(query, sizeof(query), "code=%.600s&_count=2", code);
+    free(code);
+    rc = fhir_search_first_page(a->fhir, "Group", query, found, err);
+    if (rc == ADP_OK && json_array_size(found) != 1)
+        rc = adp_error_set(err, ADP_ECONFIG, "bulk: %s Group has the code %.200s "
+                           "(bulk.group_code); the export needs exactly one: set bulk.group_id",
+                           json_array_size(found) == 0 ? "no" : "more than one",
+                           a->cfg->bulk_group_code);
+    id = json_string_value(json_object_get(json_array_get(found, 0), "id"));
+    if (rc == ADP_OK && id == NULL)
+        rc = adp_error_set(err, ADP_EPARSE, "bulk: the Group found by code %.200s has no id",
+                           a->cfg->bulk_group_code);
+    if (rc == ADP_OK && (*out = strdup(id)) == NULL)
+        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+    if (rc == ADP_OK)
+        log_info(BULK, "bulk.group_code %s: Group/%s", a->cfg->bulk_group_code, *out);
+    json_decref(found);
+    return rc;
+}
+
+/* b->since from the previous export's transactionTime, or nothing for a
+ * whole-cohort export, or the daemon's watermark when that is later (a
+ * catch-up after REST cycles: what they covered is not exported again). */
+static void choose_since(struct bulk *b, const char *stored)
+{
+    int64_t hu, su;
+    struct adp_error ignored;
+
+    snprintf(b->since, sizeof(b->since), "%s", b->full ? "" : stored);
+    if (b->full || b->since_hint == NULL || b->since_hint[0] == '\0')
+        return;
+    adp_error_clear(&ignored);
+    if (b->since[0] == '\0' ||
+        (instant_parse(b->since_hint, "watermark", &hu, &ignored) == ADP_OK &&
+         instant_parse(b->since, "transactionTime", &su, &ignored) == ADP_OK &&
+         instant_cmp(hu, su) > 0))
+        snprintf(b->since, sizeof(b->since), "%s", b->since_hint);
+}
+
 static enum adp_err kickoff(struct bulk *b, struct adp_error *err)
 {
     struct adapter *a = b->a;
@@ -295,7 +356,7 @@ static enum adp_err kickoff(struct bulk *b, struct adp_error *err)
              NULL, NULL, err);
     if (rc != ADP_OK)
         return rc;
-    snprintf(b->since, sizeof(b->since), "%s", q.nrows ? q.rows[0] : "");
+    choose_since(b, q.nrows ? q.rows[0] : "");
     q_free(&q);
     esc_since = http_escape(b->since);
     if (a->cfg->bulk_type_filter && b->obs_list[0] != '\0') {
@@ -310,7 +371,21 @@ static enum adp_err kickoff(struct bulk *b, struct adp_error *err)
             esc_filter = http_escape(filter);
         }
     }
-    esc_group = a->cfg->bulk_group_id != NULL ? http_escape(a->cfg->bulk_group_id) : NULL;
+    if (a->cfg->bulk_group_id == NULL && a->cfg->bulk_group_code != NULL) {
+        char *found = NULL;
+
+        rc = find_group(b, &found, err);
+        if (rc != ADP_OK)
+            goto out;
+        esc_group = http_escape(found);
+        free(found);
+        if (esc_group == NULL) {
+            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+            goto out;
+        }
+    } else if (a->cfg->bulk_group_id != NULL) {
+        esc_group = http_escape(a->cfg->bulk_group_id);
+    }
     len = strlen(fhir_base(a->fhir)) + (esc_since ? strlen(esc_since) : 0) +
           (esc_filter ? strlen(esc_filter) : 0) + (esc_group ? strlen(esc_group) : 0) + 160;
     url = malloc(len);
@@ -1005,14 +1080,23 @@ static enum adp_err rows_fn(sqlite3 *db, struct state *st, void *ud, struct adp_
     return ADP_OK;
 }
 
-/* A failed patient is kept for the next bulk run (through REST then). */
+/* After a patient: a failed one is kept for the next bulk run (through
+ * REST then); its row in table goes.  A patient retried from bulk_retry
+ * stays there until it succeeds; a withdrawn (gone) patient has nothing
+ * left to sync through REST. */
 static enum adp_err settle(struct bulk *b, const char *pid, const char *table, int ok,
                            struct adp_error *err)
 {
     char text[200];
     enum adp_err rc = ADP_OK;
 
-    if (!ok)
+    if (strcmp(table, "bulk_retry") == 0)
+        return ok ? exec0(b->a->state, "DELETE FROM bulk_retry WHERE patient_id = ?", pid, NULL,
+                          err)
+                  : ADP_OK;
+    if (strcmp(table, "bulk_gone") == 0)
+        rc = exec0(b->a->state, "DELETE FROM bulk_changed WHERE patient_id = ?", pid, NULL, err);
+    if (rc == ADP_OK && !ok)
         rc = exec0(b->a->state, "INSERT OR IGNORE INTO bulk_retry (patient_id) VALUES (?)", pid,
                    NULL, err);
     snprintf(text, sizeof(text), "DELETE FROM %s WHERE patient_id = ?", table);
@@ -1029,24 +1113,44 @@ static int fatal(struct bulk *b, enum adp_err rc)
            rc == ADP_ENOMEM || stopping(b);
 }
 
-/* Backfill: each cohort patient's staged resources, decided and written. */
-static enum adp_err process_staged(struct bulk *b, struct adp_error *err)
+/* The next batch of the patient ids select names (one parameter: the last
+ * id of the batch before, *after, "" at first; at most PATIENT_BATCH, in id
+ * order), *after moved on to its last; q->nrows 0 at the end.  Onwards
+ * from the last batch, not from the first id again: the rows of failed
+ * patients and of patients outside the cohort stay, and walking them for
+ * every batch would be quadratic in the export's size. */
+static enum adp_err next_batch(struct bulk *b, struct q *q, const char *select, char **after,
+                               struct adp_error *err)
 {
-    struct adapter *a = b->a;
+    enum adp_err rc = sql(b->a->state, q, select, PATIENT_BATCH, *after, NULL, NULL, err);
+
+    if (rc == ADP_OK && q->nrows > 0) {
+        free(*after);
+        if ((*after = strdup(q->rows[q->nrows - 1])) == NULL)
+            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+    }
+    return rc;
+}
+
+/* One patient of a loop: its own error in pe, returned. */
+typedef enum adp_err (*patient_fn)(struct bulk *b, const char *pid, struct adp_error *pe);
+
+/* fn for each patient select names (next_batch), then settle() in table. */
+static enum adp_err each_patient(struct bulk *b, const char *select, patient_fn fn,
+                                 const char *table, struct adp_error *err)
+{
     struct q q;
-    enum adp_err rc;
+    enum adp_err rc = ADP_OK;
+    char *after = strdup("");
     int i;
 
+    if (after == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "out of memory");
     for (;;) {
-        rc = sql(a->state, &q, "SELECT patient_id FROM bulk_stage GROUP BY patient_id "
-                               "HAVING max(cohort) = 1 LIMIT 200", PATIENT_BATCH, NULL, NULL,
-                 NULL, err);
-        if (rc != ADP_OK || q.nrows == 0) {
-            q_free(&q);
+        rc = next_batch(b, &q, select, &after, err);
+        if (rc != ADP_OK || q.nrows == 0)
             break;
-        }
         for (i = 0; i < q.nrows && rc == ADP_OK; i++) {
-            struct rows_in in = {q.rows[i], NULL, 0};
             struct adp_error pe;
             enum adp_err prc;
 
@@ -1055,43 +1159,111 @@ static enum adp_err process_staged(struct bulk *b, struct adp_error *err)
                 break;
             }
             adp_error_clear(&pe);
-            jsonarena_begin();
-            in.given = json_array();
-            rc = in.given == NULL ? adp_error_set(err, ADP_ENOMEM, "out of memory")
-                                  : state_bulk_run(a->state, rows_fn, &in, err);
-            if (rc == ADP_OK && in.bad > 0) {
-                b->stats->seen++;
-                b->stats->failed++;
-                char tag[16];
-
-                log_patient_tag(q.rows[i], tag, sizeof(tag));
-                prc = adp_error_set(&pe, ADP_EPARSE, "bulk: patient %s: %d staged resource(s) "
-                                    "unreadable", tag, in.bad);
-                log_err(BULK, "%s", pe.msg);
-            } else if (rc == ADP_OK) {
-                prc = sync_patient_given(a, q.rows[i], in.given, b->dry_run, b->stats, &pe);
-            } else {
-                prc = rc;
-            }
-            json_decref(in.given);
-            jsonarena_end();
-            if (rc != ADP_OK)
-                break;
+            prc = fn(b, q.rows[i], &pe);
             if (prc != ADP_OK && fatal(b, prc)) {
                 *err = pe;
                 rc = prc;
                 break;
             }
-            rc = settle(b, q.rows[i], "bulk_stage", prc == ADP_OK, err);
+            rc = settle(b, q.rows[i], table, prc == ADP_OK, err);
         }
         q_free(&q);
         if (rc != ADP_OK)
-            return rc;
+            break;
     }
+    q_free(&q);
+    free(after);
+    return rc;
+}
+
+/* A backfill's patient, on a pool worker (ad: the worker's adapter, st:
+ * its counters): its staged resources, decided and written, then its rows
+ * settled.  The state file is one connection behind a lock (state.c), so
+ * the workers' reads and settles take turns; the requests overlap. */
+static enum adp_err staged_one(void *ud, struct adapter *ad, const char *pid,
+                               struct sync_stats *st, struct adp_error *pe)
+{
+    struct bulk *b = ud;
+    struct rows_in in = {pid, NULL, 0};
+    enum adp_err prc;
+
+    jsonarena_begin();
+    in.given = json_array();
+    prc = in.given == NULL ? adp_error_set(pe, ADP_ENOMEM, "out of memory")
+                           : state_bulk_run(ad->state, rows_fn, &in, pe);
+    if (prc != ADP_OK) {
+        jsonarena_end();
+        return prc; /* the state file or memory: not this patient's; it stays staged */
+    }
+    if (in.bad > 0) {
+        char tag[16];
+
+        st->seen++;
+        st->failed++;
+        log_patient_tag(pid, tag, sizeof(tag));
+        prc = adp_error_set(pe, ADP_EPARSE, "bulk: patient %s: %d staged resource(s) unreadable",
+                            tag, in.bad);
+        log_err(BULK, "%s", pe->msg);
+    } else {
+        prc = sync_patient_given(ad, pid, in.given, b->dry_run, st, pe);
+    }
+    json_decref(in.given);
+    jsonarena_end();
+    /* a credential, certificate or state failure stops the pool; the
+     * patient stays staged for the next run */
+    if (prc == ADP_EAUTH || prc == ADP_ETLS || state_failed(ad->state, NULL, 0))
+        return prc;
+    {
+        struct adp_error se;
+        enum adp_err src;
+
+        adp_error_clear(&se);
+        src = settle(b, pid, "bulk_stage", prc == ADP_OK, &se);
+        if (src != ADP_OK) {
+            *pe = se;
+            return src;
+        }
+    }
+    return prc;
+}
+
+/* Backfill: the cohort patients' staged resources, decided and written by
+ * fhir.concurrency workers (pool.h), a batch of ids at a time. */
+static enum adp_err process_staged(struct bulk *b, struct adp_error *err)
+{
+    struct q q;
+    struct pool_opts po;
+    enum adp_err rc = ADP_OK;
+    char *after = strdup("");
+
+    if (after == NULL)
+        return adp_error_set(err, ADP_ENOMEM, "out of memory");
+    memset(&po, 0, sizeof(po));
+    po.workers = (int)b->a->cfg->concurrency;
+    po.dry_run = b->dry_run;
+    po.patient_fn = staged_one;
+    po.patient_ud = b;
+    for (;;) {
+        rc = next_batch(b, &q, "SELECT patient_id FROM bulk_stage WHERE patient_id > ? "
+                               "GROUP BY patient_id HAVING max(cohort) = 1 "
+                               "ORDER BY patient_id LIMIT 200", &after, err);
+        if (rc != ADP_OK || q.nrows == 0)
+            break;
+        rc = pool_run(b->a, q.rows, q.nrows, &po, b->stats, err);
+        q_free(&q);
+        if (rc == ADP_OK && stopping(b))
+            rc = adp_error_set(err, ADP_ENET, "interrupted");
+        if (rc != ADP_OK)
+            break;
+    }
+    q_free(&q);
+    free(after);
+
     /* patients outside the cohort: not ours to decide (the REST path never
      * looks at them either) */
-    return rc == ADP_OK ? exec0(a->state, "DELETE FROM bulk_stage", NULL, NULL, err) : rc;
+    return rc == ADP_OK ? exec0(b->a->state, "DELETE FROM bulk_stage", NULL, NULL, err) : rc;
 }
+
 
 /* The patient a deleted Condition or Observation belonged to, from its
  * history (the export names only Type/id). */
@@ -1105,7 +1277,7 @@ static enum adp_err deleted_subject(struct bulk *b, const char *ref, struct adp_
     enum adp_err rc;
 
     if (strncmp(ref, "Patient/", 8) == 0)
-        return exec0(a->state, "INSERT OR IGNORE INTO bulk_changed (patient_id) VALUES (?)",
+        return exec0(a->state, "INSERT OR IGNORE INTO bulk_gone (patient_id) VALUES (?)",
                      ref + 8, NULL, err);
     snprintf(url, sizeof(url), "%s/%.600s/_history", fhir_base(a->fhir), ref);
     memset(&resp, 0, sizeof(resp));
@@ -1131,53 +1303,40 @@ static enum adp_err deleted_subject(struct bulk *b, const char *ref, struct adp_
     return ADP_OK;
 }
 
+/* A listed patient, synced through REST. */
+static enum adp_err rest_one(struct bulk *b, const char *pid, struct adp_error *pe)
+{
+    return sync_patient(b->a, pid, b->dry_run, b->stats, pe);
+}
+
 /* Patients listed in table, each synced through REST. */
 static enum adp_err process_listed(struct bulk *b, const char *table, struct adp_error *err)
 {
-    struct adapter *a = b->a;
-    struct q q;
-    enum adp_err rc = ADP_OK;
     char text[200];
-    int i;
 
-    snprintf(text, sizeof(text), "SELECT patient_id FROM %s ORDER BY patient_id LIMIT 200",
-             table);
-    for (;;) {
-        rc = sql(a->state, &q, text, PATIENT_BATCH, NULL, NULL, NULL, err);
-        if (rc != ADP_OK || q.nrows == 0) {
-            q_free(&q);
-            return rc;
-        }
-        for (i = 0; i < q.nrows && rc == ADP_OK; i++) {
-            struct adp_error pe;
-            enum adp_err prc;
-
-            if (stopping(b)) {
-                rc = adp_error_set(err, ADP_ENET, "interrupted");
-                break;
-            }
-            adp_error_clear(&pe);
-            prc = sync_patient(a, q.rows[i], b->dry_run, b->stats, &pe);
-            if (prc != ADP_OK && fatal(b, prc)) {
-                *err = pe;
-                rc = prc;
-                break;
-            }
-            if (strcmp(table, "bulk_retry") == 0)
-                rc = exec0(a->state, prc == ADP_OK ? "DELETE FROM bulk_retry WHERE "
-                                                     "patient_id = ?"
-                                                   : "SELECT ?",
-                           q.rows[i], NULL, err);
-            else
-                rc = settle(b, q.rows[i], table, prc == ADP_OK, err);
-        }
-        q_free(&q);
-        if (rc != ADP_OK)
-            return rc;
-        if (strcmp(table, "bulk_retry") == 0)
-            return ADP_OK; /* the failures stay for the next run */
-    }
+    snprintf(text, sizeof(text), "SELECT patient_id FROM %s WHERE patient_id > ? "
+             "ORDER BY patient_id LIMIT 200", table);
+    return each_patient(b, text, rest_one, table, err);
 }
+
+/* A patient the export lists as deleted: decided on the Patient alone (no
+ * Condition, so not eligible), which withdraws the plans we wrote for it
+ * through the ordinary revocation (sync_patient_given); a REST sync of it
+ * would only meet 410 Gone and fail for ever. */
+static enum adp_err gone_one(struct bulk *b, const char *pid, struct adp_error *pe)
+{
+    json_t *given;
+    enum adp_err prc;
+
+    jsonarena_begin();
+    given = json_pack("[{s:s, s:s}]", "resourceType", "Patient", "id", pid);
+    prc = given == NULL ? adp_error_set(pe, ADP_ENOMEM, "out of memory")
+                        : sync_patient_given(b->a, pid, given, b->dry_run, b->stats, pe);
+    json_decref(given);
+    jsonarena_end();
+    return prc;
+}
+
 
 static enum adp_err process(struct bulk *b, struct adp_error *err)
 {
@@ -1206,6 +1365,10 @@ static enum adp_err process(struct bulk *b, struct adp_error *err)
         if (rc != ADP_OK)
             return rc;
     }
+    rc = each_patient(b, "SELECT patient_id FROM bulk_gone WHERE patient_id > ? "
+                         "ORDER BY patient_id LIMIT 200", gone_one, "bulk_gone", err);
+    if (rc != ADP_OK)
+        return rc;
     return process_listed(b, "bulk_changed", err);
 }
 
@@ -1234,12 +1397,12 @@ static enum adp_err finish(struct bulk *b, struct adp_error *err)
             "  SELECT 'transaction_time', transaction_time FROM bulk_job "
             "  WHERE transaction_time IS NOT NULL;"
             "DELETE FROM bulk_job; DELETE FROM bulk_file; DELETE FROM bulk_stage;"
-            "DELETE FROM bulk_deleted; DELETE FROM bulk_changed; COMMIT;";
+            "DELETE FROM bulk_deleted; DELETE FROM bulk_changed; DELETE FROM bulk_gone; COMMIT;";
     return state_bulk_run(a->state, q_fn, &q, err);
 }
 
-enum adp_err bulk_sync(struct adapter *a, int dry_run, struct sync_stats *stats,
-                       struct adp_error *err)
+static enum adp_err bulk_pass(struct adapter *a, int dry_run, int full, const char *since_hint,
+                              struct sync_stats *stats, struct adp_error *err)
 {
     struct bulk b;
     struct q q;
@@ -1251,6 +1414,8 @@ enum adp_err bulk_sync(struct adapter *a, int dry_run, struct sync_stats *stats,
     b.a = a;
     b.dry_run = dry_run;
     b.stats = stats;
+    b.full = full;
+    b.since_hint = since_hint;
     memset(&q, 0, sizeof(q));
     q.multi = 1;
     q.sql = schema;
@@ -1345,4 +1510,99 @@ out:
     free(b.obs_list);
     free(b.cohort_list);
     return rc;
+}
+
+enum adp_err bulk_sync(struct adapter *a, int dry_run, struct sync_stats *stats,
+                       struct adp_error *err)
+{
+    return bulk_pass(a, dry_run, 0, NULL, stats, err);
+}
+
+/* ---- run's catch-up ---------------------------------------------------- */
+
+static enum adp_err job_pending(struct adapter *a, int *pending, struct adp_error *err)
+{
+    struct q q;
+    enum adp_err rc;
+
+    memset(&q, 0, sizeof(q));
+    q.multi = 1;
+    q.sql = schema;
+    rc = state_bulk_run(a->state, q_fn, &q, err);
+    if (rc == ADP_OK)
+        rc = sql(a->state, &q, "SELECT phase FROM bulk_job", 1, NULL, NULL, NULL, err);
+    *pending = rc == ADP_OK && q.nrows > 0;
+    q_free(&q);
+    return rc;
+}
+
+int bulk_catch_up_due(struct adapter *a, const char *watermark, int rules_changed)
+{
+    struct adp_error err;
+    struct timespec now;
+    int64_t wu;
+    int pending = 0;
+
+    /* a shard exporting the whole cohort would decide the other shards'
+     * patients too: sharded daemons stay on the REST walk */
+    if (!a->cfg->bulk_catch_up || a->shard_n > 1)
+        return 0;
+    adp_error_clear(&err);
+    if (job_pending(a, &pending, &err) != ADP_OK) {
+        log_warn(BULK, "%s; this cycle goes through REST", err.msg);
+        return 0;
+    }
+    if (pending || watermark[0] == '\0' || rules_changed)
+        return 1;
+    /* the gap by our clock against the server's instant: a threshold of
+     * hours or days, where clock skew does not matter */
+    if (instant_parse(watermark, "watermark", &wu, &err) != ADP_OK)
+        return 0;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (int64_t)now.tv_sec - wu / 1000000 > a->cfg->bulk_catch_up_after_s;
+}
+
+enum adp_err bulk_catch_up(struct adapter *a, const char *watermark, int rules_changed,
+                           struct sync_stats *stats, struct adp_error *err)
+{
+    char hint[64] = "", next[64];
+    int full = watermark[0] == '\0' || rules_changed;
+    int64_t us;
+    struct q q;
+    enum adp_err rc;
+
+    if (!full && instant_parse(watermark, "watermark", &us, err) == ADP_OK)
+        instant_format(instant_shift(us, -a->cfg->overlap_s), hint, sizeof(hint));
+    log_info(BULK, "catch-up through $export (%s)",
+             full ? "the whole cohort" : "the changes since the watermark");
+    rc = bulk_pass(a, 0, full, hint, stats, err);
+    if (rc != ADP_OK)
+        return rc;
+    if (stats->failed > 0) {
+        log_warn(BULK, "%d patient(s) failed; watermark not advanced (they are retried by the "
+                 "next bulk cycle)", stats->failed);
+        return ADP_OK;
+    }
+    /* everything up to the export's transactionTime is decided: that is the
+     * new watermark (a server instant, as the change walk's are) */
+    rc = sql(a->state, &q, "SELECT value FROM bulk_meta WHERE key = 'transaction_time'", 1,
+             NULL, NULL, NULL, err);
+    if (rc != ADP_OK)
+        return rc;
+    if (q.nrows == 0 || instant_parse(q.rows[0], "transactionTime", &us, err) != ADP_OK) {
+        rc = q.nrows == 0 ? ADP_OK : err->code;
+        q_free(&q);
+        return rc;
+    }
+    q_free(&q);
+    instant_format(us, next, sizeof(next));
+    if (!full) {
+        int64_t wu;
+
+        /* never backwards */
+        if (instant_parse(watermark, "watermark", &wu, err) == ADP_OK && instant_cmp(us, wu) < 0)
+            snprintf(next, sizeof(next), "%s", watermark);
+        return state_set_progress(a->state, next, "", err);
+    }
+    return state_set_covered(a->state, next, ENGINE_RULES_VERSION, err);
 }

@@ -26,4 +26,18 @@ struct sync_stats;
 enum adp_err bulk_sync(struct adapter *a, int dry_run, struct sync_stats *stats,
                        struct adp_error *err);
 
+/* run's catch-up (bulk.catch_up): 1 when this cycle goes through an export:
+ * an unfinished export job in the state file, the first cycle (no
+ * watermark), a rules upgrade, or a watermark older than
+ * bulk.catch_up_after_s. */
+int bulk_catch_up_due(struct adapter *a, const char *watermark, int rules_changed);
+
+/* The cycle through an export: the whole cohort (no watermark, or
+ * rules_changed), else the changes since the later of the previous
+ * export's transactionTime and the watermark minus daemon.overlap_s.  When
+ * no patient failed the watermark becomes the export's transactionTime
+ * (with the rules version, for a whole-cohort export). */
+enum adp_err bulk_catch_up(struct adapter *a, const char *watermark, int rules_changed,
+                           struct sync_stats *stats, struct adp_error *err);
+
 #endif

@@ -100,6 +100,10 @@ static const struct key keys[] = {
     {"bulk", "poll_interval_max_s", K_INT, OFF(bulk_poll_interval_max_s), 1, 3600, RESTART},
     {"bulk", "parallel_downloads", K_INT, OFF(bulk_parallel), 1, 16, RESTART},
     {"bulk", "type_filter", K_BOOL, OFF(bulk_type_filter), 0, 0, RESTART},
+    /* bulk catch-up in `run` and Group discovery (bulk.c) */
+    {"bulk", "catch_up", K_BOOL, OFF(bulk_catch_up), 0, 0, RESTART},
+    {"bulk", "catch_up_after_s", K_INT, OFF(bulk_catch_up_after_s), 1, 31536000, RESTART},
+    {"bulk", "group_code", K_STR, OFF(bulk_group_code), 0, 0, RESTART},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -130,6 +134,7 @@ const char *const config_keys[] = {
     "cds.max_concurrent", "server.threads",    "server.tls_client_ca",
     "bulk.group_id",     "bulk.poll_max_s",        "bulk.poll_interval_max_s",
     "bulk.parallel_downloads", "bulk.type_filter",
+    "bulk.catch_up", "bulk.catch_up_after_s", "bulk.group_code", /* bulk.c */
     NULL};
 
 size_t config_parsed_budget(const struct config *cfg)
@@ -185,6 +190,7 @@ static enum adp_err set_defaults(struct config *cfg, struct adp_error *err)
     cfg->bulk_poll_interval_max_s = 60;
     cfg->bulk_parallel = 4;
     cfg->bulk_type_filter = 1;
+    cfg->bulk_catch_up_after_s = 86400; /* bulk.c */
     if ((rc = config_set_str(&cfg->auth_mode, "none", err)) != ADP_OK ||
         (rc = config_set_str(&cfg->canonical_base,
                              "https://dnmbc-adapter.example.org/fhir", err)) != ADP_OK ||
@@ -501,6 +507,7 @@ void config_free(struct config *cfg)
 
     free(cfg->base_url);
     free(cfg->bulk_group_id);
+    free(cfg->bulk_group_code); /* bulk.c */
     free(cfg->ca_file);
     free(cfg->client_cert);
     free(cfg->client_key);

@@ -98,6 +98,9 @@ struct config {
     long bulk_poll_interval_max_s; /* cap on one wait between polls (Retry-After) */
     long bulk_parallel;        /* files downloaded at once */
     int bulk_type_filter;      /* send _typeFilter for the mapped Observation codes */
+    int bulk_catch_up;         /* run: the first cycle and a long gap through $export */
+    long bulk_catch_up_after_s; /* the gap (watermark to now) that makes a bulk cycle */
+    char *bulk_group_code;     /* Group?code= finds the group when group_id is unset */
 };
 
 /* The documented keys, "section.key", NULL-terminated (for docs tests). */

@@ -20,6 +20,7 @@
 
 #include "audit.h"
 #include "auth.h"
+#include "bulk.h"
 #include "engine.h"
 #include "features.h"
 #include "fhir.h"
@@ -373,6 +374,19 @@ static int cycle(struct adapter *a, volatile sig_atomic_t *quit, int *catchup)
     if (c.nreplayed > 0) {
         qsort(c.replayed, (size_t)c.nreplayed, sizeof(*c.replayed), cmp_id);
         remember_for_audit(&c, c.replayed, c.nreplayed);
+    }
+    /* bulk.catch_up (bulk.h): the first cycle, a rules upgrade or a long
+     * gap through a Bulk Data export instead of the REST walk */
+    if (bulk_catch_up_due(a, watermark, strcmp(rules, ENGINE_RULES_VERSION) != 0)) {
+        rc = bulk_catch_up(a, watermark, strcmp(rules, ENGINE_RULES_VERSION) != 0, &stats,
+                           &err) != ADP_OK;
+        if (rc)
+            log_err("daemon", "bulk catch-up: %s", err.msg);
+        after_cycle(a, &stats, !rc && stats.failed == 0, started, c.audit_ids, c.audit_n);
+        log_cycle(&stats);
+        sync_free_ids(c.audit_ids, c.audit_n);
+        sync_free_ids(c.replayed, c.nreplayed);
+        return rc || stats.failed ? 1 : 0;
     }
     if (watermark[0] == '\0' && resume[0] == '\0') {
         rc = first_cycle(&c, started, watermark);

@@ -150,7 +150,10 @@ static void one(struct pool *p, struct adapter *ad, int i, struct sync_stats *st
     struct adp_error e;
 
     adp_error_clear(&e);
-    sync_patient(ad, p->ids[i], p->o->dry_run, st, &e);
+    if (p->o->patient_fn != NULL)
+        p->o->patient_fn(p->o->patient_ud, ad, p->ids[i], st, &e);
+    else
+        sync_patient(ad, p->ids[i], p->o->dry_run, st, &e);
     pthread_mutex_lock(&p->mu);
     /* a state that cannot be written stops the run too (sync.c writes
      * nothing more): the rest would only fail one by one */

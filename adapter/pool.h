@@ -44,6 +44,11 @@ struct pool_opts {
     /* called after each patient (serialised), may be NULL */
     void (*progress)(void *ud, int done, int total);
     void *progress_ud;
+    /* run instead of sync_patient when set (bulk.c: a patient's staged
+     * resources), on the worker's adapter; its error as sync_patient's */
+    enum adp_err (*patient_fn)(void *ud, struct adapter *ad, const char *id,
+                               struct sync_stats *st, struct adp_error *err);
+    void *patient_ud;
 };
 
 /* Add the counters of s to into. */

@@ -11,30 +11,12 @@ const assert = require('node:assert/strict');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 const h = require('./helpers');
+const { adminOf } = require('./bulk-lib');
 
 let srv;
 let synth;
 
-function origin() {
-  return new URL(srv.base).origin;
-}
-
-// A control request; once more on a kept-alive socket the server closed
-// meanwhile (a long adapter run between two requests).
-async function admin(method, p, body) {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      const r = await fetch(origin() + p, {
-        method,
-        headers: { 'content-type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      return await r.json();
-    } catch (err) {
-      if (attempt >= 3) throw err;
-    }
-  }
-}
+const admin = (method, p, body) => adminOf(srv)(method, p, body);
 
 async function reload() {
   await admin('POST', '/$test/reset');

@@ -25,6 +25,7 @@ const { RacyConditional } = require('./racy');
 const { IntegrityModes } = require('./integrity');
 const { parseOffset, withOffset } = require('./offset');
 const { BulkExport, BulkError } = require('./bulk');
+const { loadBundles } = require('./fastload');
 
 const BASE_PATH = '/fhir/R4';
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
@@ -498,6 +499,16 @@ class FhirTestApp {
   async handleAdmin(req, res, url) {
     const route = req.method + ' ' + url.pathname;
     let body;
+    if (route === 'POST /$test/load') {
+      // benchmark loading: many Bundles per request (fastload.js)
+      const text = (await readBody(req, 256 * 1024 * 1024)).toString('utf8');
+      try {
+        this.send(res, 200, await this.mutex.run(() => loadBundles(this.repo, text)));
+      } catch (err) {
+        throw new HttpError(400, 'invalid', err.message);
+      }
+      return;
+    }
     if (req.method === 'POST') {
       const buffer = await readBody(req, 1024 * 1024);
       body = buffer.length ? parseJson(buffer) : {};

@@ -32,6 +32,7 @@
 #include "jsonread.h"
 #include "log.h"
 #include "mapping.h"
+#include "conceptmap.h" /* ConceptMap call site */
 #include "pool.h"
 #include "metrics.h"
 #include "server.h"
@@ -74,6 +75,8 @@ static void usage(FILE *fp)
           "  forget --patient ID  drop everything the state file holds about a patient\n"
           "  map [FILE|-]      offline: list the codings of the Bundle that no mapping\n"
           "                    recognised (system, code, display, resource type, count)\n"
+          "  map --export-conceptmaps DIR\n"
+          "                    write every mapping table as a FHIR ConceptMap into DIR\n"
           "  keygen --alg RS384|ES384 --out DIR\n"
           "                    make a SMART client key pair: DIR/private-key.pem (0600)\n"
           "                    and DIR/jwks.json (printed; register it with the EHR)\n"
@@ -138,6 +141,7 @@ struct args {
     const char *alg, *out;
     int tls_insecure, follow_other_origins;
     const char *shard, *concurrency;   /* --shard K/N, --concurrency N */
+    const char *export_cm;             /* ConceptMap call site: map --export-conceptmaps */
     const char *patients[MAX_PATIENT_ARGS];
     int npatients;
     int dry_run;
@@ -166,6 +170,7 @@ static const char **value_flag(struct args *a, const char *s)
         {"--base-url", &a->base_url},       {"--state", &a->state},
         {"--mappings", &a->mappings},       {"--log-level", &a->log_level},
         {"--report", &a->report},
+        {"--export-conceptmaps", &a->export_cm}, /* ConceptMap call site */
     };
     size_t i;
 
@@ -266,6 +271,11 @@ static int parse_args(int argc, char **argv, struct args *a)
         strcmp(a->command, "replay") != 0 && strcmp(a->command, "forget") != 0 &&
         strcmp(a->command, "serve") != 0) {
         fprintf(stderr, "dnmbc-adapter: unknown command '%s' (try --help)\n", a->command);
+        return EXIT_USAGE;
+    }
+    /* ConceptMap call site */
+    if (a->export_cm != NULL && (a->command == NULL || strcmp(a->command, "map") != 0)) {
+        fprintf(stderr, "dnmbc-adapter: --export-conceptmaps is only for map\n");
         return EXIT_USAGE;
     }
     if (a->report != NULL && (a->command == NULL || strcmp(a->command, "sync") != 0)) {
@@ -1039,7 +1049,9 @@ int main(int argc, char **argv)
     } else if (strcmp(a.command, "explain") == 0) {
         status = cmd_offline(&ad, &a, 1);
     } else if (strcmp(a.command, "map") == 0) {
-        status = cmd_map(&ad, &a);
+        /* ConceptMap call site: --export-conceptmaps (conceptmap.c) */
+        status = a.export_cm ? conceptmap_cmd_export(cfg.mappings_dir, a.export_cm)
+                             : cmd_map(&ad, &a);
     } else if (strcmp(a.command, "sync") == 0) {
         status = cmd_sync(&ad, &a);
     } else if (strcmp(a.command, "replay") == 0) {

@@ -1,0 +1,151 @@
+// Mapping tables as FHIR ConceptMaps (docs/codes.md §16):
+//  - `map --export-conceptmaps DIR` writes one ConceptMap per table, and a
+//    configuration that loads only those gives byte-identical `map --json`
+//    and `evaluate` output on every golden case (test_conceptmap.c compares
+//    the feature records themselves, byte for byte);
+//  - the exported ConceptMaps pass the test FHIR server's validator;
+//  - a terminology team's ConceptMap in `mappings.extra` makes local codes
+//    recognised;
+//  - a malformed ConceptMap is refused naming the file and the element.
+'use strict';
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const path = require('node:path');
+const fs = require('node:fs');
+const h = require('./helpers');
+
+const CASES = path.join(h.ROOT, 'tests/cases');
+const SHIPPED = path.join(h.ROOT, 'mappings');
+const SITE_CM = path.join(h.ROOT, 'tests/fixtures/conceptmap/site-conceptmap.json');
+const LOCAL_INPUT = path.join(h.ROOT, 'tests/fixtures/map/local-codes.json');
+
+function writeConfig(mappings) {
+  const dir = h.tmpdir('cmcfg');
+  const file = path.join(dir, 'config.json');
+  fs.writeFileSync(file, JSON.stringify({ mappings }));
+  return file;
+}
+
+function exportAll() {
+  const out = path.join(h.tmpdir('cmexport'), 'maps');
+  const r = h.runAdapter(['map', '--export-conceptmaps', out]);
+  assert.equal(r.status, 0, r.stderr);
+  const tables = fs.readdirSync(SHIPPED).filter((f) => f.endsWith('.json') && f !== 'thresholds.json');
+  assert.match(r.stdout, new RegExp(`^${tables.length} ConceptMaps written to `));
+  assert.deepEqual(fs.readdirSync(out).sort(), tables.sort());
+  return out;
+}
+
+// The time of the run is the only thing allowed to differ between two runs.
+function normalise(s) {
+  return s.replace(/"(created|occurrenceDateTime|authoredOn|recorded)": "\d{4}-\d\d-\d\dT[0-9:.]+Z"/g, '"$1": "NOW"');
+}
+
+function outputs(cfgArgs, input) {
+  const res = {};
+  for (const cmd of [['map', '--json'], ['evaluate']]) {
+    const r = h.runAdapter([...cfgArgs, ...cmd, input]);
+    res[cmd[0]] = `status ${r.status}\n${normalise(r.stdout)}\n${r.stderr}`;
+  }
+  return res;
+}
+
+test('exported ConceptMaps alone give byte-identical output on every golden case', () => {
+  const dir = exportAll();
+  for (const f of fs.readdirSync(dir)) {
+    const cm = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8'));
+    assert.equal(cm.resourceType, 'ConceptMap', f);
+    assert.equal(cm.url, `${h.CANONICAL}/ConceptMap/${f.replace(/\.json$/, '')}`);
+    for (const g of cm.group || []) {
+      assert.equal(g.target, `${h.CANONICAL}/CodeSystem/dnmbc-feature`);
+      for (const e of g.element) {
+        for (const t of e.target) {
+          assert.ok(t.equivalence, `${f} ${e.code}: equivalence`);
+          assert.ok(t.comment, `${f} ${e.code}: the citation in comment`);
+        }
+      }
+    }
+  }
+  const cfg = writeConfig({ dir, thresholds: path.join(SHIPPED, 'thresholds.json') });
+  const check = h.runAdapter(['-n', '-c', cfg]);
+  assert.equal(check.status, 0, check.stderr);
+  const shippedCount = h.runAdapter(['-n']).stdout;
+  assert.equal(check.stdout, shippedCount, 'the same number of mapping entries');
+
+  const cases = fs.readdirSync(CASES).filter((d) => fs.existsSync(path.join(CASES, d, 'input.json')));
+  assert.ok(cases.length > 100, `${cases.length} golden cases`);
+  let compared = 0;
+  for (const c of cases) {
+    const input = path.join(CASES, c, 'input.json');
+    const want = outputs([], input);
+    const got = outputs(['-c', cfg], input);
+    for (const k of Object.keys(want)) {
+      assert.equal(got[k], want[k], `${c}: ${k} differs with the ConceptMaps`);
+      compared++;
+    }
+  }
+  assert.equal(compared, cases.length * 2);
+});
+
+test('the exported ConceptMaps pass the test FHIR server validator', async (t) => {
+  const dir = exportAll();
+  const srv = h.startServer();
+  t.after(() => h.stopServer(srv));
+  for (const f of fs.readdirSync(dir)) {
+    const cm = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8'));
+    const r = await h.fhir(srv.base, 'PUT', `ConceptMap/${cm.id}`, cm);
+    assert.ok(r.status === 200 || r.status === 201, `${f}: HTTP ${r.status} ${r.text.slice(0, 500)}`);
+  }
+  // the validator is on: a broken one is refused
+  const bad = JSON.parse(fs.readFileSync(path.join(dir, 'receptors.json'), 'utf8'));
+  bad.group[0].element[0].target[0].equivalence = 7;
+  const r = await h.fhir(srv.base, 'PUT', `ConceptMap/${bad.id}`, bad);
+  assert.equal(r.status, 400, r.text.slice(0, 300));
+});
+
+test('a site ConceptMap in mappings.extra makes local codes recognised', () => {
+  const before = h.runAdapter(['map', '--json', LOCAL_INPUT]);
+  assert.equal(before.status, 0, before.stderr);
+  const codes = (j) => JSON.parse(j).total.map((x) => x.code).sort();
+  assert.ok(codes(before.stdout).includes('ER-STATUS'));
+  assert.ok(codes(before.stdout).includes('MET-BONE'));
+
+  const cfg = writeConfig({ extra: [SITE_CM] });
+  const check = h.runAdapter(['-n', '-c', cfg]);
+  assert.equal(check.status, 0, check.stderr);
+  const after = h.runAdapter(['-c', cfg, 'map', '--json', LOCAL_INPUT]);
+  assert.equal(after.status, 0, after.stderr);
+  assert.deepEqual(codes(after.stdout), ['195967001', '718-7', '8480-6']);
+
+  const ev = h.runAdapter(['-c', cfg, 'evaluate', LOCAL_INPUT]);
+  assert.equal(ev.status, 0, ev.stderr);
+  const plan = JSON.parse(ev.stdout).entry.map((e) => e.resource).find((r) => r.resourceType === 'CarePlan');
+  assert.ok(plan, 'a CarePlan once the ConceptMap maps the local codes');
+  const basis = JSON.stringify(plan.supportingInfo);
+  for (const id of ['map-met-bone', 'map-er', 'map-pr', 'map-her2']) assert.ok(basis.includes(id), id);
+});
+
+test('a malformed ConceptMap is refused naming the file, the element and the field', () => {
+  const dir = h.tmpdir('cmbad');
+  const site = JSON.parse(fs.readFileSync(SITE_CM, 'utf8'));
+  const cases = [
+    [(cm) => { delete cm.group[0].element[1].target[0].equivalence; },
+      /bad\.json: ConceptMap\.group\[0\]\.element\[1\]\.target\[0\]\.equivalence: missing/],
+    [(cm) => { cm.group[1].target = 'http://snomed.info/sct'; }, /ConceptMap\.group\[1\]\.target: must be/],
+    [(cm) => { cm.group[0].element[3].target[0].extension[0].valueString = '{nope'; },
+      /ConceptMap\.group\[0\]\.element\[3\]\.target\[0\]\.extension\[0\]\.valueString/],
+    [(cm) => { cm.group[0].element = {}; }, /ConceptMap\.group\[0\]\.element: must be an array/],
+    [(cm) => { cm.group[1].element[0].target[0].code = 'metastasis:moon'; },
+      /bad\.json: entry \d+ \(code MET-BONE\)/],
+  ];
+  for (const [mutate, re] of cases) {
+    const cm = structuredClone(site);
+    mutate(cm);
+    const file = path.join(dir, 'bad.json');
+    fs.writeFileSync(file, JSON.stringify(cm));
+    const r = h.runAdapter(['-n', '-c', writeConfig({ extra: [file] })]);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, re);
+  }
+});

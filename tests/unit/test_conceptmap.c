@@ -1,0 +1,290 @@
+/*
+ * test_conceptmap.c - mapping tables <-> FHIR ConceptMaps (conceptmap.c).
+ *
+ *  - round trip: the shipped tables exported as ConceptMaps and loaded alone
+ *    give byte-identical features (memcmp of struct features) and the same
+ *    mapping report on every golden case in tests/cases;
+ *  - the cohort and Observation search lists are the same;
+ *  - malformed ConceptMaps: a clear error naming the file and the field,
+ *    never a crash (each field of a valid map broken in turn, and a list of
+ *    hostile shapes).
+ *
+ * Run from the repository root (make unit does), or set ADP_MAPPINGS_DIR and
+ * ADP_CASES_DIR.
+ */
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "bundle.h"
+#include "conceptmap.h"
+#include "mapping.h"
+
+static const char *env_or(const char *name, const char *def)
+{
+    const char *v = getenv(name);
+
+    return v && *v ? v : def;
+}
+
+static char tmpdir_path[256];
+
+static int cmp_tok(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sort the comma-separated tokens of s in place into v (at most max). */
+static size_t split_sorted(char *s, char **v, size_t max)
+{
+    size_t n = 0;
+    char *save = NULL, *t;
+
+    for (t = strtok_r(s, ",", &save); t && n < max; t = strtok_r(NULL, ",", &save))
+        v[n++] = t;
+    qsort(v, n, sizeof(*v), cmp_tok);
+    return n;
+}
+
+static int same_token_set(const char *a, const char *b)
+{
+    char *x = strdup(a), *y = strdup(b), *va[2000], *vb[2000];
+    size_t na, nb, i;
+    int same;
+
+    assert_non_null(x);
+    assert_non_null(y);
+    na = split_sorted(x, va, 2000);
+    nb = split_sorted(y, vb, 2000);
+    same = na == nb && na > 10;
+    for (i = 0; same && i < na; i++)
+        same = strcmp(va[i], vb[i]) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(tmpdir_path, sizeof(tmpdir_path), "/tmp/dnmbc-cmtest-XXXXXX");
+    return mkdtemp(tmpdir_path) == NULL ? -1 : 0;
+}
+
+static int teardown(void **state)
+{
+    char cmd[400];
+
+    (void)state;
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir_path);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void round_trip_golden_cases(void **state)
+{
+    const char *mdir = env_or("ADP_MAPPINGS_DIR", "mappings");
+    const char *cdir = env_or("ADP_CASES_DIR", "tests/cases");
+    char out[300], path[600];
+    struct adp_error err;
+    struct mapping *a = NULL, *b = NULL;
+    int n = 0, cases = 0;
+    char *s1, *s2;
+    DIR *d;
+    struct dirent *de;
+
+    (void)state;
+    adp_error_clear(&err);
+    snprintf(out, sizeof(out), "%s/maps", tmpdir_path);
+    assert_int_equal(conceptmap_export_dir(mdir, out, &n, &err), ADP_OK);
+    assert_true(n >= 10);
+    assert_int_equal(mapping_load(mdir, NULL, 0, &a, &err), ADP_OK);
+    assert_int_equal(mapping_load(out, NULL, 0, &b, &err), ADP_OK);
+    assert_int_equal(mapping_count(a), mapping_count(b));
+    s1 = mapping_cohort_codes(a);
+    s2 = mapping_cohort_codes(b);
+    assert_non_null(s1);
+    assert_non_null(s2);
+    assert_string_equal(s1, s2);
+    free(s1);
+    free(s2);
+    /* the Observation list comes from the code hash, whose order follows
+     * the order of insertion of every table: the same set is what matters */
+    s1 = mapping_observation_codes(a);
+    s2 = mapping_observation_codes(b);
+    assert_non_null(s1);
+    assert_non_null(s2);
+    assert_true(same_token_set(s1, s2));
+    free(s1);
+    free(s2);
+
+    d = opendir(cdir);
+    assert_non_null(d);
+    while ((de = readdir(d)) != NULL) {
+        json_t *doc, *res = NULL, *ra = NULL, *rb = NULL;
+        const char *pid = NULL;
+        json_error_t jerr;
+        struct features fa, fb;
+
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s/input.json", cdir, de->d_name);
+        doc = json_load_file(path, 0, &jerr);
+        if (doc == NULL)
+            continue;
+        if (bundle_resources(doc, &res, &pid, &err) != ADP_OK) {
+            adp_error_clear(&err); /* a case about a rejected Bundle */
+            json_decref(doc);
+            continue;
+        }
+        memset(&fa, 0xa5, sizeof(fa));
+        memset(&fb, 0xa5, sizeof(fb));
+        assert_int_equal(mapping_extract(a, res, &fa, &ra, &err), ADP_OK);
+        assert_int_equal(mapping_extract(b, res, &fb, &rb, &err), ADP_OK);
+        if (memcmp(&fa, &fb, sizeof(fa)) != 0 || !json_equal(ra, rb))
+            fail_msg("%s: features or report differ with the ConceptMaps", de->d_name);
+        cases++;
+        json_decref(ra);
+        json_decref(rb);
+        json_decref(res);
+        json_decref(doc);
+    }
+    closedir(d);
+    assert_true(cases > 100);
+    mapping_free(a);
+    mapping_free(b);
+}
+
+/* A valid site ConceptMap; each test breaks one thing. */
+static const char *const SITE =
+    "{\"resourceType\":\"ConceptMap\",\"url\":\"http://h.example/cm\",\"status\":\"active\","
+    "\"group\":[{\"source\":\"http://h.example/lab\",\"target\":\"" CM_CODESYSTEM "\","
+    "\"element\":[{\"code\":\"ER\",\"target\":[{\"code\":\"er\",\"equivalence\":\"relatedto\"}]},"
+    "{\"code\":\"POS\",\"target\":[{\"code\":\"positive\",\"equivalence\":\"equivalent\","
+    "\"extension\":[{\"url\":\"" CM_EXT_ENTRY "\",\"valueString\":\"{\\\"table\\\":\\\"result\\\"}\"}]}]}]},"
+    "{\"source\":\"http://h.example/problem\",\"target\":\"" CM_CODESYSTEM "\","
+    "\"element\":[{\"code\":\"MB\",\"target\":[{\"code\":\"metastasis:bone\",\"equivalence\":\"wider\"}]}]}]}";
+
+/* Write text as dir/name and load the shipped tables plus it; returns the
+ * result, the message in err. */
+static enum adp_err load_with(const char *text, struct adp_error *err)
+{
+    char path[400];
+    const char *extra[1] = {path};
+    struct mapping *m = NULL;
+    enum adp_err rc;
+    FILE *fp;
+
+    snprintf(path, sizeof(path), "%s/site-cm.json", tmpdir_path);
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+    adp_error_clear(err);
+    rc = mapping_load(env_or("ADP_MAPPINGS_DIR", "mappings"), extra, 1, &m, err);
+    mapping_free(m);
+    return rc;
+}
+
+static void site_map_loads(void **state)
+{
+    struct adp_error err;
+
+    (void)state;
+    assert_int_equal(load_with(SITE, &err), ADP_OK);
+}
+
+/* Replace the first occurrence of from in SITE by to, and expect an error
+ * containing want. */
+static void expect_broken(const char *from, const char *to, const char *want)
+{
+    char buf[4096];
+    const char *p = strstr(SITE, from);
+    struct adp_error err;
+
+    assert_non_null(p);
+    snprintf(buf, sizeof(buf), "%.*s%s%s", (int)(p - SITE), SITE, to, p + strlen(from));
+    assert_int_equal(load_with(buf, &err), ADP_ECONFIG);
+    if (strstr(err.msg, want) == NULL || strstr(err.msg, "site-cm.json") == NULL)
+        fail_msg("expected '%s' in: %s", want, err.msg);
+}
+
+static void malformed_fields_named(void **state)
+{
+    (void)state;
+    expect_broken("\"equivalence\":\"relatedto\"", "\"equivalence\":\"same\"",
+                  "ConceptMap.group[0].element[0].target[0].equivalence");
+    expect_broken("\"equivalence\":\"relatedto\"", "\"equivalence\":3",
+                  "ConceptMap.group[0].element[0].target[0].equivalence");
+    expect_broken("{\"code\":\"er\",", "{\"code\":[],", "ConceptMap.group[0].element[0].target[0].code");
+    expect_broken("{\"code\":\"ER\",", "{\"code\":7,", "ConceptMap.group[0].element[0].code");
+    expect_broken("\"target\":[{\"code\":\"er\",\"equivalence\":\"relatedto\"}]",
+                  "\"target\":{\"code\":\"er\",\"equivalence\":\"relatedto\"}",
+                  "ConceptMap.group[0].element[0].target: must be an array");
+    expect_broken("\"target\":\"" CM_CODESYSTEM "\"", "\"target\":\"http://loinc.org\"",
+                  "ConceptMap.group[0].target");
+    expect_broken("\"source\":\"http://h.example/lab\"", "\"source\":false",
+                  "ConceptMap.group[0].source");
+    expect_broken("\"group\":[", "\"group\":7,\"x\":[", "ConceptMap.group: must be an array");
+    expect_broken("{\\\"table\\\":\\\"result\\\"}", "[1]",
+                  "ConceptMap.group[0].element[1].target[0].extension[0].valueString");
+    expect_broken("{\\\"table\\\":\\\"result\\\"}", "{\\\"table\\\":4}",
+                  "ConceptMap.group[0].element[1].target[0]: 'table' must be a string");
+    expect_broken("{\\\"table\\\":\\\"result\\\"}", "{\\\"table\\\":\\\"result\\\",\\\"row\\\":-1}",
+                  "'row' must be a non-negative integer");
+    expect_broken("\"valueString\":", "\"valueInteger\":1,\"x\":",
+                  "ConceptMap.group[0].element[1].target[0].extension[0].valueString");
+    /* the loader's own checks name the ConceptMap file and the code */
+    expect_broken("metastasis:bone", "metastasis:moon", "(code MB)");
+    expect_broken("\"code\":\"er\"", "\"code\":\"oestrogen\"", "(code ER)");
+    expect_broken("\"source\":\"http://h.example/lab\"", "\"source\":\"not a uri\"", "system");
+}
+
+static void hostile_shapes(void **state)
+{
+    static const char *const docs[] = {
+        "{\"resourceType\":\"ConceptMap\",\"group\":[1,2]}",
+        "{\"resourceType\":\"ConceptMap\",\"group\":[{\"target\":\"" CM_CODESYSTEM
+        "\",\"element\":[{\"code\":\"x\",\"target\":[{\"code\":\"er\",\"equivalence\":\"equal\"}]}]}]}",
+        "{\"resourceType\":\"ConceptMap\",\"extension\":[{\"url\":\"" CM_EXT_SYSTEMS
+        "\",\"valueString\":\"{}\"}]}",
+        "{\"resourceType\":\"ConceptMap\",\"extension\":7,\"group\":[{\"source\":\"http://a.example\","
+        "\"target\":\"" CM_CODESYSTEM "\",\"element\":[{\"code\":\"x\",\"target\":[7]}]}]}",
+        "{\"resourceType\":\"ConceptMap\",\"group\":[{\"source\":\"http://a.example\",\"target\":\""
+        CM_CODESYSTEM "\",\"element\":[{\"code\":\"x\",\"target\":[{\"code\":\"er\","
+        "\"equivalence\":\"equal\",\"extension\":[{\"url\":\"" CM_EXT_ENTRY
+        "\",\"valueString\":\"{\\\"entry\\\":\\\"a\\\"}\"}]}]}]}]}",
+        "{\"resourceType\":\"ConceptMap\",\"group\":[{\"source\":\"http://a.example\",\"target\":\""
+        CM_CODESYSTEM "\",\"element\":[{\"code\":\"x\",\"target\":[{\"code\":\"er\","
+        "\"equivalence\":\"equal\",\"comment\":{}}]}]}]}",
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+        struct adp_error err;
+
+        assert_int_equal(load_with(docs[i], &err), ADP_ECONFIG);
+        if (strstr(err.msg, "site-cm.json") == NULL)
+            fail_msg("doc %zu: message without the file: %s", i, err.msg);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(round_trip_golden_cases),
+        cmocka_unit_test(site_map_loads),
+        cmocka_unit_test(malformed_fields_named),
+        cmocka_unit_test(hostile_shapes),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -69,6 +69,7 @@ static const struct key keys[] = {
     {"mappings", "dir", K_STR, OFF(mappings_dir), 0, 0},
     {"mappings", "thresholds", K_STR, OFF(thresholds_file), 0, 0},
     {"mappings", "extra", K_STRLIST, OFF(extra_mappings), 0, 0},
+    {"terminology", "base_url", K_STR, OFF(terminology_base_url), 0, 0}, /* ConceptMap */
     {"state", "path", K_STR, OFF(state_path), 0, 0},
     {"state", "dead_letter_after", K_INT, OFF(dead_letter_after), 1, 1000},
     {"daemon", "interval_s", K_INT, OFF(interval_s), 1, 86400},
@@ -125,6 +126,7 @@ const char *const config_keys[] = {
     "cds.max_concurrent",
     "bulk.group_id",     "bulk.poll_max_s",        "bulk.poll_interval_max_s",
     "bulk.parallel_downloads", "bulk.type_filter",
+    "terminology.base_url", /* ConceptMap call site */
     NULL};
 
 size_t config_parsed_budget(const struct config *cfg)
@@ -436,6 +438,12 @@ enum adp_err config_check(const struct config *cfg, struct adp_error *err)
         strncmp(cfg->base_url, "http://", 7) != 0)
         return adp_error_set(err, ADP_ECONFIG,
                              "fhir.base_url: must start with https:// or http://");
+    /* ConceptMap call site */
+    if (cfg->terminology_base_url != NULL &&
+        strncmp(cfg->terminology_base_url, "https://", 8) != 0 &&
+        strncmp(cfg->terminology_base_url, "http://", 7) != 0)
+        return adp_error_set(err, ADP_ECONFIG,
+                             "terminology.base_url: must start with https:// or http://");
     if (strcmp(cfg->auth_mode, "none") != 0 && strcmp(cfg->auth_mode, "bearer") != 0 &&
         strcmp(cfg->auth_mode, "client-secret") != 0 && strcmp(cfg->auth_mode, "smart") != 0)
         return adp_error_set(err, ADP_ECONFIG,
@@ -515,6 +523,7 @@ void config_free(struct config *cfg)
     free(cfg->canonical_base);
     free(cfg->mappings_dir);
     free(cfg->thresholds_file);
+    free(cfg->terminology_base_url); /* ConceptMap call site */
     for (i = 0; i < cfg->nextra_mappings; i++)
         free(cfg->extra_mappings[i]);
     free(cfg->state_path);

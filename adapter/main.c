@@ -33,6 +33,7 @@
 #include "log.h"
 #include "mapping.h"
 #include "conceptmap.h" /* ConceptMap call site */
+#include "terminology.h" /* ConceptMap call site */
 #include "pool.h"
 #include "metrics.h"
 #include "server.h"
@@ -463,13 +464,17 @@ static int cmd_map(struct adapter *ad, const struct args *a)
     if (bundle_resources(doc, &resources, &patient_id, &err) != ADP_OK ||
         mapping_extract(ad->map, resources, &f, &report, &err) != ADP_OK)
         goto fail;
+    /* ConceptMap call site: unknown codes asked of terminology.base_url */
+    if (terminology_map_report(ad->cfg, report, &err) != ADP_OK)
+        goto fail;
     cov = mapping_coverage_new();
     if (cov == NULL) {
         adp_error_set(&err, ADP_ENOMEM, "out of memory");
         goto fail;
     }
     if (mapping_coverage_add(cov, patient_id ? patient_id : "unknown", report, &err) !=
-        ADP_OK)
+            ADP_OK ||
+        terminology_attach(cov, report, &err) != ADP_OK) /* ConceptMap call site */
         goto fail;
     /* the text report quotes codings from the input: no raw control bytes */
     if (!a->json && text_escape_tree(cov) != 0) {
@@ -484,6 +489,8 @@ static int cmd_map(struct adapter *ad, const struct args *a)
     fputs(text, stdout);
     if (a->json)
         fputc('\n', stdout);
+    else
+        terminology_print(stdout, cov); /* ConceptMap call site */
     status = 0;
     goto out;
 fail:

@@ -27,7 +27,7 @@
 
 #include "instant.h"
 
-#define STATE_SCHEMA_VERSION 2
+#define STATE_SCHEMA_VERSION 3 /* 3: term_cache (ConceptMap call site) */
 
 /* The cached statements, one per SQL text in stmt_sql. */
 enum stmt_id {
@@ -270,6 +270,16 @@ static const char *const migrations[STATE_SCHEMA_VERSION] = {
     "  last_error TEXT NOT NULL DEFAULT '',"
     "  outcome TEXT NOT NULL DEFAULT '',"
     "  failed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')));",
+    /* 2 -> 3 (ConceptMap call site): the terminology server's $translate
+     * answers, "no match" (target '') included, per server (terminology.c) */
+    "CREATE TABLE term_cache ("
+    "  server TEXT NOT NULL,"
+    "  system TEXT NOT NULL,"
+    "  code TEXT NOT NULL,"
+    "  target TEXT NOT NULL DEFAULT '',"
+    "  equivalence TEXT NOT NULL DEFAULT '',"
+    "  fetched_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')),"
+    "  PRIMARY KEY (server, system, code));",
 };
 
 static enum adp_err migrate(struct state *st, struct adp_error *err)

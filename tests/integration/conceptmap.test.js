@@ -149,3 +149,57 @@ test('a malformed ConceptMap is refused naming the file, the element and the fie
     assert.match(r.stderr, re);
   }
 });
+
+test('terminology.base_url: an unknown code is translated once, then from the state file', async (t) => {
+  const srv = h.startServer();
+  t.after(() => h.stopServer(srv));
+  const dir = h.tmpdir('cmterm');
+  // the terminology team's map of one local problem code, stored on the server
+  const cm = {
+    resourceType: 'ConceptMap', id: 'site-problems', url: 'http://hospital.example.org/fhir/ConceptMap/site-problems',
+    status: 'active',
+    group: [{
+      source: 'http://hospital.example.org/codes/problem',
+      target: `${h.CANONICAL}/CodeSystem/dnmbc-feature`,
+      element: [{ code: 'MET-BONE', target: [{ code: 'metastasis:bone', equivalence: 'wider' }] }],
+    }],
+  };
+  const put = await h.fhir(srv.base, 'PUT', 'ConceptMap/site-problems', cm);
+  assert.ok(put.status === 200 || put.status === 201, put.text);
+  const counted = async () => (await h.fhir(srv.base, 'GET', `${srv.base.replace(/\/fhir\/R4$/, '')}/$test/translate`)).json.requests;
+  assert.equal(await counted(), 0);
+
+  const cfg = writeConfig({});
+  const conf = JSON.parse(fs.readFileSync(cfg, 'utf8'));
+  conf.terminology = { base_url: srv.base };
+  conf.state = { path: path.join(dir, 'state.db') };
+  fs.writeFileSync(cfg, JSON.stringify(conf));
+
+  const run = () => {
+    const r = h.runAdapter(['-c', cfg, 'map', '--json', LOCAL_INPUT]);
+    assert.equal(r.status, 0, r.stderr);
+    return JSON.parse(r.stdout);
+  };
+  const first = run();
+  const unmapped = first.total.map((x) => x.code).sort();
+  assert.ok(!unmapped.includes('MET-BONE'), 'MET-BONE is translated, not unmapped');
+  assert.ok(unmapped.includes('ER-STATUS'), 'no answer: still unmapped');
+  assert.deepEqual(first.translated.map((x) => [x.system, x.code, x.target, x.equivalence, x.cached]),
+    [['http://hospital.example.org/codes/problem', 'MET-BONE', 'metastasis:bone', 'wider', false]]);
+  const asked = await counted();
+  assert.equal(asked, unmapped.length + 1, 'each unknown coding asked once');
+
+  // second run: every answer, "no match" included, comes from the state file
+  const second = run();
+  assert.equal(await counted(), asked, 'no $translate request on the second run');
+  assert.deepEqual(second.total.map((x) => x.code).sort(), unmapped);
+  assert.equal(second.translated[0].cached, true);
+  assert.equal(second.translated[0].target, 'metastasis:bone');
+
+  const text = h.runAdapter(['-c', cfg, 'map', LOCAL_INPUT]);
+  assert.equal(text.status, 0, text.stderr);
+  assert.match(text.stdout, /^translated by the terminology server: 1 coding\(s\)$/m);
+  assert.match(text.stdout, /MET-BONE {2}-> metastasis:bone \(wider, cached\)/);
+  assert.equal(await counted(), asked);
+  assert.equal(fs.statSync(conf.state.path).mode & 0o777, 0o600, 'the state file is private');
+});

@@ -851,7 +851,8 @@ enum adp_err conceptmap_to_table(const char *name, json_t **doc, struct adp_erro
     json_array_foreach (groups, i, g)
         if ((rc = import_group(&c, g, i, systems, fallback)) != ADP_OK)
             goto out;
-    qsort(c.items, c.n, sizeof(*c.items), cmp_items);
+    if (c.n > 1) /* qsort wants a non-null array even for none */
+        qsort(c.items, c.n, sizeof(*c.items), cmp_items);
     entries = json_array();
     tables = json_object();
     v = json_object_get(cm, "description");

@@ -6,13 +6,17 @@
 //  - the exported ConceptMaps pass the test FHIR server's validator;
 //  - a terminology team's ConceptMap in `mappings.extra` makes local codes
 //    recognised;
-//  - a malformed ConceptMap is refused naming the file and the element.
+//  - a malformed ConceptMap is refused naming the file and the element;
+//  - terminology.base_url: an unknown code is resolved with $translate once
+//    and the cached answer reused (the test server counts $translate
+//    requests), over HTTPS with the FHIR server's tls.ca_file.
 'use strict';
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
 const fs = require('node:fs');
+const { execFileSync } = require('node:child_process');
 const h = require('./helpers');
 
 const CASES = path.join(h.ROOT, 'tests/cases');
@@ -202,4 +206,44 @@ test('terminology.base_url: an unknown code is translated once, then from the st
   assert.match(text.stdout, /MET-BONE {2}-> metastasis:bone \(wider, cached\)/);
   assert.equal(await counted(), asked);
   assert.equal(fs.statSync(conf.state.path).mode & 0o777, 0o600, 'the state file is private');
+});
+
+test('terminology.base_url uses the FHIR server TLS settings (tls.ca_file)', async (t) => {
+  const certs = path.join(h.ROOT, 'certs/out');
+  execFileSync('bash', [path.join(h.ROOT, 'certs/make-certs.sh'), certs], { stdio: 'ignore' });
+  const dir = h.tmpdir('cmtls');
+  const base = execFileSync(path.join(h.ROOT, 'tests/lib/fhir-server.sh'), ['start', dir], {
+    encoding: 'utf8', env: { ...process.env, FHIR_SERVER_TLS_DIR: certs },
+  }).trim().split('\n').pop();
+  t.after(() => h.stopServer({ dir }));
+  assert.match(base, /^https:/);
+  const curl = (args, input) => execFileSync('curl', ['-sS', '-K', path.join(dir, 'curlrc'), ...args],
+    { encoding: 'utf8', input });
+  const cm = JSON.parse(fs.readFileSync(SITE_CM, 'utf8'));
+  curl(['-X', 'PUT', '-H', 'Content-Type: application/fhir+json', '--data-binary', '@-',
+    `${base}/ConceptMap/${cm.id}`], JSON.stringify(cm));
+  const counted = () => JSON.parse(curl([base.replace(/\/fhir\/R4$/, '') + '/$test/translate'])).requests;
+
+  const state = path.join(dir, 'term.state');
+  const cfgWith = (tls) => {
+    const f = path.join(h.tmpdir('cmtlscfg'), 'config.json');
+    fs.writeFileSync(f, JSON.stringify({ terminology: { base_url: base }, state: { path: state }, tls }));
+    return f;
+  };
+  // without the dev CA the server is not trusted: a warning, the codes stay
+  // unmapped, and nothing is cached
+  const refused = h.runAdapter(['-c', cfgWith({}), 'map', '--json', LOCAL_INPUT]);
+  assert.equal(refused.status, 0, refused.stderr);
+  assert.match(refused.stderr, /terminology.*stays unmapped/);
+  assert.deepEqual(JSON.parse(refused.stdout).translated, []);
+  assert.ok(JSON.parse(refused.stdout).total.some((x) => x.code === 'ER-STATUS'));
+  assert.equal(counted(), 0, 'no request got through TLS');
+
+  const ok = h.runAdapter(['-c', cfgWith({ ca_file: path.join(certs, 'ca.pem') }), 'map', '--json', LOCAL_INPUT]);
+  assert.equal(ok.status, 0, ok.stderr);
+  const j = JSON.parse(ok.stdout);
+  assert.deepEqual(j.translated.map((x) => `${x.code}>${x.target}`).sort(),
+    ['ER-STATUS>er', 'HER2-STATUS>her2-overall', 'MET-BONE>metastasis:bone', 'PR-STATUS>pr']);
+  assert.ok(j.translated.every((x) => x.cached === false));
+  assert.ok(counted() > 0);
 });

@@ -285,6 +285,61 @@ static void expect_broken(const char *from, const char *to, const char *want)
         fail_msg("expected '%s' in: %s", want, err.msg);
 }
 
+/* A group.source that the shipped tables know as an alias (LOINC's OID) is
+ * read as the canonical system; a system no table declares, named by two
+ * site maps, is declared once. */
+static void site_systems_settled(void **state)
+{
+    static const char *const maps[2] = {
+        "{\"resourceType\":\"ConceptMap\",\"group\":[{\"source\":\"urn:oid:2.16.840.1.113883.6.1\","
+        "\"target\":\"" CM_CODESYSTEM "\",\"element\":[{\"code\":\"99999-9\",\"target\":[{\"code\":"
+        "\"ki67\",\"equivalence\":\"relatedto\",\"extension\":[{\"url\":\"" CM_EXT_ENTRY "\","
+        "\"valueString\":\"{\\\"resource\\\":\\\"Observation\\\",\\\"transform\\\":\\\"quantity\\\","
+        "\\\"units\\\":{\\\"%\\\":1}}\"}]}]}]},"
+        "{\"source\":\"http://h.example/problem\",\"target\":\"" CM_CODESYSTEM "\",\"element\":"
+        "[{\"code\":\"MB\",\"target\":[{\"code\":\"metastasis:bone\",\"equivalence\":\"wider\"}]}]}]}",
+        "{\"resourceType\":\"ConceptMap\",\"group\":[{\"source\":\"http://h.example/problem\","
+        "\"target\":\"" CM_CODESYSTEM "\",\"element\":[{\"code\":\"ML\",\"target\":[{\"code\":"
+        "\"metastasis:liver\",\"equivalence\":\"wider\"}]}]}]}"};
+    char p[2][400];
+    const char *extra[2] = {p[0], p[1]};
+    struct mapping *m = NULL;
+    struct adp_error err;
+    json_t *res, *report = NULL;
+    struct features f;
+    json_error_t jerr;
+    int i;
+
+    (void)state;
+    for (i = 0; i < 2; i++) {
+        FILE *fp;
+
+        snprintf(p[i], sizeof(p[i]), "%s/site-%d.json", tmpdir_path, i);
+        fp = fopen(p[i], "w");
+        assert_non_null(fp);
+        fputs(maps[i], fp);
+        fclose(fp);
+    }
+    adp_error_clear(&err);
+    if (mapping_load(env_or("ADP_MAPPINGS_DIR", "mappings"), extra, 2, &m, &err) != ADP_OK)
+        fail_msg("%s", err.msg);
+    /* the OID-coded Ki-67 code now counts, under either spelling */
+    res = json_loads("[{\"resourceType\":\"Observation\",\"id\":\"k\",\"status\":\"final\","
+                     "\"code\":{\"coding\":[{\"system\":\"http://loinc.org\",\"code\":\"99999-9\"}]},"
+                     "\"effectiveDateTime\":\"2024-01-02\",\"valueQuantity\":{\"value\":30,\"code\":\"%\"}},"
+                     "{\"resourceType\":\"Condition\",\"id\":\"c\",\"code\":{\"coding\":[{\"system\":"
+                     "\"http://h.example/problem\",\"code\":\"ML\"}]},\"onsetDateTime\":\"2024-01-01\"}]",
+                     0, &jerr);
+    assert_non_null(res);
+    assert_int_equal(mapping_extract(m, res, &f, &report, &err), ADP_OK);
+    assert_int_equal(json_array_size(json_object_get(report, "unmapped")), 0);
+    assert_true(f.ki67_src.known);
+    assert_true(f.ki67_pct > 29.9 && f.ki67_pct < 30.1);
+    json_decref(report);
+    json_decref(res);
+    mapping_free(m);
+}
+
 static void malformed_fields_named(void **state)
 {
     (void)state;
@@ -352,6 +407,7 @@ int main(void)
         cmocka_unit_test(round_trip_golden_cases),
         cmocka_unit_test(tables_survive_export),
         cmocka_unit_test(site_map_loads),
+        cmocka_unit_test(site_systems_settled),
         cmocka_unit_test(malformed_fields_named),
         cmocka_unit_test(hostile_shapes),
     };

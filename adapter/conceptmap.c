@@ -71,14 +71,16 @@ static json_t *group_for(json_t *groups, const char *source)
             return g;
     }
     g = json_object();
-    if (g == NULL || (source && json_object_set_new(g, "source", json_string(source))) ||
-        json_object_set_new(g, "target", json_string(CM_CODESYSTEM)) ||
-        json_object_set_new(g, "element", json_array()) || json_array_append_new(groups, g)) {
-        if (g != NULL && json_object_get(g, "element") == NULL)
-            json_decref(g);
+    if (g == NULL)
+        return NULL;
+    if ((source && json_object_set_new(g, "source", json_string(source)) != 0) ||
+        json_object_set_new(g, "target", json_string(CM_CODESYSTEM)) != 0 ||
+        json_object_set_new(g, "element", json_array()) != 0) {
+        json_decref(g);
         return NULL;
     }
-    return g;
+    /* on failure the array has released g */
+    return json_array_append_new(groups, g) == 0 ? g : NULL;
 }
 
 /* Add a copy of target under the element for code in group g (one element
@@ -920,36 +922,32 @@ static const char *declared(json_t *docs, const char *uri)
     return NULL;
 }
 
+/* Set the "system" of every object of list that has from to to. */
+static int rename_in(json_t *list, const char *from, const char *to)
+{
+    json_t *o;
+    size_t i;
+
+    json_array_foreach (list, i, o) {
+        const char *s = json_string_value(json_object_get(o, "system"));
+
+        if (s && strcmp(s, from) == 0 && json_object_set_new(o, "system", json_string(to)) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* Move the entries and rows of doc from system from to system to. */
 static int rename_system(json_t *doc, const char *from, const char *to)
 {
     const char *tn;
-    json_t *rows, *o;
-    size_t i;
-    int k;
+    json_t *rows;
 
-    for (k = 0; k < 2; k++) {
-        json_t *list = json_object_get(doc, "entries");
-
-        if (k == 1) {
-            json_object_foreach (json_object_get(doc, "value_tables"), tn, rows)
-                json_array_foreach (rows, i, o) {
-                    const char *s = json_string_value(json_object_get(o, "system"));
-
-                    if (s && strcmp(s, from) == 0 &&
-                        json_object_set_new(o, "system", json_string(to)) != 0)
-                        return -1;
-                }
-            break;
-        }
-        json_array_foreach (list, i, o) {
-            const char *s = json_string_value(json_object_get(o, "system"));
-
-            if (s && strcmp(s, from) == 0 &&
-                json_object_set_new(o, "system", json_string(to)) != 0)
-                return -1;
-        }
-    }
+    if (rename_in(json_object_get(doc, "entries"), from, to) != 0)
+        return -1;
+    json_object_foreach (json_object_get(doc, "value_tables"), tn, rows)
+        if (rename_in(rows, from, to) != 0)
+            return -1;
     return 0;
 }
 

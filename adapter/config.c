@@ -72,6 +72,7 @@ static const struct key keys[] = {
     {"mappings", "dir", K_STR, OFF(mappings_dir), 0, 0, RELOAD},
     {"mappings", "thresholds", K_STR, OFF(thresholds_file), 0, 0, RELOAD},
     {"mappings", "extra", K_STRLIST, OFF(extra_mappings), 0, 0, RELOAD},
+    {"terminology", "base_url", K_STR, OFF(terminology_base_url), 0, 0, RESTART},
     {"state", "path", K_STR, OFF(state_path), 0, 0, RESTART},
     {"state", "dead_letter_after", K_INT, OFF(dead_letter_after), 1, 1000, RELOAD},
     {"daemon", "interval_s", K_INT, OFF(interval_s), 1, 86400, RELOAD},
@@ -134,7 +135,8 @@ const char *const config_keys[] = {
     "cds.max_concurrent", "server.threads",    "server.tls_client_ca",
     "bulk.group_id",     "bulk.poll_max_s",        "bulk.poll_interval_max_s",
     "bulk.parallel_downloads", "bulk.type_filter",
-    "bulk.catch_up", "bulk.catch_up_after_s", "bulk.group_code", /* bulk.c */
+    "bulk.catch_up", "bulk.catch_up_after_s", "bulk.group_code",
+    "terminology.base_url",
     NULL};
 
 size_t config_parsed_budget(const struct config *cfg)
@@ -190,7 +192,7 @@ static enum adp_err set_defaults(struct config *cfg, struct adp_error *err)
     cfg->bulk_poll_interval_max_s = 60;
     cfg->bulk_parallel = 4;
     cfg->bulk_type_filter = 1;
-    cfg->bulk_catch_up_after_s = 86400; /* bulk.c */
+    cfg->bulk_catch_up_after_s = 86400;
     if ((rc = config_set_str(&cfg->auth_mode, "none", err)) != ADP_OK ||
         (rc = config_set_str(&cfg->canonical_base,
                              "https://dnmbc-adapter.example.org/fhir", err)) != ADP_OK ||
@@ -447,6 +449,11 @@ enum adp_err config_check(const struct config *cfg, struct adp_error *err)
         strncmp(cfg->base_url, "http://", 7) != 0)
         return adp_error_set(err, ADP_ECONFIG,
                              "fhir.base_url: must start with https:// or http://");
+    if (cfg->terminology_base_url != NULL &&
+        strncmp(cfg->terminology_base_url, "https://", 8) != 0 &&
+        strncmp(cfg->terminology_base_url, "http://", 7) != 0)
+        return adp_error_set(err, ADP_ECONFIG,
+                             "terminology.base_url: must start with https:// or http://");
     if (strcmp(cfg->auth_mode, "none") != 0 && strcmp(cfg->auth_mode, "bearer") != 0 &&
         strcmp(cfg->auth_mode, "client-secret") != 0 && strcmp(cfg->auth_mode, "smart") != 0)
         return adp_error_set(err, ADP_ECONFIG,
@@ -507,7 +514,7 @@ void config_free(struct config *cfg)
 
     free(cfg->base_url);
     free(cfg->bulk_group_id);
-    free(cfg->bulk_group_code); /* bulk.c */
+    free(cfg->bulk_group_code);
     free(cfg->ca_file);
     free(cfg->client_cert);
     free(cfg->client_key);
@@ -531,6 +538,7 @@ void config_free(struct config *cfg)
     free(cfg->canonical_base);
     free(cfg->mappings_dir);
     free(cfg->thresholds_file);
+    free(cfg->terminology_base_url);
     for (i = 0; i < cfg->nextra_mappings; i++)
         free(cfg->extra_mappings[i]);
     free(cfg->state_path);

@@ -62,6 +62,9 @@ struct config {
     char *thresholds_file;
     char *extra_mappings[CONFIG_MAX_EXTRA_MAPPINGS];
     int nextra_mappings;
+    /* terminology.base_url: ConceptMap/$translate for the
+     * codes no table knows (terminology.c); NULL: off */
+    char *terminology_base_url;
     /* state */
     char *state_path;
     long dead_letter_after;    /* passes an outbox entry may fail before it is parked */

@@ -32,6 +32,8 @@
 #include "jsonread.h"
 #include "log.h"
 #include "mapping.h"
+#include "conceptmap.h"
+#include "terminology.h"
 #include "pool.h"
 #include "metrics.h"
 #include "server.h"
@@ -74,6 +76,8 @@ static void usage(FILE *fp)
           "  forget --patient ID  drop everything the state file holds about a patient\n"
           "  map [FILE|-]      offline: list the codings of the Bundle that no mapping\n"
           "                    recognised (system, code, display, resource type, count)\n"
+          "  map --export-conceptmaps DIR\n"
+          "                    write every mapping table as a FHIR ConceptMap into DIR\n"
           "  keygen --alg RS384|ES384 --out DIR\n"
           "                    make a SMART client key pair: DIR/private-key.pem (0600)\n"
           "                    and DIR/jwks.json (printed; register it with the EHR)\n"
@@ -138,6 +142,7 @@ struct args {
     const char *alg, *out;
     int tls_insecure, follow_other_origins;
     const char *shard, *concurrency;   /* --shard K/N, --concurrency N */
+    const char *export_cm;             /* map --export-conceptmaps */
     const char *patients[MAX_PATIENT_ARGS];
     int npatients;
     int dry_run;
@@ -166,6 +171,7 @@ static const char **value_flag(struct args *a, const char *s)
         {"--base-url", &a->base_url},       {"--state", &a->state},
         {"--mappings", &a->mappings},       {"--log-level", &a->log_level},
         {"--report", &a->report},
+        {"--export-conceptmaps", &a->export_cm},
     };
     size_t i;
 
@@ -266,6 +272,10 @@ static int parse_args(int argc, char **argv, struct args *a)
         strcmp(a->command, "replay") != 0 && strcmp(a->command, "forget") != 0 &&
         strcmp(a->command, "serve") != 0) {
         fprintf(stderr, "dnmbc-adapter: unknown command '%s' (try --help)\n", a->command);
+        return EXIT_USAGE;
+    }
+    if (a->export_cm != NULL && (a->command == NULL || strcmp(a->command, "map") != 0)) {
+        fprintf(stderr, "dnmbc-adapter: --export-conceptmaps is only for map\n");
         return EXIT_USAGE;
     }
     if (a->report != NULL && (a->command == NULL || strcmp(a->command, "sync") != 0)) {
@@ -453,13 +463,17 @@ static int cmd_map(struct adapter *ad, const struct args *a)
     if (bundle_resources(doc, &resources, &patient_id, &err) != ADP_OK ||
         mapping_extract(ad->map, resources, &f, &report, &err) != ADP_OK)
         goto fail;
+    /* unknown codes asked of terminology.base_url */
+    if (terminology_map_report(ad->cfg, report, &err) != ADP_OK)
+        goto fail;
     cov = mapping_coverage_new();
     if (cov == NULL) {
         adp_error_set(&err, ADP_ENOMEM, "out of memory");
         goto fail;
     }
     if (mapping_coverage_add(cov, patient_id ? patient_id : "unknown", report, &err) !=
-        ADP_OK)
+            ADP_OK ||
+        terminology_attach(cov, report, &err) != ADP_OK)
         goto fail;
     /* the text report quotes codings from the input: no raw control bytes */
     if (!a->json && text_escape_tree(cov) != 0) {
@@ -474,6 +488,8 @@ static int cmd_map(struct adapter *ad, const struct args *a)
     fputs(text, stdout);
     if (a->json)
         fputc('\n', stdout);
+    else
+        terminology_print(stdout, cov);
     status = 0;
     goto out;
 fail:
@@ -797,7 +813,7 @@ static void do_reload(struct adapter *ad, void *ctx)
     /* the keys the configuration table marks reloadable (config.c) */
     config_swap_reloadable(r->cfg, &fresh);
     config_free(&fresh); /* now holds the replaced strings */
-    /* cds call site: the listener's CDS service has its own copy of the tables */
+    /* the listener's CDS service has its own copy of the tables */
     if (cds_reload(cds_service, r->cfg, &err) != ADP_OK)
         log_err("daemon", "SIGHUP: the CDS service keeps its tables: %s", err.msg);
     log_set_level((enum log_level)log_level_parse(r->cfg->log_level));
@@ -1026,7 +1042,9 @@ int main(int argc, char **argv)
     } else if (strcmp(a.command, "explain") == 0) {
         status = cmd_offline(&ad, &a, 1);
     } else if (strcmp(a.command, "map") == 0) {
-        status = cmd_map(&ad, &a);
+        /* --export-conceptmaps (conceptmap.c) */
+        status = a.export_cm ? conceptmap_cmd_export(cfg.mappings_dir, a.export_cm)
+                             : cmd_map(&ad, &a);
     } else if (strcmp(a.command, "sync") == 0) {
         status = cmd_sync(&ad, &a);
     } else if (strcmp(a.command, "replay") == 0) {

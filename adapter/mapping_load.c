@@ -26,6 +26,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "conceptmap.h"
 #include "strjoin.h"
 
 /* ------------------------------------------------------------------ */
@@ -1190,6 +1191,11 @@ enum adp_err mapping_load(const char *dir, const char *const *extra, int nextra,
                                jerr.line, jerr.text);
             goto out;
         }
+        /* a FHIR ConceptMap (a terminology team's export) is read as a table */
+        if (conceptmap_is(files[nfiles - 1].doc) &&
+            (rc = conceptmap_to_table(files[nfiles - 1].name, &files[nfiles - 1].doc,
+                                      err)) != ADP_OK)
+            goto out;
         if (!json_is_object(files[nfiles - 1].doc)) {
             rc = adp_error_set(err, ADP_ECONFIG, "%s: top level must be an object",
                                files[nfiles - 1].name);
@@ -1200,6 +1206,18 @@ enum adp_err mapping_load(const char *dir, const char *const *extra, int nextra,
                                files[nfiles - 1].name, k);
             goto out;
         }
+    }
+    /* the code systems ConceptMaps name but no table declares */
+    {
+        json_t *docs = json_array();
+
+        for (i = 0; docs != NULL && i < nfiles; i++)
+            json_array_append(docs, files[i].doc);
+        rc = docs ? conceptmap_settle_systems(docs, err)
+                  : adp_error_set(err, ADP_ENOMEM, "mapping: out of memory");
+        json_decref(docs);
+        if (rc != ADP_OK)
+            goto out;
     }
     c.m = m;
     c.err = err;

@@ -27,7 +27,7 @@
 
 #include "instant.h"
 
-#define STATE_SCHEMA_VERSION 3
+#define STATE_SCHEMA_VERSION 4
 
 /* The cached statements, one per SQL text in stmt_sql. */
 enum stmt_id {
@@ -285,6 +285,16 @@ static const char *const migrations[STATE_SCHEMA_VERSION] = {
     "  outcome_time TEXT NOT NULL,"
     "  reason TEXT,"
     "  comment TEXT);",
+    /* 3 -> 4: the terminology server's $translate answers, "no match"
+     * (target '') included, per server (terminology.c) */
+    "CREATE TABLE term_cache ("
+    "  server TEXT NOT NULL,"
+    "  system TEXT NOT NULL,"
+    "  code TEXT NOT NULL,"
+    "  target TEXT NOT NULL DEFAULT '',"
+    "  equivalence TEXT NOT NULL DEFAULT '',"
+    "  fetched_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')),"
+    "  PRIMARY KEY (server, system, code));",
 };
 
 static enum adp_err migrate(struct state *st, struct adp_error *err)

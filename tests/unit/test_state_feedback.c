@@ -1,4 +1,4 @@
-/* Unit tests for state.c's migration to schema version 3: the CDS Hooks
+/* Unit tests for state.c's migration 2 -> 3 (then 4, the current): the CDS Hooks
  * feedback table is made by the migrations (a version-2 file gets it, one
  * that already has it from an earlier build keeps its rows). */
 #include <setjmp.h>
@@ -96,7 +96,7 @@ static void test_v2_gets_feedback_table(void **state)
     assert_int_equal(state_get_patient(st, "p1", &sp, &found, &err), ADP_OK);
     assert_int_equal(found, 1);
     state_close(st);
-    assert_int_equal(query_int(p, "PRAGMA user_version"), 3);
+    assert_int_equal(query_int(p, "PRAGMA user_version"), 4);
     assert_int_equal(query_int(p, "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
                                   "AND name = 'cds_feedback'"),
                      1);
@@ -124,7 +124,7 @@ static void test_v2_with_old_table_keeps_rows(void **state)
     adp_error_clear(&err);
     assert_int_equal(state_open(p, &st, &err), ADP_OK);
     state_close(st);
-    assert_int_equal(query_int(p, "PRAGMA user_version"), 3);
+    assert_int_equal(query_int(p, "PRAGMA user_version"), 4);
     assert_int_equal(query_int(p, "SELECT count(*) FROM cds_feedback WHERE card = 'c1'"), 1);
     cleanup(p);
 }

@@ -26,6 +26,7 @@ const { IntegrityModes } = require('./integrity');
 const { parseOffset, withOffset } = require('./offset');
 const { BulkExport, BulkError } = require('./bulk');
 const { loadBundles } = require('./fastload');
+const { Translate } = require('./translate');
 
 const BASE_PATH = '/fhir/R4';
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
@@ -159,6 +160,7 @@ class FhirTestApp {
     this.bearer = new BearerGuard(); // off until POST /$test/auth (bearer.js)
     this.racy = new RacyConditional(); // off until POST /$test/racy-conditional (racy.js)
     this.integrity = new IntegrityModes(); // POST /$test/integrity (integrity.js)
+    this.translate = new Translate(); // ConceptMap/$translate, GET /$test/translate (translate.js)
     this.bulk = new BulkExport(); // $export and its status and file URLs (bulk.js)
     this.wrapRoutes();
   }
@@ -379,6 +381,9 @@ class FhirTestApp {
       resourceType = String(body.resourceType || '');
     }
     await this.applyFault(req.method, resourceType, fullUrl);
+    if (await this.translate.handle(this, req, res, url, rel, body)) {
+      return; // ConceptMap/$translate from the stored ConceptMaps (translate.js)
+    }
 
     if (rel === 'metadata') {
       if (req.method !== 'GET') {
@@ -526,6 +531,7 @@ class FhirTestApp {
         this.faults.clear();
         this.stats.clear();
         this.integrity.clear();
+        this.translate.clear();
         this.send(res, 200, { resourceType: 'OperationOutcome', issue: [{ severity: 'information', code: 'informational', diagnostics: 'repository emptied' }] });
         return;
       case 'POST /$test/fault':
@@ -541,6 +547,9 @@ class FhirTestApp {
       case 'DELETE /$test/fault':
         this.faults.clear();
         this.send(res, 200, { faults: [] });
+        return;
+      case 'GET /$test/translate':
+        this.send(res, 200, this.translate.report());
         return;
       case 'GET /$test/stats':
         this.send(res, 200, this.stats.snapshot());

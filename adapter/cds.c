@@ -29,6 +29,7 @@
 #include "rules.h"
 #include "state.h"
 #include "sync.h"
+#include "trace.h"
 
 #define SERVICE_ID "dnmbc-local-therapy"
 #define MAX_PAGES 50
@@ -743,6 +744,8 @@ int cds_route(void *ud, void *connection, const char *url, const char *method,
     const char *authz;
     char why[600], client[300];
     int handled = 0, ret;
+    /* W3C trace context: the CDS client's traceparent, else a new trace */
+    TRACE_SCOPE(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "traceparent"));
 
     if (!is_cds && !is_fhir)
         return -1;

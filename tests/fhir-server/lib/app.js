@@ -25,6 +25,7 @@ const { RacyConditional } = require('./racy');
 const { IntegrityModes } = require('./integrity');
 const { parseOffset, withOffset } = require('./offset');
 const { BulkExport, BulkError } = require('./bulk');
+const { RequestLog } = require('./requestlog');
 
 const BASE_PATH = '/fhir/R4';
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
@@ -159,6 +160,7 @@ class FhirTestApp {
     this.racy = new RacyConditional(); // off until POST /$test/racy-conditional (racy.js)
     this.integrity = new IntegrityModes(); // POST /$test/integrity (integrity.js)
     this.bulk = new BulkExport(); // $export and its status and file URLs (bulk.js)
+    this.requestLog = new RequestLog(); // GET /$test/requests (requestlog.js)
     this.wrapRoutes();
   }
 
@@ -296,6 +298,7 @@ class FhirTestApp {
         await this.handleAdmin(req, res, url);
         return;
       }
+      this.requestLog.record(req); // GET /$test/requests
       if (url.pathname !== BASE_PATH && !url.pathname.startsWith(BASE_PATH + '/')) {
         throw new HttpError(404, 'not-found', 'Not a FHIR endpoint; the base is ' + BASE_PATH);
       }
@@ -506,6 +509,7 @@ class FhirTestApp {
     }
     switch (route) {
       case 'POST /$test/reset':
+        this.requestLog.clear();
         this.racy.clear();
         this.bulk.clear();
         this.capabilityPatch = null;
@@ -530,6 +534,13 @@ class FhirTestApp {
       case 'DELETE /$test/fault':
         this.faults.clear();
         this.send(res, 200, { faults: [] });
+        return;
+      case 'GET /$test/requests':
+        this.send(res, 200, this.requestLog.snapshot(url.searchParams));
+        return;
+      case 'DELETE /$test/requests':
+        this.requestLog.clear();
+        this.send(res, 200, this.requestLog.snapshot(url.searchParams));
         return;
       case 'GET /$test/stats':
         this.send(res, 200, this.stats.snapshot());

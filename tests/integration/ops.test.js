@@ -184,7 +184,7 @@ test('metrics follow a cycle: scraped during it and checked against its summary 
   const eligible = synth.manifest.filter((m) => m.expected.recommendation !== 'not-applicable');
   assert.ok(evaluatedTotal(during) < synth.manifest.length, 'the scrape came before the end');
   assert.equal(during['dnmbc_cycles_total{result="ok"}'], 0);
-  assert.equal(during['dnmbc_seconds_since_last_successful_cycle'], Infinity);
+  assert.equal(during['dnmbc_last_successful_cycle_age_seconds'], Infinity);
 
   await waitFor('the end of the first cycle', () => /cycle done/.test(daemon.err));
   const s = daemon.err.match(/cycle done: (\d+) patient\(s\), (\d+) created, (\d+) updated, (\d+) unchanged, (\d+) revoked, (\d+) failed/);
@@ -216,7 +216,7 @@ test('metrics follow a cycle: scraped during it and checked against its summary 
   // at least one batch per patient and one transaction per written one
   assert.ok(after['dnmbc_http_requests_total{class="2xx"}'] >= Number(s[1]) + Number(s[2]));
   assert.equal(after['dnmbc_http_requests_total{class="5xx"}'], 0);
-  assert.ok(after['dnmbc_seconds_since_last_successful_cycle'] < 3600);
+  assert.ok(after['dnmbc_last_successful_cycle_age_seconds'] < 3600);
   assert.equal(after['dnmbc_build_info{version="0.1.0"}'], 1);
   for (const k of ['dnmbc_retries_total', 'dnmbc_dead_letters_total', 'dnmbc_outbox_depth', 'dnmbc_token_renewals_total']) {
     assert.ok(k in after, `${k} is exported`);

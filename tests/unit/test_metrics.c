@@ -53,7 +53,7 @@ static void test_zero_metrics_exist(void **state)
     assert_true(sample(t, "dnmbc_token_renewals_total") == 0);
     assert_true(sample(t, "dnmbc_writes_total{outcome=\"created\"}") == 0);
     assert_true(sample(t, "dnmbc_build_info{version=\"" DNMBC_VERSION "\"}") == 1);
-    assert_non_null(strstr(t, "dnmbc_seconds_since_last_successful_cycle +Inf\n"));
+    assert_non_null(strstr(t, "dnmbc_last_successful_cycle_age_seconds +Inf\n"));
     assert_non_null(strstr(t, "# TYPE dnmbc_fetch_duration_seconds histogram\n"));
     assert_non_null(strstr(t, "# TYPE dnmbc_writes_total counter\n"));
     free(t);
@@ -95,8 +95,8 @@ static void test_labels_and_counts(void **state)
     assert_true(sample(t, "dnmbc_http_requests_total{class=\"error\"}") == 1);
     assert_true(sample(t, "dnmbc_outbox_depth") == 7);
     assert_true(sample(t, "dnmbc_cycles_total{result=\"ok\"}") == 1);
-    assert_true(sample(t, "dnmbc_seconds_since_last_successful_cycle") >= 0);
-    assert_true(sample(t, "dnmbc_seconds_since_last_successful_cycle") < 3600);
+    assert_true(sample(t, "dnmbc_last_successful_cycle_age_seconds") >= 0);
+    assert_true(sample(t, "dnmbc_last_successful_cycle_age_seconds") < 3600);
     assert_int_equal(metrics_get(m, MET_WRITES, MW_UNCHANGED), 1);
     free(t);
     metrics_free(m);

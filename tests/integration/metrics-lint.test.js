@@ -10,10 +10,10 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const fs = require('node:fs');
 const path = require('node:path');
-const { spawn, spawnSync } = require('node:child_process');
+const { spawnSync } = require('node:child_process');
 const h = require('./helpers');
+const { waitFor, startDaemon, stopDaemon, secretFile } = require('./daemon-lib');
 
 const SECRET = 'notify-secret-for-metrics-lint';
 const havePromtool = spawnSync('promtool', ['--version'], { encoding: 'utf8' }).status === 0;
@@ -25,20 +25,6 @@ const skip = !havePromtool && !required
 let srv;
 let work;
 let daemon;
-
-function sleep(ms) {
-  return new Promise((res) => setTimeout(res, ms));
-}
-
-async function waitFor(what, fn, limitMs = 60000) {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() - t0 > limitMs) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 function promtool(text) {
   const r = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
@@ -54,27 +40,15 @@ test.before(async () => {
   const synth = h.generateSynth();
   const files = synth.manifest.slice(0, 6).map((m) => path.join(synth.dir, m.file));
   spawnSync('node', [path.join(h.ROOT, 'tests/fhir-server/load.js'), '--base', srv.base, ...files]);
-  fs.writeFileSync(path.join(work, 'secret'), SECRET + '\n', { mode: 0o600 });
-  const cfg = path.join(work, 'cfg.json');
-  fs.writeFileSync(cfg, JSON.stringify({
+  daemon = await startDaemon(work, srv.base, {
     daemon: { interval_s: 3600, overlap_s: 0 },
-    server: { notify_secret_file: path.join(work, 'secret') },
-  }));
-  const child = spawn(h.BIN, ['run', '--config', cfg, '--base-url', srv.base, '--state',
-    path.join(work, 'state.db'), '--listen', '127.0.0.1:0'], { env: { ...process.env, DNMBC_LOG_LEVEL: '' } });
-  daemon = { child, err: '', port: 0 };
-  child.stderr.on('data', (b) => { daemon.err += b; });
-  daemon.exited = new Promise((res) => child.on('exit', (c) => res(c)));
-  const m = await waitFor('the listener', () => daemon.err.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/));
-  daemon.port = Number(m[1]);
+    server: { notify_secret_file: secretFile(work, SECRET) },
+  });
   await waitFor('one cycle', () => /cycle done/.test(daemon.err));
 });
 
 test.after(async () => {
-  if (daemon && daemon.child.exitCode === null) {
-    daemon.child.kill('SIGTERM');
-    await daemon.exited;
-  }
+  await stopDaemon(daemon);
   if (srv) h.stopServer(srv);
 });
 

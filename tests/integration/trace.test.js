@@ -9,10 +9,12 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
-const fs = require('node:fs');
 const path = require('node:path');
-const { spawn, spawnSync } = require('node:child_process');
+const { spawnSync } = require('node:child_process');
 const h = require('./helpers');
+const {
+  waitFor, startDaemon, stopDaemon, secretFile, withdrawConditions, backportBundle, eventParams,
+} = require('./daemon-lib');
 
 const SECRET = 'notify-secret-for-trace-tests';
 const TP = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
@@ -22,22 +24,6 @@ let work;
 let daemon;
 let files;
 const idOf = {};
-
-function sleep(ms) {
-  return new Promise((res) => setTimeout(res, ms));
-}
-
-// Polls fn until it returns a truthy value; the limit is a bound against
-// hanging, not a timing assertion.
-async function waitFor(what, fn, limitMs = 60000) {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() - t0 > limitMs) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 function jsonLines(text) {
   return text.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
@@ -74,43 +60,11 @@ function notifyCondition(cond, traceparent) {
 // An id-only backport notification naming the Condition: the adapter reads
 // it to find the patient.
 function notifyConditionId(cond, traceparent) {
-  return notify({
-    resourceType: 'Bundle', type: 'history', timestamp: new Date().toISOString(),
-    entry: [{
-      fullUrl: 'urn:uuid:0b7d2bb6-0b4f-4d38-8d8a-2f3a4c1e9d10',
-      resource: {
-        resourceType: 'Parameters',
-        parameter: [
-          { name: 'subscription', valueReference: { reference: `${srv.base}/Subscription/dnmbc` } },
-          { name: 'topic', valueCanonical: 'http://example.org/SubscriptionTopic/condition-changes' },
-          { name: 'status', valueCode: 'active' },
-          { name: 'type', valueCode: 'event-notification' },
-          { name: 'events-since-subscription-start', valueString: '1' },
-          { name: 'notification-event', part: [{ name: 'event-number', valueString: '1' }] },
-        ],
-      },
-      request: { method: 'GET', url: `${srv.base}/Subscription/dnmbc/$status` },
-      response: { status: '200' },
-    }, {
-      fullUrl: `${srv.base}/Condition/${cond.id}/_history/${cond.meta.versionId}`,
-      request: { method: 'PUT', url: `Condition/${cond.id}` },
-      response: { status: '200' },
-    }],
-  }, traceparent);
-}
-
-// Marks every Condition of the patient entered-in-error (the plan is then
-// revoked: the pass writes). Returns the last one.
-async function withdrawConditions(pid) {
-  let last;
-  for (const c of await h.searchAll(srv.base, `Condition?subject=Patient/${pid}`)) {
-    delete c.clinicalStatus; // con-5: no clinicalStatus when entered-in-error
-    c.verificationStatus = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-ver-status', code: 'entered-in-error' }] };
-    const r = await h.fhir(srv.base, 'PUT', `Condition/${c.id}`, c);
-    assert.equal(r.status, 200, r.text);
-    last = r.json;
-  }
-  return last;
+  return notify(backportBundle(srv.base, 'event-notification', eventParams(1), [{
+    fullUrl: `${srv.base}/Condition/${cond.id}/_history/${cond.meta.versionId}`,
+    request: { method: 'PUT', url: `Condition/${cond.id}` },
+    response: { status: '200' },
+  }]), traceparent);
 }
 
 // The lines logged since `from` by the pass of one notified patient: it
@@ -123,10 +77,18 @@ async function passLog(from) {
   });
 }
 
-async function firstCondition(pid) {
-  const conds = await h.searchAll(srv.base, `Condition?subject=Patient/${pid}`);
+// Notifies the first Condition of patient number i (full resource) with
+// traceparent tp; resolves with its pass's log and the requests it caused.
+async function notifyPatient(i, tp) {
+  const conds = await h.searchAll(srv.base, `Condition?subject=Patient/${Object.values(idOf)[i]}`);
   assert.ok(conds.length > 0);
-  return conds[0];
+  await clearRequests();
+  const from = daemon.err.length;
+  await notifyCondition(conds[0], tp);
+  const pass = await passLog(from);
+  const reqs = await requests();
+  assert.ok(reqs.length > 0);
+  return { ...pass, reqs };
 }
 
 test.before(async () => {
@@ -142,28 +104,16 @@ test.before(async () => {
       `Patient?identifier=${encodeURIComponent(`${m.identifier.system}|${m.identifier.value}`)}`);
     idOf[m.identifier.value] = found[0].id;
   }
-  fs.writeFileSync(path.join(work, 'secret'), SECRET + '\n', { mode: 0o600 });
-  const cfg = path.join(work, 'cfg.json');
-  fs.writeFileSync(cfg, JSON.stringify({
-    daemon: { interval_s: 3600, overlap_s: 0 },
-    server: { notify_secret_file: path.join(work, 'secret') },
-    log: { format: 'json' },
-  }));
   await clearRequests();
-  const child = spawn(h.BIN, ['run', '--config', cfg, '--base-url', srv.base, '--state',
-    path.join(work, 'state.db'), '--listen', '127.0.0.1:0'], { env: { ...process.env, DNMBC_LOG_LEVEL: '' } });
-  daemon = { child, err: '', port: 0 };
-  child.stderr.on('data', (b) => { daemon.err += b; });
-  daemon.exited = new Promise((res) => child.on('exit', (c) => res(c)));
-  const m = await waitFor('the listener', () => daemon.err.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/));
-  daemon.port = Number(m[1]);
+  daemon = await startDaemon(work, srv.base, {
+    daemon: { interval_s: 3600, overlap_s: 0 },
+    server: { notify_secret_file: secretFile(work, SECRET) },
+    log: { format: 'json' },
+  });
 });
 
 test.after(async () => {
-  if (daemon && daemon.child.exitCode === null) {
-    daemon.child.kill('SIGTERM');
-    await daemon.exited;
-  }
+  await stopDaemon(daemon);
   h.stopServer(srv);
 });
 
@@ -201,7 +151,7 @@ test('a cycle without a caller\'s trace: one new trace per patient, on its reque
 
 test('/notify with a traceparent: the notified patient\'s FHIR requests and log lines carry its trace id', async () => {
   const pid = Object.values(idOf)[0];
-  const cond = await withdrawConditions(pid);
+  const cond = await withdrawConditions(srv.base, pid);
   const traceId = hex(16);
   const parent = hex(8);
   await clearRequests();
@@ -243,16 +193,9 @@ test('/notify with a traceparent: the notified patient\'s FHIR requests and log 
 });
 
 test('/notify with an unsampled traceparent: the flag is passed on as it came', async () => {
-  const pid = Object.values(idOf)[1];
-  const cond = await firstCondition(pid);
   const traceId = hex(16);
-  await clearRequests();
-  const from = daemon.err.length;
-  await notifyCondition(cond, `00-${traceId}-${hex(8)}-00`);
-  const { done } = await passLog(from);
+  const { done, reqs } = await notifyPatient(1, `00-${traceId}-${hex(8)}-00`);
   assert.equal(done.trace_id, traceId);
-  const reqs = await requests();
-  assert.ok(reqs.length > 0);
   for (const r of reqs) assert.equal(r.headers.traceparent.slice(-3), '-00', r.headers.traceparent);
 });
 
@@ -269,18 +212,11 @@ const invalid = [
 
 for (const [name, make] of invalid) {
   test(`/notify with an invalid traceparent (${name}): ignored, a new trace started`, async () => {
-    const pid = Object.values(idOf)[2];
-    const cond = await firstCondition(pid);
     const t = hex(16);
-    await clearRequests();
-    const from = daemon.err.length;
-    await notifyCondition(cond, make(t, hex(8)));
-    const { done } = await passLog(from);
+    const { done, reqs } = await notifyPatient(2, make(t, hex(8)));
     assert.match(done.trace_id, /^[0-9a-f]{32}$/);
     assert.notEqual(done.trace_id, t);
     assert.notEqual(done.trace_id, t.toUpperCase());
-    const reqs = await requests();
-    assert.ok(reqs.length > 0);
     for (const r of reqs) {
       const m = TP.exec(r.headers.traceparent || '');
       assert.ok(m, `${r.method} ${r.url}: ${r.headers.traceparent}`);
@@ -290,13 +226,56 @@ for (const [name, make] of invalid) {
 }
 
 test('a later version\'s traceparent is read as far as version 00 goes', async () => {
-  const pid = Object.values(idOf)[3];
-  const cond = await firstCondition(pid);
   const t = hex(16);
-  await clearRequests();
-  const from = daemon.err.length;
-  await notifyCondition(cond, `01-${t}-${hex(8)}-01-future-field`);
-  const { done } = await passLog(from);
+  const { done, reqs } = await notifyPatient(3, `01-${t}-${hex(8)}-01-future-field`);
   assert.equal(done.trace_id, t);
-  for (const r of await requests()) assert.match(r.headers.traceparent, new RegExp(`^00-${t}-[0-9a-f]{16}-01$`));
+  for (const r of reqs) assert.match(r.headers.traceparent, new RegExp(`^00-${t}-[0-9a-f]{16}-01$`));
+});
+
+// The CDS endpoints: $apply with useServerData reads the patient from the
+// FHIR server; those reads join the CDS client's trace.
+test('CDS $apply with a traceparent: the FHIR reads it causes carry its trace id, and so do its log lines', async () => {
+  const L = require('./cds-lib');
+  const fs = require('node:fs');
+  const keys = await L.makeKeys();
+  const dir = h.tmpdir('trace-cds');
+  const jwksFile = path.join(dir, 'ehr-jwks.json');
+  fs.writeFileSync(jwksFile, JSON.stringify({ keys: [keys.esJwk] }));
+  const iss = 'https://ehr.test.example';
+  const serve = await L.startServe({
+    fhir: { base_url: srv.base },
+    server: { public_url: L.PUBLIC_URL },
+    cds: { clients: [{ iss, jwks_file: jwksFile }] },
+    state: { path: path.join(dir, 'state.db') },
+    // $apply logs nothing at info when it succeeds; the requests' debug
+    // lines show the trace fields
+    log: { format: 'json', level: 'debug' },
+  }, dir);
+  try {
+    const p = '/fhir/PlanDefinition/dnmbc-local-therapy/$apply';
+    const pid = Object.values(idOf)[1];
+    const body = { resourceType: 'Parameters', parameter: [{ name: 'subject', valueString: `Patient/${pid}` }, { name: 'useServerData', valueBoolean: true }] };
+    const traceId = hex(16);
+    await clearRequests();
+    const from = serve.logs.length;
+    const token = await L.sign(keys.es.privateKey, { aud: `${L.PUBLIC_URL}${p}`, iss });
+    const r = await L.call(serve.base, 'POST', p, { token, body, headers: { traceparent: `00-${traceId}-${hex(8)}-01` } });
+    assert.equal(r.status, 200, r.text);
+    // the readiness check reads /metadata on a thread of its own, in no trace
+    const reqs = (await requests()).filter((q) => !q.url.endsWith('/metadata'));
+    assert.ok(reqs.some((q) => q.url.includes(pid)), JSON.stringify(reqs.map((q) => q.url)));
+    for (const q of reqs) {
+      const m = TP.exec(q.headers.traceparent || '');
+      assert.ok(m, `${q.method} ${q.url}: ${q.headers.traceparent}`);
+      assert.equal(m[1], traceId);
+    }
+    const lines = await waitFor('the $apply log lines', () => {
+      const l = jsonLines(serve.logs.slice(from)).filter((x) => x.trace_id === traceId);
+      return l.length ? l : null;
+    });
+    assert.ok(lines.every((l) => /^[0-9a-f]{16}$/.test(l.span_id)));
+    assert.ok(lines.some((l) => l.msg.includes(pid)), JSON.stringify(lines));
+  } finally {
+    await L.stopServe(serve);
+  }
 });

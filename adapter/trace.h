@@ -53,7 +53,7 @@ void trace_end(void);
  * it started it. */
 void trace_scope_end(int *began);
 #define TRACE_SCOPE(traceparent)                                                         \
-    __attribute__((cleanup(trace_scope_end))) int trace_scope_began_ =                   \
+    __attribute__((cleanup(trace_scope_end), unused)) int trace_scope_began_ =           \
         trace_begin(traceparent)
 
 /* The header line for one outgoing request: "traceparent: 00-<trace id>-

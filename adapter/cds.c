@@ -745,7 +745,7 @@ int cds_route(void *ud, void *connection, const char *url, const char *method,
     char why[600], client[300];
     int handled = 0, ret;
     /* W3C trace context: the CDS client's traceparent, else a new trace */
-    TRACE_SCOPE(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "traceparent"));
+    TRACE_SCOPE_MHD(c);
 
     if (!is_cds && !is_fhir)
         return -1;

@@ -797,7 +797,7 @@ static enum MHD_Result handle_notify(struct server *s, struct MHD_Connection *c,
     json_t *v;
     int gap = 0, catchup = 0;
     /* W3C trace context: the notifier's traceparent, else a new trace */
-    TRACE_SCOPE(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "traceparent"));
+    TRACE_SCOPE_MHD(c);
 
     if (s->secret == NULL)
         return reply_json(c, 403, "forbidden",

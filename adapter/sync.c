@@ -2494,7 +2494,7 @@ static enum adp_err patient_run(struct adapter *a, const char *patient_id, json_
     struct prun run;
     int have_state = 0, replaced = 0;
     double t_start = metrics_now(), t_fetched = 0, t_decided = 0;
-    TRACE_SCOPE(NULL); /* a new trace, unless a notification or CDS request brought one */
+    TRACE_SCOPE(NULL, NULL); /* a new trace, unless a notification or CDS request brought one */
 
     /* A state that could not be written stops every further write (the
      * caller stops the run and says why): nothing is started blind. */

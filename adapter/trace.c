@@ -14,6 +14,7 @@ struct current {
     int active;
     struct trace_ctx t;          /* trace id, our span id, flags */
     unsigned char parent[8];     /* all zero: we started the trace */
+    char state[TRACE_STATE_MAX + 1]; /* the caller's tracestate, "" for none */
 };
 
 static _Thread_local struct current cur;
@@ -79,6 +80,41 @@ int trace_parse(const char *v, struct trace_ctx *out)
     return 0;
 }
 
+int trace_state_valid(const char *v)
+{
+    size_t len, members = 1;
+    const char *p, *m;
+
+    if (v == NULL || (len = strnlen(v, TRACE_STATE_MAX + 1)) == 0 || len > TRACE_STATE_MAX)
+        return 0;
+    /* printable ASCII only (no control byte reaches a header or a log) */
+    for (p = v; *p != '\0'; p++) {
+        if (*p < 0x20 || *p > 0x7e)
+            return 0;
+        if (*p == ',')
+            members++;
+    }
+    if (members > TRACE_STATE_MEMBERS)
+        return 0;
+    /* each non-empty list member is key=value with a key and a value */
+    for (m = v; m != NULL; m = strchr(m, ',') != NULL ? strchr(m, ',') + 1 : NULL) {
+        size_t n = strcspn(m, ","), k;
+
+        while (n > 0 && (*m == ' ' || *m == '\t')) {
+            m++;
+            n--;
+        }
+        while (n > 0 && (m[n - 1] == ' ' || m[n - 1] == '\t'))
+            n--;
+        if (n == 0)
+            continue;
+        k = strcspn(m, "=");
+        if (k == 0 || k >= n - 1 || memchr(m, ' ', k) != NULL)
+            return 0;
+    }
+    return 1;
+}
+
 static int random_id(unsigned char *p, size_t n)
 {
     int tries;
@@ -89,7 +125,7 @@ static int random_id(unsigned char *p, size_t n)
     return -1;
 }
 
-int trace_begin(const char *traceparent)
+int trace_begin(const char *traceparent, const char *tracestate)
 {
     struct trace_ctx in;
     struct current c;
@@ -101,6 +137,10 @@ int trace_begin(const char *traceparent)
         memcpy(c.t.trace_id, in.trace_id, sizeof(c.t.trace_id));
         memcpy(c.parent, in.span_id, sizeof(c.parent));
         c.t.flags = in.flags;
+        /* passed on as it came; one that is not a valid list is dropped
+         * whole (the specification allows discarding it) */
+        if (trace_state_valid(tracestate))
+            snprintf(c.state, sizeof(c.state), "%s", tracestate);
     } else {
         /* none or invalid: the specification says to start a new trace */
         if (random_id(c.t.trace_id, sizeof(c.t.trace_id)) != 0)
@@ -153,6 +193,19 @@ int trace_request_header(char *buf, size_t len)
     return 0;
 }
 
+int trace_state_header(char *buf, size_t len)
+{
+    if (len > 0)
+        buf[0] = '\0';
+    if (!cur.active || cur.state[0] == '\0' ||
+        snprintf(buf, len, "tracestate: %s", cur.state) >= (int)len) {
+        if (len > 0)
+            buf[0] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
 int trace_ids(char *trace_id, char *span_id, char *parent_span_id)
 {
     trace_id[0] = span_id[0] = parent_span_id[0] = '\0';
@@ -167,18 +220,23 @@ int trace_ids(char *trace_id, char *span_id, char *parent_span_id)
 
 char *trace_ref_tag(const char *ref)
 {
-    size_t n = strlen(ref);
+    size_t n = strlen(ref), ns;
     char *out;
 
     if (!cur.active)
         return strdup(ref);
-    out = malloc(n + 1 + TRACE_PARENT_LEN + 1);
+    ns = strlen(cur.state);
+    out = malloc(n + 1 + TRACE_PARENT_LEN + 1 + ns + 1);
     if (out == NULL)
         return NULL;
     memcpy(out, ref, n);
     out[n] = '\n';
     /* the queued work's parent is the span that queued it */
     format(cur.t.trace_id, cur.t.span_id, cur.t.flags, out + n + 1);
+    if (ns > 0) {
+        out[n + 1 + TRACE_PARENT_LEN] = '\n';
+        memcpy(out + n + 2 + TRACE_PARENT_LEN, cur.state, ns + 1);
+    }
     return out;
 }
 
@@ -191,10 +249,13 @@ int trace_ref_same(const char *tagged, const char *ref)
 
 int trace_ref_begin(char *tagged)
 {
-    char *nl = strchr(tagged, '\n');
+    char *nl = strchr(tagged, '\n'), *state;
 
     if (nl == NULL)
-        return trace_begin(NULL);
+        return trace_begin(NULL, NULL);
     *nl = '\0';
-    return trace_begin(nl + 1);
+    state = strchr(nl + 1, '\n');
+    if (state != NULL)
+        *state++ = '\0';
+    return trace_begin(nl + 1, state);
 }

@@ -15,7 +15,8 @@
  *
  * Header format (https://www.w3.org/TR/trace-context/, version 00):
  *   00-<32 lowercase hex trace id>-<16 lowercase hex parent id>-<2 hex flags>
- * Only the sampled flag (01) is kept.  A trace the adapter starts itself has
+ * Only the sampled flag (01) is kept; a valid tracestate that came with a
+ * valid traceparent is passed on unchanged.  A trace the adapter starts itself has
  * a random 16-byte trace id (OpenSSL RAND_bytes) and the sampled flag set,
  * so that a server sampling by its parent records its side.
  */
@@ -26,6 +27,10 @@
 
 /* "00-" 32 "-" 16 "-" 2 */
 #define TRACE_PARENT_LEN 55
+/* tracestate: the specification's 32 list members, and the 512 characters
+ * a vendor should pass on at least */
+#define TRACE_STATE_MAX 512
+#define TRACE_STATE_MEMBERS 32
 
 struct trace_ctx {
     unsigned char trace_id[16];
@@ -40,33 +45,49 @@ struct trace_ctx {
  * trace or parent id, a version 00 value with trailing data). */
 int trace_parse(const char *value, struct trace_ctx *out);
 
+/* 1 when v is a tracestate list the adapter passes on: 1 to 512 printable
+ * ASCII characters, at most 32 comma-separated members, each empty or
+ * key=value (a key without blanks, a value). */
+int trace_state_valid(const char *v);
+
 /* Start the calling thread's trace when it has none: from `traceparent`
- * when that is valid (same trace id, its parent id as our parent), else a
- * new random trace.  Returns 1 when it started one (the caller then ends it
- * with trace_end), 0 when a trace was already current (kept as it is) or
- * no random bytes could be had (no trace: nothing is sent or logged). */
-int trace_begin(const char *traceparent);
+ * when that is valid (same trace id, its parent id as our parent, and
+ * `tracestate` kept to pass on when it is valid too), else a new random
+ * trace (any tracestate dropped).  Returns 1 when it started one (the
+ * caller then ends it with trace_end), 0 when a trace was already current
+ * (kept as it is) or no random bytes could be had (no trace: nothing is
+ * sent or logged). */
+int trace_begin(const char *traceparent, const char *tracestate);
 void trace_end(void);
 
-/* For a scope: TRACE_SCOPE(header) starts a trace as trace_begin does and
- * ends it when the enclosing block is left, by whichever return or goto, if
- * it started it. */
+/* For a scope: TRACE_SCOPE(traceparent, tracestate) starts a trace as
+ * trace_begin does and ends it when the enclosing block is left, by
+ * whichever return or goto, if it started it.  TRACE_SCOPE_MHD(conn) takes
+ * both headers of a libmicrohttpd request. */
 void trace_scope_end(int *began);
-#define TRACE_SCOPE(traceparent)                                                         \
+#define TRACE_SCOPE(traceparent, tracestate)                                             \
     __attribute__((cleanup(trace_scope_end), unused)) int trace_scope_began_ =           \
-        trace_begin(traceparent)
+        trace_begin(traceparent, tracestate)
+#define TRACE_SCOPE_MHD(conn)                                                            \
+    TRACE_SCOPE(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "traceparent"),       \
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "tracestate"))
 
 /* The header line for one outgoing request: "traceparent: 00-<trace id>-
  * <new random span id>-<flags>" into buf (at least 70 bytes).  Returns 0, or
  * -1 when no trace is current (buf is then ""). */
 int trace_request_header(char *buf, size_t len);
 
+/* "tracestate: <the caller's list>" into buf (at least 526 bytes), sent
+ * beside each traceparent; -1 (buf "") when there is none. */
+int trace_state_header(char *buf, size_t len);
+
 /* The current ids as lowercase hex, "" when none (buffers: 33, 17, 17). */
 int trace_ids(char *trace_id, char *span_id, char *parent_span_id);
 
 /* Work queued by one thread and done later by another (the /notify queue):
  * trace_ref_tag returns a new string (free()) "ref\n<traceparent>" naming
- * the current trace and span, or a copy of ref when none is current;
+ * the current trace and span (then "\n<tracestate>" when there is one), or
+ * a copy of ref when none is current;
  * trace_ref_same compares the ref part only; trace_ref_begin cuts the tag
  * off (in place) and starts its trace as trace_begin does. */
 char *trace_ref_tag(const char *ref);

@@ -1,6 +1,6 @@
 // W3C Trace Context: a traceparent sent with a /notify notification is the
 // trace of every FHIR request the notified patient's pass makes (each a new
-// span) and of that pass's JSON log lines; an invalid one is ignored and a
+// span, with the caller's tracestate) and of that pass's JSON log lines; an invalid one is ignored and a
 // new trace started; without one, each patient of a cycle gets a trace of
 // its own. The test FHIR server records request headers (GET /$test/requests,
 // tests/fhir-server/lib/requestlog.js).
@@ -18,6 +18,7 @@ const {
 
 const SECRET = 'notify-secret-for-trace-tests';
 const TP = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
+const STATE = 'rojo=00f067aa0ba902b7,congo=t61rcWkgMzE';
 let srv;
 let admin;
 let work;
@@ -43,9 +44,10 @@ function hex(n) {
   return crypto.randomBytes(n).toString('hex');
 }
 
-async function notify(body, traceparent) {
+async function notify(body, traceparent, tracestate) {
   const headers = { 'content-type': 'application/fhir+json', authorization: `Bearer ${SECRET}` };
   if (traceparent !== undefined) headers.traceparent = traceparent;
+  if (tracestate !== undefined) headers.tracestate = tracestate;
   const r = await fetch(`http://127.0.0.1:${daemon.port}/notify`, {
     method: 'POST', headers, body: JSON.stringify(body),
   });
@@ -53,18 +55,18 @@ async function notify(body, traceparent) {
 }
 
 // R4 rest-hook with the resource as the body (the patient is its subject).
-function notifyCondition(cond, traceparent) {
-  return notify(cond, traceparent);
+function notifyCondition(cond, traceparent, tracestate) {
+  return notify(cond, traceparent, tracestate);
 }
 
 // An id-only backport notification naming the Condition: the adapter reads
 // it to find the patient.
-function notifyConditionId(cond, traceparent) {
+function notifyConditionId(cond, traceparent, tracestate) {
   return notify(backportBundle(srv.base, 'event-notification', eventParams(1), [{
     fullUrl: `${srv.base}/Condition/${cond.id}/_history/${cond.meta.versionId}`,
     request: { method: 'PUT', url: `Condition/${cond.id}` },
     response: { status: '200' },
-  }]), traceparent);
+  }]), traceparent, tracestate);
 }
 
 // The lines logged since `from` by the pass of one notified patient: it
@@ -79,12 +81,12 @@ async function passLog(from) {
 
 // Notifies the first Condition of patient number i (full resource) with
 // traceparent tp; resolves with its pass's log and the requests it caused.
-async function notifyPatient(i, tp) {
+async function notifyPatient(i, tp, ts) {
   const conds = await h.searchAll(srv.base, `Condition?subject=Patient/${Object.values(idOf)[i]}`);
   assert.ok(conds.length > 0);
   await clearRequests();
   const from = daemon.err.length;
-  await notifyCondition(conds[0], tp);
+  await notifyCondition(conds[0], tp, ts);
   const pass = await passLog(from);
   const reqs = await requests();
   assert.ok(reqs.length > 0);
@@ -156,7 +158,7 @@ test('/notify with a traceparent: the notified patient\'s FHIR requests and log 
   const parent = hex(8);
   await clearRequests();
   const from = daemon.err.length;
-  await notifyConditionId(cond, `00-${traceId}-${parent}-01`);
+  await notifyConditionId(cond, `00-${traceId}-${parent}-01`, STATE);
   const { lines, done } = await passLog(from);
   assert.equal(done.trace_id, traceId, JSON.stringify(done));
   assert.match(done.msg, /not-applicable, revoked/, 'the pass wrote (its writes are in the trace too)');
@@ -184,6 +186,7 @@ test('/notify with a traceparent: the notified patient\'s FHIR requests and log 
     assert.notEqual(m[2], parent, 'a span of its own, not the caller\'s');
     assert.notEqual(m[2], done.span_id);
     assert.equal(m[3], '01', 'the caller\'s sampled flag is kept');
+    assert.equal(r.headers.tracestate, STATE, 'the caller\'s tracestate is passed on');
     assert.ok(!spans.has(m[2]), 'a new span id per request');
     spans.add(m[2]);
   }
@@ -213,7 +216,7 @@ const invalid = [
 for (const [name, make] of invalid) {
   test(`/notify with an invalid traceparent (${name}): ignored, a new trace started`, async () => {
     const t = hex(16);
-    const { done, reqs } = await notifyPatient(2, make(t, hex(8)));
+    const { done, reqs } = await notifyPatient(2, make(t, hex(8)), STATE);
     assert.match(done.trace_id, /^[0-9a-f]{32}$/);
     assert.notEqual(done.trace_id, t);
     assert.notEqual(done.trace_id, t.toUpperCase());
@@ -221,9 +224,17 @@ for (const [name, make] of invalid) {
       const m = TP.exec(r.headers.traceparent || '');
       assert.ok(m, `${r.method} ${r.url}: ${r.headers.traceparent}`);
       assert.equal(m[1], done.trace_id, 'the new trace, on every request');
+      assert.equal(r.headers.tracestate, undefined, 'a new trace has no tracestate of the caller');
     }
   });
 }
+
+test('/notify with a tracestate that is not a valid list: the trace is joined, the tracestate dropped', async () => {
+  const t = hex(16);
+  const { done, reqs } = await notifyPatient(1, `00-${t}-${hex(8)}-01`, 'rojo');
+  assert.equal(done.trace_id, t);
+  for (const r of reqs) assert.equal(r.headers.tracestate, undefined);
+});
 
 test('a later version\'s traceparent is read as far as version 00 goes', async () => {
   const t = hex(16);
@@ -259,7 +270,7 @@ test('CDS $apply with a traceparent: the FHIR reads it causes carry its trace id
     await clearRequests();
     const from = serve.logs.length;
     const token = await L.sign(keys.es.privateKey, { aud: `${L.PUBLIC_URL}${p}`, iss });
-    const r = await L.call(serve.base, 'POST', p, { token, body, headers: { traceparent: `00-${traceId}-${hex(8)}-01` } });
+    const r = await L.call(serve.base, 'POST', p, { token, body, headers: { traceparent: `00-${traceId}-${hex(8)}-01`, tracestate: STATE } });
     assert.equal(r.status, 200, r.text);
     // the readiness check reads /metadata on a thread of its own, in no trace
     const reqs = (await requests()).filter((q) => !q.url.endsWith('/metadata'));
@@ -268,6 +279,7 @@ test('CDS $apply with a traceparent: the FHIR reads it causes carry its trace id
       const m = TP.exec(q.headers.traceparent || '');
       assert.ok(m, `${q.method} ${q.url}: ${q.headers.traceparent}`);
       assert.equal(m[1], traceId);
+      assert.equal(q.headers.tracestate, STATE);
     }
     const lines = await waitFor('the $apply log lines', () => {
       const l = jsonLines(serve.logs.slice(from)).filter((x) => x.trace_id === traceId);

@@ -33,6 +33,7 @@
 #include "server.h"
 #include "state.h"
 #include "sync.h"
+#include "trace.h"
 
 #define SERVICE_ID "dnmbc-local-therapy"
 #define MAX_PAGES 50
@@ -858,6 +859,8 @@ static int dispatch(struct cds *x, struct MHD_Connection *c, const char *url,
                     int is_fhir)
 {
     int handled = 0, ret;
+    /* W3C trace context: the CDS client's traceparent, else a new trace */
+    TRACE_SCOPE_MHD(c);
 
     if (is_fhir) {
         ret = cds_apply_route(x, c, url, method, body, len, client, &handled);

@@ -31,6 +31,7 @@
 #include "pool.h"
 #include "server.h"
 #include "state.h"
+#include "trace.h"
 
 /* The patient a notified reference belongs to: "Patient/x" is x; another
  * resource is read and its subject / patient followed.  0 on success. */
@@ -90,12 +91,16 @@ static int drain_notifications(struct adapter *a, volatile sig_atomic_t *quit,
     n = server_take(a->server, &refs, &catchup);
     for (i = 0; i < n && !*quit; i++) {
         struct adp_error err;
+        /* the trace of the notification that queued it (trace.h) */
+        int traced = trace_ref_begin(refs[i]);
 
-        if (notified_patient(a, refs[i], pid, sizeof(pid)) != 0)
-            continue;
-        adp_error_clear(&err);
-        sync_patient(a, pid, 0, stats, &err);
-        server_set_auth_error(a->server, err.code == ADP_EAUTH ? err.msg : NULL);
+        if (notified_patient(a, refs[i], pid, sizeof(pid)) == 0) {
+            adp_error_clear(&err);
+            sync_patient(a, pid, 0, stats, &err);
+            server_set_auth_error(a->server, err.code == ADP_EAUTH ? err.msg : NULL);
+        }
+        if (traced)
+            trace_end();
     }
     server_free_refs(refs, n);
     return catchup;

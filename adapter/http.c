@@ -30,6 +30,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "trace.h"
 
 #define HTTP_DEFAULT_CONNECT_MS 10000L
 #define HTTP_DEFAULT_TOTAL_MS 60000L
@@ -488,7 +489,7 @@ static enum adp_err build_headers(struct http_req *q,
                                   int has_body, const char *auth, struct adp_error *err)
 {
     const char *const *h;
-    char ct[256];
+    char ct[256], tp[80], ts[TRACE_STATE_MAX + 16];
 
     for (h = extra; h != NULL && *h != NULL; h++)
         if (slist_add(&q->headers, *h) != 0)
@@ -509,6 +510,11 @@ static enum adp_err build_headers(struct http_req *q,
         goto oom;
     if (auth != NULL && !has_header(extra, "Authorization") &&
         slist_add(&q->headers, auth) != 0)
+        goto oom;
+    /* W3C trace context: each request is a new span of the current trace */
+    if (!has_header(extra, "traceparent") && trace_request_header(tp, sizeof(tp)) == 0 &&
+        (slist_add(&q->headers, tp) != 0 ||
+         (trace_state_header(ts, sizeof(ts)) == 0 && slist_add(&q->headers, ts) != 0)))
         goto oom;
     return ADP_OK;
 oom:

@@ -13,6 +13,7 @@
 #include "jsonwrite.h"
 #include "strjoin.h"
 #include "textesc.h"
+#include "trace.h"
 
 static enum log_level current_level = LOG_LVL_INFO;
 static int json_lines;                       /* log.format json */
@@ -82,7 +83,7 @@ int log_level_parse(const char *s)
 
 static void write_line(enum log_level lvl, const char *component, const char *line)
 {
-    char ts[32];
+    char ts[32], tid[33], sid[17], pid[17];
     struct timespec now;
     struct tm tm;
 
@@ -98,6 +99,12 @@ static void write_line(enum log_level lvl, const char *component, const char *li
         json_escape(stderr, line);
         if (correlation[0] != '\0')
             fprintf(stderr, "\",\"correlation_id\":\"%s", correlation);
+        /* the W3C trace of this work, to find it beside the caller's spans */
+        if (trace_ids(tid, sid, pid) == 0) {
+            fprintf(stderr, "\",\"trace_id\":\"%s\",\"span_id\":\"%s", tid, sid);
+            if (pid[0] != '\0')
+                fprintf(stderr, "\",\"parent_span_id\":\"%s", pid);
+        }
         fputs("\"}\n", stderr);
         funlockfile(stderr);
         return;

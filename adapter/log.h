@@ -14,7 +14,8 @@ enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
 void log_set_level(enum log_level lvl);
 /* json != 0: one JSON object per line {"time","level","component","msg"[,
- * "correlation_id"]} instead of text (log.format). */
+ * "correlation_id"][, "trace_id", "span_id"[, "parent_span_id"]]} instead of
+ * text (log.format); the trace fields come from trace.h. */
 void log_set_json(int json);
 /* Correlation id of the current thread's work (one patient's pass), added
  * to every line until cleared with NULL; log_new_correlation makes a random

@@ -37,6 +37,7 @@
 #include "pool.h"
 #include "metrics.h"
 #include "server.h"
+#include "shardauto.h"
 #include "state.h"
 #include "sync.h"
 #include "textesc.h"
@@ -116,6 +117,8 @@ static void usage(FILE *fp)
           "  --concurrency N       patients in flight, 1-64 (fhir.concurrency)\n"
           "  --shard K/N           with sync / run: only the patients of shard K of N\n"
           "                        (0 <= K < N; N replicas share a cohort)\n"
+          "  --shard auto/N        the same, K from DNMBC_SHARD_INDEX, JOB_COMPLETION_INDEX\n"
+          "                        or the host name's -ORDINAL (Kubernetes)\n"
           "  -h, --help            this help\n"
           "  -V, --version         print the version\n"
           "\n"
@@ -1019,12 +1022,17 @@ int main(int argc, char **argv)
     ad.stop = &quit;
     if (a.shard != NULL) {
         struct shard sh;
+        const char *from;
+        char why[300];
 
-        if (shard_parse(a.shard, &sh) != 0) {
-            log_fatal("--shard: expected K/N with 0 <= K < N <= 4096, not '%s'", a.shard);
+        /* K/N, or auto/N with K from the replica's ordinal (shardauto.h) */
+        if (shard_resolve(a.shard, &sh, &from, why, sizeof(why)) != 0) {
+            log_fatal("%s", why);
             status = EXIT_USAGE;
             goto out;
         }
+        if (from[0] != '\0')
+            log_info("main", "--shard %s: shard %u/%u from %s", a.shard, sh.k, sh.n, from);
         ad.shard_k = sh.k;
         ad.shard_n = sh.n;
     }

@@ -377,10 +377,10 @@ enum adp_err metrics_render(struct metrics *m, char **out, struct adp_error *err
             "cycle without failures (0: none yet).\n"
             "# TYPE dnmbc_last_successful_cycle_timestamp_seconds gauge\n"
             "dnmbc_last_successful_cycle_timestamp_seconds %s\n"
-            "# HELP dnmbc_seconds_since_last_successful_cycle Seconds since the last cycle "
+            "# HELP dnmbc_last_successful_cycle_age_seconds Seconds since the last cycle "
             "without failures (+Inf: none yet).\n"
-            "# TYPE dnmbc_seconds_since_last_successful_cycle gauge\n"
-            "dnmbc_seconds_since_last_successful_cycle %s\n",
+            "# TYPE dnmbc_last_successful_cycle_age_seconds gauge\n"
+            "dnmbc_last_successful_cycle_age_seconds %s\n",
             v1, v2);
     if (b.failed) {
         free(b.s);

@@ -47,6 +47,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "preflight.h"
+#include "trace.h"
 
 #define MAX_BODY (1024 * 1024)
 /* A legitimate notification under the body cap may name up to 15,000
@@ -461,13 +462,13 @@ static void queue_ref(struct server *s, const char *ref)
     char *copy;
 
     for (i = 0; i < s->nqueue; i++)
-        if (strcmp(s->queue[i], ref) == 0)
+        if (trace_ref_same(s->queue[i], ref)) /* queued with the trace that asked */
             return;
     if (s->nqueue >= MAX_QUEUE) {
         s->catchup = 1; /* too much at once: a poll covers it */
         return;
     }
-    copy = strdup(ref);
+    copy = trace_ref_tag(ref); /* the patient's pass joins the notifier's trace */
     if (copy == NULL) {
         s->catchup = 1;
         return;
@@ -852,6 +853,8 @@ static enum MHD_Result handle_notify(struct server *s, struct MHD_Connection *c,
     size_t i;
     json_t *v;
     int gap = 0, catchup = 0;
+    /* W3C trace context: the notifier's traceparent, else a new trace */
+    TRACE_SCOPE_MHD(c);
 
     if (s->secret == NULL)
         return reply_json(c, 403, "forbidden",

@@ -43,6 +43,7 @@
 #include "rules.h"
 #include "state.h"
 #include "textesc.h"
+#include "trace.h"
 #include "writepath.h"
 
 #define GENERIC_NEOPLASM_CODES                                                          \
@@ -827,6 +828,7 @@ static enum adp_err patient_run(struct adapter *a, const char *patient_id, json_
 {
     struct pass p;
     enum adp_err rc;
+    TRACE_SCOPE(NULL, NULL); /* a new trace, unless a notification or CDS request brought one */
 
     /* A state that could not be written stops every further write (the
      * caller stops the run and says why): nothing is started blind. */

@@ -19,28 +19,13 @@ const net = require('node:net');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 const h = require('./helpers');
+const { sleep, waitFor } = require('./daemon-lib');
 
 const SECRET = 'listener-secret-for-tests-only';
 let srv;
 let work;
 let fwd;
 let daemon;
-
-function sleep(ms) {
-  return new Promise((res) => setTimeout(res, ms));
-}
-
-// Polls fn until it returns a truthy value; fails after `limitMs` (a bound
-// against hanging, not a timing assertion).
-async function waitFor(what, fn, limitMs = 60000) {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() - t0 > limitMs) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 // A TCP forwarder in front of the test FHIR server.  Forwarding, it pipes
 // each connection through; silent, it drops the forwarded connections and

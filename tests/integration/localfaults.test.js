@@ -18,6 +18,7 @@ const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 const h = require('./helpers');
+const { waitFor } = require('./daemon-lib');
 const R = require('./robust-lib');
 
 const COUNT = 16;
@@ -34,18 +35,6 @@ test.after(() => {
   for (const m of mounts) spawnSync('umount', ['-l', m]);
   h.stopServer(env && env.srv);
 });
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor(what, fn, limitMs = 60000) {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() - t0 > limitMs) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 // A config file with its own output base: every patient needs writes again.
 function config(name, extra = {}) {

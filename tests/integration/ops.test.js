@@ -13,6 +13,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { spawn, spawnSync } = require('node:child_process');
 const h = require('./helpers');
+const lib = require('./daemon-lib');
 
 const SECRET = 'notify-secret-for-tests-only';
 let srv;
@@ -100,49 +101,10 @@ async function planOf(pid) {
   return cps[0];
 }
 
-// Marks every Condition of the patient entered-in-error: the patient is
-// then not applicable and the adapter revokes the plan. Returns the last
-// Condition written.
-async function withdrawConditions(pid) {
-  const conds = await h.searchAll(srv.base, `Condition?subject=Patient/${pid}`);
-  let last;
-  for (const c of conds) {
-    delete c.clinicalStatus; // con-5: no clinicalStatus when entered-in-error
-    c.verificationStatus = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-ver-status', code: 'entered-in-error' }] };
-    const r = await h.fhir(srv.base, 'PUT', `Condition/${c.id}`, c);
-    assert.equal(r.status, 200, r.text);
-    last = r.json;
-  }
-  return last;
-}
-
-function backportBundle(type, extraParams, entries) {
-  return {
-    resourceType: 'Bundle', type: 'history', timestamp: new Date().toISOString(),
-    entry: [{
-      fullUrl: 'urn:uuid:2d5afc69-6ef2-420f-a8d1-8500c99eb96c',
-      resource: {
-        resourceType: 'Parameters',
-        parameter: [
-          { name: 'subscription', valueReference: { reference: `${srv.base}/Subscription/dnmbc` } },
-          { name: 'topic', valueCanonical: 'http://example.org/SubscriptionTopic/condition-changes' },
-          { name: 'status', valueCode: 'active' },
-          { name: 'type', valueCode: type },
-          ...extraParams,
-        ],
-      },
-      request: { method: 'GET', url: `${srv.base}/Subscription/dnmbc/$status` },
-      response: { status: '200' },
-    }, ...entries],
-  };
-}
-
-function eventParams(n) {
-  return [
-    { name: 'events-since-subscription-start', valueString: String(n) },
-    { name: 'notification-event', part: [{ name: 'event-number', valueString: String(n) }] },
-  ];
-}
+// shared with trace.test.js (daemon-lib.js)
+const withdrawConditions = (pid) => lib.withdrawConditions(srv.base, pid);
+const backportBundle = (...args) => lib.backportBundle(srv.base, ...args);
+const { eventParams } = lib;
 
 test.before(async () => {
   work = h.tmpdir('ops');
@@ -184,7 +146,7 @@ test('metrics follow a cycle: scraped during it and checked against its summary 
   const eligible = synth.manifest.filter((m) => m.expected.recommendation !== 'not-applicable');
   assert.ok(evaluatedTotal(during) < synth.manifest.length, 'the scrape came before the end');
   assert.equal(during['dnmbc_cycles_total{result="ok"}'], 0);
-  assert.equal(during['dnmbc_seconds_since_last_successful_cycle'], Infinity);
+  assert.equal(during['dnmbc_last_successful_cycle_age_seconds'], Infinity);
 
   await waitFor('the end of the first cycle', () => /cycle done/.test(daemon.err));
   const s = daemon.err.match(/cycle done: (\d+) patient\(s\), (\d+) created, (\d+) updated, (\d+) unchanged, (\d+) revoked, (\d+) failed/);
@@ -216,7 +178,7 @@ test('metrics follow a cycle: scraped during it and checked against its summary 
   // at least one batch per patient and one transaction per written one
   assert.ok(after['dnmbc_http_requests_total{class="2xx"}'] >= Number(s[1]) + Number(s[2]));
   assert.equal(after['dnmbc_http_requests_total{class="5xx"}'], 0);
-  assert.ok(after['dnmbc_seconds_since_last_successful_cycle'] < 3600);
+  assert.ok(after['dnmbc_last_successful_cycle_age_seconds'] < 3600);
   assert.equal(after['dnmbc_build_info{version="0.1.0"}'], 1);
   for (const k of ['dnmbc_retries_total', 'dnmbc_dead_letters_total', 'dnmbc_outbox_depth', 'dnmbc_token_renewals_total']) {
     assert.ok(k in after, `${k} is exported`);

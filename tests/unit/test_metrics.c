@@ -38,6 +38,64 @@ static char *render(struct metrics *m)
     return text;
 }
 
+static int ends_with(const char *s, size_t n, const char *suffix)
+{
+    size_t k = strlen(suffix);
+
+    return n >= k && strncmp(s + n - k, suffix, k) == 0;
+}
+
+/* The naming conventions promtool lints (tests/integration/metrics-lint
+ * runs promtool itself where it is installed): every family has HELP then
+ * TYPE; a counter ends in _total and nothing else does; a histogram is in
+ * seconds; no unit is written before the last word; names are snake case. */
+static void test_naming_conventions(void **state)
+{
+    struct metrics *m = metrics_new();
+    char *t, *line, *save = NULL, help[128] = "";
+    int families = 0;
+
+    (void)state;
+    metrics_inc(m, MET_RETRIES, 0);
+    metrics_observe(m, MET_FETCH, 0.2);
+    t = render(m);
+    for (line = strtok_r(t, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+        char name[128], type[32];
+        size_t n, i;
+
+        if (sscanf(line, "# HELP %127s", name) == 1) {
+            assert_true(strlen(line) > strlen(name) + 8); /* a text after the name */
+            snprintf(help, sizeof(help), "%s", name);
+            continue;
+        }
+        if (sscanf(line, "# TYPE %127s %31s", name, type) != 2)
+            continue;
+        families++;
+        print_message("%s %s\n", name, type);
+        assert_string_equal(help, name);
+        n = strlen(name);
+        assert_int_equal(strncmp(name, "dnmbc_", 6), 0);
+        for (i = 0; i < n; i++)
+            assert_true((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') ||
+                        name[i] == '_');
+        if (strcmp(type, "counter") == 0)
+            assert_true(ends_with(name, n, "_total"));
+        else
+            assert_false(ends_with(name, n, "_total"));
+        if (strcmp(type, "histogram") == 0)
+            assert_true(ends_with(name, n, "_seconds"));
+        /* a unit is the last word (before _total on a counter) */
+        if (strstr(name, "_seconds_") != NULL)
+            assert_true(ends_with(name, n, "_seconds_total"));
+        assert_null(strstr(name, "milliseconds"));
+        assert_false(ends_with(name, n, "_count") || ends_with(name, n, "_sum") ||
+                     ends_with(name, n, "_bucket"));
+    }
+    assert_true(families >= MET_COUNTER_COUNT + MET_GAUGE_COUNT + MET_HIST_COUNT);
+    free(t);
+    metrics_free(m);
+}
+
 static void test_zero_metrics_exist(void **state)
 {
     struct metrics *m = metrics_new();
@@ -53,7 +111,7 @@ static void test_zero_metrics_exist(void **state)
     assert_true(sample(t, "dnmbc_token_renewals_total") == 0);
     assert_true(sample(t, "dnmbc_writes_total{outcome=\"created\"}") == 0);
     assert_true(sample(t, "dnmbc_build_info{version=\"" DNMBC_VERSION "\"}") == 1);
-    assert_non_null(strstr(t, "dnmbc_seconds_since_last_successful_cycle +Inf\n"));
+    assert_non_null(strstr(t, "dnmbc_last_successful_cycle_age_seconds +Inf\n"));
     assert_non_null(strstr(t, "# TYPE dnmbc_fetch_duration_seconds histogram\n"));
     assert_non_null(strstr(t, "# TYPE dnmbc_writes_total counter\n"));
     free(t);
@@ -95,8 +153,8 @@ static void test_labels_and_counts(void **state)
     assert_true(sample(t, "dnmbc_http_requests_total{class=\"error\"}") == 1);
     assert_true(sample(t, "dnmbc_outbox_depth") == 7);
     assert_true(sample(t, "dnmbc_cycles_total{result=\"ok\"}") == 1);
-    assert_true(sample(t, "dnmbc_seconds_since_last_successful_cycle") >= 0);
-    assert_true(sample(t, "dnmbc_seconds_since_last_successful_cycle") < 3600);
+    assert_true(sample(t, "dnmbc_last_successful_cycle_age_seconds") >= 0);
+    assert_true(sample(t, "dnmbc_last_successful_cycle_age_seconds") < 3600);
     assert_int_equal(metrics_get(m, MET_WRITES, MW_UNCHANGED), 1);
     free(t);
     metrics_free(m);
@@ -265,7 +323,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_zero_metrics_exist), cmocka_unit_test(test_labels_and_counts),
         cmocka_unit_test(test_histogram_cumulative), cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_notify_payloads),
+        cmocka_unit_test(test_notify_payloads), cmocka_unit_test(test_naming_conventions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

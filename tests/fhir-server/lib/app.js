@@ -27,6 +27,7 @@ const { parseOffset, withOffset } = require('./offset');
 const { BulkExport, BulkError } = require('./bulk');
 const { loadBundles } = require('./fastload');
 const { Translate } = require('./translate');
+const { RequestLog } = require('./requestlog');
 
 const BASE_PATH = '/fhir/R4';
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
@@ -162,6 +163,7 @@ class FhirTestApp {
     this.integrity = new IntegrityModes(); // POST /$test/integrity (integrity.js)
     this.translate = new Translate(); // ConceptMap/$translate, GET /$test/translate (translate.js)
     this.bulk = new BulkExport(); // $export and its status and file URLs (bulk.js)
+    this.requestLog = new RequestLog(); // GET /$test/requests (requestlog.js)
     this.wrapRoutes();
   }
 
@@ -299,6 +301,7 @@ class FhirTestApp {
         await this.handleAdmin(req, res, url);
         return;
       }
+      this.requestLog.record(req); // GET /$test/requests
       if (url.pathname !== BASE_PATH && !url.pathname.startsWith(BASE_PATH + '/')) {
         throw new HttpError(404, 'not-found', 'Not a FHIR endpoint; the base is ' + BASE_PATH);
       }
@@ -522,6 +525,7 @@ class FhirTestApp {
     }
     switch (route) {
       case 'POST /$test/reset':
+        this.requestLog.clear();
         this.racy.clear();
         this.bulk.clear();
         this.capabilityPatch = null;
@@ -550,6 +554,13 @@ class FhirTestApp {
         return;
       case 'GET /$test/translate':
         this.send(res, 200, this.translate.report());
+        return;
+      case 'GET /$test/requests':
+        this.send(res, 200, this.requestLog.snapshot(url.searchParams));
+        return;
+      case 'DELETE /$test/requests':
+        this.requestLog.clear();
+        this.send(res, 200, this.requestLog.snapshot(url.searchParams));
         return;
       case 'GET /$test/stats':
         this.send(res, 200, this.stats.snapshot());

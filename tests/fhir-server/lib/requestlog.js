@@ -1,0 +1,41 @@
+'use strict';
+// Request log for GET /$test/requests (ours): the method, URL and headers of
+// the last requests to the FHIR base, so that a test can see what a client
+// sent (e.g. that every request of one patient carries the same W3C
+// traceparent trace id). Bounded: the oldest entries are dropped past
+// MAX_ENTRIES. Authorization values are not kept (tokens are secrets, and
+// the bearer mode has its own record of them).
+
+const MAX_ENTRIES = 5000;
+
+class RequestLog {
+  constructor() {
+    this.clear();
+  }
+
+  clear() {
+    this.entries = [];
+    this.dropped = 0;
+  }
+
+  record(req) {
+    const headers = {};
+    for (const [name, value] of Object.entries(req.headers)) {
+      headers[name] = name === 'authorization' ? '(not kept)' : value;
+    }
+    this.entries.push({ method: req.method, url: req.url, headers });
+    if (this.entries.length > MAX_ENTRIES) {
+      this.entries.shift();
+      this.dropped += 1;
+    }
+  }
+
+  // ?header=NAME keeps the entries that have that header (lower case).
+  snapshot(query) {
+    const name = query.get('header');
+    const entries = name ? this.entries.filter((e) => name.toLowerCase() in e.headers) : this.entries;
+    return { dropped: this.dropped, requests: entries };
+  }
+}
+
+module.exports = { RequestLog };

@@ -71,18 +71,6 @@ static void free_secret(char *s)
     free(s);
 }
 
-static char *dup_opt(const char *s, int *failed)
-{
-    char *d;
-
-    if (s == NULL)
-        return NULL;
-    d = strdup(s);
-    if (d == NULL)
-        *failed = 1;
-    return d;
-}
-
 /* ---- encoding ------------------------------------------------------------ */
 
 char *auth_b64url(const unsigned char *data, size_t len)
@@ -1039,7 +1027,7 @@ enum adp_err auth_new(const struct auth_opts *o, struct auth **out, struct adp_e
         rc = adp_error_set(err, ADP_ECONFIG, "auth: no FHIR base URL");
         goto fail;
     }
-    a->base = dup_opt(o->base_url, &failed);
+    a->base = str_dup_opt(o->base_url, &failed);
     if (failed)
         goto oom;
     n = strlen(a->base);
@@ -1067,13 +1055,13 @@ enum adp_err auth_new(const struct auth_opts *o, struct auth **out, struct adp_e
         rc = adp_error_set(err, ADP_ECONFIG, "auth.mode %s needs auth.client_id", o->mode);
         goto fail;
     }
-    a->client_id = dup_opt(o->client_id, &failed);
-    a->token_url = dup_opt(o->token_url, &failed);
+    a->client_id = str_dup_opt(o->client_id, &failed);
+    a->token_url = str_dup_opt(o->token_url, &failed);
     if (o->scope != NULL)
-        a->scope = dup_opt(o->scope, &failed);
+        a->scope = str_dup_opt(o->scope, &failed);
     else if ((a->scope = auth_default_scope(!o->no_provenance, o->audit)) == NULL)
         failed = 1;
-    a->jku = dup_opt(o->jku, &failed);
+    a->jku = str_dup_opt(o->jku, &failed);
     if (failed)
         goto oom;
     if (a->mode == AUTH_SECRET) {
@@ -1083,7 +1071,7 @@ enum adp_err auth_new(const struct auth_opts *o, struct auth **out, struct adp_e
                                "DNMBC_CLIENT_SECRET");
             goto fail;
         }
-        a->client_secret = dup_opt(o->client_secret, &failed);
+        a->client_secret = str_dup_opt(o->client_secret, &failed);
     } else {
         if (o->private_key_file == NULL) {
             rc = adp_error_set(err, ADP_ECONFIG,

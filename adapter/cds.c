@@ -29,6 +29,7 @@
 #include "log.h"
 #include "mapping.h"
 #include "metrics.h"
+#include "netopts.h"
 #include "rules.h"
 #include "server.h"
 #include "state.h"
@@ -1083,30 +1084,15 @@ enum adp_err cds_new(const struct config *cfg, struct metrics *m, struct cds **o
             rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
             goto fail;
         }
-        memset(&so, 0, sizeof(so));
-        so.connect_timeout_ms = cfg->connect_timeout_s * 1000;
-        so.total_timeout_ms = cfg->timeout_s * 1000;
-        so.max_body = (size_t)cfg->max_response_mb * 1024 * 1024;
+        netopts_fill(cfg, cfg->base_url, &so, &ao);
+        /* the service outlives a reloaded configuration: its own copies */
         so.user_agent = "dnmbc-adapter/" DNMBC_VERSION " cds";
         so.ca_file = x->fetch_ca_file;
         so.client_cert = x->srv_client_cert;
         so.client_key = x->srv_client_key;
-        so.insecure = cfg->tls_insecure;
         so.pinned_public_key = x->srv_pin;
         so.proxy = x->fetch_proxy;
-        memset(&ao, 0, sizeof(ao));
-        ao.mode = cfg->auth_mode;
-        ao.base_url = cfg->base_url;
-        ao.bearer_token = cfg->bearer_token;
-        ao.client_id = cfg->client_id;
-        ao.client_secret = cfg->client_secret;
-        ao.private_key_file = cfg->private_key;
-        ao.key_id = cfg->key_id;
-        ao.jku = cfg->jku;
-        ao.token_url = cfg->token_url;
-        ao.scope = cfg->scope;
-        ao.no_provenance = !cfg->write_provenance;
-        ao.audit = cfg->audit_enabled;
+        so.fresh_connection_writes = 0; /* it only reads */
         ao.http = so;
         rc = auth_new(&ao, &x->auth, err);
         if (rc != ADP_OK)

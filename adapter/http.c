@@ -31,6 +31,7 @@
 #include "buf.h"
 #include "log.h"
 #include "trace.h"
+#include "strjoin.h"
 
 #define HTTP_DEFAULT_CONNECT_MS 10000L
 #define HTTP_DEFAULT_TOTAL_MS 60000L
@@ -117,18 +118,6 @@ void http_response_free(struct http_response *r)
     free(r->location);
     free(r->etag);
     response_init(r);
-}
-
-static char *dup_or_null(const char *s, int *failed)
-{
-    char *d;
-
-    if (s == NULL)
-        return NULL;
-    d = strdup(s);
-    if (d == NULL)
-        *failed = 1;
-    return d;
 }
 
 long http_retry_after_parse(const char *value, time_t now)
@@ -853,13 +842,13 @@ enum adp_err http_client_new(const struct http_opts *o, struct http_client **out
     c->fresh_writes = o->fresh_connection_writes;
     snprintf(ua, sizeof(ua), "%s",
              o->user_agent != NULL ? o->user_agent : HTTP_DEFAULT_UA);
-    c->user_agent = dup_or_null(ua, &failed);
-    c->ca_file = dup_or_null(o->ca_file, &failed);
-    c->client_cert = dup_or_null(o->client_cert, &failed);
-    c->client_key = dup_or_null(o->client_key, &failed);
-    c->auth_header = dup_or_null(o->auth_header, &failed);
-    c->pinned_public_key = dup_or_null(o->pinned_public_key, &failed);
-    c->proxy = dup_or_null(o->proxy, &failed);
+    c->user_agent = str_dup_opt(ua, &failed);
+    c->ca_file = str_dup_opt(o->ca_file, &failed);
+    c->client_cert = str_dup_opt(o->client_cert, &failed);
+    c->client_key = str_dup_opt(o->client_key, &failed);
+    c->auth_header = str_dup_opt(o->auth_header, &failed);
+    c->pinned_public_key = str_dup_opt(o->pinned_public_key, &failed);
+    c->proxy = str_dup_opt(o->proxy, &failed);
     c->auth_fn = o->auth_fn;
     c->auth_ud = o->auth_ud;
     c->pace = o->pace;

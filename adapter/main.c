@@ -174,7 +174,29 @@ static const char **value_flag(struct args *a, const char *s)
         {"--base-url", &a->base_url},       {"--state", &a->state},
         {"--mappings", &a->mappings},       {"--log-level", &a->log_level},
         {"--report", &a->report},
-        {"--export-conceptmaps", &a->export_cm},
+        {"--export-conceptmaps", &a->export_cm}, {"--listen", &a->listen},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+        if (strcmp(s, flags[i].name) == 0)
+            return flags[i].slot;
+    return NULL;
+}
+
+static int *bool_flag(struct args *a, const char *s)
+{
+    const struct {
+        const char *name;
+        int *slot;
+    } flags[] = {
+        {"-n", &a->check},
+        {"--bulk", &a->bulk},
+        {"--dry-run", &a->dry_run},
+        {"--tls-insecure", &a->tls_insecure},
+        {"--follow-other-origins", &a->follow_other_origins},
+        {"--once", &a->once},
+        {"--json", &a->json},
     };
     size_t i;
 
@@ -208,24 +230,8 @@ static int parse_args(int argc, char **argv, struct args *a)
         } else if (strcmp(s, "-V") == 0 || strcmp(s, "--version") == 0) {
             printf("dnmbc-adapter %s\n", DNMBC_VERSION);
             return 0;
-        } else if (strcmp(s, "-n") == 0) {
-            a->check = 1;
-        } else if (strcmp(s, "--bulk") == 0) {
-            a->bulk = 1;
-        } else if (strcmp(s, "--dry-run") == 0) {
-            a->dry_run = 1;
-        } else if (strcmp(s, "--listen") == 0) {
-            if (!need_value(argc, argv, i))
-                return EXIT_USAGE;
-            a->listen = argv[++i];
-        } else if (strcmp(s, "--tls-insecure") == 0) {
-            a->tls_insecure = 1;
-        } else if (strcmp(s, "--follow-other-origins") == 0) {
-            a->follow_other_origins = 1;
-        } else if (strcmp(s, "--once") == 0) {
-            a->once = 1;
-        } else if (strcmp(s, "--json") == 0) {
-            a->json = 1;
+        } else if (bool_flag(a, s) != NULL) {
+            *bool_flag(a, s) = 1;
         } else if (value_flag(a, s) != NULL) {
             if (!need_value(argc, argv, i))
                 return EXIT_USAGE;

@@ -821,35 +821,52 @@ static enum adp_err outbox_put_locked(struct state *st, const char *patient_id,
     return run(st, Q_OUTBOX_PUT, "write outbox", p, 3, NULL, err);
 }
 
-static enum adp_err outbox_get_locked(struct state *st, const char *patient_id,
-                                      struct state_outbox *out, int *found,
-                                      struct adp_error *err)
+static void outbox_row(sqlite3_stmt *q, void *row)
 {
+    struct state_outbox *out = row;
+
+    memset(out, 0, sizeof(*out));
+    col(q, 0, out->patient_id, sizeof(out->patient_id));
+    col(q, 1, out->kind, sizeof(out->kind));
+    col(q, 2, out->decision_hash, sizeof(out->decision_hash));
+    out->attempts = sqlite3_column_int(q, 3);
+    col(q, 4, out->last_error, sizeof(out->last_error));
+    col(q, 5, out->created_at, sizeof(out->created_at));
+}
+
+/* The one row of a patient in the outbox (dead = 0) or the dead letters
+ * (dead = 1), read by fill; *found 0 when there is none. */
+static enum adp_err pending_get_locked(struct state *st, int dead, const char *patient_id,
+                                       void (*fill)(sqlite3_stmt *, void *), void *out,
+                                       int *found, struct adp_error *err)
+{
+    const char *what = dead ? "read dead letter" : "read outbox";
     sqlite3_stmt *q;
     int r;
 
     *found = 0;
-    if (none_pending(st, 0))
+    if (none_pending(st, dead))
         return ADP_OK;
-    q = stmt_get(st, Q_OUTBOX_GET);
+    q = stmt_get(st, dead ? Q_DEAD_GET : Q_OUTBOX_GET);
     if (q == NULL)
-        return db_error(st, "read outbox", err);
+        return db_error(st, what, err);
     sqlite3_bind_text(q, 1, patient_id, -1, SQLITE_TRANSIENT);
     r = sqlite3_step(q);
     if (r == SQLITE_ROW) {
-        memset(out, 0, sizeof(*out));
-        col(q, 0, out->patient_id, sizeof(out->patient_id));
-        col(q, 1, out->kind, sizeof(out->kind));
-        col(q, 2, out->decision_hash, sizeof(out->decision_hash));
-        out->attempts = sqlite3_column_int(q, 3);
-        col(q, 4, out->last_error, sizeof(out->last_error));
-        col(q, 5, out->created_at, sizeof(out->created_at));
+        fill(q, out);
         *found = 1;
     }
     stmt_release(q);
     if (r != SQLITE_ROW && r != SQLITE_DONE)
-        return db_error(st, "read outbox", err);
+        return db_error(st, what, err);
     return ADP_OK;
+}
+
+static enum adp_err outbox_get_locked(struct state *st, const char *patient_id,
+                                      struct state_outbox *out, int *found,
+                                      struct adp_error *err)
+{
+    return pending_get_locked(st, 0, patient_id, outbox_row, out, found, err);
 }
 
 static enum adp_err outbox_failed_locked(struct state *st, const char *patient_id,
@@ -985,8 +1002,10 @@ fail:
     return rc;
 }
 
-static void dead_row(sqlite3_stmt *q, struct state_dead *d)
+static void dead_row(sqlite3_stmt *q, void *row)
 {
+    struct state_dead *d = row;
+
     memset(d, 0, sizeof(*d));
     col(q, 0, d->patient_id, sizeof(d->patient_id));
     col(q, 1, d->kind, sizeof(d->kind));
@@ -1002,25 +1021,7 @@ static enum adp_err dead_get_locked(struct state *st, const char *patient_id,
                                     struct state_dead *out, int *found,
                                     struct adp_error *err)
 {
-    sqlite3_stmt *q;
-    int r;
-
-    *found = 0;
-    if (none_pending(st, 1))
-        return ADP_OK;
-    q = stmt_get(st, Q_DEAD_GET);
-    if (q == NULL)
-        return db_error(st, "read dead letter", err);
-    sqlite3_bind_text(q, 1, patient_id, -1, SQLITE_TRANSIENT);
-    r = sqlite3_step(q);
-    if (r == SQLITE_ROW) {
-        dead_row(q, out);
-        *found = 1;
-    }
-    stmt_release(q);
-    if (r != SQLITE_ROW && r != SQLITE_DONE)
-        return db_error(st, "read dead letter", err);
-    return ADP_OK;
+    return pending_get_locked(st, 1, patient_id, dead_row, out, found, err);
 }
 
 static enum adp_err dead_list_locked(struct state *st, struct state_dead **rows, int *n,

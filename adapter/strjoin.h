@@ -1,5 +1,5 @@
 /*
- * strjoin.h - string joining for the per-patient paths.
+ * strjoin.h - string joining for the per-patient paths, and optional copies.
  *
  * snprintf("%s/%s", ...) costs about a microsecond (format parsing, stdio's
  * string stream); the adapter builds tens of keys and references per
@@ -67,6 +67,20 @@ static inline void str_uint(char *out, unsigned v)
     for (i = 0; i < n; i++)
         out[i] = tmp[n - 1 - i];
     out[n] = '\0';
+}
+
+/* A copy of s, or NULL for NULL; a failed copy sets *failed, so that a run
+ * of optional copies is checked once at its end. */
+static inline char *str_dup_opt(const char *s, int *failed)
+{
+    char *d;
+
+    if (s == NULL)
+        return NULL;
+    d = strdup(s);
+    if (d == NULL)
+        *failed = 1;
+    return d;
 }
 
 #endif

@@ -101,7 +101,7 @@ static const struct key keys[] = {
     {"bulk", "poll_interval_max_s", K_INT, OFF(bulk_poll_interval_max_s), 1, 3600, RESTART},
     {"bulk", "parallel_downloads", K_INT, OFF(bulk_parallel), 1, 16, RESTART},
     {"bulk", "type_filter", K_BOOL, OFF(bulk_type_filter), 0, 0, RESTART},
-    /* bulk catch-up in `run` and Group discovery (bulk.c) */
+    /* bulk catch-up in `run` and Group discovery (bulk_job.c) */
     {"bulk", "catch_up", K_BOOL, OFF(bulk_catch_up), 0, 0, RESTART},
     {"bulk", "catch_up_after_s", K_INT, OFF(bulk_catch_up_after_s), 1, 31536000, RESTART},
     {"bulk", "group_code", K_STR, OFF(bulk_group_code), 0, 0, RESTART},

@@ -19,7 +19,7 @@ const { spawn } = require('node:child_process');
 const h = require('./helpers');
 const R = require('./robust-lib');
 const { makeRng } = require('../synth/random');
-const { adminOf } = require('./bulk-lib');
+const { adminOf, settled } = require('./bulk-lib');
 
 const SEED = Number(process.env.BULK_KILL_SEED || Math.floor(Math.random() * 2 ** 31));
 const RUNS = 10;
@@ -115,6 +115,7 @@ test(`bulk sync killed at ${RUNS} random moments resumes with every plan right (
     assert.ok(!exited, `run ${run} (${phase}, ${what} + ${extraMs} ms): still running at the kill`);
     child.kill('SIGKILL');
     await gone;
+    await settled(admin);
     await release();
     t.diagnostic(`run ${run}: killed while ${phase}, ${what} + ${extraMs} ms`);
     const r = h.runAdapter(args);

@@ -22,4 +22,16 @@ function adminOf(srv) {
   };
 }
 
-module.exports = { adminOf };
+// Resolves once the test server has handled every request it received: a
+// killed adapter's writes held by a delay fault are applied after the kill
+// (as a real server applies what reached it), and a check made before they
+// land would see a version that then changes under it.
+async function settled(admin) {
+  for (let i = 0; i < 600; i++) {
+    if ((await admin('GET', '/$test/stats')).inflight === 0) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('the test server still had requests in flight after 30 s');
+}
+
+module.exports = { adminOf, settled };

@@ -11,7 +11,7 @@ const assert = require('node:assert/strict');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 const h = require('./helpers');
-const { adminOf } = require('./bulk-lib');
+const { adminOf, settled } = require('./bulk-lib');
 
 let srv;
 let synth;
@@ -98,6 +98,7 @@ async function killWhen(args, cond) {
   assert.ok(!done, 'the adapter was still running at the kill point');
   child.kill('SIGKILL');
   await exited;
+  await settled(admin);
 }
 
 let restPlans; // plans the REST sync made on the loaded cohort

@@ -265,7 +265,11 @@ class FhirTestApp {
 
   listener() {
     return (req, res) => {
-      this.handle(req, res).catch((err) => {
+      // requests still being handled, a dead client's included: a request
+      // delayed by a fault rule is applied after its client is gone, as a
+      // real server applies what it has received (GET /$test/stats)
+      this.inflight = (this.inflight || 0) + 1;
+      this.handle(req, res).finally(() => { this.inflight -= 1; }).catch((err) => {
         this.log('internal error: ' + (err && err.stack));
         if (!res.headersSent) {
           this.send(res, 500, outcome('exception', 'Internal error: ' + (err && err.message)));
@@ -563,7 +567,8 @@ class FhirTestApp {
         this.send(res, 200, this.requestLog.snapshot(url.searchParams));
         return;
       case 'GET /$test/stats':
-        this.send(res, 200, this.stats.snapshot());
+        // inflight: the other requests being handled (not this one)
+        this.send(res, 200, { ...this.stats.snapshot(), inflight: this.inflight - 1 });
         return;
       case 'POST /$test/auth':
         try {

@@ -2,7 +2,8 @@
 // configuration, a patient-view request with full prefetch for a patient
 // with 200 resources, a $apply Parameters with the same data, and N signed
 // tokens per endpoint (each jti is accepted once, so every request needs
-// its own).  Usage: node gen.js DIR N
+// its own).  Usage: node gen.js DIR N.  BENCH_CDS_ALG: the EHR's signing
+// algorithm, ES384 (default) or RS384 (RSA 2048), the two the service takes.
 'use strict';
 
 const fs = require('node:fs');
@@ -17,10 +18,12 @@ const ISS = 'https://bench-ehr.example';
 const PUBLIC = 'https://cds.bench.example';
 const SERVICE = '/cds-services/dnmbc-local-therapy';
 const APPLY = '/fhir/PlanDefinition/dnmbc-local-therapy/$apply';
+const ALG = process.env.BENCH_CDS_ALG || 'ES384';
+if (ALG !== 'ES384' && ALG !== 'RS384') throw new Error(`BENCH_CDS_ALG: ES384 or RS384, not ${ALG}`);
 
 (async () => {
-  const { publicKey, privateKey } = await jose.generateKeyPair('ES384', { extractable: true });
-  const jwk = { ...(await jose.exportJWK(publicKey)), kid: 'bench', alg: 'ES384' };
+  const { publicKey, privateKey } = await jose.generateKeyPair(ALG, { extractable: true });
+  const jwk = { ...(await jose.exportJWK(publicKey)), kid: 'bench', alg: ALG };
   fs.writeFileSync(path.join(dir, 'jwks.json'), JSON.stringify({ keys: [jwk] }));
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({
     // 64 clients from one address: the per-address limit (16) would refuse 48
@@ -59,7 +62,7 @@ const APPLY = '/fhir/PlanDefinition/dnmbc-local-therapy/$apply';
   for (const [name, p] of [['hook', SERVICE], ['apply', APPLY]]) {
     const out = [];
     for (let i = 0; i < N; i++) {
-      out.push(await new jose.SignJWT({}).setProtectedHeader({ alg: 'ES384', kid: 'bench' }).setIssuer(ISS)
+      out.push(await new jose.SignJWT({}).setProtectedHeader({ alg: ALG, kid: 'bench' }).setIssuer(ISS)
         .setAudience(`${PUBLIC}${p}`).setIssuedAt(now).setExpirationTime(now + 3000).setJti(`${name}-${i}-${crypto.randomUUID()}`).sign(privateKey));
     }
     fs.writeFileSync(path.join(dir, `tokens-${name}.txt`), `${out.join('\n')}\n`);

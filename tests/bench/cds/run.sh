@@ -2,7 +2,8 @@
 # make bench-cds: p50 / p99 latency and requests/s of CDS Hooks patient-view
 # (full prefetch) and of $apply, for a patient with 200 resources, at 1, 8
 # and 64 concurrent clients (wrk), against `dnmbc-adapter serve` on loopback.
-# Every request carries its own signed JWT (tokens made beforehand by gen.js).
+# Every request carries its own signed JWT (tokens made beforehand by gen.js;
+# BENCH_CDS_ALG=RS384 for an EHR that signs with RSA, default ES384).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 secs=${BENCH_CDS_SECONDS:-5}
@@ -13,7 +14,8 @@ pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
 nres=$(node tests/bench/cds/gen.js "$dir" "$ntok")
-printf 'patient with %s resources; %s s per run; tokens per endpoint: %s\n' "$nres" "$secs" "$ntok"
+printf 'patient with %s resources; %s s per run; tokens per endpoint: %s; JWTs signed %s\n' \
+    "$nres" "$secs" "$ntok" "${BENCH_CDS_ALG:-ES384}"
 printf '%-12s %8s %10s %10s %10s %8s\n' endpoint clients p50_ms p99_ms req/s non-2xx
 for c in 1 8 64; do
     for ep in hook apply; do

@@ -26,54 +26,9 @@
 #include "state.h"
 #include "terminology.h"
 
+#include "state_files.h"
+
 #define DEAD_SERVER "http://127.0.0.1:1/fhir"
-
-static void tmp_path(char *buf, size_t len)
-{
-    int fd;
-
-    snprintf(buf, len, "/tmp/dnmbc-term-XXXXXX");
-    fd = mkstemp(buf);
-    assert_true(fd >= 0);
-    close(fd);
-    unlink(buf);
-}
-
-static void cleanup(const char *p)
-{
-    char q[300];
-
-    unlink(p);
-    snprintf(q, sizeof(q), "%s-wal", p);
-    unlink(q);
-    snprintf(q, sizeof(q), "%s-shm", p);
-    unlink(q);
-    snprintf(q, sizeof(q), "%s.lock", p);
-    unlink(q);
-}
-
-static int scalar(const char *p, const char *sql)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *q = NULL;
-    int v = -1;
-
-    assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
-    if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
-        v = sqlite3_column_int(q, 0);
-    sqlite3_finalize(q);
-    sqlite3_close(db);
-    return v;
-}
-
-static void exec_sql(const char *p, const char *sql)
-{
-    sqlite3 *db = NULL;
-
-    assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
-}
 
 static void migrates_v2(void **state)
 {
@@ -84,36 +39,20 @@ static void migrates_v2(void **state)
     int found = 0;
 
     (void)state;
-    tmp_path(p, sizeof(p));
+    sf_path(p, sizeof(p));
     /* the schema-2 layout, as an older adapter left it */
-    exec_sql(p, "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-                "CREATE TABLE patient (patient_id TEXT PRIMARY KEY, decision_hash TEXT NOT "
-                "NULL, rec TEXT NOT NULL, careplan_id TEXT NOT NULL DEFAULT '', "
-                "careplan_version TEXT NOT NULL DEFAULT '', risk_id TEXT NOT NULL DEFAULT '', "
-                "risk_version TEXT NOT NULL DEFAULT '', updated_at TEXT, input_hash TEXT NOT "
-                "NULL DEFAULT '');"
-                "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, patient_id TEXT "
-                "NOT NULL UNIQUE, kind TEXT NOT NULL, decision_hash TEXT NOT NULL, careplan "
-                "TEXT, risk TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT "
-                "NULL DEFAULT '', created_at TEXT);"
-                "CREATE TABLE dead_letter (seq INTEGER PRIMARY KEY AUTOINCREMENT, patient_id "
-                "TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, decision_hash TEXT NOT NULL, "
-                "careplan TEXT, risk TEXT, attempts INTEGER NOT NULL, http_status INTEGER NOT "
-                "NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '', outcome TEXT NOT NULL "
-                "DEFAULT '', failed_at TEXT);"
-                "INSERT INTO patient(patient_id, decision_hash, rec, input_hash) "
-                "VALUES('p1','h','x','ih');"
-                "PRAGMA user_version = 2;");
-    assert_int_equal(scalar(p, "SELECT count(*) FROM sqlite_master WHERE name='term_cache'"), 0);
+    sf_make_v2(p, "INSERT INTO patient(patient_id, decision_hash, rec, input_hash) "
+                  "VALUES('p1','h','x','ih');");
+    assert_int_equal(sf_int(p, "SELECT count(*) FROM sqlite_master WHERE name='term_cache'"), 0);
     adp_error_clear(&err);
     assert_int_equal(state_open(p, &st, &err), ADP_OK);
     assert_int_equal(state_get_patient(st, "p1", &sp, &found, &err), ADP_OK);
     assert_int_equal(found, 1);
     assert_string_equal(sp.input_hash, "ih");
     state_close(st);
-    assert_int_equal(scalar(p, "PRAGMA user_version"), 4);
-    assert_int_equal(scalar(p, "SELECT count(*) FROM term_cache"), 0);
-    cleanup(p);
+    assert_int_equal(sf_int(p, "PRAGMA user_version"), 4);
+    assert_int_equal(sf_int(p, "SELECT count(*) FROM term_cache"), 0);
+    sf_remove(p);
 }
 
 static void config_for(struct config *cfg, const char *base)
@@ -135,7 +74,7 @@ static void cached_answers_need_no_server(void **state)
     int cached = -1;
 
     (void)state;
-    tmp_path(p, sizeof(p));
+    sf_path(p, sizeof(p));
     config_for(&cfg, DEAD_SERVER "/");
     adp_error_clear(&err);
     assert_int_equal(state_open(p, &st, &err), ADP_OK);
@@ -146,11 +85,11 @@ static void cached_answers_need_no_server(void **state)
     assert_int_equal(terminology_lookup(t, "http://h.example/lab", "X1", target,
                                         sizeof(target), eq, sizeof(eq), &cached, &err),
                      ADP_ENET);
-    assert_int_equal(scalar(p, "SELECT count(*) FROM term_cache"), 0);
+    assert_int_equal(sf_int(p, "SELECT count(*) FROM term_cache"), 0);
 
     /* an answer and a "no match", as an earlier run stored them (the base
      * URL is kept without its trailing slash) */
-    exec_sql(p, "INSERT INTO term_cache(server, system, code, target, equivalence) VALUES"
+    sf_exec(p, "INSERT INTO term_cache(server, system, code, target, equivalence) VALUES"
                 "('" DEAD_SERVER "', 'http://h.example/lab', 'X1', 'er', 'relatedto'),"
                 "('" DEAD_SERVER "', 'http://h.example/lab', 'X2', '', ''),"
                 "('http://other.example/fhir', 'http://h.example/lab', 'X3', 'pr', 'equal')");
@@ -174,7 +113,7 @@ static void cached_answers_need_no_server(void **state)
     terminology_close(t);
     state_close(st);
     config_free(&cfg);
-    cleanup(p);
+    sf_remove(p);
 }
 
 static void off_without_base_url(void **state)

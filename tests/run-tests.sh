@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 passed=0
 failed=0
 failures=()
+failure_details=''
 
 count_cmocka() { # name, output, exit status
     local name=$1 out=$2 status=$3 p f
@@ -28,6 +29,9 @@ count_cmocka() { # name, output, exit status
     failed=$((failed + f))
     [ "$f" -gt 0 ] && failures+=("$name")
     printf '%-40s %4d passed, %d failed\n' "$name" "$p" "$f"
+    [ "$f" -gt 0 ] && failure_details+="  $name:"$'\n'$(printf '%s\n' "$out" |
+        grep -E '^\[  (FAILED|ERROR) +\]|[Ee]rror|ERROR|SUMMARY' | head -n 10 | sed 's/^/    /')$'\n'
+    return 0
 }
 
 count_tap() { # name, output, exit status
@@ -43,6 +47,19 @@ count_tap() { # name, output, exit status
     failed=$((failed + f))
     [ "$f" -gt 0 ] && failures+=("$name")
     printf '%-40s %4d passed, %d failed\n' "$name" "$p" "$f"
+    # CI keeps only the end of what is printed: keep each failing test's name,
+    # place and error (not its stack) for the end of the run
+    [ "$f" -gt 0 ] && failure_details+=$(printf '%s\n' "$out" | awk '
+        function flush() { if (on && !parent) printf "%s", buf; on = 0 }
+        /^ *not ok / { flush(); on = 1; parent = 0; key = ""; n = 0
+                       t = $0; sub(/^ *not ok [0-9]+ - /, "", t); buf = "  not ok: " t "\n"; next }
+        !on { next }
+        /^ *\.\.\.$/ { flush(); next }
+        /subtestsFailed/ { parent = 1 }
+        /^ *[a-zA-Z_]+: / { k = $1; key = (k ~ /^(location|error|expected|actual):$/) ? k : "" }
+        key != "" && n < 10 { line = $0; sub(/^ +/, "", line); if (line != "") { buf = buf "    " line "\n"; n++ } }
+        END { flush() }')$'\n'
+    return 0
 }
 
 logdir=build/test-logs
@@ -102,6 +119,7 @@ if [ "${1:-}" != "--unit-only" ]; then
 fi
 
 if [ ${#failures[@]} -gt 0 ]; then
+    printf '%s' "$failure_details" | head -n 60
     echo "failing suites (logs in $logdir): ${failures[*]}"
 fi
 echo "$passed passed, $failed failed"

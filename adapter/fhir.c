@@ -283,20 +283,23 @@ static void scope_hint(const struct fhir_client *fc, struct adp_error *err, cons
 
 /* One request: a transport failure or a non-2xx status becomes the error
  * (with the OperationOutcome diagnostics); on ADP_OK *r holds a 2xx response.
- * The caller frees *r in every case. */
+ * The caller frees *r in every case.  read_only: the request changes nothing
+ * on the server, whatever its method (http_do_read). */
 static enum adp_err exchange(struct fhir_client *fc, const char *what, const char *method,
                              const char *url, const char *const *hdrs, const char *body,
-                             const char *ctype, struct http_response *r,
+                             const char *ctype, int read_only, struct http_response *r,
                              struct adp_error *err)
 {
     struct adp_error local;
+    enum adp_err rc;
 
     adp_error_clear(&local);
-    if (http_do(fc->http, method, url, hdrs, body, ctype, r, &local) != ADP_OK)
+    rc = read_only ? http_do_read(fc->http, method, url, hdrs, body, ctype, r, &local)
+                   : http_do(fc->http, method, url, hdrs, body, ctype, r, &local);
+    if (rc != ADP_OK)
         return fail_transport(err, what, method, &local);
     if (!is_http_ok(r->status)) {
-        enum adp_err rc = fail_status(fc, err, what, r);
-
+        rc = fail_status(fc, err, what, r);
         if (strcmp(url, fc->base) != 0)
             scope_hint(fc, err, method, url, NULL);
         return rc;
@@ -337,7 +340,7 @@ static enum adp_err get_json(struct fhir_client *fc, const char *what, const cha
     enum adp_err rc;
 
     memset(&r, 0, sizeof(r));
-    rc = exchange(fc, what, "GET", url, NULL, NULL, NULL, &r, err);
+    rc = exchange(fc, what, "GET", url, NULL, NULL, NULL, 1, &r, err);
     if (rc == ADP_OK)
         rc = parse_body(what, &r, out, err);
     http_response_free(&r);
@@ -732,7 +735,7 @@ static enum adp_err search_walk(struct fhir_client *fc, const char *type,
                                max_pages);
             goto out;
         }
-        rc = exchange(fc, what, method, url, NULL, body, ctype, &r, err);
+        rc = exchange(fc, what, method, url, NULL, body, ctype, 1, &r, err);
         if (rc != ADP_OK)
             goto out;
         rc = parse_body(what, &r, &page, err);
@@ -846,7 +849,7 @@ static enum adp_err write_resource(struct fhir_client *fc, const char *method,
         rc = adp_error_set(err, ADP_ENOMEM, "%s: cannot serialise resource", what);
         goto out;
     }
-    rc = exchange(fc, what, method, url, hdrs, body, "application/fhir+json", &r, err);
+    rc = exchange(fc, what, method, url, hdrs, body, "application/fhir+json", 0, &r, err);
     if (rc != ADP_OK)
         goto out;
     w.status = r.status;
@@ -947,6 +950,24 @@ enum adp_err fhir_create(struct fhir_client *fc, const char *type, json_t *resou
 
 /* ---- batch (one round trip per patient) ------------------------- */
 
+/* A batch of GETs only: sending it twice changes nothing on the server. */
+static int bundle_reads_only(json_t *bundle)
+{
+    json_t *entries = json_object_get(bundle, "entry"), *e;
+    const char *kind = json_string_value(json_object_get(bundle, "type"));
+    const char *m;
+    size_t i;
+
+    if (kind == NULL || strcmp(kind, "batch") != 0 || !json_is_array(entries))
+        return 0;
+    json_array_foreach(entries, i, e) {
+        m = json_string_value(json_object_get(json_object_get(e, "request"), "method"));
+        if (m == NULL || strcmp(m, "GET") != 0)
+            return 0;
+    }
+    return 1;
+}
+
 enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
                         struct adp_error *err)
 {
@@ -970,7 +991,7 @@ enum adp_err fhir_batch(struct fhir_client *fc, json_t *bundle, json_t **out,
     /* the writes' results are in each entry's response (location, etag):
      * the resources need not come back */
     rc = exchange(fc, what, "POST", fc->base, strcmp(kind, "transaction") == 0 ? minimal : NULL,
-                  body, "application/fhir+json", &r, err);
+                  body, "application/fhir+json", bundle_reads_only(bundle), &r, err);
     if (rc != ADP_OK) {
         scope_hint(fc, err, "POST", fc->base, bundle);
         goto out;

@@ -51,6 +51,7 @@ struct http_req {
     struct curl_slist *headers;
     char *body; /* request body copy; libcurl does not copy POSTFIELDS */
     char method[16];
+    int replay_safe; /* http_do_read: the body changes nothing on the server */
     struct http_response resp;
     struct buf rbody; /* the response body as it arrives; resp.body at the end */
     int too_big;      /* write callback refused data over max_body */
@@ -577,7 +578,8 @@ static enum adp_err configure_easy(struct http_client *c, struct http_req *q,
         if (strcmp(q->method, "POST") != 0)
             SETOPT(CURLOPT_CUSTOMREQUEST, q->method);
     }
-    if (c->fresh_writes && strcmp(q->method, "GET") != 0 && strcmp(q->method, "HEAD") != 0)
+    if (c->fresh_writes && !q->replay_safe && strcmp(q->method, "GET") != 0 &&
+        strcmp(q->method, "HEAD") != 0)
         SETOPT(CURLOPT_FRESH_CONNECT, 1L);
     return ADP_OK;
 setopt_failed:
@@ -600,7 +602,7 @@ static int method_known(const char *m)
 
 static enum adp_err submit_req(struct http_client *c, const char *method, const char *url,
                                const char *const *extra_headers, const char *body,
-                               const char *content_type, http_done_fn done,
+                               const char *content_type, int replay_safe, http_done_fn done,
                                void *userdata, struct http_req **out,
                                struct adp_error *err)
 {
@@ -622,6 +624,7 @@ static enum adp_err submit_req(struct http_client *c, const char *method, const 
     /* grows by half up to the cap, never to twice a large page (buf.h) */
     q->rbody.max = c->max_body;
     snprintf(q->method, sizeof(q->method), "%s", method);
+    q->replay_safe = replay_safe;
     q->done = done;
     q->userdata = userdata;
     q->sink = c->next_sink;
@@ -684,7 +687,7 @@ enum adp_err http_submit_sink(struct http_client *c, const char *url,
 
     c->next_sink = sink;
     c->next_sink_ud = sink_ud;
-    rc = submit_req(c, "GET", url, extra_headers, NULL, NULL, done, userdata, NULL, err);
+    rc = submit_req(c, "GET", url, extra_headers, NULL, NULL, 1, done, userdata, NULL, err);
     c->next_sink = NULL;
     c->next_sink_ud = NULL;
     return rc;
@@ -761,10 +764,10 @@ enum adp_err http_client_run(struct http_client *c, volatile int *stop,
     return ADP_OK;
 }
 
-enum adp_err http_do(struct http_client *c, const char *method, const char *url,
-                     const char *const *extra_headers, const char *body,
-                     const char *content_type, struct http_response *resp,
-                     struct adp_error *err)
+static enum adp_err do_request(struct http_client *c, const char *method, const char *url,
+                               const char *const *extra_headers, const char *body,
+                               const char *content_type, int replay_safe,
+                               struct http_response *resp, struct adp_error *err)
 {
     struct http_req *q = NULL;
     struct http_response tmp;
@@ -777,7 +780,8 @@ enum adp_err http_do(struct http_client *c, const char *method, const char *url,
         adp_error_clear(&local);
         response_init(&tmp);
         req_rc = ADP_ENET;
-        rc = submit_req(c, method, url, extra_headers, body, content_type, NULL, NULL, &q,
+        rc = submit_req(c, method, url, extra_headers, body, content_type, replay_safe, NULL,
+                        NULL, &q,
                         err);
         if (rc != ADP_OK)
             return rc;
@@ -812,6 +816,22 @@ enum adp_err http_do(struct http_client *c, const char *method, const char *url,
     }
     *resp = tmp;
     return ADP_OK;
+}
+
+enum adp_err http_do(struct http_client *c, const char *method, const char *url,
+                     const char *const *extra_headers, const char *body,
+                     const char *content_type, struct http_response *resp,
+                     struct adp_error *err)
+{
+    return do_request(c, method, url, extra_headers, body, content_type, 0, resp, err);
+}
+
+enum adp_err http_do_read(struct http_client *c, const char *method, const char *url,
+                          const char *const *extra_headers, const char *body,
+                          const char *content_type, struct http_response *resp,
+                          struct adp_error *err)
+{
+    return do_request(c, method, url, extra_headers, body, content_type, 1, resp, err);
 }
 
 enum adp_err http_client_new(const struct http_opts *o, struct http_client **out,

@@ -114,3 +114,24 @@ test('a transaction-response that does not say where the writes went: the plans 
     await h.fhir(env.srv.base, 'DELETE', `${admin}/$test/bare-transaction-answers`);
   }
 });
+
+// libcurl sends a request again, unasked, when the kept-alive connection it
+// went on turns out to have closed before any answer: a write must never go
+// on one (a second transaction nobody read back for), while the batch of
+// reads may (resending it changes nothing), saving a connection per patient.
+test('each transaction goes on a new connection; the batches of reads on kept-alive ones', async () => {
+  const log = `${admin}/$test/requests`;
+  assert.ok((await h.fhir(env.srv.base, 'DELETE', log)).status < 300);
+  const { created, seen } = await syncWith('conn', {});
+  const reqs = (await h.fhir(env.srv.base, 'GET', log)).json.requests;
+  const tx = reqs.filter((q) => q.method === 'POST' && q.bundleType === 'transaction');
+  const batch = reqs.filter((q) => q.method === 'POST' && q.bundleType === 'batch');
+  assert.equal(tx.length, created);
+  assert.equal(batch.length, seen);
+  const reused = (list) => list.filter((q) => q.onConnection > 1).length;
+  assert.equal(reused(tx), 0, 'a transaction on a kept-alive connection');
+  // four workers: only a worker's first batch may need a connection of its own
+  assert.ok(reused(batch) >= seen - 4, `batches on a kept-alive connection: ${reused(batch)} of ${seen}`);
+  const opened = new Set(reqs.map((q) => q.connection)).size;
+  assert.ok(opened <= created + 8, `${opened} connections for ${seen} patients, ${created} written`);
+});

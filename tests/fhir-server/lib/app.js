@@ -305,7 +305,7 @@ class FhirTestApp {
         await this.handleAdmin(req, res, url);
         return;
       }
-      this.requestLog.record(req); // GET /$test/requests
+      req.logEntry = this.requestLog.record(req); // GET /$test/requests
       if (url.pathname !== BASE_PATH && !url.pathname.startsWith(BASE_PATH + '/')) {
         throw new HttpError(404, 'not-found', 'Not a FHIR endpoint; the base is ' + BASE_PATH);
       }
@@ -373,7 +373,9 @@ class FhirTestApp {
     if (buffer.length === 0) {
       throw new HttpError(400, 'required', 'Request body is empty');
     }
-    return parseJson(buffer);
+    const body = parseJson(buffer);
+    if (req.logEntry && rel === '' && body && body.resourceType === 'Bundle') req.logEntry.bundleType = body.type;
+    return body;
   }
 
   async handleFhir(req, res, url) {

@@ -629,6 +629,8 @@ struct pass {
     int written;                     /* CarePlan and RiskAssessment (or the revocations)
                                       * reached the server: the patient counts as written
                                       * even if recording it fails */
+    int own_scope;                   /* sync_patient: the pass has a scope of its own */
+    unsigned long fallbacks;         /* jsonarena_fallbacks() when the pass began */
     double t_start, t_fetched, t_decided;
 };
 
@@ -815,6 +817,12 @@ static void pass_end(struct pass *p, enum adp_err rc, struct adp_error *err)
             writepath_park(&p->run, err);
     }
     log_set_correlation(NULL);
+    /* In a scope of its own, with nothing taken from malloc meanwhile, every
+     * value of the pass is the arena's (its inputs were read inside it and no
+     * long-lived value is put into its trees): the scope's end takes them
+     * back at once, so walking the trees to release each value is skipped. */
+    if (p->own_scope && jsonarena_fallbacks() == p->fallbacks)
+        return;
     json_decref(p->resources);
     json_decref(p->report);
     json_decref(p->careplan);
@@ -824,7 +832,8 @@ static void pass_end(struct pass *p, enum adp_err rc, struct adp_error *err)
 }
 
 static enum adp_err patient_run(struct adapter *a, const char *patient_id, json_t *given,
-                                int dry_run, struct sync_stats *stats, struct adp_error *err)
+                                int dry_run, int own_scope, struct sync_stats *stats,
+                                struct adp_error *err)
 {
     struct pass p;
     enum adp_err rc;
@@ -835,6 +844,8 @@ static enum adp_err patient_run(struct adapter *a, const char *patient_id, json_
     if (!dry_run && writepath_usable(a, err) != ADP_OK)
         return err->code;
     rc = pass_begin(&p, a, patient_id, dry_run, stats, err);
+    p.own_scope = own_scope;
+    p.fallbacks = jsonarena_fallbacks();
     if (rc == ADP_OK)
         rc = pass_fetch(&p, given, err);
     if (rc == ADP_OK && !p.skip)
@@ -866,9 +877,9 @@ enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run
     if (!fhir_id_valid(patient_id))
         return adp_error_set(err, ADP_EPARSE, "patient id is not a FHIR id: not synced");
     if (a->coverage != NULL)
-        return patient_run(a, patient_id, NULL, dry_run, stats, err);
+        return patient_run(a, patient_id, NULL, dry_run, 0, stats, err);
     jsonarena_begin();
-    rc = patient_run(a, patient_id, NULL, dry_run, stats, err);
+    rc = patient_run(a, patient_id, NULL, dry_run, 1, stats, err);
     jsonarena_end();
     return rc;
 }
@@ -876,7 +887,7 @@ enum adp_err sync_patient(struct adapter *a, const char *patient_id, int dry_run
 enum adp_err sync_patient_given(struct adapter *a, const char *patient_id, json_t *given,
                                 int dry_run, struct sync_stats *stats, struct adp_error *err)
 {
-    return patient_run(a, patient_id, given, dry_run, stats, err);
+    return patient_run(a, patient_id, given, dry_run, 0, stats, err);
 }
 
 char *sync_cohort_code_list(struct adapter *a)

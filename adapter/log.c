@@ -4,12 +4,12 @@
 #include "log.h"
 
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
+#include "idgen.h"
 #include "jsonwrite.h"
 #include "strjoin.h"
 #include "textesc.h"
@@ -41,8 +41,7 @@ void log_new_correlation(char *buf, size_t len)
     unsigned char r[8];
     char hex[17];
 
-    if (RAND_bytes(r, sizeof(r)) != 1)
-        memset(r, 0, sizeof(r));
+    idgen_bytes(r, sizeof(r)); /* unique, not secret */
     str_hex(hex, r, sizeof(r));
     log_set_correlation(hex);
     if (buf != NULL && len > 0)

@@ -3,11 +3,11 @@
  */
 #include "trace.h"
 
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "idgen.h"
 #include "strjoin.h"
 
 struct current {
@@ -115,14 +115,11 @@ int trace_state_valid(const char *v)
     return 1;
 }
 
+/* trace and span ids must be unique, not secret (idgen.h) */
 static int random_id(unsigned char *p, size_t n)
 {
-    int tries;
-
-    for (tries = 0; tries < 4; tries++)
-        if (RAND_bytes(p, (int)n) == 1 && !all_zero(p, n))
-            return 0;
-    return -1;
+    idgen_bytes(p, n);
+    return all_zero(p, n) ? -1 : 0;
 }
 
 int trace_begin(const char *traceparent, const char *tracestate)

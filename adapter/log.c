@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -80,7 +81,7 @@ int log_level_parse(const char *s)
     return -1;
 }
 
-static void write_line(enum log_level lvl, const char *component, const char *line)
+static void format_line(FILE *fp, enum log_level lvl, const char *component, const char *line)
 {
     char ts[32], tid[33], sid[17], pid[17];
     struct timespec now;
@@ -90,32 +91,49 @@ static void write_line(enum log_level lvl, const char *component, const char *li
     gmtime_r(&now.tv_sec, &tm);
     strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
     if (json_lines) {
-        flockfile(stderr);
-        fprintf(stderr, "{\"time\":\"%s\",\"level\":\"%s\",\"component\":\"", ts,
+        fprintf(fp, "{\"time\":\"%s\",\"level\":\"%s\",\"component\":\"", ts,
                 level_names[lvl]);
-        json_escape(stderr, component);
-        fputs("\",\"msg\":\"", stderr);
-        json_escape(stderr, line);
+        json_escape(fp, component);
+        fputs("\",\"msg\":\"", fp);
+        json_escape(fp, line);
         if (correlation[0] != '\0')
-            fprintf(stderr, "\",\"correlation_id\":\"%s", correlation);
+            fprintf(fp, "\",\"correlation_id\":\"%s", correlation);
         /* the W3C trace of this work, to find it beside the caller's spans */
         if (trace_ids(tid, sid, pid) == 0) {
-            fprintf(stderr, "\",\"trace_id\":\"%s\",\"span_id\":\"%s", tid, sid);
+            fprintf(fp, "\",\"trace_id\":\"%s\",\"span_id\":\"%s", tid, sid);
             if (pid[0] != '\0')
-                fprintf(stderr, "\",\"parent_span_id\":\"%s", pid);
+                fprintf(fp, "\",\"parent_span_id\":\"%s", pid);
         }
-        fputs("\"}\n", stderr);
-        funlockfile(stderr);
+        fputs("\"}\n", fp);
         return;
     }
     /* text lines stay as they were: the patient tag correlates them; a
      * control character quoted from a server or an input (a newline forging
      * a line, ESC driving the terminal) is written as a visible escape */
-    flockfile(stderr);
-    fprintf(stderr, "%s %s %s: ", ts, level_names[lvl], component);
-    text_escape_fputs(line, stderr);
-    fputc('\n', stderr);
-    funlockfile(stderr);
+    fprintf(fp, "%s %s %s: ", ts, level_names[lvl], component);
+    text_escape_fputs(line, fp);
+    fputc('\n', fp);
+}
+
+/* One line, written with one write(2): stderr is unbuffered, so formatting
+ * straight into it wrote a line in pieces, which a reader of the pipe (a
+ * log collector, another process sharing the stream) could see apart. */
+static void write_line(enum log_level lvl, const char *component, const char *line)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+
+    if (mem == NULL) {
+        flockfile(stderr);
+        format_line(stderr, lvl, component, line);
+        funlockfile(stderr);
+        return;
+    }
+    format_line(mem, lvl, component, line);
+    if (fclose(mem) == 0 && text != NULL)
+        (void)fwrite(text, 1, len, stderr);
+    free(text);
 }
 
 void log_msg(enum log_level lvl, const char *component, const char *fmt, ...)

@@ -62,7 +62,8 @@ function startServe(cfg, dir = tmpdir('cds')) {
   return new Promise((resolve, reject) => {
     proc.stderr.on('data', (d) => {
       out.logs += d.toString();
-      const m = /listening on (http\S*?:\d+) /.exec(out.logs);
+      // the whole line (it names the thread count, which tests check)
+      const m = /listening on (http\S*?:\d+) [^\n]*\n/.exec(out.logs);
       if (m && !out.base) {
         out.base = m[1];
         resolve(out);

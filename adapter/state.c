@@ -33,6 +33,8 @@
 enum stmt_id {
     Q_BEGIN,
     Q_COMMIT,
+    Q_SYNC_FULL,
+    Q_SYNC_NORMAL,
     Q_WATERMARK_GET,
     Q_WATERMARK_SET,
     Q_PATIENT_GET,
@@ -65,6 +67,8 @@ enum stmt_id {
 static const char *const stmt_sql[Q_COUNT] = {
     [Q_BEGIN] = "BEGIN IMMEDIATE",
     [Q_COMMIT] = "COMMIT",
+    [Q_SYNC_FULL] = "PRAGMA synchronous=FULL",
+    [Q_SYNC_NORMAL] = "PRAGMA synchronous=NORMAL",
     [Q_WATERMARK_GET] = "SELECT value FROM meta WHERE key = 'watermark'",
     [Q_WATERMARK_SET] = "INSERT INTO meta(key, value) VALUES('watermark', ?1) "
                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -1114,14 +1118,12 @@ static enum adp_err dead_requeue_locked(struct state *st, const char *patient_id
     return rc;
 }
 
-/* synchronous=FULL (on) or NORMAL for the next commits on st.  Leaving it
- * FULL after a failed switch back only costs time. */
+/* synchronous=FULL (on) or NORMAL for the next commits on st (prepared
+ * once: twice per written patient).  Leaving it FULL after a failed switch
+ * back only costs time. */
 static enum adp_err durable(struct state *st, int on, struct adp_error *err)
 {
-    if (sqlite3_exec(st->db, on ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
-                     NULL, NULL, NULL) != SQLITE_OK)
-        return db_error(st, "set synchronous", err);
-    return ADP_OK;
+    return run(st, on ? Q_SYNC_FULL : Q_SYNC_NORMAL, "set synchronous", NULL, 0, NULL, err);
 }
 
 /* The public calls: one at a time per handle (pool workers share the

@@ -221,6 +221,13 @@ static void arena_free(void *ptr)
 
 /*** the interface ***/
 
+int jsonarena_owns(const void *p)
+{
+    const char *c = p;
+
+    return arena.base != NULL && c >= arena.base && c < arena.base + arena.size;
+}
+
 void jsonarena_install(void)
 {
     json_set_alloc_funcs(arena_alloc, arena_free);

@@ -47,6 +47,10 @@ void jsonarena_end(void);
  * did not move lives entirely in the arena. */
 unsigned long jsonarena_fallbacks(void);
 
+/* Is p a piece of the calling thread's arena?  (0 for malloc'd memory,
+ * e.g. when jsonarena_install was not called, as in some unit tests.) */
+int jsonarena_owns(const void *p);
+
 /* Tests: the calling thread's arena takes at most bytes (0: no limit, the
  * default) before scopes fall back to malloc. */
 void jsonarena_limit(unsigned long bytes);

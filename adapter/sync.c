@@ -817,11 +817,12 @@ static void pass_end(struct pass *p, enum adp_err rc, struct adp_error *err)
             writepath_park(&p->run, err);
     }
     log_set_correlation(NULL);
-    /* In a scope of its own, with nothing taken from malloc meanwhile, every
-     * value of the pass is the arena's (its inputs were read inside it and no
-     * long-lived value is put into its trees): the scope's end takes them
-     * back at once, so walking the trees to release each value is skipped. */
-    if (p->own_scope && jsonarena_fallbacks() == p->fallbacks)
+    /* In a scope of its own, on a thread whose jansson values come from the
+     * arena, with nothing taken from malloc meanwhile, every value of the
+     * pass is the arena's (its inputs were read inside it and no long-lived
+     * value is put into its trees): the scope's end takes them back at once,
+     * so walking the trees to release each value is skipped. */
+    if (p->own_scope && jsonarena_owns(p->resources) && jsonarena_fallbacks() == p->fallbacks)
         return;
     json_decref(p->resources);
     json_decref(p->report);

@@ -30,7 +30,8 @@ count_cmocka() { # name, output, exit status
     [ "$f" -gt 0 ] && failures+=("$name")
     printf '%-40s %4d passed, %d failed\n' "$name" "$p" "$f"
     [ "$f" -gt 0 ] && failure_details+="  $name:"$'\n'$(printf '%s\n' "$out" |
-        grep -E '^\[  (FAILED|ERROR) +\]|[Ee]rror|ERROR|SUMMARY' | head -n 10 | sed 's/^/    /')$'\n'
+        grep -E '^\[  (FAILED|ERROR) +\]|^\[   LINE   \]|ERROR: [A-Za-z]+Sanitizer|^SUMMARY: |runtime error:' |
+        head -n 10 | sed 's/^/    /')$'\n'
     return 0
 }
 

@@ -572,6 +572,13 @@ class FhirTestApp {
         // inflight: the other requests being handled (not this one)
         this.send(res, 200, { ...this.stats.snapshot(), inflight: this.inflight - 1 });
         return;
+      case 'GET /$test/memory': {
+        // the server's own memory, for benchmarks; a full collection first
+        // when node runs with --expose-gc, so that heapUsed is what is live
+        if (typeof global.gc === 'function') global.gc();
+        this.send(res, 200, { ...process.memoryUsage(), collected: typeof global.gc === 'function' });
+        return;
+      }
       case 'POST /$test/auth':
         try {
           this.send(res, 200, this.bearer.configure(body, this.baseUrl));

@@ -163,9 +163,9 @@ class BulkExport {
       const p = patientOf(resource);
       return p !== undefined && (members === null || members.has(p));
     };
-    for (const [, list] of repo.versions) {
+    for (const [key, list] of repo.versions) {
       const last = list[list.length - 1];
-      const type = (last.resource && last.resource.resourceType) || (list.find((v) => v.resource) || {}).resource?.resourceType;
+      const type = key.slice(0, key.indexOf('/'));
       if (!lines.has(type)) {
         continue;
       }
@@ -173,9 +173,9 @@ class BulkExport {
         continue;
       }
       if (last.deleted) {
-        const prior = [...list].reverse().find((v) => !v.deleted && v.resource);
+        const prior = [...list].reverse().find((v) => !v.deleted);
         if (since && prior && inScope(prior.resource)) {
-          deleted.push({ request: { method: 'DELETE', url: type + '/' + prior.resource.id } });
+          deleted.push({ request: { method: 'DELETE', url: key } });
         }
         continue;
       }
@@ -187,7 +187,7 @@ class BulkExport {
       if (f && !this.config.ignoreTypeFilter && !f.some((sr) => matchesSearchRequest(r, sr))) {
         continue;
       }
-      lines.get(type).push(JSON.stringify(r));
+      lines.get(type).push(last.json);
     }
     const id = crypto.randomBytes(8).toString('hex');
     const files = [];

@@ -40,6 +40,13 @@
 #define MAX_PAGES 50
 #define TOPIC_SYSTEM "https://dnmbc-adapter.example.org/cds-topic"
 #define OVERRIDE_SYSTEM "https://dnmbc-adapter.example.org/cds-override-reason"
+/* Arena memory a listener thread keeps between requests.  A request takes
+ * about twelve times its body in the arena (950 kB for the bench's 80 kB
+ * patient-view); with the sync workers' 512 kB every such request faulted
+ * in again the pages the one before had given back, a tenth of the
+ * listener's CPU.  4 MiB covers bodies to about 300 kB (cds.max_body_kb is
+ * 256 by default); a larger request still gives back what is over it. */
+#define CDS_ARENA_KEEP (4ul << 20)
 
 
 int cds_asprintf(char **out, const char *fmt, ...)
@@ -924,6 +931,7 @@ int cds_route(void *ud, void *connection, const char *url, const char *method,
      * thread's arena takes them, which is what a request mostly costs in
      * malloc and free.  The JWT check above stays outside: it may cache a
      * fetched JWK Set. */
+    jsonarena_keep(CDS_ARENA_KEEP);
     jsonarena_begin();
     ret = dispatch(x, c, url, method, body, len, client, is_fhir);
     jsonarena_end();

@@ -96,6 +96,7 @@ struct arena {
     size_t touched;  /* high-water mark of used since the range was last trimmed */
     size_t marked;   /* bytes made inaccessible to the sanitizers so far */
     size_t limit;    /* test hook: bytes a scope may take before malloc; 0 none */
+    size_t keep;     /* touched bytes kept between scopes; 0 ARENA_KEEP */
     size_t start;    /* where the outermost open scope began (escape check) */
     int depth;       /* open scopes */
     int tried;       /* the reservation was attempted */
@@ -290,10 +291,11 @@ void jsonarena_end(void)
         guard_close(a);
         return;
     }
-    if (a->touched > ARENA_KEEP) {
+    size_t keep = a->keep != 0 ? a->keep : ARENA_KEEP;
+    if (a->touched > keep) {
         /* a large patient: give its pages back (they read as zeros later) */
-        madvise(a->base + ARENA_KEEP, a->touched - ARENA_KEEP, MADV_DONTNEED);
-        a->touched = ARENA_KEEP;
+        madvise(a->base + keep, a->touched - keep, MADV_DONTNEED);
+        a->touched = keep;
     }
     a->used = 0;
 }
@@ -306,6 +308,11 @@ unsigned long jsonarena_fallbacks(void)
 unsigned long jsonarena_held(void)
 {
     return (unsigned long)arena.touched;
+}
+
+void jsonarena_keep(unsigned long bytes)
+{
+    arena.keep = (size_t)bytes;
 }
 
 void jsonarena_limit(unsigned long bytes)

@@ -55,6 +55,13 @@ int jsonarena_owns(const void *p);
  * default) before scopes fall back to malloc. */
 void jsonarena_limit(unsigned long bytes);
 
+/* How many touched bytes the calling thread keeps between scopes (0: the
+ * default, 512 kB).  Pages beyond it go back to the system at the end of
+ * each outermost scope and fault in again in the next one: right for a
+ * sync worker that meets an occasional large patient, costly for a
+ * listener thread whose every request is about the same size. */
+void jsonarena_keep(unsigned long bytes);
+
 /* Bytes of the calling thread's range touched and not yet given back (what
  * the arena adds to RSS), for tests. */
 unsigned long jsonarena_held(void);

@@ -162,6 +162,36 @@ static void test_large_pieces_and_many(void **state)
     free(s);
 }
 
+/* jsonarena_keep: a thread that asks to keep more (the CDS listener) keeps
+ * its touched pages between scopes up to that, and gives back beyond it. */
+static void test_keep(void **state)
+{
+    json_t *arr;
+    size_t i;
+
+    (void)state;
+    jsonarena_keep(64ul << 20);
+    jsonarena_begin();
+    arr = json_array();
+    for (i = 0; i < 20000; i++) /* ~5 MB */
+        assert_int_equal(json_array_append_new(arr, tree((int)i)), 0);
+    json_decref(arr);
+    jsonarena_end();
+#ifndef ADP_DEBUG_ARENA
+    assert_true(jsonarena_held() > 2ul * 1024 * 1024); /* nothing given back */
+    jsonarena_keep(1ul << 20);
+    jsonarena_begin();
+    jsonarena_end();
+    assert_int_equal(jsonarena_held(), 1ul << 20); /* what is over 1 MiB */
+#endif
+    jsonarena_keep(0); /* the default again */
+    jsonarena_begin();
+    jsonarena_end();
+#ifndef ADP_DEBUG_ARENA
+    assert_int_equal(jsonarena_held(), KEEP);
+#endif
+}
+
 /* Code in a scope serialises with jsonwrite_dumps: its text is malloc'd,
  * so it outlives the scope and goes to free() (under ASan a free() of arena
  * memory would be reported). */
@@ -269,7 +299,7 @@ int main(void)
 #endif
         cmocka_unit_test(test_outside_scope_is_malloc),
         cmocka_unit_test(test_nested_scopes),       cmocka_unit_test(test_large_pieces_and_many),
-        cmocka_unit_test(test_dumps_text),          cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_dumps_text),          cmocka_unit_test(test_keep),          cmocka_unit_test(test_threads),
         cmocka_unit_test(test_read_in_scope),
 #ifdef TEST_ASAN
         cmocka_unit_test(test_poisoned),

@@ -16,6 +16,7 @@
 #include "engine.h"
 #include "fhirid.h"
 #include "jsonfind.h"
+#include "jsonarena.h"
 #include "jsonread.h"
 #include "metrics.h"
 
@@ -159,7 +160,7 @@ int cds_parse_parameters(const char *body, size_t len, json_t **data, char *subj
         snprintf(why, whylen, "Parameters: useServerData needs subject (Patient/id)");
         goto bad;
     }
-    json_decref(doc);
+    jsonarena_drop(doc);
     return 0;
 bad:
     json_decref(*data);
@@ -225,8 +226,8 @@ static int do_apply(struct cds *x, struct MHD_Connection *c, const char *body, s
                               err.code == ADP_ENOMEM ? "exception" : "structure", err.msg);
     }
     metrics_inc(x->metrics, MET_EVALUATED, (int)d.rec);
-    json_decref(data);
-    json_decref(report);
+    jsonarena_drop(data);
+    jsonarena_drop(report);
     return cds_send_json(c, 200, "application/fhir+json", out, 0);
 }
 

@@ -85,7 +85,7 @@ int cds_send_json(struct MHD_Connection *c, unsigned int status, const char *cty
     else
         ret = send_text(c, status, ctype, text, retry_after);
     free(text);
-    json_decref(doc);
+    jsonarena_drop(doc);
     return ret;
 }
 
@@ -693,17 +693,17 @@ static int handle_service(struct cds *x, struct MHD_Connection *c, const char *b
             json_array_append_new(cards, make_card(x, &d, report, out));
         ret = cds_send_json(c, 200, "application/json", json_pack("{s:o}", "cards", cards), 0);
     }
-    json_decref(req);
-    json_decref(doc);
-    json_decref(out);
-    json_decref(report);
+    jsonarena_drop(req);
+    jsonarena_drop(doc);
+    jsonarena_drop(out);
+    jsonarena_drop(report);
     return ret;
 bad:
-    json_decref(req);
-    json_decref(entries);
-    json_decref(doc);
-    json_decref(out);
-    json_decref(report);
+    jsonarena_drop(req);
+    jsonarena_drop(entries);
+    jsonarena_drop(doc);
+    jsonarena_drop(out);
+    jsonarena_drop(report);
     return cds_error(c, 400, why);
 }
 

@@ -101,6 +101,7 @@ struct arena {
     int depth;       /* open scopes */
     int tried;       /* the reservation was attempted */
     unsigned long fallbacks; /* pieces malloc'd while a scope was open */
+    unsigned long fallbacks_open; /* fallbacks when the outermost scope opened */
 };
 
 static __thread struct arena arena;
@@ -270,8 +271,23 @@ static void guard_close(struct arena *a)
 
 void jsonarena_begin(void)
 {
+    if (arena.depth == 0)
+        arena.fallbacks_open = arena.fallbacks;
     if (arena.depth++ == 0 && ARENA_GUARD)
         guard_open(&arena);
+}
+
+void jsonarena_drop(json_t *v)
+{
+    /* An arena value inside an open scope was made in the outermost one
+     * (older arena memory is reused); with no piece taken from malloc since
+     * that scope opened, its whole tree is the arena's and goes at the
+     * scope's end. */
+    if (v == NULL)
+        return;
+    if (arena.depth > 0 && arena.fallbacks == arena.fallbacks_open && jsonarena_owns(v))
+        return;
+    json_decref(v);
 }
 
 void jsonarena_end(void)

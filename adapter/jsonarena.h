@@ -30,6 +30,8 @@
 #ifndef ADP_JSONARENA_H
 #define ADP_JSONARENA_H
 
+#include <jansson.h>
+
 /* Route jansson's allocations through the arena (json_set_alloc_funcs).
  * Call once, before any jansson value exists. */
 void jsonarena_install(void);
@@ -46,6 +48,14 @@ void jsonarena_end(void);
  * malloc (out of memory, or past jsonarena_limit).  A tree built while this
  * did not move lives entirely in the arena. */
 unsigned long jsonarena_fallbacks(void);
+
+/* json_decref(v), except that a tree the open scope's end takes back
+ * anyway is not walked value by value: v is the arena's and no piece of the
+ * scope came from malloc.  For the large trees of a request or a patient.
+ * The two are the same as long as no value made outside the scope is
+ * linked into the tree (its count would stay raised: LeakSanitizer reports
+ * that at exit); the request and patient trees hold none. */
+void jsonarena_drop(json_t *v);
 
 /* Is p a piece of the calling thread's arena?  (0 for malloc'd memory,
  * e.g. when jsonarena_install was not called, as in some unit tests.) */

@@ -53,7 +53,7 @@ static void unmapped(struct xctx *x, const char *restype, json_t *coding)
         return;
     if (sys == NULL)
         sys = "";
-    snprintf(key, sizeof(key), "%s|%s|%s", restype, sys, code);
+    str_join(key, sizeof(key), restype, "|", sys, "|", code, (char *)NULL);
     o = json_object_get(x->unmapped, key);
     if (o != NULL) {
         json_object_set_new(

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "fhirid.h"
+#include "strjoin.h"
 
 static const char *const accepted_types[] = {"searchset", "collection", "transaction",
                                              "batch", NULL};
@@ -197,8 +198,8 @@ enum adp_err bundle_resources(json_t *doc, json_t **resources, const char **pati
                                i, rt);
             goto out;
         }
-        if (id != NULL)
-            snprintf(label, sizeof(label), "%.40s/%.100s", rt, id);
+        if (id != NULL) /* rt is a mapped type, id a FHIR id: it fits */
+            str_join(label, sizeof(label), rt, "/", id, (char *)NULL);
         else
             snprintf(label, sizeof(label), "%.40s %.100s", rt, full);
         if (strcmp(rt, "Observation") == 0) {

@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "http.h"
@@ -40,7 +41,17 @@ struct client {
 struct jti_entry {
     char *jti;
     time_t exp;
+    uint64_t hash;
 };
+
+/* The replay cache: the live entries in an array, found through an
+ * open-addressing index of 2^JTI_BITS slots (each 0 or an entry's index + 1,
+ * at most a third full).  Expired entries are swept every JTI_SWEEP new
+ * ones, or when the array is full, and the index is then rebuilt: a lookup
+ * is O(1) and a sweep O(JTI_MAX) once per JTI_SWEEP tokens.  (It was one
+ * linear scan of the whole cache per request, under the lock.) */
+#define JTI_BITS 16
+#define JTI_SWEEP 1024
 
 /* Called from several listener threads at once: the key cache (each
  * client's keys, pk and fetched) and the jti cache are under lock.  A key
@@ -51,8 +62,10 @@ struct jwtv {
     size_t nclients;
     char *public_url;        /* without a trailing slash */
     struct http_client *http; /* NULL when no client uses jku */
-    struct jti_entry *jtis;
+    struct jti_entry *jtis;  /* JTI_MAX entries, njti of them live */
     size_t njti;
+    uint32_t *jti_slots;     /* 1 << JTI_BITS */
+    size_t jti_since_sweep;  /* entries added since the last sweep */
 };
 
 unsigned char *jwtv_b64url_decode(const char *s, size_t slen, size_t *len)
@@ -400,6 +413,7 @@ void jwtv_free(struct jwtv *v)
     for (i = 0; i < v->njti; i++)
         free(v->jtis[i].jti);
     free(v->jtis);
+    free(v->jti_slots);
     free(v->clients);
     free(v->public_url);
     http_client_free(v->http);
@@ -423,12 +437,32 @@ static long find_kid(json_t *keys, const char *kid)
     return -1;
 }
 
-/* 0 when jti is new (then remembered until exp), -1 when seen or no room. */
-static int jti_remember(struct jwtv *v, const char *jti, time_t exp, time_t now, char *why,
-                        size_t whylen)
+static uint64_t jti_hash(const char *s)
+{
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
+
+    for (; *s != '\0'; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+/* The slot holding jti, or the empty slot where it would go. */
+static uint32_t *jti_slot(struct jwtv *v, const char *jti, uint64_t h)
+{
+    size_t mask = ((size_t)1 << JTI_BITS) - 1, i = (size_t)h & mask;
+
+    for (;; i = (i + 1) & mask) {
+        uint32_t s = v->jti_slots[i];
+
+        if (s == 0 || (v->jtis[s - 1].hash == h && strcmp(v->jtis[s - 1].jti, jti) == 0))
+            return &v->jti_slots[i];
+    }
+}
+
+/* Drop the expired entries and rebuild the index. */
+static void jti_sweep(struct jwtv *v, time_t now)
 {
     size_t i, j = 0;
-    struct jti_entry *nj;
 
     for (i = 0; i < v->njti; i++) {
         if (v->jtis[i].exp + LEEWAY_S < now) {
@@ -438,29 +472,58 @@ static int jti_remember(struct jwtv *v, const char *jti, time_t exp, time_t now,
         v->jtis[j++] = v->jtis[i];
     }
     v->njti = j;
+    memset(v->jti_slots, 0, sizeof(uint32_t) << JTI_BITS);
     for (i = 0; i < v->njti; i++)
-        if (strcmp(v->jtis[i].jti, jti) == 0) {
+        *jti_slot(v, v->jtis[i].jti, v->jtis[i].hash) = (uint32_t)(i + 1);
+    v->jti_since_sweep = 0;
+}
+
+/* 0 when jti is new (then remembered until exp), -1 when seen or no room. */
+int jwtv_jti_remember(struct jwtv *v, const char *jti, time_t exp, time_t now, char *why,
+                      size_t whylen)
+{
+    uint64_t h = jti_hash(jti);
+    uint32_t *slot;
+    struct jti_entry *e;
+
+    if (v->jti_slots == NULL) {
+        v->jti_slots = calloc((size_t)1 << JTI_BITS, sizeof(uint32_t));
+        v->jtis = calloc(JTI_MAX, sizeof(*v->jtis));
+        if (v->jti_slots == NULL || v->jtis == NULL) {
+            free(v->jti_slots);
+            free(v->jtis);
+            v->jti_slots = NULL;
+            v->jtis = NULL;
+            snprintf(why, whylen, "out of memory");
+            return -1;
+        }
+    }
+    if (v->jti_since_sweep >= JTI_SWEEP || v->njti >= JTI_MAX)
+        jti_sweep(v, now);
+    slot = jti_slot(v, jti, h);
+    if (*slot != 0) {
+        e = &v->jtis[*slot - 1];
+        if (e->exp + LEEWAY_S >= now) {
             snprintf(why, whylen, "jti already used: a token is accepted once");
             return -1;
         }
+        e->exp = exp; /* expired, not yet swept: as if it had been */
+        return 0;
+    }
     if (v->njti >= JTI_MAX) {
         snprintf(why, whylen, "too many live tokens (replay cache full): try again later");
         return -1;
     }
-    if (v->njti % 256 == 0) {
-        nj = realloc(v->jtis, (v->njti + 256) * sizeof(*nj));
-        if (nj == NULL) {
-            snprintf(why, whylen, "out of memory");
-            return -1;
-        }
-        v->jtis = nj;
-    }
-    v->jtis[v->njti].jti = strdup(jti);
-    if (v->jtis[v->njti].jti == NULL) {
+    e = &v->jtis[v->njti];
+    e->jti = strdup(jti);
+    if (e->jti == NULL) {
         snprintf(why, whylen, "out of memory");
         return -1;
     }
-    v->jtis[v->njti++].exp = exp;
+    e->exp = exp;
+    e->hash = h;
+    *slot = (uint32_t)++v->njti;
+    v->jti_since_sweep++;
     return 0;
 }
 
@@ -615,7 +678,7 @@ int jwtv_check(struct jwtv *v, const char *authorization, const char *path, time
         goto out;
     }
     pthread_mutex_lock(&v->lock);
-    i = (size_t)jti_remember(v, jti, (time_t)exp, now, why, whylen);
+    i = (size_t)jwtv_jti_remember(v, jti, (time_t)exp, now, why, whylen);
     pthread_mutex_unlock(&v->lock);
     if (i != 0)
         goto out;

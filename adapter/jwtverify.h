@@ -40,4 +40,10 @@ int jwtv_check(struct jwtv *v, const char *authorization, const char *path, time
  * length; NULL when s is not base64url.  Exposed for tests and fuzzing. */
 unsigned char *jwtv_b64url_decode(const char *s, size_t slen, size_t *len);
 
+/* The replay cache, for tests (jwtv_check calls it under the lock): 0 when
+ * jti is new, then remembered until exp (with the 60 s skew); -1 with why
+ * when it was seen and has not expired, or when the cache is full. */
+int jwtv_jti_remember(struct jwtv *v, const char *jti, time_t exp, time_t now, char *why,
+                      size_t whylen);
+
 #endif

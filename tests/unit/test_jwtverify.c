@@ -52,6 +52,45 @@ static void test_accepts_once(void **state)
     jwtv_free(v);
 }
 
+/* The replay cache: each jti once while it lives, 20,000 live at most,
+ * room again once tokens expire; found by hash (many live entries). */
+static void test_jti_cache(void **state)
+{
+    struct jwtv *v = make("https://cds.example");
+    char why[600], jti[40];
+    int i;
+
+    (void)state;
+    for (i = 0; i < 20000; i++) {
+        snprintf(jti, sizeof(jti), "jti-%d", i);
+        assert_int_equal(jwtv_jti_remember(v, jti, NOW + 300 + i / 1000, NOW, why, sizeof(why)),
+                         0);
+    }
+    for (i = 0; i < 20000; i += 997) { /* every one of them is remembered */
+        snprintf(jti, sizeof(jti), "jti-%d", i);
+        assert_int_equal(jwtv_jti_remember(v, jti, NOW + 300, NOW + 1, why, sizeof(why)), -1);
+        assert_non_null(strstr(why, "jti already used"));
+    }
+    assert_int_equal(jwtv_jti_remember(v, "one-more", NOW + 300, NOW + 1, why, sizeof(why)), -1);
+    assert_non_null(strstr(why, "replay cache full"));
+    /* past exp + 60 s the first thousand are gone: room for new ones, and
+     * their jti may be used again; the others are still refused */
+    assert_int_equal(jwtv_jti_remember(v, "one-more", NOW + 700, NOW + 361, why, sizeof(why)), 0);
+    assert_int_equal(jwtv_jti_remember(v, "jti-5", NOW + 700, NOW + 361, why, sizeof(why)), 0);
+    assert_int_equal(jwtv_jti_remember(v, "jti-5", NOW + 700, NOW + 361, why, sizeof(why)), -1);
+    assert_int_equal(jwtv_jti_remember(v, "jti-1005", NOW + 700, NOW + 361, why, sizeof(why)),
+                     -1);
+    assert_int_equal(jwtv_jti_remember(v, "one-more", NOW + 700, NOW + 362, why, sizeof(why)),
+                     -1);
+    /* an expired entry not yet swept may be used again at once */
+    for (i = 0; i < 500; i++) {
+        snprintf(jti, sizeof(jti), "later-%d", i);
+        assert_int_equal(jwtv_jti_remember(v, jti, NOW + 400, NOW + 361, why, sizeof(why)), 0);
+    }
+    assert_int_equal(jwtv_jti_remember(v, "later-7", NOW + 900, NOW + 461, why, sizeof(why)), 0);
+    jwtv_free(v);
+}
+
 static void test_refusals(void **state)
 {
     struct jwtv *v = make("https://cds.example");
@@ -119,6 +158,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_accepts_once),
+        cmocka_unit_test(test_jti_cache),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_b64url),

@@ -66,6 +66,7 @@ struct jwtv {
     size_t njti;
     uint32_t *jti_slots;     /* 1 << JTI_BITS */
     size_t jti_since_sweep;  /* entries added since the last sweep */
+    time_t jti_swept_at;     /* when: a full cache is swept once a second */
 };
 
 unsigned char *jwtv_b64url_decode(const char *s, size_t slen, size_t *len)
@@ -476,6 +477,7 @@ static void jti_sweep(struct jwtv *v, time_t now)
     for (i = 0; i < v->njti; i++)
         *jti_slot(v, v->jtis[i].jti, v->jtis[i].hash) = (uint32_t)(i + 1);
     v->jti_since_sweep = 0;
+    v->jti_swept_at = now;
 }
 
 /* 0 when jti is new (then remembered until exp), -1 when seen or no room. */
@@ -498,7 +500,7 @@ int jwtv_jti_remember(struct jwtv *v, const char *jti, time_t exp, time_t now, c
             return -1;
         }
     }
-    if (v->jti_since_sweep >= JTI_SWEEP || v->njti >= JTI_MAX)
+    if (v->jti_since_sweep >= JTI_SWEEP || (v->njti >= JTI_MAX && now != v->jti_swept_at))
         jti_sweep(v, now);
     slot = jti_slot(v, jti, h);
     if (*slot != 0) {

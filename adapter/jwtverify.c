@@ -23,7 +23,7 @@
 #include "log.h"
 
 #define JWT_MAX_LEN 16384
-#define JTI_MAX 20000        /* replay cache entries: bounded memory */
+#define JTI_MAX JWTV_JTI_MAX /* replay cache entries: bounded memory (8-30 MB full) */
 #define LEEWAY_S 60          /* clock skew tolerated on exp and iat */
 #define MAX_LIFETIME_S 3600  /* a token valid longer is refused (bounds the cache) */
 #define JWKS_TTL_S 300       /* a fetched set is used this long */
@@ -50,7 +50,7 @@ struct jti_entry {
  * ones, or when the array is full, and the index is then rebuilt: a lookup
  * is O(1) and a sweep O(JTI_MAX) once per JTI_SWEEP tokens.  (It was one
  * linear scan of the whole cache per request, under the lock.) */
-#define JTI_BITS 16
+#define JTI_BITS 18
 #define JTI_SWEEP 1024
 
 /* Called from several listener threads at once: the key cache (each

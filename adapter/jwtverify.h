@@ -40,6 +40,11 @@ int jwtv_check(struct jwtv *v, const char *authorization, const char *path, time
  * length; NULL when s is not base64url.  Exposed for tests and fuzzing. */
 unsigned char *jwtv_b64url_decode(const char *s, size_t slen, size_t *len);
 
+/* Live tokens the replay cache holds: with tokens of five minutes (CDS
+ * Hooks asks for no more) about 330 requests a second sustained; past it a
+ * request is refused (401, "replay cache full") until tokens expire. */
+#define JWTV_JTI_MAX 100000
+
 /* The replay cache, for tests (jwtv_check calls it under the lock): 0 when
  * jti is new, then remembered until exp (with the 60 s skew); -1 with why
  * when it was seen and has not expired, or when the cache is full. */

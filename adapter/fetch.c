@@ -127,8 +127,9 @@ static enum adp_err take_searchset(struct prun *r, const char *type, const char 
  * The reads of one patient in one batch: Patient, Condition and Observation
  * searches and, when ours is not NULL, the CarePlan and RiskAssessment we
  * wrote earlier (by business identifier), so that the decision hash can be
- * compared without two more round trips.  *fallback = 1 (and nothing
- * appended) when the server refused the batch itself for good.
+ * compared without two more round trips.  pq NULL: only those two (the
+ * inputs came in a bulk export).  *fallback = 1 (and nothing appended) when
+ * the server refused the batch itself for good.
  */
 static enum adp_err fetch_batch(struct prun *r, const struct emit_ctx *ctx, const char *pq,
                                 const char *cq, const char *oq, json_t *resources,
@@ -143,19 +144,21 @@ static enum adp_err fetch_batch(struct prun *r, const struct emit_ctx *ctx, cons
     struct adp_error local;
     enum adp_err rc = ADP_OK;
     size_t len;
-    int i, n = ours != NULL ? 5 : 3;
+    int i, n = ours != NULL ? 5 : 3, first = pq != NULL ? 0 : 3;
 
     *fallback = 0;
-    args[0] = strdup(pq);
-    args[1] = strdup(cq);
-    args[2] = strdup(oq);
+    if (first == 0) {
+        args[0] = strdup(pq);
+        args[1] = strdup(cq);
+        args[2] = strdup(oq);
+    }
     if (ours != NULL) {
         args[3] = identity_output_query(ctx, "CarePlan");
         args[4] = identity_output_query(ctx, "RiskAssessment");
     }
     bundle = json_pack("{s:s, s:s, s:[]}", "resourceType", "Bundle", "type", "batch", "entry");
     list = json_object_get(bundle, "entry");
-    for (i = 0; i < n && bundle != NULL; i++) {
+    for (i = first; i < n && bundle != NULL; i++) {
         len = args[i] != NULL ? strlen(args[i]) + 24 : 0;
         urls[i] = len ? malloc(len) : NULL;
         if (urls[i] == NULL)
@@ -184,25 +187,32 @@ static enum adp_err fetch_batch(struct prun *r, const struct emit_ctx *ctx, cons
         goto out;
     }
     entries = json_object_get(resp, "entry");
-    pat = json_object_get(json_array_get(entries, 0), "resource");
-    if (json_array_size(entries) != (size_t)n || !json_is_object(pat) ||
-        json_string_value(json_object_get(pat, "resourceType")) == NULL ||
-        strcmp(json_string_value(json_object_get(pat, "resourceType")), "Patient") != 0) {
-        rc = adp_error_set(err, ADP_EPARSE,
-                           "POST batch: batch-response has no Patient in entry 0 or not %d "
-                           "entries", n);
+    if (json_array_size(entries) != (size_t)(n - first)) {
+        rc = adp_error_set(err, ADP_EPARSE, "POST batch: batch-response has not %d entries",
+                           n - first);
         goto out;
     }
-    if (json_array_append(resources, pat) != 0)
-        rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
-    for (i = 1; i < n && rc == ADP_OK; i++) {
+    if (first == 0) {
+        pat = json_object_get(json_array_get(entries, 0), "resource");
+        if (!json_is_object(pat) ||
+            json_string_value(json_object_get(pat, "resourceType")) == NULL ||
+            strcmp(json_string_value(json_object_get(pat, "resourceType")), "Patient") != 0) {
+            rc = adp_error_set(err, ADP_EPARSE, "POST batch: batch-response has no Patient in "
+                                                "entry 0");
+            goto out;
+        }
+        if (json_array_append(resources, pat) != 0)
+            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+    }
+    for (i = first > 0 ? first : 1; i < n && rc == ADP_OK; i++) {
         json_t *into = i < 3 ? resources : (ours[i - 3] = json_array());
 
         if (into == NULL)
             rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         else
             rc = take_searchset(r, types[i], args[i],
-                                json_object_get(json_array_get(entries, (size_t)i), "resource"),
+                                json_object_get(json_array_get(entries, (size_t)(i - first)),
+                                                "resource"),
                                 into, err);
     }
 out:
@@ -271,6 +281,23 @@ out:
     free(cq);
     free(oq);
     return rc;
+}
+
+enum adp_err fetch_ours(struct prun *r, const struct emit_ctx *ctx, json_t *ours[2],
+                        struct adp_error *err)
+{
+    enum adp_err rc;
+    int fallback = 0;
+
+    if (r->a->fetch_mode != SYNC_FETCH_BATCH)
+        return ADP_OK;
+    rc = fetch_batch(r, ctx, NULL, NULL, NULL, NULL, ours, &fallback, err);
+    if (rc != ADP_OK || fallback) {
+        json_decref(ours[0]);
+        json_decref(ours[1]);
+        ours[0] = ours[1] = NULL;
+    }
+    return fallback ? ADP_OK : rc;
 }
 
 /* "Type/id/_history/vid" of a resource read from the server, or, without

@@ -27,6 +27,13 @@ enum adp_err fetch_inputs(struct prun *r, const struct emit_ctx *ctx, json_t *re
 enum adp_err fetch_given(const char *patient_id, json_t *given, json_t *resources,
                          struct adp_error *err);
 
+/* With given inputs, what fetch_inputs' batch also brings: ours[0] and
+ * ours[1] (new arrays) from one batch of the two identifier searches, so
+ * that the writer need not make them one by one; they stay NULL when the
+ * server takes no batch. */
+enum adp_err fetch_ours(struct prun *r, const struct emit_ctx *ctx, json_t *ours[2],
+                        struct adp_error *err);
+
 /*
  * SHA-256 (hex) of what the decision was made on: the exact versions of the
  * pulled resources (a new version is what changes a resource on a FHIR

@@ -668,6 +668,8 @@ static enum adp_err pass_fetch(struct pass *p, json_t *given, struct adp_error *
 
     rc = given != NULL ? fetch_given(p->patient_id, given, p->resources, err)
                        : fetch_inputs(&p->run, &p->ctx, p->resources, p->ours, err);
+    if (rc == ADP_OK && given != NULL)
+        rc = fetch_ours(&p->run, &p->ctx, p->ours, err);
     if (rc == ADP_OK)
         rc = identity_check_inputs(&p->run, &p->ctx, p->resources, p->ours, &replaced, err);
     if (rc == ADP_OK && replaced) {

@@ -137,6 +137,24 @@ test('a bulk backfill gives exactly the plans of the REST sync, both ways round'
   }
 });
 
+test('a backfill looks up each patient\'s earlier plans in one batch, as REST does', async () => {
+  // the inputs come in the export; the CarePlan and RiskAssessment of ours
+  // go in one batch of two identifier searches per patient, not two requests
+  await reload();
+  const b = sync(newState(), ['--bulk']);
+  assert.equal(b.status, 0, b.stderr);
+  assert.equal(b.sum.created, restPlans);
+  const st = await admin('GET', '/$test/stats');
+  const get = st.requests.GET || {};
+  assert.equal(get.CarePlan || 0, 0, 'no CarePlan search of its own: ' + JSON.stringify(st));
+  assert.equal(get.RiskAssessment || 0, 0, 'no RiskAssessment search of its own');
+  assert.equal(st.entries.GET.CarePlan, b.sum.seen, 'one CarePlan search per patient, in a batch');
+  assert.equal(st.entries.GET.RiskAssessment, b.sum.seen);
+  // a batch and a transaction per written patient, a batch per other one
+  assert.equal(st.requests.POST.Bundle, b.sum.seen + b.sum.created, JSON.stringify(st.requests));
+  await assertPlansRight(restPlans);
+});
+
 test('an export _since the last one syncs only the patients that changed', async () => {
   await reload();
   const state = newState();

@@ -25,9 +25,11 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 here=$root/tests/bench
 if [ $# -gt 0 ]; then sizes=("$@"); else read -r -a sizes <<<"${BULK_SIZES:-10000 100000}"; fi
 concurrency=${BENCH_CONCURRENCY:-4}
-# the bundled server keeps every resource twice in memory (Medplum's store
-# and its version log) plus its search index: about 150 MB per 1,000
-# patients; Node's default heap limit is far lower
+# the bundled server holds every resource (Medplum's store, and its version
+# log as JSON text) plus its search index: about 90 KB per patient, and
+# 40-50 KB more per patient written; 100,000 patients with the plans of one
+# path took 14 GB (both paths together: about 18 GB by that measure, not
+# tried); Node's default heap limit is far lower
 heap_mb=${BULK_SERVER_HEAP_MB:-20000}
 srv=""
 work=$(mktemp -d /tmp/dnmbc-bench-bulk.XXXXXX)

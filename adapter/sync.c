@@ -630,7 +630,6 @@ struct pass {
                                       * reached the server: the patient counts as written
                                       * even if recording it fails */
     int own_scope;                   /* sync_patient: the pass has a scope of its own */
-    unsigned long fallbacks;         /* jsonarena_fallbacks() when the pass began */
     double t_start, t_fetched, t_decided;
 };
 
@@ -819,19 +818,23 @@ static void pass_end(struct pass *p, enum adp_err rc, struct adp_error *err)
             writepath_park(&p->run, err);
     }
     log_set_correlation(NULL);
-    /* In a scope of its own, on a thread whose jansson values come from the
-     * arena, with nothing taken from malloc meanwhile, every value of the
-     * pass is the arena's (its inputs were read inside it and no long-lived
-     * value is put into its trees): the scope's end takes them back at once,
-     * so walking the trees to release each value is skipped. */
-    if (p->own_scope && jsonarena_owns(p->resources) && jsonarena_fallbacks() == p->fallbacks)
-        return;
-    json_decref(p->resources);
-    json_decref(p->report);
-    json_decref(p->careplan);
-    json_decref(p->risk);
-    json_decref(p->ours[0]);
-    json_decref(p->ours[1]);
+    /* In a scope of its own, the pass's trees are left to the scope's end
+     * when they are the arena's and nothing fell back to malloc
+     * (jsonarena_drop): its inputs were read inside it and no long-lived
+     * value is put into its trees.  Otherwise (a coverage report, a bulk
+     * export's patient) they are released as usual. */
+    {
+        json_t *trees[6] = {p->resources, p->careplan, p->risk, p->report, p->ours[0],
+                            p->ours[1]};
+        size_t i;
+
+        for (i = 0; i < 6; i++) {
+            if (p->own_scope)
+                jsonarena_drop(trees[i]);
+            else
+                json_decref(trees[i]);
+        }
+    }
 }
 
 static enum adp_err patient_run(struct adapter *a, const char *patient_id, json_t *given,
@@ -848,7 +851,6 @@ static enum adp_err patient_run(struct adapter *a, const char *patient_id, json_
         return err->code;
     rc = pass_begin(&p, a, patient_id, dry_run, stats, err);
     p.own_scope = own_scope;
-    p.fallbacks = jsonarena_fallbacks();
     if (rc == ADP_OK)
         rc = pass_fetch(&p, given, err);
     if (rc == ADP_OK && !p.skip)

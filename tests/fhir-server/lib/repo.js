@@ -100,8 +100,8 @@ function tokenQueryKey(filterValue) {
 
 // One entry of the version log. The resource is kept as its JSON text:
 // a version never changes once written, each read gets its own copy, and
-// text takes a third of the memory of the parsed object (the bulk bench
-// holds 100,000 patients' resources in this log).
+// the text takes less memory than the parsed object (48 against 68 MiB for
+// 3,000 patients; the bulk bench holds 100,000 patients in this log).
 class Version {
   constructor(resource, method) {
     this.json = JSON.stringify(resource);
@@ -151,7 +151,7 @@ class IndexedMemoryRepository extends MemoryRepository {
   }
 
   resetState() {
-    this.versions = new Map(); // "Type/id" -> [{ resource, method, versionId, lastUpdated, deleted }]
+    this.versions = new Map(); // "Type/id" -> [Version, or { deleted, method, versionId, lastUpdated }]
     this.order = new Map(); // "Type/id" -> creation sequence, for stable search order
     this.seq = 0;
     // "Type\0code\0key" -> the id itself while one resource has the key

@@ -885,19 +885,18 @@ static int dispatch(struct cds *x, struct MHD_Connection *c, const char *url,
     return cds_error(c, 404, "no such CDS service or method");
 }
 
-int cds_route(void *ud, void *connection, const char *url, const char *method,
-              const char *body, size_t len, int too_big, int inflight)
+/* What is refused before any work: SERVER_ROUTE_NOT_MINE for a path that
+ * is not ours, the answer (an MHD result) to a refused request, or
+ * SERVER_ROUTE_LATER. */
+static int refuse_early(struct cds *x, struct MHD_Connection *c, const char *url, size_t len,
+                        int too_big, int inflight)
 {
-    struct cds *x = ud;
-    struct MHD_Connection *c = connection;
     int is_cds = strcmp(url, "/cds-services") == 0 || strncmp(url, "/cds-services/", 14) == 0;
     int is_fhir = strncmp(url, "/fhir/", 6) == 0;
-    const char *authz;
-    char why[600], client[300];
-    int ret;
+    char why[160];
 
     if (!is_cds && !is_fhir)
-        return -1;
+        return SERVER_ROUTE_NOT_MINE;
     if (x->jwt == NULL)
         return is_fhir ? cds_fhir_error(c, 403, "security", "not enabled: configure cds.clients")
                        : cds_error(c, 403, "not enabled: configure cds.clients");
@@ -914,6 +913,31 @@ int cds_route(void *ud, void *connection, const char *url, const char *method,
         return is_fhir ? cds_fhir_error(c, 503, "transient", "busy: retry later")
                        : cds_error(c, 503, "busy: retry later");
     }
+    return SERVER_ROUTE_LATER;
+}
+
+int cds_admit(void *ud, void *connection, const char *url, const char *method, size_t len,
+              int too_big, int inflight)
+{
+    (void)method;
+    return refuse_early(ud, connection, url, len, too_big, inflight);
+}
+
+int cds_route(void *ud, void *connection, const char *url, const char *method,
+              const char *body, size_t len, int too_big, int inflight)
+{
+    struct cds *x = ud;
+    struct MHD_Connection *c = connection;
+    int is_fhir = strncmp(url, "/fhir/", 6) == 0;
+    const char *authz;
+    char why[600], client[300];
+    int ret;
+
+    /* cds_admit asked the same on the polling thread: here it only answers
+     * when the listener has no admission step */
+    ret = refuse_early(x, c, url, len, too_big, inflight);
+    if (ret != SERVER_ROUTE_LATER)
+        return ret;
     authz = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
     /* an integration engine on $apply may authenticate with a client
      * certificate of the configured CA (server.tls_client_ca) instead */

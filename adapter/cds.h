@@ -34,9 +34,15 @@ void cds_free(struct cds *x);
  * the old ones).  On error nothing changes.  x NULL: nothing to do. */
 enum adp_err cds_reload(struct cds *x, const struct config *cfg, struct adp_error *err);
 
-/* The listener's route hook (server_route_fn): ud is the struct cds. */
+/* The listener's route hook (server_route_fn), on a worker thread: ud is
+ * the struct cds. */
 int cds_route(void *ud, void *connection, const char *url, const char *method,
               const char *body, size_t len, int too_big, int inflight);
+/* Its admission step (server_admit_fn), on the polling thread: a path not
+ * ours, not enabled, a body over cds.max_body_kb and more requests held than
+ * cds.max_concurrent are answered at once. */
+int cds_admit(void *ud, void *connection, const char *url, const char *method, size_t len,
+              int too_big, int inflight);
 
 /* What a CDS request body asks, as the handler reads it (for tests and the
  * fuzz target): 0 and *out (new reference: {"patientId", "prefetch"...}) or

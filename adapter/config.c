@@ -93,7 +93,7 @@ static const struct key keys[] = {
     {"server", "public_url", K_STR, OFF(public_url), 0, 0, RESTART},
     {"cds", "clients", K_JSON, OFF(cds_clients), 0, 0, RESTART},
     {"cds", "max_body_kb", K_INT, OFF(cds_max_body_kb), 1, 1024, RESTART},
-    {"cds", "max_concurrent", K_INT, OFF(cds_max_concurrent), 1, 60, RESTART},
+    {"cds", "max_concurrent", K_INT, OFF(cds_max_concurrent), 1, 1024, RESTART},
     {"server", "threads", K_INT, OFF(server_threads), 1, 64, RESTART},
     {"server", "tls_client_ca", K_STR, OFF(server_tls_client_ca), 0, 0, RESTART},
     {"bulk", "group_id", K_STR, OFF(bulk_group_id), 0, 0, RESTART},

@@ -948,6 +948,7 @@ static int start_listener(struct adapter *ad, const struct config *cfg, struct m
         return EXIT_USAGE;
     }
     so.route = cds_route;
+    so.admit = cds_admit;
     so.route_ud = cds_service;
     if (server_start(&so, *m, srv, &err) != ADP_OK) {
         log_fatal("%s", err.msg);

@@ -1,14 +1,18 @@
 /*
  * server.c - the health, metrics and notification listener (see server.h).
  *
- * libmicrohttpd runs a pool of internal polling threads (server.threads,
- * default one per CPU), each with its own share of the connections, so the
- * handlers below run concurrently: what they share with each other and with
- * the sync loop (the notification queue, the "started" flag, the readiness
- * cache) is behind s->lock, the connection list behind s->conn_lock, the
- * count of requests in flight is atomic, and the metrics and the route's
- * own state (cds.c) have their own locks.  One thread could only answer one
- * request at a time, so 64 clients waited behind each other.
+ * libmicrohttpd runs one internal polling thread: it accepts, reads the
+ * requests, writes the answers and serves the listener's own endpoints
+ * (health, readiness, metrics, notifications), which cost little.  The
+ * route's requests (cds.c: CDS Hooks and $apply, about a millisecond of CPU
+ * each, or as long as a slow fhirServer takes) are handed, connection
+ * suspended, to server.threads worker threads (default one per CPU) through
+ * one queue in arrival order, and the answer comes back to the polling
+ * thread to be sent (queue_job, worker_main).  What the threads share (the
+ * notification queue, the "started" flag, the readiness cache) is behind
+ * s->lock, the connection list behind s->conn_lock, the job queue behind
+ * s->job_lock, the count of requests in flight is atomic, and the metrics
+ * and the route's own state (cds.c) have their own locks.
  *
  * Two helper threads keep the listener answering whatever the network does:
  * - readiness: the FHIR server probe can take seconds (a silent server
@@ -128,16 +132,43 @@ struct server {
     char subscription[256];
     server_route_fn route;         /* further endpoints (server.h), or NULL */
     void *route_ud;
-    int inflight;                  /* requests begun, not completed (atomic: every
-                                    * listener thread counts its own) */
-    unsigned int threads;          /* libmicrohttpd's polling threads */
+    int inflight;                  /* requests begun, not completed (atomic: the
+                                    * polling thread counts, /metrics reads) */
+    server_admit_fn admit;
+    /* the route's requests, in arrival order, for the worker threads */
+    unsigned int threads;          /* worker threads */
+    pthread_t *workers;
+    unsigned int nworkers;         /* started */
+    pthread_mutex_t job_lock;
+    pthread_cond_t job_cond;       /* a job queued, or stopping */
+    struct upload *job_head, *job_tail;
+    int job_stop;                  /* under job_lock */
+    int unsent;                    /* answered by a worker, not yet sent (atomic) */
 };
+
+/* One request, from its head to its answer.  A request for the route is
+ * handed to a worker (UP_QUEUED, the connection suspended); the worker puts
+ * the answer in resp (server_reply, see `deferred`) and resumes the
+ * connection, and the polling thread then sends it (UP_ANSWERED). */
+enum upload_state { UP_READING, UP_QUEUED, UP_ANSWERED };
 
 struct upload {
     char *data;
     size_t len;
     int too_big;
+    enum upload_state state;
+    struct MHD_Connection *conn;
+    char *url, *method;            /* copies, for the worker */
+    int inflight;                  /* the load when it arrived */
+    unsigned int status;           /* the worker's answer */
+    struct MHD_Response *resp;     /* NULL with UP_ANSWERED: close the connection */
+    struct upload *next;           /* in the job queue */
 };
+
+/* The request the worker thread is answering: server_reply on its
+ * connection keeps the answer for the polling thread, which alone may queue
+ * it (libmicrohttpd's rule for a suspended connection). */
+static __thread struct upload *deferred;
 
 static const char *const kind_names[] = {"handshake", "heartbeat", "empty", "id-only",
                                          "full-resource"};
@@ -603,6 +634,13 @@ int server_reply(void *connection, unsigned int status, const char *ctype, const
         snprintf(hdr, sizeof(hdr), "%ld", retry_after);
         MHD_add_response_header(r, "Retry-After", hdr);
     }
+    if (deferred != NULL && deferred->conn == connection) {
+        if (deferred->resp != NULL)
+            MHD_destroy_response(deferred->resp); /* answered twice: the last counts */
+        deferred->resp = r;
+        deferred->status = status;
+        return MHD_YES;
+    }
     ret = MHD_queue_response(connection, status, r);
     MHD_destroy_response(r);
     return ret;
@@ -935,6 +973,106 @@ static enum MHD_Result handle_notify(struct server *s, struct MHD_Connection *c,
     return reply_json(c, 200, "accepted", kind_names[ni.kind]);
 }
 
+/* ---- the route's worker threads ----------------------------------------- */
+
+/* 405 for the listener's own paths asked with another method, else 404. */
+static enum MHD_Result not_found(struct MHD_Connection *c, const char *url, const char *method)
+{
+    if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 ||
+        strcmp(url, "/metrics") == 0 || strncmp(url, "/notify", 7) == 0)
+        return reply_json(c, 405, "method not allowed", method);
+    return reply_json(c, 404, "not found", "endpoints: /healthz /readyz /metrics /notify");
+}
+
+static enum MHD_Result reply_stopping(struct MHD_Connection *c)
+{
+    return (enum MHD_Result)server_reply(c, 503, "application/json",
+                                         "{\"status\":\"stopping\",\"detail\":"
+                                         "\"the listener is stopping: retry later\"}\n",
+                                         "dnmbc-adapter", 1);
+}
+
+/* Hand the complete request up to the workers: its connection is suspended
+ * (libmicrohttpd neither reads nor times it out) until a worker has the
+ * answer.  One queue for all workers, in arrival order, so a request waits
+ * for the requests before it, not for whichever polling thread happened to
+ * accept its connection: with a pool of polling threads each serving its
+ * own connections, one thread could hold a queue twice as long as the
+ * other's while that one idled, which was the 99th percentile. */
+static enum MHD_Result queue_job(struct server *s, struct MHD_Connection *c, const char *url,
+                                 const char *method, struct upload *up, int inflight)
+{
+    free(up->url);
+    free(up->method);
+    up->url = strdup(url);
+    up->method = strdup(method);
+    if (up->url == NULL || up->method == NULL)
+        return reply_json(c, 503, "busy", "out of memory: retry later");
+    up->conn = c;
+    up->inflight = inflight;
+    up->next = NULL;
+    pthread_mutex_lock(&s->job_lock);
+    if (s->job_stop) {
+        /* the workers may be gone: nobody would answer it */
+        pthread_mutex_unlock(&s->job_lock);
+        return reply_stopping(c);
+    }
+    up->state = UP_QUEUED;
+    MHD_suspend_connection(c);
+    if (s->job_tail != NULL)
+        s->job_tail->next = up;
+    else
+        s->job_head = up;
+    s->job_tail = up;
+    pthread_cond_signal(&s->job_cond);
+    pthread_mutex_unlock(&s->job_lock);
+    return MHD_YES;
+}
+
+static void *worker_main(void *arg)
+{
+    struct server *s = arg;
+    struct upload *up;
+    int stopping, r;
+
+    for (;;) {
+        pthread_mutex_lock(&s->job_lock);
+        while (s->job_head == NULL && !s->job_stop)
+            pthread_cond_wait(&s->job_cond, &s->job_lock);
+        up = s->job_head;
+        if (up != NULL) {
+            s->job_head = up->next;
+            if (s->job_head == NULL)
+                s->job_tail = NULL;
+        }
+        stopping = s->job_stop;
+        pthread_mutex_unlock(&s->job_lock);
+        if (up == NULL)
+            break; /* stopping, and every queued request answered */
+        deferred = up;
+        if (stopping) {
+            /* not begun: a client's retry finds the next instance sooner
+             * than a slow fhirServer would let this one answer */
+            r = reply_stopping(up->conn);
+        } else {
+            r = s->route(s->route_ud, up->conn, up->url, up->method, up->data, up->len,
+                         up->too_big, up->inflight);
+            if (r == SERVER_ROUTE_NOT_MINE)
+                r = not_found(up->conn, up->url, up->method);
+        }
+        deferred = NULL;
+        if (r != MHD_YES && up->resp != NULL) {
+            MHD_destroy_response(up->resp); /* the route asked to close the connection */
+            up->resp = NULL;
+        }
+        up->state = UP_ANSWERED;
+        __atomic_add_fetch(&s->unsent, 1, __ATOMIC_RELAXED);
+        /* after this the polling thread owns up again (it may free it) */
+        MHD_resume_connection(up->conn);
+    }
+    return NULL;
+}
+
 static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *url,
                                const char *method, const char *version,
                                const char *upload_data, size_t *upload_data_size,
@@ -946,6 +1084,17 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
 
     (void)version;
+    if (up != NULL && up->state == UP_ANSWERED) {
+        /* resumed: the worker's answer, or none (close the connection) */
+        enum MHD_Result ret = MHD_NO;
+
+        if (up->resp != NULL) {
+            ret = MHD_queue_response(c, up->status, up->resp);
+            MHD_destroy_response(up->resp);
+            up->resp = NULL;
+        }
+        return ret;
+    }
     if (up == NULL) {
         up = calloc(1, sizeof(*up));
         if (up == NULL)
@@ -993,16 +1142,17 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     if ((strcmp(url, "/notify") == 0 || strncmp(url, "/notify/", 8) == 0) && is_post)
         return handle_notify(s, c, url, up);
     if (s->route != NULL) {
-        int r = s->route(s->route_ud, c, url, method, up->data, up->len, up->too_big,
-                         __atomic_load_n(&s->inflight, __ATOMIC_RELAXED));
+        int inflight = __atomic_load_n(&s->inflight, __ATOMIC_RELAXED);
+        int r = s->admit != NULL
+                    ? s->admit(s->route_ud, c, url, method, up->len, up->too_big, inflight)
+                    : SERVER_ROUTE_LATER;
 
         if (r >= 0)
             return (enum MHD_Result)r;
+        if (r == SERVER_ROUTE_LATER)
+            return queue_job(s, c, url, method, up, inflight);
     }
-    if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 ||
-        strcmp(url, "/metrics") == 0 || strncmp(url, "/notify", 7) == 0)
-        return reply_json(c, 405, "method not allowed", method);
-    return reply_json(c, 404, "not found", "endpoints: /healthz /readyz /metrics /notify");
+    return not_found(c, url, method);
 }
 
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -1016,6 +1166,12 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
     conn_deadline(cls, c, ((struct server *)cls)->header_timeout_s);
     if (up != NULL) {
         __atomic_sub_fetch(&s->inflight, 1, __ATOMIC_RELAXED);
+        if (up->state == UP_ANSWERED)
+            __atomic_sub_fetch(&s->unsent, 1, __ATOMIC_RELAXED);
+        if (up->resp != NULL)
+            MHD_destroy_response(up->resp); /* resumed, but the client had gone */
+        free(up->url);
+        free(up->method);
         free(up->data);
         free(up);
         *con_cls = NULL;
@@ -1215,7 +1371,8 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
     struct server *s;
     char host[256], port[16];
     struct addrinfo hints, *ai = NULL;
-    unsigned int flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
+    unsigned int flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG |
+                         MHD_ALLOW_SUSPEND_RESUME;
     const union MHD_DaemonInfo *info;
     enum adp_err rc = ADP_OK;
     int gai;
@@ -1235,6 +1392,8 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
     pthread_mutex_init(&s->log_lock, NULL);
     pthread_cond_init(&s->ready_cond, NULL);
     pthread_cond_init(&s->reaper_cond, NULL);
+    pthread_mutex_init(&s->job_lock, NULL);
+    pthread_cond_init(&s->job_cond, NULL);
     s->max_connections = o->max_connections ? o->max_connections : SERVER_DEFAULT_MAX_CONNECTIONS;
     s->max_per_client = o->max_per_client ? o->max_per_client : SERVER_DEFAULT_MAX_PER_CLIENT;
     s->header_timeout_s = o->header_timeout_s > 0 ? o->header_timeout_s
@@ -1264,6 +1423,7 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
     s->last_event = -1;
     s->route = o->route;
     s->route_ud = o->route_ud;
+    s->admit = o->admit;
     if (o->notify_secret != NULL && (s->secret = strdup(o->notify_secret)) == NULL) {
         rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
         goto fail;
@@ -1328,6 +1488,20 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
         goto fail;
     }
     s->ready_thread_on = 1;
+    if (s->route != NULL) {
+        s->workers = calloc(s->threads, sizeof(*s->workers));
+        if (s->workers == NULL) {
+            freeaddrinfo(ai);
+            rc = adp_error_set(err, ADP_ENOMEM, "out of memory");
+            goto fail;
+        }
+        for (; s->nworkers < s->threads; s->nworkers++)
+            if (pthread_create(&s->workers[s->nworkers], NULL, worker_main, s) != 0) {
+                freeaddrinfo(ai);
+                rc = adp_error_set(err, ADP_ENOMEM, "cannot start the listener's worker threads");
+                goto fail;
+            }
+    }
     /* The per-client limit below the total keeps one client (a slow or
      * hostile one) from taking every slot: a probe from another address
      * still gets in.  The inactivity timeout stays as a second bound. */
@@ -1344,9 +1518,6 @@ enum adp_err server_start(const struct server_opts *o, struct metrics *m,
         OPT(MHD_OPTION_CONNECTION_LIMIT, s->max_connections, NULL);
         OPT(MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->max_per_client, NULL);
         OPT(MHD_OPTION_CONNECTION_TIMEOUT, 30u, NULL);
-        /* libmicrohttpd shares the connection limit out among the threads */
-        if (s->threads > 1)
-            OPT(MHD_OPTION_THREAD_POOL_SIZE, s->threads, NULL);
         if (s->tls_cert_pem != NULL) {
             OPT(MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert_pem);
             OPT(MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key_pem);
@@ -1390,6 +1561,24 @@ void server_stop(struct server *s)
 {
     if (s == NULL)
         return;
+    /* The workers first: each finishes the request it has and answers the
+     * queued ones 503, and resumes their connections, which
+     * libmicrohttpd requires before it stops; the polling thread answers
+     * what arrives meanwhile 503 itself. */
+    pthread_mutex_lock(&s->job_lock);
+    s->job_stop = 1;
+    pthread_cond_broadcast(&s->job_cond);
+    pthread_mutex_unlock(&s->job_lock);
+    while (s->nworkers > 0)
+        pthread_join(s->workers[--s->nworkers], NULL);
+    free(s->workers);
+    /* and the answers they made go out before the connections close (a
+     * client that does not read its answer has the body deadline) */
+    for (int i = 0; i < 500 && __atomic_load_n(&s->unsent, __ATOMIC_RELAXED) > 0; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+
+        nanosleep(&ts, NULL);
+    }
     if (s->mhd != NULL)
         MHD_stop_daemon(s->mhd); /* closes every connection: the list is empty after */
     pthread_mutex_lock(&s->lock);
@@ -1418,6 +1607,8 @@ void server_stop(struct server *s)
         memset(s->tls_key_pem, 0, strlen(s->tls_key_pem));
     free(s->tls_key_pem);
     free(s->tls_ca_pem);
+    pthread_cond_destroy(&s->job_cond);
+    pthread_mutex_destroy(&s->job_lock);
     pthread_cond_destroy(&s->reaper_cond);
     pthread_cond_destroy(&s->ready_cond);
     pthread_mutex_destroy(&s->conn_lock);

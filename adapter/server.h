@@ -27,15 +27,30 @@
 struct config;
 struct metrics;
 
-/* Further endpoints (cds.h): asked for every complete request the listener
- * does not serve itself, with the request body read so far (too_big: it
- * exceeded the listener's cap and was cut) and the number of requests the
- * listener holds now (begun, not yet answered; this one included), a measure
- * of its load.  connection is the struct MHD_Connection.  Returns an enum
- * MHD_Result, or -1 when the path is not its own (then 404). */
+/* Further endpoints (cds.h): called on one of the listener's worker threads
+ * for every complete request the listener does not serve itself and the
+ * admission step (below) passed on, with the request body read so far
+ * (too_big: it exceeded the listener's cap and was cut) and the number of
+ * requests the listener held when the request arrived (begun, not yet
+ * answered; this one included), a measure of its load.  connection is the
+ * struct MHD_Connection, suspended while the worker has it: the route reads
+ * its headers and answers it with server_reply, which the polling thread
+ * sends.  Returns an enum MHD_Result, or SERVER_ROUTE_NOT_MINE when the path
+ * is not its own (then 404). */
 typedef int (*server_route_fn)(void *ud, void *connection, const char *url,
                                const char *method, const char *body, size_t len, int too_big,
                                int inflight);
+/* Asked first, on the polling thread, for every complete request the
+ * listener does not serve itself, with the same arguments as the route but
+ * the body: SERVER_ROUTE_LATER to have a worker thread call the route,
+ * SERVER_ROUTE_NOT_MINE when the path is not the route's (then 404), or an
+ * enum MHD_Result once it has answered (server_reply) at once: what costs
+ * nothing to refuse (too big, too busy) is refused without waiting for a
+ * worker. */
+typedef int (*server_admit_fn)(void *ud, void *connection, const char *url, const char *method,
+                               size_t len, int too_big, int inflight);
+#define SERVER_ROUTE_NOT_MINE (-1)
+#define SERVER_ROUTE_LATER (-2)
 
 struct server_opts {
     const char *listen;          /* "HOST:PORT", ":PORT" or "PORT" (host 127.0.0.1) */
@@ -51,10 +66,12 @@ struct server_opts {
     long header_timeout_s;             /* request line and headers, from connect (or
                                         * from the previous response on keep-alive) */
     long body_timeout_s;               /* request body and answer, from the headers */
-    unsigned int threads;        /* threads answering requests; 0: one per CPU */
+    unsigned int threads;        /* worker threads answering the route's requests, from
+                                  * one queue in arrival order; 0: one per CPU */
     const struct config *cfg;    /* read during server_start only: what the readiness
                                   * probe needs (state path, FHIR server, TLS) is copied */
     server_route_fn route;       /* NULL: none */
+    server_admit_fn admit;       /* NULL: every request goes to the route */
     void *route_ud;              /* borrowed; must outlive the server */
 };
 

@@ -564,6 +564,19 @@ static json_t *make_card(struct cds *x, const struct decision *d, json_t *report
     return card;
 }
 
+/* Append {"resource": r} to entries (r shared, not copied).  Without
+ * json_pack: its format string is read anew for each of a request's
+ * hundreds of resources. */
+static void add_entry(json_t *entries, json_t *r)
+{
+    json_t *e = json_object();
+
+    if (e != NULL && json_object_set(e, "resource", r) == 0)
+        json_array_append_new(entries, e);
+    else
+        json_decref(e);
+}
+
 /* Fill the collection Bundle from a prefetch value (a resource or a
  * searchset Bundle). */
 int cds_add_prefetched(json_t *entries, json_t *v)
@@ -575,7 +588,7 @@ int cds_add_prefetched(json_t *entries, json_t *v)
     if (rt == NULL)
         return -1;
     if (strcmp(rt, "Bundle") != 0) {
-        json_array_append_new(entries, json_pack("{s:O}", "resource", v));
+        add_entry(entries, v);
         return 0;
     }
     json_array_foreach(json_object_get(v, "entry"), i, e)
@@ -583,7 +596,7 @@ int cds_add_prefetched(json_t *entries, json_t *v)
         json_t *r = json_object_get(e, "resource");
 
         if (json_is_object(r))
-            json_array_append_new(entries, json_pack("{s:O}", "resource", r));
+            add_entry(entries, r);
     }
     return 0;
 }

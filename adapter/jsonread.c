@@ -76,6 +76,7 @@ struct frame {
     json_t *c;
     size_t key_off;
     size_t key_len;
+    size_t key_at;       /* where the key is in the text, for a duplicate's error */
     int key_in_scratch;
 };
 
@@ -720,12 +721,9 @@ key:
     p = scan_string(r, p + 1, &s, &n, &esc, 1);
     if (p == NULL)
         goto error;
-    if (json_object_getn(f->c, s, n) != NULL) {
-        fail_duplicate(r, at, s, n);
-        goto error;
-    }
     if (charge(r, at, JR_COST_MEMBER, n) != 0)
         goto error;
+    f->key_at = (size_t)(at - r->buf);
     f->key_len = n;
     f->key_in_scratch = esc;
     if (esc) {
@@ -755,9 +753,16 @@ done:
     } else {
         const char *k = f->key_in_scratch ? r->scratch + f->key_off
                                           : (const char *)r->buf + f->key_off;
+        size_t had = json_object_size(f->c);
 
+        /* a duplicate key is found by the insert itself (it replaces, the
+         * size stays): one hash lookup per member instead of two */
         if (json_object_setn_new_nocheck(f->c, k, f->key_len, v) != 0) {
             fail_oom(r, p);
+            goto error;
+        }
+        if (json_object_size(f->c) == had) {
+            fail_duplicate(r, r->buf + f->key_at, k, f->key_len);
             goto error;
         }
         if (f->key_in_scratch)

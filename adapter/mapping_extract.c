@@ -56,9 +56,11 @@ static void unmapped(struct xctx *x, const char *restype, json_t *coding)
     str_join(key, sizeof(key), restype, "|", sys, "|", code, (char *)NULL);
     o = json_object_get(x->unmapped, key);
     if (o != NULL) {
-        json_object_set_new(
-            o, "count",
-            json_integer(json_integer_value(json_object_get(o, "count")) + 1));
+        json_t *count = json_object_get(o, "count");
+
+        /* counted in place: a chart repeats its few unmapped codes
+         * (vital signs) hundreds of times */
+        json_integer_set(count, json_integer_value(count) + 1);
         return;
     }
     o = json_pack("{s:s, s:s, s:s, s:s, s:i}", "system", sys, "code", code, "display",

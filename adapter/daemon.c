@@ -59,14 +59,12 @@ static int notified_patient(struct adapter *a, const char *ref, char *out, size_
     pref = json_string_value(json_object_get(json_object_get(res, "subject"), "reference"));
     if (pref == NULL)
         pref = json_string_value(json_object_get(json_object_get(res, "patient"), "reference"));
-    if (pref != NULL && strstr(pref, "Patient/") != NULL) {
-        snprintf(out, len, "%s", strstr(pref, "Patient/") + 8);
+    /* relative or absolute on our base, possibly versioned; "Patient/.."
+     * from the server would become a request for the base */
+    if (pref != NULL && fhir_patient_ref_id(pref, fhir_base(a->fhir), out, len)) {
         rc = 0;
-        /* "Patient/.." from the server would become a request for the base */
-        if (!fhir_id_valid(out)) {
-            log_warn("notify", "the notified %s names no valid FHIR patient id", type);
-            rc = -1;
-        }
+    } else if (pref != NULL) {
+        log_warn("notify", "the notified %s names no valid patient of this server", type);
     } else {
         log_warn("notify", "the notified %s names no patient", type);
     }

@@ -23,3 +23,30 @@ int fhir_id_valid(const char *s)
     /* path segments, not ids: "Patient/.." is the base */
     return strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
+
+int fhir_patient_ref_id(const char *ref, const char *base, char *id, size_t len)
+{
+    size_t bl = base != NULL ? strlen(base) : 0, n;
+    const char *end;
+
+    if (ref == NULL || id == NULL || len == 0)
+        return 0;
+    while (bl > 0 && base[bl - 1] == '/')
+        bl--;
+    if (bl > 0 && strncmp(ref, base, bl) == 0 && ref[bl] == '/')
+        ref += bl + 1;
+    if (strncmp(ref, "Patient/", 8) != 0)
+        return 0;
+    ref += 8;
+    end = strchr(ref, '/');
+    n = end != NULL ? (size_t)(end - ref) : strlen(ref);
+    /* ".../_history/<version>", nothing else after the id */
+    if (end != NULL && (strncmp(end, "/_history/", 10) != 0 || end[10] == '\0' ||
+                        strchr(end + 10, '/') != NULL))
+        return 0;
+    if (n == 0 || n > FHIR_ID_MAX || n >= len)
+        return 0;
+    memcpy(id, ref, n);
+    id[n] = '\0';
+    return fhir_id_valid(id);
+}

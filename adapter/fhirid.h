@@ -11,10 +11,21 @@
 #ifndef ADP_FHIRID_H
 #define ADP_FHIRID_H
 
+#include <stddef.h>
+
 #define FHIR_ID_MAX 64
 
 /* 1 when s is a FHIR id: [A-Za-z0-9\-\.]{1,64} and neither "." nor "..";
  * 0 otherwise (also for NULL). */
 int fhir_id_valid(const char *s);
+
+/* The patient that the reference ref names on this server: "Patient/<id>",
+ * or "<base>/Patient/<id>" (base: the server's base URL, a trailing "/"
+ * ignored; NULL: relative references only), either possibly versioned
+ * ("/_history/<version>").  Servers give subjects in every one of these
+ * forms.  1 and the id in id (len > FHIR_ID_MAX) when the id is valid; 0
+ * otherwise: NULL, another resource type, another server, a malformed or
+ * invalid id. */
+int fhir_patient_ref_id(const char *ref, const char *base, char *id, size_t len);
 
 #endif

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "fhir.h"
+#include "fhirid.h"
 #include "http.h"
 #include "log.h"
 #include "request.h"
@@ -43,19 +44,11 @@ char *identity_output_query(const struct emit_ctx *ctx, const char *type)
  * one possibly versioned (".../_history/v")? */
 static int names_patient(const struct adapter *a, const char *ref, const char *id)
 {
-    const char *base = a->fhir != NULL ? fhir_base(a->fhir) : NULL;
-    size_t bl = base != NULL ? strlen(base) : 0, il = strlen(id);
+    char got[FHIR_ID_MAX + 1];
 
-    if (ref == NULL)
-        return 0;
-    while (bl > 0 && base[bl - 1] == '/')
-        bl--;
-    if (bl > 0 && strncmp(ref, base, bl) == 0 && ref[bl] == '/')
-        ref += bl + 1;
-    if (strncmp(ref, "Patient/", 8) != 0 || strncmp(ref + 8, id, il) != 0)
-        return 0;
-    ref += 8 + il;
-    return ref[0] == '\0' || strncmp(ref, "/_history/", 10) == 0;
+    return fhir_patient_ref_id(ref, a->fhir != NULL ? fhir_base(a->fhir) : NULL, got,
+                               sizeof(got)) &&
+           strcmp(got, id) == 0;
 }
 
 static int subject_is(const struct adapter *a, json_t *res, const char *id)

@@ -242,10 +242,11 @@ static int sort_unique(char **ids, int n)
     return k;
 }
 
-/* Collect the patient ids that resources refer to (Patient itself, or
- * subject "Patient/ID") into a sorted unique array. */
-static enum adp_err collect_patient_ids(json_t *resources, char ***ids, int *n,
-                                        struct adp_error *err)
+/* Collect the patient ids that resources refer to (Patient itself, or its
+ * subject: "Patient/ID", absolute on base, possibly versioned) into a sorted
+ * unique array. */
+static enum adp_err collect_patient_ids(const char *base, json_t *resources, char ***ids,
+                                        int *n, struct adp_error *err)
 {
     size_t i, cap = json_array_size(resources) + 1;
     char **out = calloc(cap, sizeof(*out));
@@ -258,23 +259,36 @@ static enum adp_err collect_patient_ids(json_t *resources, char ***ids, int *n,
     {
         const char *type = json_string_value(json_object_get(res, "resourceType"));
         const char *id = NULL;
+        char sid[FHIR_ID_MAX + 1];
 
         if (type != NULL && strcmp(type, "Patient") == 0) {
             id = json_string_value(json_object_get(res, "id"));
+            /* "Patient/.." would fetch the base or search every Patient */
+            if (!fhir_id_valid(id)) {
+                if (id != NULL)
+                    log_warn("sync", "a Patient without a valid FHIR id: skipped");
+                continue;
+            }
         } else {
             const char *ref =
                 json_string_value(json_object_get(json_object_get(res, "subject"), "reference"));
 
-            if (ref != NULL && strncmp(ref, "Patient/", 8) == 0)
-                id = ref + 8;
-        }
-        /* "Patient/.." would fetch the base or search every Patient */
-        if (!fhir_id_valid(id)) {
-            if (id != NULL)
-                log_warn("sync", "%s without a valid FHIR patient id: skipped",
-                         type != NULL && strcmp(type, "Patient") == 0 ? "a Patient"
-                                                                      : "a resource");
-            continue;
+            /* relative or absolute on our base, as servers give them: a
+             * subject not recognised here would leave its patient out of
+             * the cohort without a word */
+            if (ref == NULL)
+                continue;
+            if (!fhir_patient_ref_id(ref, base, sid, sizeof(sid))) {
+                log_warn("sync", "%s/%s: subject '%.200s' is not a patient of this server "
+                         "(Patient/<id>, relative or on %s): skipped",
+                         type != NULL ? type : "a resource",
+                         fhir_id_valid(json_string_value(json_object_get(res, "id")))
+                             ? json_string_value(json_object_get(res, "id"))
+                             : "?",
+                         ref, base != NULL ? base : "the base");
+                continue;
+            }
+            id = sid;
         }
         out[count] = strdup(id);
         if (out[count] == NULL) {
@@ -291,6 +305,7 @@ static enum adp_err collect_patient_ids(json_t *resources, char ***ids, int *n,
 
 /* Patient ids gathered page by page (sync_cohort). */
 struct id_acc {
+    const char *base;              /* the server's, for absolute subjects */
     char **ids;
     int n, cap;
 };
@@ -302,7 +317,7 @@ static enum adp_err ids_page(void *ud, json_t *resources, struct adp_error *err)
     int np = 0, i;
     enum adp_err rc;
 
-    rc = collect_patient_ids(resources, &page, &np, err);
+    rc = collect_patient_ids(acc->base, resources, &page, &np, err);
     if (rc != ADP_OK)
         return rc;
     if (acc->n + np > acc->cap) {
@@ -337,7 +352,7 @@ static void ids_finish(struct id_acc *acc, char ***ids, int *n)
 enum adp_err sync_cohort(struct adapter *a, char ***ids, int *n, struct adp_error *err)
 {
     char *codes = sync_cohort_code_list(a), *query = NULL, *esc = NULL;
-    struct id_acc acc = {NULL, 0, 0};
+    struct id_acc acc = {fhir_base(a->fhir), NULL, 0, 0};
     enum adp_err rc;
     size_t qlen;
 
@@ -502,7 +517,7 @@ static enum adp_err walk_type(struct adapter *a, const char *type, struct sync_w
                                "(needed to work a backlog off page by page)",
                                type);
         if (rc == ADP_OK)
-            rc = collect_patient_ids(found, &ids, &n, err);
+            rc = collect_patient_ids(fhir_base(a->fhir), found, &ids, &n, err);
         json_decref(found);
         if (rc == ADP_OK && n > 0)
             rc = w->page_fn(w->ud, ids, n, &failed, err);

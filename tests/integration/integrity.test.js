@@ -109,6 +109,25 @@ for (const [how, cfg] of FETCH) {
   });
 }
 
+// A server that gives every subject as an absolute URL, in the cohort's
+// code= search too: the cohort is the same patients, every plan written.
+test('subjects given as absolute URLs in every search, the cohort search too: every plan written', async () => {
+  const c = config('absolute-all');
+  await mode({ absoluteSubjects: 'all' });
+  let r;
+  let rep;
+  try {
+    r = h.runAdapter(c.args);
+    if (r.status === 0) r = h.runAdapter(c.args);
+  } finally {
+    rep = await mode({});
+  }
+  assert.ok(rep.counts.absolute > 0, 'absolute subjects were served');
+  assert.equal(r.status, 0, r.stderr.slice(-2000));
+  assert.equal(R.summary(r.stdout, 'unchanged'), eligible.length, `the second pass found every plan: ${r.stdout.slice(-1500)}`);
+  await R.verifyExactlyOnce(env.srv.base, env.manifest, c.canonical);
+});
+
 test('a Patient replaced by another (link replaced-by) is reported, not decided', async () => {
   const a = ids[eligible[1].identifier.value];
   const b = ids[eligible[2].identifier.value];

@@ -48,11 +48,53 @@ static void test_invalid(void **state)
     assert_false(fhir_id_valid("\xc3\xa9"));
 }
 
+/* Subject references in the forms servers give them. */
+static void test_patient_ref(void **state)
+{
+    const char *base = "https://fhir.example.org/R4/";
+    char id[FHIR_ID_MAX + 1], small[4];
+
+    (void)state;
+    assert_true(fhir_patient_ref_id("Patient/p-1", NULL, id, sizeof(id)));
+    assert_string_equal(id, "p-1");
+    assert_true(fhir_patient_ref_id("Patient/p-1", base, id, sizeof(id)));
+    assert_string_equal(id, "p-1");
+    assert_true(fhir_patient_ref_id("https://fhir.example.org/R4/Patient/p-2", base, id,
+                                    sizeof(id)));
+    assert_string_equal(id, "p-2");
+    assert_true(fhir_patient_ref_id("https://fhir.example.org/R4/Patient/p-3", "https://fhir.example.org/R4",
+                                    id, sizeof(id)));
+    assert_string_equal(id, "p-3");
+    assert_true(fhir_patient_ref_id("Patient/p-4/_history/7", base, id, sizeof(id)));
+    assert_string_equal(id, "p-4");
+    assert_true(fhir_patient_ref_id("https://fhir.example.org/R4/Patient/p-5/_history/2", base,
+                                    id, sizeof(id)));
+    assert_string_equal(id, "p-5");
+    /* another server, another type, not a reference of this grammar */
+    assert_false(fhir_patient_ref_id("https://other.example.org/R4/Patient/p-1", base, id,
+                                     sizeof(id)));
+    assert_false(fhir_patient_ref_id("https://fhir.example.org/R4/Patient/p-1", NULL, id,
+                                     sizeof(id)));
+    assert_false(fhir_patient_ref_id("https://fhir.example.org/R4Patient/p-1", base, id,
+                                     sizeof(id)));
+    assert_false(fhir_patient_ref_id("Group/g-1", base, id, sizeof(id)));
+    assert_false(fhir_patient_ref_id("Patient/", base, id, sizeof(id)));
+    assert_false(fhir_patient_ref_id("Patient/..", base, id, sizeof(id)));
+    assert_false(fhir_patient_ref_id("Patient/p-1/", base, id, sizeof(id)));
+    assert_false(fhir_patient_ref_id("Patient/p-1/_history/", base, id, sizeof(id)));
+    assert_false(fhir_patient_ref_id("Patient/p-1/_history/1/x", base, id, sizeof(id)));
+    assert_false(fhir_patient_ref_id("Patient/p-1/$everything", base, id, sizeof(id)));
+    assert_false(fhir_patient_ref_id("Patient/a b", base, id, sizeof(id)));
+    assert_false(fhir_patient_ref_id(NULL, base, id, sizeof(id)));
+    assert_false(fhir_patient_ref_id("Patient/abcd", base, small, sizeof(small)));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid),
         cmocka_unit_test(test_invalid),
+        cmocka_unit_test(test_patient_ref),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

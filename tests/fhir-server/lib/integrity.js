@@ -16,7 +16,9 @@
 //       in the answer to a subject= or identifier= search (top level or in
 //       a batch) every resource gives its subject as an absolute URL on this
 //       server's base, as some servers do: a legitimate form a client must
-//       accept.
+//       accept.  {"absoluteSubjects": "all"}: in the answer to every search
+//       (the cohort's code= search and the _lastUpdated change searches too),
+//       as a server that stores or renders references absolute does.
 //   {"dropAnswer": {"method": "POST", "resourceType": "Bundle",
 //                   "bundleType": "transaction", "match": "...", "count": 1}}
 //       the next `count` matching requests are carried out (committed) and
@@ -67,7 +69,11 @@ class IntegrityModes {
       this.foreign = f;
     }
     if (body.absoluteSubjects !== undefined) {
-      this.absoluteSubjects = body.absoluteSubjects === true;
+      const v = body.absoluteSubjects;
+      if (v !== true && v !== false && v !== 'all') {
+        throw new Error('absoluteSubjects: true, false or "all"');
+      }
+      this.absoluteSubjects = v;
     }
     if (body.dropAnswer !== undefined) {
       const d = body.dropAnswer;
@@ -161,9 +167,10 @@ class IntegrityModes {
     if (!resource || resource.resourceType !== 'Bundle') {
       return;
     }
-    const patientSearch = (url) => /[?&](subject|identifier)=/.test(url);
+    const patientSearch = (url) => this.absoluteSubjects === 'all' || /[?&](subject|identifier)=/.test(url);
     if (this.absoluteSubjects) {
-      if (method === 'GET' && patientSearch(rel)) {
+      if ((method === 'GET' && patientSearch(rel)) || (this.absoluteSubjects === 'all' && resource.type === 'searchset')) {
+        // ("all": a search by POST [type]/_search too)
         this.absolutize(resource, repo);
       }
       if (method === 'POST' && resource.type === 'batch-response' && reqBody && Array.isArray(reqBody.entry)) {

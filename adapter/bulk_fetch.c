@@ -22,6 +22,8 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+#include "fhir.h"
+#include "fhirid.h"
 #include "http.h"
 #include "jsonarena.h"
 #include "jsonread.h"
@@ -63,6 +65,14 @@ struct stage_in {
     int staged, skipped, bad;
 };
 
+/* The end of a line's arena scope: the line's tree goes with it, and what
+ * of it fell back to malloc (a line larger than the arena) is freed too. */
+static void line_end(json_t *r)
+{
+    jsonarena_drop(r);
+    jsonarena_end();
+}
+
 static enum adp_err stage_fn(sqlite3 *db, struct state *st, void *ud, struct adp_error *err)
 {
     struct stage_in *in = ud;
@@ -91,6 +101,7 @@ static enum adp_err stage_fn(sqlite3 *db, struct state *st, void *ud, struct adp
         json_error_t je;
         json_t *r;
         const char *type, *id, *ref, *pid = NULL;
+        char sid[FHIR_ID_MAX + 1];
 
         p = nl != NULL ? nl + 1 : end;
         in->lineno++;
@@ -115,11 +126,11 @@ static enum adp_err stage_fn(sqlite3 *db, struct state *st, void *ud, struct adp
                 sqlite3_reset(del);
                 sqlite3_bind_text(del, 1, u, -1, SQLITE_TRANSIENT);
                 if (sqlite3_step(del) != SQLITE_DONE) {
-                    jsonarena_end();
+                    line_end(r);
                     goto fail;
                 }
             }
-            jsonarena_end();
+            line_end(r);
             continue;
         }
         ref = json_string_value(json_object_get(json_object_get(r, "subject"), "reference"));
@@ -130,11 +141,13 @@ static enum adp_err stage_fn(sqlite3 *db, struct state *st, void *ud, struct adp
             in->bad++;
         } else if (strcmp(type, "Patient") == 0) {
             pid = id;
-        } else if (ref != NULL && strncmp(ref, "Patient/", 8) == 0 && ref[8] != '\0') {
-            pid = ref + 8;
+        } else if (fhir_patient_ref_id(ref, fhir_base(b->a->fhir), sid, sizeof(sid))) {
+            /* relative, or absolute on the base, possibly versioned: as
+             * servers export them */
+            pid = sid;
         } else {
-            log_warn(BULK, "%s/%s: subject.reference is not a Patient reference; skipped",
-                     type, id);
+            log_warn(BULK, "%s/%s: subject.reference is not a Patient reference of this "
+                     "server; skipped", type, id);
             in->bad++;
         }
         if (pid != NULL && strcmp(type, "Observation") == 0 && b->obs_list[0] != '\0' &&
@@ -149,7 +162,7 @@ static enum adp_err stage_fn(sqlite3 *db, struct state *st, void *ud, struct adp
             sqlite3_reset(chg);
             sqlite3_bind_text(chg, 1, pid, -1, SQLITE_TRANSIENT);
             if (sqlite3_step(chg) != SQLITE_DONE) {
-                jsonarena_end();
+                line_end(r);
                 goto fail;
             }
             in->staged++;
@@ -164,12 +177,12 @@ static enum adp_err stage_fn(sqlite3 *db, struct state *st, void *ud, struct adp
             sqlite3_bind_int(ins, 4, cohort);
             sqlite3_bind_text(ins, 5, line, (int)ll, SQLITE_TRANSIENT);
             if (sqlite3_step(ins) != SQLITE_DONE) {
-                jsonarena_end();
+                line_end(r);
                 goto fail;
             }
             in->staged++;
         }
-        jsonarena_end();
+        line_end(r);
     }
     sqlite3_bind_int(fin, 1, in->lineno);
     sqlite3_bind_int(fin, 2, in->n);

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "emit.h"
+#include "fhirid.h"
 #include "http.h"
 #include "identity.h"
 #include "jsonwrite.h"
@@ -365,8 +366,8 @@ out:
     return rc;
 }
 
-enum adp_err fetch_given(const char *patient_id, json_t *given, json_t *resources,
-                         struct adp_error *err)
+enum adp_err fetch_given(const char *base, const char *patient_id, json_t *given,
+                         json_t *resources, struct adp_error *err)
 {
     json_t *res, *patient = NULL;
     size_t i;
@@ -376,6 +377,7 @@ enum adp_err fetch_given(const char *patient_id, json_t *given, json_t *resource
         const char *id = json_string_value(json_object_get(res, "id"));
         const char *ref = json_string_value(
             json_object_get(json_object_get(res, "subject"), "reference"));
+        char sid[FHIR_ID_MAX + 1];
 
         if (type != NULL && strcmp(type, "Patient") == 0) {
             /* no ids in the message: both would be patient ids (logs) */
@@ -384,8 +386,8 @@ enum adp_err fetch_given(const char *patient_id, json_t *given, json_t *resource
                                      "bulk: Patient.id is not the id of the patient the "
                                      "resources were grouped under");
             patient = res;
-        } else if (type == NULL || ref == NULL || strncmp(ref, "Patient/", 8) != 0 ||
-                   strcmp(ref + 8, patient_id) != 0) {
+        } else if (type == NULL || !fhir_patient_ref_id(ref, base, sid, sizeof(sid)) ||
+                   strcmp(sid, patient_id) != 0) {
             return adp_error_set(err, ADP_EPARSE,
                                  "bulk: %.64s/%.128s: subject.reference is %s this "
                                  "patient's",

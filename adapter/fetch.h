@@ -22,10 +22,11 @@ enum adp_err fetch_inputs(struct prun *r, const struct emit_ctx *ctx, json_t *re
 
 /* Resources already fetched (a bulk export; given borrowed) instead of
  * fetch_inputs: each must belong to patient_id (the Patient itself, or a
- * subject "Patient/<patient_id>"), the same identity rule as a fetch;
- * Patient first in resources, as fetch_inputs leaves it. */
-enum adp_err fetch_given(const char *patient_id, json_t *given, json_t *resources,
-                         struct adp_error *err);
+ * subject "Patient/<patient_id>", relative or absolute on base, possibly
+ * versioned), the same identity rule as a fetch; Patient first in
+ * resources, as fetch_inputs leaves it. */
+enum adp_err fetch_given(const char *base, const char *patient_id, json_t *given,
+                         json_t *resources, struct adp_error *err);
 
 /* With given inputs, what fetch_inputs' batch also brings: ours[0] and
  * ours[1] (new arrays) from one batch of the two identifier searches, so

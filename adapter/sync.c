@@ -680,7 +680,7 @@ static enum adp_err pass_fetch(struct pass *p, json_t *given, struct adp_error *
     int replaced = 0;
     enum adp_err rc;
 
-    rc = given != NULL ? fetch_given(p->patient_id, given, p->resources, err)
+    rc = given != NULL ? fetch_given(fhir_base(p->a->fhir), p->patient_id, given, p->resources, err)
                        : fetch_inputs(&p->run, &p->ctx, p->resources, p->ours, err);
     if (rc == ADP_OK && given != NULL)
         rc = fetch_ours(&p->run, &p->ctx, p->ours, err);

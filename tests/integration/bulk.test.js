@@ -198,6 +198,16 @@ test('every injected fault is survived: 429 on polling, 503, truncation, expired
   await assertPlansRight(restPlans);
 });
 
+test('subjects given as absolute URLs in the export files: the same plans as REST', async () => {
+  await reload();
+  await admin('POST', '/$test/bulk', { absoluteSubjects: true });
+  const r = sync(newState(), ['--bulk']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.doesNotMatch(r.stderr, /is not a Patient reference; skipped/);
+  assert.equal(r.sum.created, restPlans, r.stdout);
+  await assertPlansRight(restPlans);
+});
+
 test('polling stops at bulk.poll_max_s, keeps the job, and the next run polls it again', async () => {
   const fs = require('node:fs');
   await reload();

@@ -46,6 +46,7 @@ const DEFAULTS = {
   holdPolls: false, // answer 202 until released (POST /$test/bulk {"holdPolls": false})
   badLine: 0, // the next N downloads carry one line that is not JSON, after the first
   stallDownloadsAfter: -1, // serve N downloads, then leave the next ones unanswered (-1: off)
+  absoluteSubjects: false, // lines give their subject as an absolute URL on the base, as some servers export them
 };
 
 // The patient a resource belongs to, as "Patient/id", or undefined.
@@ -55,6 +56,17 @@ function patientOf(resource) {
   }
   const ref = resource.subject && resource.subject.reference;
   return typeof ref === 'string' && ref.startsWith('Patient/') ? ref : undefined;
+}
+
+// A resource's text with its subject "Patient/id" made "<base>/Patient/id".
+function absoluteSubject(json, base) {
+  const r = JSON.parse(json);
+  const ref = r.subject && r.subject.reference;
+  if (typeof ref !== 'string' || !ref.startsWith('Patient/')) {
+    return json;
+  }
+  r.subject.reference = `${base}/${ref}`;
+  return JSON.stringify(r);
 }
 
 class BulkExport {
@@ -187,7 +199,7 @@ class BulkExport {
       if (f && !this.config.ignoreTypeFilter && !f.some((sr) => matchesSearchRequest(r, sr))) {
         continue;
       }
-      lines.get(type).push(last.json);
+      lines.get(type).push(this.config.absoluteSubjects ? absoluteSubject(last.json, app.baseUrl) : last.json);
     }
     const id = crypto.randomBytes(8).toString('hex');
     const files = [];

@@ -585,7 +585,7 @@ void fhir_client_free(struct fhir_client *fc)
     free(fc);
 }
 
-const char *fhir_base(const struct fhir_client *fc) { return fc->base; }
+const char *fhir_base(const struct fhir_client *fc) { return fc != NULL ? fc->base : NULL; }
 
 void fhir_client_follow_other_origins(struct fhir_client *fc, int follow)
 {

@@ -18,6 +18,7 @@ struct fhir_client;
 enum adp_err fhir_client_new(const char *base_url, struct http_client *http,
                              struct fhir_client **out, struct adp_error *err);
 void fhir_client_free(struct fhir_client *fc);
+/* The base URL; NULL for NULL (no server: offline input). */
 const char *fhir_base(const struct fhir_client *fc);
 
 /* follow != 0: a `next` link on another origin than the base is followed

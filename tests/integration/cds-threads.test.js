@@ -16,68 +16,8 @@ const SERVICE = '/cds-services/dnmbc-local-therapy';
 const ISS = 'https://ehr.test.example';
 const FIX = path.join(ROOT, 'tests/fixtures/evaluate/curative-palliative-skin.json');
 
-test('a request held by a slow fhirServer does not hold the other requests', async () => {
-  const keys = await L.makeKeys();
-  const dir = tmpdir('cds-threads');
-  const jwksFile = path.join(dir, 'jwks.json');
-  fs.writeFileSync(jwksFile, JSON.stringify({ keys: [keys.esJwk] }));
-  // a FHIR server that takes a request and answers only when told to
-  const held = [];
-  let arrived;
-  const arrivedP = new Promise((r) => { arrived = r; });
-  const slow = http.createServer((req, res) => { held.push(res); arrived(); });
-  await new Promise((r) => slow.listen(0, '127.0.0.1', r));
-  const s = await L.startServe({
-    server: { public_url: L.PUBLIC_URL, threads: 3 },
-    cds: { clients: [{ iss: ISS, jwks_file: jwksFile }] },
-    mappings: { dir: path.join(ROOT, 'mappings') },
-    state: { path: path.join(dir, 'state.db') },
-  }, dir);
-  try {
-    assert.match(s.logs, /3 thread\(s\)/);
-    const sign = (p) => L.sign(keys.es.privateKey, { aud: `${L.PUBLIC_URL}${p}`, iss: ISS });
-    const rs = JSON.parse(fs.readFileSync(FIX, 'utf8')).entry.map((e) => e.resource);
-    const pt = rs.find((r) => r.resourceType === 'Patient');
-    const set = (t) => ({ resourceType: 'Bundle', type: 'searchset', entry: rs.filter((r) => r.resourceType === t).map((resource) => ({ resource })) });
-    // conditions missing: read from the slow server
-    let heldDone = false;
-    const heldReq = L.call(s.base, 'POST', SERVICE, {
-      token: await sign(SERVICE),
-      body: {
-        hook: 'patient-view', hookInstance: 'b5a1c7de-0000-4000-8000-000000000001', context: { userId: 'Practitioner/1', patientId: pt.id },
-        prefetch: { patient: pt, observations: set('Observation') },
-        fhirServer: `http://127.0.0.1:${slow.address().port}/fhir`, fhirAuthorization: { access_token: 'ehr-token', token_type: 'Bearer' },
-      },
-    }).then((r) => { heldDone = true; return r; });
-    await arrivedP; // the listener's thread is now waiting for the slow server
-    const h = await L.call(s.base, 'GET', '/healthz');
-    assert.equal(h.status, 200);
-    const m = await L.call(s.base, 'GET', '/metrics');
-    assert.equal(m.status, 200);
-    const other = await L.call(s.base, 'POST', SERVICE, {
-      token: await sign(SERVICE),
-      body: { hook: 'patient-view', hookInstance: 'b5a1c7de-0000-4000-8000-000000000002', context: { userId: 'Practitioner/1', patientId: pt.id }, prefetch: { patient: pt, conditions: set('Condition'), observations: set('Observation') } },
-    });
-    assert.equal(other.status, 200, other.text);
-    assert.equal(other.json.cards.length, 1);
-    assert.equal(heldDone, false, 'the held request is still held while the others were answered');
-    // release it: the slow server answers 404, the client gets 412
-    for (const res of held) { res.writeHead(404, { 'content-type': 'application/json' }); res.end('{}'); }
-    const r = await heldReq;
-    assert.equal(r.status, 412, r.text);
-  } finally {
-    for (const res of held) if (!res.writableEnded) res.end();
-    slow.close();
-    await L.stopServe(s);
-  }
-});
-
-// One request held on a connection, and requests on connections opened
-// before it: the listener's threads take requests from one queue, so a free
-// thread answers each of them.  (With each polling thread serving only the
-// connections it accepted, those on the held thread's share waited for the
-// slow server while the other thread idled: that unevenness was the tail of
-// the latency at 64 clients.)
+// A listener with `threads` workers and a FHIR server that takes a request
+// and answers only when released (404: the client then gets 412).
 async function heldSetup(threads, extra = {}) {
   const keys = await L.makeKeys();
   const dir = tmpdir('cds-queue');
@@ -127,6 +67,38 @@ function get(agent, base, p) {
   });
 }
 
+test('a request held by a slow fhirServer does not hold the other requests', async () => {
+  const t = await heldSetup(3);
+  try {
+    assert.match(t.s.logs, /3 thread\(s\)/);
+    // conditions missing: read from the slow server
+    let heldDone = false;
+    const heldReq = L.call(t.s.base, 'POST', SERVICE, { token: await t.sign(SERVICE), body: t.slowBody })
+      .then((r) => { heldDone = true; return r; });
+    await t.arrivedP; // a worker is now waiting for the slow server
+    const hz = await L.call(t.s.base, 'GET', '/healthz');
+    assert.equal(hz.status, 200);
+    const m = await L.call(t.s.base, 'GET', '/metrics');
+    assert.equal(m.status, 200);
+    const other = await L.call(t.s.base, 'POST', SERVICE, { token: await t.sign(SERVICE), body: t.full(2) });
+    assert.equal(other.status, 200, other.text);
+    assert.equal(other.json.cards.length, 1);
+    assert.equal(heldDone, false, 'the held request is still held while the others were answered');
+    // release it: the slow server answers 404, the client gets 412
+    t.release();
+    const r = await heldReq;
+    assert.equal(r.status, 412, r.text);
+  } finally {
+    await t.close();
+  }
+});
+
+// One request held on a connection, and requests on connections opened
+// before it: the listener's threads take requests from one queue, so a free
+// thread answers each of them.  (With each polling thread serving only the
+// connections it accepted, those on the held thread's share waited for the
+// slow server while the other thread idled: that unevenness was the tail of
+// the latency at 64 clients.)
 test('requests on connections opened before a held one are answered by the free thread', async () => {
   const t = await heldSetup(2);
   const agents = Array.from({ length: 12 }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }));

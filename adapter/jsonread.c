@@ -157,27 +157,32 @@ static void fail_unexpected(struct reader *r, const unsigned char *p, const char
         fail(r, p, json_error_invalid_syntax, "%s, not byte 0x%02x", wanted, *p);
 }
 
+/* The budget would be passed: the error, -1. */
+static __attribute__((noinline, cold)) int over_budget(struct reader *r,
+                                                        const unsigned char *at)
+{
+    if (r->budget >= ((size_t)1 << 20))
+        fail(r, at, json_error_out_of_memory,
+             "parsed JSON exceeds the memory budget of %zu MiB (%zu values by byte %zu)",
+             r->budget >> 20, r->values, (size_t)(at - r->buf));
+    else
+        fail(r, at, json_error_out_of_memory,
+             "parsed JSON exceeds the memory budget of %zu bytes (%zu values by byte %zu)",
+             r->budget, r->values, (size_t)(at - r->buf));
+    return -1;
+}
+
 /* Charge cost bytes (plus extra, a string's or key's length) for a value
  * about to be made at at; -1 (the error set) when the budget would be passed.
  * Checked before the allocation, so that a hostile shape never gets the
- * memory it asks for. */
-static int charge(struct reader *r, const unsigned char *at, size_t cost, size_t extra)
+ * memory it asks for.  (Inline: it is asked for every value and member.) */
+static inline int charge(struct reader *r, const unsigned char *at, size_t cost, size_t extra)
 {
     size_t add = cost + extra;
 
     /* spent never passes budget, so budget - spent does not wrap */
-    if (r->budget != 0 && (add < extra || add > r->budget - r->spent)) {
-        if (r->budget >= ((size_t)1 << 20))
-            fail(r, at, json_error_out_of_memory,
-                 "parsed JSON exceeds the memory budget of %zu MiB (%zu values by byte %zu)",
-                 r->budget >> 20, r->values, (size_t)(at - r->buf));
-        else
-            fail(r, at, json_error_out_of_memory,
-                 "parsed JSON exceeds the memory budget of %zu bytes (%zu values by byte "
-                 "%zu)",
-                 r->budget, r->values, (size_t)(at - r->buf));
-        return -1;
-    }
+    if (r->budget != 0 && (add < extra || add > r->budget - r->spent))
+        return over_budget(r, at);
     r->spent += add;
     return 0;
 }
@@ -234,7 +239,7 @@ static int push(struct reader *r, json_t *c)
 
 /* Past white space: space, tab, newline, carriage return.  Indentation of
  * pretty-printed bodies goes eight spaces at a time. */
-static const unsigned char *skip_ws(const unsigned char *p, const unsigned char *end)
+static const unsigned char *skip_ws_run(const unsigned char *p, const unsigned char *end)
 {
     uint64_t x;
 
@@ -260,6 +265,13 @@ static const unsigned char *skip_ws(const unsigned char *p, const unsigned char 
         }
     }
     return p;
+}
+
+/* (inline: a compact body has no white space, and this is asked between
+ * every two tokens) */
+static inline const unsigned char *skip_ws(const unsigned char *p, const unsigned char *end)
+{
+    return p < end && *p > ' ' ? p : skip_ws_run(p, end);
 }
 
 static int is_digit(unsigned c) { return c - '0' < 10u; }

@@ -141,7 +141,7 @@ static enum adp_err stage_fn(sqlite3 *db, struct state *st, void *ud, struct adp
             in->bad++;
         } else if (strcmp(type, "Patient") == 0) {
             pid = id;
-        } else if (fhir_patient_ref_id(ref, fhir_base(b->a->fhir), sid, sizeof(sid))) {
+        } else if (fhir_patient_ref_id(ref, fhir_base(b->a->fhir), sid, sizeof(sid)) == 1) {
             /* relative, or absolute on the base, possibly versioned: as
              * servers export them */
             pid = sid;

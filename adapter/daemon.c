@@ -41,7 +41,7 @@ static int notified_patient(struct adapter *a, const char *ref, char *out, size_
     const char *slash = strchr(ref, '/'), *pref;
     json_t *res = NULL;
     struct adp_error err;
-    int rc = -1;
+    int rc = -1, k;
 
     if (slash == NULL || (size_t)(slash - ref) >= sizeof(type) || strlen(slash + 1) >= sizeof(id))
         return -1;
@@ -61,10 +61,13 @@ static int notified_patient(struct adapter *a, const char *ref, char *out, size_
         pref = json_string_value(json_object_get(json_object_get(res, "patient"), "reference"));
     /* relative or absolute on our base, possibly versioned; "Patient/.."
      * from the server would become a request for the base */
-    if (pref != NULL && fhir_patient_ref_id(pref, fhir_base(a->fhir), out, len)) {
+    k = pref != NULL ? fhir_patient_ref_id(pref, fhir_base(a->fhir), out, len) : 0;
+    if (k == 1) {
         rc = 0;
+    } else if (k < 0) {
+        log_warn("notify", "the notified %s names no valid FHIR patient id", type);
     } else if (pref != NULL) {
-        log_warn("notify", "the notified %s names no valid patient of this server", type);
+        log_warn("notify", "the notified %s names no patient of this server", type);
     } else {
         log_warn("notify", "the notified %s names no patient", type);
     }

@@ -386,7 +386,7 @@ enum adp_err fetch_given(const char *base, const char *patient_id, json_t *given
                                      "bulk: Patient.id is not the id of the patient the "
                                      "resources were grouped under");
             patient = res;
-        } else if (type == NULL || !fhir_patient_ref_id(ref, base, sid, sizeof(sid)) ||
+        } else if (type == NULL || fhir_patient_ref_id(ref, base, sid, sizeof(sid)) != 1 ||
                    strcmp(sid, patient_id) != 0) {
             return adp_error_set(err, ADP_EPARSE,
                                  "bulk: %.64s/%.128s: subject.reference is %s this "

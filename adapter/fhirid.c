@@ -43,10 +43,10 @@ int fhir_patient_ref_id(const char *ref, const char *base, char *id, size_t len)
     /* ".../_history/<version>", nothing else after the id */
     if (end != NULL && (strncmp(end, "/_history/", 10) != 0 || end[10] == '\0' ||
                         strchr(end + 10, '/') != NULL))
-        return 0;
+        return -1;
     if (n == 0 || n > FHIR_ID_MAX || n >= len)
-        return 0;
+        return -1;
     memcpy(id, ref, n);
     id[n] = '\0';
-    return fhir_id_valid(id);
+    return fhir_id_valid(id) ? 1 : -1;
 }

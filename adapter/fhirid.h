@@ -23,9 +23,10 @@ int fhir_id_valid(const char *s);
  * or "<base>/Patient/<id>" (base: the server's base URL, a trailing "/"
  * ignored; NULL: relative references only), either possibly versioned
  * ("/_history/<version>").  Servers give subjects in every one of these
- * forms.  1 and the id in id (len > FHIR_ID_MAX) when the id is valid; 0
- * otherwise: NULL, another resource type, another server, a malformed or
- * invalid id. */
+ * forms.  1 and the id in id (len > FHIR_ID_MAX) when the id is valid; -1
+ * for a Patient reference on this server whose id is not valid or not
+ * followed by a version alone ("Patient/..": a request for the base); 0
+ * otherwise (NULL, another resource type, another server). */
 int fhir_patient_ref_id(const char *ref, const char *base, char *id, size_t len);
 
 #endif

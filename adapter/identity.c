@@ -47,7 +47,7 @@ static int names_patient(const struct adapter *a, const char *ref, const char *i
     char got[FHIR_ID_MAX + 1];
 
     return fhir_patient_ref_id(ref, a->fhir != NULL ? fhir_base(a->fhir) : NULL, got,
-                               sizeof(got)) &&
+                               sizeof(got)) == 1 &&
            strcmp(got, id) == 0;
 }
 

@@ -260,13 +260,14 @@ static enum adp_err collect_patient_ids(const char *base, json_t *resources, cha
         const char *type = json_string_value(json_object_get(res, "resourceType"));
         const char *id = NULL;
         char sid[FHIR_ID_MAX + 1];
+        int k;
 
         if (type != NULL && strcmp(type, "Patient") == 0) {
             id = json_string_value(json_object_get(res, "id"));
             /* "Patient/.." would fetch the base or search every Patient */
             if (!fhir_id_valid(id)) {
                 if (id != NULL)
-                    log_warn("sync", "a Patient without a valid FHIR id: skipped");
+                    log_warn("sync", "a Patient without a valid FHIR patient id: skipped");
                 continue;
             }
         } else {
@@ -278,7 +279,13 @@ static enum adp_err collect_patient_ids(const char *base, json_t *resources, cha
              * the cohort without a word */
             if (ref == NULL)
                 continue;
-            if (!fhir_patient_ref_id(ref, base, sid, sizeof(sid))) {
+            k = fhir_patient_ref_id(ref, base, sid, sizeof(sid));
+            if (k < 0) {
+                /* "Patient/.." would fetch the base or search every Patient */
+                log_warn("sync", "a resource without a valid FHIR patient id: skipped");
+                continue;
+            }
+            if (k == 0) {
                 log_warn("sync", "%s/%s: subject '%.200s' is not a patient of this server "
                          "(Patient/<id>, relative or on %s): skipped",
                          type != NULL ? type : "a resource",

@@ -55,38 +55,38 @@ static void test_patient_ref(void **state)
     char id[FHIR_ID_MAX + 1], small[4];
 
     (void)state;
-    assert_true(fhir_patient_ref_id("Patient/p-1", NULL, id, sizeof(id)));
+    assert_int_equal(1, fhir_patient_ref_id("Patient/p-1", NULL, id, sizeof(id)));
     assert_string_equal(id, "p-1");
-    assert_true(fhir_patient_ref_id("Patient/p-1", base, id, sizeof(id)));
+    assert_int_equal(1, fhir_patient_ref_id("Patient/p-1", base, id, sizeof(id)));
     assert_string_equal(id, "p-1");
-    assert_true(fhir_patient_ref_id("https://fhir.example.org/R4/Patient/p-2", base, id,
+    assert_int_equal(1, fhir_patient_ref_id("https://fhir.example.org/R4/Patient/p-2", base, id,
                                     sizeof(id)));
     assert_string_equal(id, "p-2");
-    assert_true(fhir_patient_ref_id("https://fhir.example.org/R4/Patient/p-3", "https://fhir.example.org/R4",
+    assert_int_equal(1, fhir_patient_ref_id("https://fhir.example.org/R4/Patient/p-3", "https://fhir.example.org/R4",
                                     id, sizeof(id)));
     assert_string_equal(id, "p-3");
-    assert_true(fhir_patient_ref_id("Patient/p-4/_history/7", base, id, sizeof(id)));
+    assert_int_equal(1, fhir_patient_ref_id("Patient/p-4/_history/7", base, id, sizeof(id)));
     assert_string_equal(id, "p-4");
-    assert_true(fhir_patient_ref_id("https://fhir.example.org/R4/Patient/p-5/_history/2", base,
+    assert_int_equal(1, fhir_patient_ref_id("https://fhir.example.org/R4/Patient/p-5/_history/2", base,
                                     id, sizeof(id)));
     assert_string_equal(id, "p-5");
     /* another server, another type, not a reference of this grammar */
-    assert_false(fhir_patient_ref_id("https://other.example.org/R4/Patient/p-1", base, id,
+    assert_int_equal(0, fhir_patient_ref_id("https://other.example.org/R4/Patient/p-1", base, id,
                                      sizeof(id)));
-    assert_false(fhir_patient_ref_id("https://fhir.example.org/R4/Patient/p-1", NULL, id,
+    assert_int_equal(0, fhir_patient_ref_id("https://fhir.example.org/R4/Patient/p-1", NULL, id,
                                      sizeof(id)));
-    assert_false(fhir_patient_ref_id("https://fhir.example.org/R4Patient/p-1", base, id,
+    assert_int_equal(0, fhir_patient_ref_id("https://fhir.example.org/R4Patient/p-1", base, id,
                                      sizeof(id)));
-    assert_false(fhir_patient_ref_id("Group/g-1", base, id, sizeof(id)));
-    assert_false(fhir_patient_ref_id("Patient/", base, id, sizeof(id)));
-    assert_false(fhir_patient_ref_id("Patient/..", base, id, sizeof(id)));
-    assert_false(fhir_patient_ref_id("Patient/p-1/", base, id, sizeof(id)));
-    assert_false(fhir_patient_ref_id("Patient/p-1/_history/", base, id, sizeof(id)));
-    assert_false(fhir_patient_ref_id("Patient/p-1/_history/1/x", base, id, sizeof(id)));
-    assert_false(fhir_patient_ref_id("Patient/p-1/$everything", base, id, sizeof(id)));
-    assert_false(fhir_patient_ref_id("Patient/a b", base, id, sizeof(id)));
-    assert_false(fhir_patient_ref_id(NULL, base, id, sizeof(id)));
-    assert_false(fhir_patient_ref_id("Patient/abcd", base, small, sizeof(small)));
+    assert_int_equal(0, fhir_patient_ref_id("Group/g-1", base, id, sizeof(id)));
+    assert_int_equal(-1, fhir_patient_ref_id("Patient/", base, id, sizeof(id)));
+    assert_int_equal(-1, fhir_patient_ref_id("Patient/..", base, id, sizeof(id)));
+    assert_int_equal(-1, fhir_patient_ref_id("Patient/p-1/", base, id, sizeof(id)));
+    assert_int_equal(-1, fhir_patient_ref_id("Patient/p-1/_history/", base, id, sizeof(id)));
+    assert_int_equal(-1, fhir_patient_ref_id("Patient/p-1/_history/1/x", base, id, sizeof(id)));
+    assert_int_equal(-1, fhir_patient_ref_id("Patient/p-1/$everything", base, id, sizeof(id)));
+    assert_int_equal(-1, fhir_patient_ref_id("Patient/a b", base, id, sizeof(id)));
+    assert_int_equal(0, fhir_patient_ref_id(NULL, base, id, sizeof(id)));
+    assert_int_equal(-1, fhir_patient_ref_id("Patient/abcd", base, small, sizeof(small)));
 }
 
 int main(void)

@@ -286,13 +286,14 @@ static enum adp_err collect_patient_ids(const char *base, json_t *resources, cha
                 continue;
             }
             if (k == 0) {
-                log_warn("sync", "%s/%s: subject '%.200s' is not a patient of this server "
+                /* the reference itself would put a patient id in the log */
+                log_warn("sync", "%s/%s: subject is not a patient of this server "
                          "(Patient/<id>, relative or on %s): skipped",
                          type != NULL ? type : "a resource",
                          fhir_id_valid(json_string_value(json_object_get(res, "id")))
                              ? json_string_value(json_object_get(res, "id"))
                              : "?",
-                         ref, base != NULL ? base : "the base");
+                         base != NULL ? base : "the base");
                 continue;
             }
             id = sid;

@@ -122,18 +122,25 @@ void buf_free(struct buf *b)
 
 char *buf_strf(const char *fmt, ...)
 {
+    char small[256];
     va_list ap;
     int n;
     char *s;
 
+    /* Formatted once into a stack buffer, which holds nearly every text
+     * (a second formatting only for a longer one). */
     va_start(ap, fmt);
-    n = vsnprintf(NULL, 0, fmt, ap);
+    n = vsnprintf(small, sizeof(small), fmt, ap);
     va_end(ap);
     if (n < 0)
         return NULL;
     s = malloc((size_t)n + 1);
     if (s == NULL)
         return NULL;
+    if ((size_t)n < sizeof(small)) {
+        memcpy(s, small, (size_t)n + 1);
+        return s;
+    }
     va_start(ap, fmt);
     vsnprintf(s, (size_t)n + 1, fmt, ap);
     va_end(ap);

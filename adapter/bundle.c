@@ -124,7 +124,7 @@ enum adp_err bundle_resources(json_t *doc, json_t **resources, const char **pati
         goto out;
     }
     json_array_foreach (entries, i, entry) {
-        json_t *res, *search, *req, *add;
+        json_t *res, *search, *req, *add, *idv;
         const char *mode, *id, *full, *method;
         char label[160];
 
@@ -166,14 +166,14 @@ enum adp_err bundle_resources(json_t *doc, json_t **resources, const char **pati
             }
             continue;
         }
-        if (json_object_get(res, "id") != NULL &&
-            !json_is_string(json_object_get(res, "id"))) {
+        idv = json_object_get(res, "id");
+        if (idv != NULL && !json_is_string(idv)) {
             rc = adp_error_set(err, ADP_EPARSE,
                                "entry[%zu] (%.40s): field 'id' must be a string", i, rt);
             goto out;
         }
-        id = json_string_value(json_object_get(res, "id"));
-        full = json_string_value(json_object_get(entry, "fullUrl"));
+        id = json_string_value(idv);
+        full = id != NULL ? NULL : json_string_value(json_object_get(entry, "fullUrl"));
         if (id == NULL && !(txn && full != NULL && full[0] != '\0')) {
             rc = adp_error_set(err, ADP_EPARSE,
                                txn ? "entry[%zu] (%.40s): missing 'id' and 'fullUrl'"

@@ -34,24 +34,27 @@
  * other than tab and newline are not allowed in XML 1.0: dropped. */
 void emit_xhtml(struct buf *s, const char *t)
 {
-    const unsigned char *u;
+    const char *run = nz(t), *p;
 
-    for (u = (const unsigned char *)nz(t); *u; u++) {
-        switch (*u) {
-        case '&':
+    /* runs of bytes that pass as they are go in one piece */
+    for (p = run; *p != '\0'; p++) {
+        unsigned char c = (unsigned char)*p;
+
+        if ((c >= 0x20 && c != '&' && c != '<' && c != '>') || c == '\t' || c == '\n')
+            continue;
+        if (p > run)
+            buf_addn(s, run, (size_t)(p - run));
+        if (c == '&')
             buf_add(s, "&amp;");
-            break;
-        case '<':
+        else if (c == '<')
             buf_add(s, "&lt;");
-            break;
-        case '>':
+        else if (c == '>')
             buf_add(s, "&gt;");
-            break;
-        default:
-            if (*u >= 0x20 || *u == '\t' || *u == '\n')
-                buf_addn(s, (const char *)u, 1);
-        }
+        /* any other control byte is dropped */
+        run = p + 1;
     }
+    if (p > run)
+        buf_addn(s, run, (size_t)(p - run));
 }
 
 /* One list item: <li>, t escaped, </li>. */

@@ -68,6 +68,7 @@
 #define VALGRIND_MEMPOOL_ALLOC(pool, p, n) ((void)0)
 #define VALGRIND_MEMPOOL_FREE(pool, p) ((void)0)
 #define VALGRIND_MAKE_MEM_NOACCESS(p, n) ((void)0)
+#define RUNNING_ON_VALGRIND 0
 #endif
 
 /* Address space reserved per thread (not memory: pages count only once
@@ -105,6 +106,9 @@ struct arena {
 };
 
 static __thread struct arena arena;
+/* Set once by jsonarena_install: the per-piece Valgrind client requests (a
+ * dozen instructions each even outside Valgrind) run only under it. */
+static int on_valgrind;
 static pthread_key_t exit_key;
 static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
 static int exit_key_ok;
@@ -167,7 +171,7 @@ static void *arena_alloc(size_t size)
         return malloc(size);
     need = (size + ARENA_HDR + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
     end = a->used + need;
-    if (need < size || !reserve(a) || end > a->size || end < a->used ||
+    if (need < size || (a->base == NULL && !reserve(a)) || end > a->size || end < a->used ||
         (a->limit != 0 && end - a->start > a->limit)) {
         a->fallbacks++;
         return malloc(size);
@@ -179,7 +183,8 @@ static void *arena_alloc(size_t size)
         if (more > a->size - a->marked)
             more = a->size - a->marked;
         ASAN_POISON_MEMORY_REGION(a->base + a->marked, more);
-        VALGRIND_MAKE_MEM_NOACCESS(a->base + a->marked, more);
+        if (on_valgrind)
+            VALGRIND_MAKE_MEM_NOACCESS(a->base + a->marked, more);
         a->marked += more;
     }
     p = a->base + a->used;
@@ -193,7 +198,8 @@ static void *arena_alloc(size_t size)
     p += ARENA_HDR;
     ASAN_UNPOISON_MEMORY_REGION(p, size);
 #endif
-    VALGRIND_MEMPOOL_ALLOC(a, p, size);
+    if (on_valgrind)
+        VALGRIND_MEMPOOL_ALLOC(a, p, size);
     return p;
 }
 
@@ -218,7 +224,8 @@ static void arena_free(void *ptr)
         ASAN_POISON_MEMORY_REGION(h, ARENA_HDR + size);
     }
 #endif
-    VALGRIND_MEMPOOL_FREE(a, ptr);
+    if (on_valgrind)
+        VALGRIND_MEMPOOL_FREE(a, ptr);
 }
 
 /*** the interface ***/
@@ -232,6 +239,7 @@ int jsonarena_owns(const void *p)
 
 void jsonarena_install(void)
 {
+    on_valgrind = RUNNING_ON_VALGRIND != 0;
     json_set_alloc_funcs(arena_alloc, arena_free);
 }
 

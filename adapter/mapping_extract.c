@@ -41,11 +41,12 @@ void map_issue(struct xctx *x, const char *field, const char *fmt, ...)
         x->oom = 1;
 }
 
-static void unmapped(struct xctx *x, const char *restype, json_t *coding)
+/* Count one coding that no mapping entry knows (sys and code read from it by
+ * the caller; the display is read only for the first of its kind). */
+static void unmapped(struct xctx *x, const char *restype, json_t *coding, const char *sys,
+                     const char *code)
 {
-    const char *sys = json_string_value(json_object_get(coding, "system"));
-    const char *code = json_string_value(json_object_get(coding, "code"));
-    const char *disp = json_string_value(json_object_get(coding, "display"));
+    const char *disp;
     char key[600];
     json_t *o;
 
@@ -63,6 +64,7 @@ static void unmapped(struct xctx *x, const char *restype, json_t *coding)
         json_integer_set(count, json_integer_value(count) + 1);
         return;
     }
+    disp = json_string_value(json_object_get(coding, "display"));
     o = json_pack("{s:s, s:s, s:s, s:s, s:i}", "system", sys, "code", code, "display",
                   disp ? disp : "", "resourceType", restype, "count", 1);
     if (o == NULL || json_object_set_new(x->unmapped, key, o) != 0)
@@ -258,16 +260,15 @@ static long period_start(struct xctx *x, json_t *res, const char *name)
 /* Look up one coding against entries under base "E|res|where|" (with
  * specificity per feature: exact beats pattern, longer pattern beats
  * shorter).  Appends to hits; returns the number added. */
-static int match_coding(struct xctx *x, const char *resw, json_t *coding,
-                        struct hit *hits, int *nhits)
+static int match_coding(struct xctx *x, const char *resw, const char *sys,
+                        const char *code, struct hit *hits, int *nhits)
 {
     const struct mapping *m = x->m;
-    const char *sys = json_string_value(json_object_get(coding, "system"));
-    const char *code = json_string_value(json_object_get(coding, "code"));
     const char *cs;
     char norm[256], key[1200], prefix[700];
     struct slot *sl;
-    int i, added = 0, best[F_COUNT], exact[F_COUNT];
+    int i, added = 0, best[F_COUNT], exact[F_COUNT], plen;
+    size_t nlen;
 
     if (sys == NULL || code == NULL)
         return 0;
@@ -278,16 +279,21 @@ static int match_coding(struct xctx *x, const char *resw, json_t *coding,
         best[i] = -1;
         exact[i] = 0;
     }
-    str_join(prefix, sizeof(prefix), "E|", resw, "|", cs, "|", NULL);
-    str_join(key, sizeof(key), prefix, norm, NULL);
+    /* key "E|<resw>|<system>|<code>", then "PE|<resw>|<system>|" for the
+     * patterns: the prefix is joined once */
+    plen = str_join(prefix, sizeof(prefix), "PE|", resw, "|", cs, "|", NULL);
+    nlen = strlen(norm);
+    if (plen < 0 || (size_t)plen - 1 + nlen >= sizeof(key))
+        return 0;
+    memcpy(key, prefix + 1, (size_t)plen - 1);
+    memcpy(key + plen - 1, norm, nlen + 1);
     sl = map_hash_find(m, key);
     for (i = 0; sl != NULL && i < sl->n && *nhits < MAX_HITS; i++) {
         hits[(*nhits)++].entry = sl->ids[i];
         exact[m->ents[sl->ids[i]].feature] = 1;
         added++;
     }
-    str_join(key, sizeof(key), "P", prefix, NULL);
-    sl = map_hash_find(m, key);
+    sl = map_hash_find(m, prefix);
     for (i = 0; sl != NULL && i < sl->n; i++) {
         const struct pattern *p = &m->pats[sl->ids[i]];
         int f;
@@ -336,15 +342,16 @@ static int match_cc(struct xctx *x, const char *resw, json_t *cc, const char *fi
         return 0;
     }
     json_array_foreach (codings, i, c) {
-        if (!json_is_object(c) ||
-            (json_object_get(c, "code") != NULL &&
-             !json_is_string(json_object_get(c, "code"))) ||
-            (json_object_get(c, "system") != NULL &&
-             !json_is_string(json_object_get(c, "system")))) {
+        json_t *code = json_is_object(c) ? json_object_get(c, "code") : NULL;
+        json_t *sys = json_is_object(c) ? json_object_get(c, "system") : NULL;
+
+        if (!json_is_object(c) || (code != NULL && !json_is_string(code)) ||
+            (sys != NULL && !json_is_string(sys))) {
             map_issue(x, field, "field '%s.coding[%zu]' is malformed", field, i);
             continue;
         }
-        n += match_coding(x, resw, c, hits, nhits);
+        n += match_coding(x, resw, json_string_value(sys), json_string_value(code), hits,
+                          nhits);
     }
     return n;
 }
@@ -358,7 +365,8 @@ static void report_unmapped_cc(struct xctx *x, const char *restype, json_t *cc)
         return;
     json_array_foreach (codings, i, c) {
         if (json_is_object(c))
-            unmapped(x, restype, c);
+            unmapped(x, restype, c, json_string_value(json_object_get(c, "system")),
+                     json_string_value(json_object_get(c, "code")));
     }
 }
 
@@ -952,11 +960,13 @@ enum adp_err mapping_extract(const struct mapping *m, json_t *resources,
     x->birth = FEAT_NO_DATE;
     json_array_foreach (resources, i, res) {
         const char *type = json_string_value(json_object_get(res, "resourceType"));
-        const char *bd = json_string_value(json_object_get(res, "birthDate"));
+        const char *bd;
         long day;
 
-        if (type != NULL && strcmp(type, "Patient") == 0 && bd != NULL &&
-            feat_parse_date(bd, &day) == 0)
+        if (type == NULL || strcmp(type, "Patient") != 0)
+            continue;
+        bd = json_string_value(json_object_get(res, "birthDate"));
+        if (bd != NULL && feat_parse_date(bd, &day) == 0)
             x->birth = day;
     }
     if (report != NULL) {

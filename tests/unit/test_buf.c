@@ -105,6 +105,35 @@ static void test_strf(void **state)
     free(s);
 }
 
+/* Texts of 254 to 258 bytes and one of 5,000: either side of the stack
+ * buffer buf_strf formats into first. */
+static void test_strf_lengths(void **state)
+{
+    static char want[5001];
+    size_t lens[] = {0, 1, 254, 255, 256, 257, 258, 5000}, k;
+    char *s;
+
+    (void)state;
+    for (k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
+        size_t i, n = lens[k];
+
+        for (i = 0; i < n; i++)
+            want[i] = (char)('a' + (i % 26));
+        want[n] = '\0';
+        s = buf_strf("%s", want);
+        assert_non_null(s);
+        assert_int_equal(strlen(s), n);
+        assert_string_equal(s, want);
+        free(s);
+        s = buf_strf("<%.*s>%d", (int)n, want, 7);
+        assert_non_null(s);
+        assert_int_equal(strlen(s), n + 3);
+        assert_memory_equal(s + 1, want, n);
+        assert_string_equal(s + n + 1, ">7");
+        free(s);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -112,6 +141,7 @@ int main(void)
         cmocka_unit_test(test_growth_and_printf),
         cmocka_unit_test(test_max_sticks),
         cmocka_unit_test(test_strf),
+        cmocka_unit_test(test_strf_lengths),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -20,7 +20,9 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
+#include "buf.h"
 #include "emit.h"
+#include "emit_int.h"
 #include "engine.h"
 #include "features.h"
 #include "jsonwrite.h"
@@ -304,6 +306,38 @@ static void check_xhtml(const char *div)
         }
     }
     assert_int_equal(depth, 0);
+}
+
+/* XHTML escaping, byte by byte: the three XML specials become entities,
+ * tab and newline stay, other control bytes are dropped, everything else
+ * (DEL, UTF-8) passes; text that needs nothing comes through whole. */
+static void test_xhtml_escape(void **state)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"", ""},
+        {"plain text, 100% (ok)", "plain text, 100% (ok)"},
+        {"a&b<c>d", "a&amp;b&lt;c&gt;d"},
+        {"&<>", "&amp;&lt;&gt;"},
+        {"x\x01y\x1f\tz\n\r", "xy\tz\n"},
+        {"\x7f\xc3\xa9\xe2\x89\xa5 5", "\x7f\xc3\xa9\xe2\x89\xa5 5"},
+        {"\x02", ""},
+        {"end<", "end&lt;"},
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct buf b = {0};
+        char *got;
+
+        emit_xhtml(&b, cases[i].in);
+        got = buf_take(&b);
+        assert_non_null(got);
+        assert_string_equal(got, cases[i].out);
+        free(got);
+    }
 }
 
 /* Narrative: generated, well-formed, no patient identifiers. */
@@ -1186,6 +1220,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_identifiers),
+        cmocka_unit_test(test_xhtml_escape),
         cmocka_unit_test(test_upfront_careplan),
         cmocka_unit_test(test_hash),
         cmocka_unit_test(test_curative_lrt),

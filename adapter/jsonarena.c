@@ -99,6 +99,8 @@ struct arena {
     size_t limit;    /* test hook: bytes a scope may take before malloc; 0 none */
     size_t keep;     /* touched bytes kept between scopes; 0 ARENA_KEEP */
     size_t start;    /* where the outermost open scope began (escape check) */
+    size_t fast;     /* inside a scope, pieces ending at or below it need no other
+                        check (set by the slow path; never below used) */
     int depth;       /* open scopes */
     int tried;       /* the reservation was attempted */
     unsigned long fallbacks; /* pieces malloc'd while a scope was open */
@@ -161,7 +163,17 @@ static int reserve(struct arena *a)
     return 1;
 }
 
-static void *arena_alloc(size_t size)
+/* Valgrind's record of a piece handed out (kept out of the fast path, whose
+ * frame it would otherwise enlarge). */
+__attribute__((noinline)) static void vg_alloc(struct arena *a, void *p, size_t size)
+{
+    (void)a, (void)p, (void)size;
+    VALGRIND_MEMPOOL_ALLOC(a, p, size);
+}
+
+/* Everything but the fast case: no scope, no range yet, a new stretch of
+ * address space to mark, the range or the test limit reached. */
+__attribute__((noinline)) static void *arena_alloc_slow(size_t size)
 {
     struct arena *a = &arena;
     size_t need, end;
@@ -191,6 +203,10 @@ static void *arena_alloc(size_t size)
     a->used = end;
     if (end > a->touched)
         a->touched = end;
+    /* the bound of the fast case until the next slow piece */
+    a->fast = a->marked;
+    if (a->limit != 0 && a->start + a->limit < a->fast)
+        a->fast = a->start + a->limit;
 #ifdef ARENA_ASAN
     ASAN_UNPOISON_MEMORY_REGION(p, ARENA_HDR);
     memcpy(p, &size, sizeof(size));
@@ -199,7 +215,32 @@ static void *arena_alloc(size_t size)
     ASAN_UNPOISON_MEMORY_REGION(p, size);
 #endif
     if (on_valgrind)
-        VALGRIND_MEMPOOL_ALLOC(a, p, size);
+        vg_alloc(a, p, size);
+    return p;
+}
+
+/* jansson's allocator: a bump of the pointer when a scope is open and the
+ * piece fits below a->fast (nearly every piece), else the slow path.  The
+ * high-water mark (touched) is brought up to date at the scope's end. */
+static void *arena_alloc(size_t size)
+{
+    struct arena *a = &arena;
+    size_t need = (size + ARENA_HDR + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+    char *p;
+
+    if (a->depth == 0 || need < size || need > a->fast - a->used)
+        return arena_alloc_slow(size);
+    p = a->base + a->used;
+    a->used += need;
+#ifdef ARENA_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(p, ARENA_HDR);
+    memcpy(p, &size, sizeof(size));
+    ASAN_POISON_MEMORY_REGION(p, ARENA_HDR);
+    p += ARENA_HDR;
+    ASAN_UNPOISON_MEMORY_REGION(p, size);
+#endif
+    if (on_valgrind)
+        vg_alloc(a, p, size);
     return p;
 }
 
@@ -283,6 +324,7 @@ void jsonarena_begin(void)
         arena.fallbacks_open = arena.fallbacks;
     if (arena.depth++ == 0 && ARENA_GUARD)
         guard_open(&arena);
+    arena.fast = arena.used; /* the slow path sets the bound again */
 }
 
 void jsonarena_drop(json_t *v)
@@ -304,8 +346,11 @@ void jsonarena_end(void)
 
     if (a->depth == 0 || --a->depth > 0)
         return;
+    a->fast = a->used;
     if (a->base == NULL)
         return;
+    if (a->used > a->touched)
+        a->touched = a->used;
     ASAN_POISON_MEMORY_REGION(a->base, a->used);
     VALGRIND_MAKE_MEM_NOACCESS(a->base, a->used);
     /* every piece of the scope is gone, freed or not */
@@ -331,7 +376,7 @@ unsigned long jsonarena_fallbacks(void)
 
 unsigned long jsonarena_held(void)
 {
-    return (unsigned long)arena.touched;
+    return (unsigned long)(arena.used > arena.touched ? arena.used : arena.touched);
 }
 
 void jsonarena_keep(unsigned long bytes)
@@ -342,4 +387,5 @@ void jsonarena_keep(unsigned long bytes)
 void jsonarena_limit(unsigned long bytes)
 {
     arena.limit = bytes;
+    arena.fast = arena.used; /* the slow path sets the bound again */
 }

@@ -162,6 +162,64 @@ static void test_large_pieces_and_many(void **state)
     free(s);
 }
 
+/* The bump path: pieces are 16-byte aligned, in order, never overlapping,
+ * and stop at the tests' limit; a limit set while a scope is open holds from
+ * the next piece on (the bound of the fast path is worked out again). */
+static void test_pieces_and_limit(void **state)
+{
+    enum { N = 400, LEN = 99 };
+    static json_t *v[N];
+    char text[LEN + 1];
+    uintptr_t first = 0, prev_end = 0;
+    unsigned long fb;
+    json_t *a, *b;
+    size_t i;
+
+    (void)state;
+    memset(text, 'y', LEN);
+    text[LEN] = '\0';
+    jsonarena_limit(16ul * 1024);
+    fb = jsonarena_fallbacks();
+    jsonarena_begin();
+    for (i = 0; i < N; i++) {
+        const char *t;
+
+        v[i] = json_string(text);
+        assert_non_null(v[i]);
+        t = json_string_value(v[i]);
+        assert_string_equal(t, text);
+        if (!jsonarena_owns(t))
+            continue;
+        assert_int_equal((uintptr_t)t % 16, 0);
+        assert_true((uintptr_t)t >= prev_end);
+        if (first == 0)
+            first = (uintptr_t)t;
+        prev_end = (uintptr_t)t + LEN + 1;
+    }
+    assert_true(first != 0);
+    assert_true(prev_end - first <= 16ul * 1024); /* nothing past the limit */
+    assert_true(jsonarena_fallbacks() > fb);      /* the rest came from malloc */
+    for (i = 0; i < N; i++)
+        json_decref(v[i]);
+    jsonarena_end();
+
+    jsonarena_limit(0);
+    jsonarena_begin();
+    a = json_string(text);
+    assert_non_null(a);
+    assert_true(jsonarena_owns(json_string_value(a)));
+    jsonarena_limit(1); /* from now on every piece is over it */
+    fb = jsonarena_fallbacks();
+    b = json_string(text);
+    assert_non_null(b);
+    assert_false(jsonarena_owns(json_string_value(b)));
+    assert_true(jsonarena_fallbacks() > fb);
+    json_decref(b);
+    json_decref(a);
+    jsonarena_end();
+    jsonarena_limit(0);
+}
+
 /* jsonarena_keep: a thread that asks to keep more (the CDS listener) keeps
  * its touched pages between scopes up to that, and gives back beyond it. */
 static void test_keep(void **state)
@@ -299,6 +357,7 @@ int main(void)
 #endif
         cmocka_unit_test(test_outside_scope_is_malloc),
         cmocka_unit_test(test_nested_scopes),       cmocka_unit_test(test_large_pieces_and_many),
+        cmocka_unit_test(test_pieces_and_limit),
         cmocka_unit_test(test_dumps_text),          cmocka_unit_test(test_keep),          cmocka_unit_test(test_threads),
         cmocka_unit_test(test_read_in_scope),
 #ifdef TEST_ASAN

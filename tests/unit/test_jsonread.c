@@ -20,6 +20,7 @@
 
 #include <cmocka.h>
 
+#include "jsonplain.h"
 #include "jsonread.h"
 #include "../fuzz/same_tree.h"
 
@@ -635,12 +636,62 @@ static void test_out_of_memory(void **state)
     free(doc);
 }
 
+/* utf8_valid (jsonplain.h), which the output builders use in place of
+ * json_string's own check, accepts exactly what json_stringn accepts: the
+ * edge cases, then 50,000 byte strings of a deterministic generator biased
+ * towards lead and continuation bytes. */
+static void test_utf8_valid_as_jansson(void **state)
+{
+    static const struct {
+        const char *s;
+        size_t n;
+    } cases[] = {
+        {"", 0},          {"abc", 3},           {"a\0b", 3},           {"\xc3\xa9", 2},
+        {"\xc3", 1},      {"\xc0\xaf", 2},      {"\xc1\xbf", 2},        {"\xe0\x80\x80", 3},
+        {"\xe0\xa0\x80", 3}, {"\xed\x9f\xbf", 3}, {"\xed\xa0\x80", 3},   {"\xef\xbf\xbf", 3},
+        {"\xf0\x8f\xbf\xbf", 4}, {"\xf0\x90\x80\x80", 4}, {"\xf4\x8f\xbf\xbf", 4},
+        {"\xf4\x90\x80\x80", 4}, {"\xf5\x80\x80\x80", 4}, {"\x80", 1},  {"\xbf", 1},
+        {"\xff", 1},      {"\xe2\x82", 2},      {"12345678\xe2\x82\xac" "9", 12},
+        {"\"\\\x01\x1f\x7f", 5},
+    };
+    static const unsigned char pool[] = {'a', 'Z', '"', '\\', 0x00, 0x1f, 0x7f, 0x80, 0x8f,
+                                         0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc2, 0xdf, 0xe0,
+                                         0xed, 0xef, 0xf0, 0xf4, 0xf5, 0xff};
+    unsigned char buf[40];
+    uint64_t x = 0x9e3779b97f4a7c15ULL;
+    size_t i, k;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *v = json_stringn(cases[i].s, cases[i].n);
+
+        assert_int_equal(utf8_valid((const unsigned char *)cases[i].s, cases[i].n), v != NULL);
+        json_decref(v);
+    }
+    for (i = 0; i < 50000; i++) {
+        size_t n;
+        json_t *v;
+
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        n = (size_t)(x % sizeof(buf));
+        for (k = 0; k < n; k++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            buf[k] = (x & 3) == 0 ? (unsigned char)(x >> 8) : pool[(x >> 8) % sizeof(pool)];
+        }
+        v = json_stringn((const char *)buf, n);
+        if (utf8_valid(buf, n) != (v != NULL))
+            fail_msg("utf8_valid disagrees with json_stringn on string %zu (%zu bytes)", i, n);
+        json_decref(v);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_repository_files), cmocka_unit_test(test_edge_cases),
         cmocka_unit_test(test_depth_limit),      cmocka_unit_test(test_real_bits),
-        cmocka_unit_test(test_error_reports),    cmocka_unit_test(test_out_of_memory),
+        cmocka_unit_test(test_error_reports),
+        cmocka_unit_test(test_utf8_valid_as_jansson),    cmocka_unit_test(test_out_of_memory),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -945,7 +945,7 @@ enum adp_err mapping_extract(const struct mapping *m, json_t *resources,
         rc = adp_error_set(err, ADP_ENOMEM, "mapping: out of memory");
         goto out;
     }
-    x->f = calloc(1, sizeof(*x->f));
+    x->f = malloc(sizeof(*x->f)); /* features_init sets every byte */
     if (x->f == NULL) {
         rc = adp_error_set(err, ADP_ENOMEM, "mapping: out of memory");
         goto out;

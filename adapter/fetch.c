@@ -15,6 +15,7 @@
 #include "fhirid.h"
 #include "http.h"
 #include "identity.h"
+#include "jsonarena.h"
 #include "jsonwrite.h"
 #include "log.h"
 #include "mapping.h"
@@ -217,8 +218,9 @@ static enum adp_err fetch_batch(struct prun *r, const struct emit_ctx *ctx, cons
                                 into, err);
     }
 out:
-    json_decref(bundle);
-    json_decref(resp);
+    /* inside the patient's arena scope these go at its end, unwalked */
+    jsonarena_drop(bundle);
+    jsonarena_drop(resp);
     for (i = 0; i < 5; i++) {
         free(args[i]);
         free(urls[i]);

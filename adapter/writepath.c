@@ -51,6 +51,7 @@
 #include "fhir.h"
 #include "http.h"
 #include "identity.h"
+#include "jsonarena.h"
 #include "jsonwrite.h"
 #include "log.h"
 #include "request.h"
@@ -765,9 +766,10 @@ static enum adp_err write_transaction(struct prun *r, const struct emit_ctx *ctx
                                "or RiskAssessment and the server does not hold them");
     }
 out:
-    json_decref(bundle);
-    json_decref(resp);
-    json_decref(prov);
+    /* inside the patient's arena scope these go at its end, unwalked */
+    jsonarena_drop(bundle);
+    jsonarena_drop(resp);
+    jsonarena_drop(prov);
     free(cq);
     free(rq);
     return rc;

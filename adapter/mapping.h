@@ -35,7 +35,7 @@ int mapping_count(const struct mapping *m);
  *               "issues":[{"resource":"Observation/1","field":"...",
  *                          "message":"..."}...]}
  * Data problems in single resources are reported as issues, never fatal.
- * Returns ADP_ENOMEM only.
+ * Returns ADP_ENOMEM only (*out is then partly filled and not to be used).
  */
 enum adp_err mapping_extract(const struct mapping *m, json_t *resources,
                              struct features *out, json_t **report,

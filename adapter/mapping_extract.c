@@ -945,11 +945,9 @@ enum adp_err mapping_extract(const struct mapping *m, json_t *resources,
         rc = adp_error_set(err, ADP_ENOMEM, "mapping: out of memory");
         goto out;
     }
-    x->f = malloc(sizeof(*x->f)); /* features_init sets every byte */
-    if (x->f == NULL) {
-        rc = adp_error_set(err, ADP_ENOMEM, "mapping: out of memory");
-        goto out;
-    }
+    /* straight into the caller's: the only failure is ENOMEM, after which
+     * the caller does not read them */
+    x->f = out;
     x->m = m;
     features_init(x->f);
     for (k = 0; k < F_COUNT; k++)
@@ -1026,14 +1024,12 @@ enum adp_err mapping_extract(const struct mapping *m, json_t *resources,
         *report = rep;
         rep = NULL;
     }
-    *out = *x->f;
 out:
     json_decref(um);
     json_decref(rep);
     if (x != NULL) {
         json_decref(x->unmapped);
         json_decref(x->issues);
-        free(x->f);
     }
     free(x);
     return rc;

@@ -171,6 +171,22 @@ __attribute__((noinline)) static void vg_alloc(struct arena *a, void *p, size_t 
     VALGRIND_MEMPOOL_ALLOC(a, p, size);
 }
 
+/* The piece at p (its header first under ASan) handed to jansson: the size
+ * recorded for arena_free, ASan and Valgrind told it is in use. */
+static inline void *hand_out(struct arena *a, char *p, size_t size)
+{
+#ifdef ARENA_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(p, ARENA_HDR);
+    memcpy(p, &size, sizeof(size));
+    ASAN_POISON_MEMORY_REGION(p, ARENA_HDR);
+    p += ARENA_HDR;
+    ASAN_UNPOISON_MEMORY_REGION(p, size);
+#endif
+    if (on_valgrind)
+        vg_alloc(a, p, size);
+    return p;
+}
+
 /* Everything but the fast case: no scope, no range yet, a new stretch of
  * address space to mark, the range or the test limit reached. */
 __attribute__((noinline)) static void *arena_alloc_slow(size_t size)
@@ -207,16 +223,7 @@ __attribute__((noinline)) static void *arena_alloc_slow(size_t size)
     a->fast = a->marked;
     if (a->limit != 0 && a->start + a->limit < a->fast)
         a->fast = a->start + a->limit;
-#ifdef ARENA_ASAN
-    ASAN_UNPOISON_MEMORY_REGION(p, ARENA_HDR);
-    memcpy(p, &size, sizeof(size));
-    ASAN_POISON_MEMORY_REGION(p, ARENA_HDR);
-    p += ARENA_HDR;
-    ASAN_UNPOISON_MEMORY_REGION(p, size);
-#endif
-    if (on_valgrind)
-        vg_alloc(a, p, size);
-    return p;
+    return hand_out(a, p, size);
 }
 
 /* jansson's allocator: a bump of the pointer when a scope is open and the
@@ -232,16 +239,7 @@ static void *arena_alloc(size_t size)
         return arena_alloc_slow(size);
     p = a->base + a->used;
     a->used += need;
-#ifdef ARENA_ASAN
-    ASAN_UNPOISON_MEMORY_REGION(p, ARENA_HDR);
-    memcpy(p, &size, sizeof(size));
-    ASAN_POISON_MEMORY_REGION(p, ARENA_HDR);
-    p += ARENA_HDR;
-    ASAN_UNPOISON_MEMORY_REGION(p, size);
-#endif
-    if (on_valgrind)
-        vg_alloc(a, p, size);
-    return p;
+    return hand_out(a, p, size);
 }
 
 static void arena_free(void *ptr)

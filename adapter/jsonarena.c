@@ -221,7 +221,7 @@ __attribute__((noinline)) static void *arena_alloc_slow(size_t size)
         a->touched = end;
     /* the bound of the fast case until the next slow piece */
     a->fast = a->marked;
-    if (a->limit != 0 && a->start + a->limit < a->fast)
+    if (a->limit != 0 && a->limit < a->fast - a->start) /* no overflow: fast >= start */
         a->fast = a->start + a->limit;
     return hand_out(a, p, size);
 }
@@ -235,7 +235,8 @@ static void *arena_alloc(size_t size)
     size_t need = (size + ARENA_HDR + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
     char *p;
 
-    if (a->depth == 0 || need < size || need > a->fast - a->used)
+    /* need - 1: a piece of size 0 (need 0) goes to the slow path too */
+    if (a->depth == 0 || need < size || need - 1 >= a->fast - a->used)
         return arena_alloc_slow(size);
     p = a->base + a->used;
     a->used += need;

@@ -330,6 +330,36 @@ static void *in_thread(void *arg)
     return NULL; /* its chunks are freed by the thread's exit */
 }
 
+/* A piece of size 0 asked for first thing in a fresh thread (no address
+ * range reserved yet): the allocator still returns a usable pointer (the
+ * bump fast path once handed out the unreserved base, NULL). jansson never
+ * asks for 0; the allocator is still malloc-like. */
+static void *zero_first(void *arg)
+{
+    json_malloc_t m;
+    json_free_t f;
+    void *p, **out = arg;
+
+    json_get_alloc_funcs(&m, &f);
+    jsonarena_begin();
+    p = m(0);
+    *out = p;
+    f(p);
+    jsonarena_end();
+    return NULL;
+}
+
+static void test_zero_piece(void **state)
+{
+    pthread_t id;
+    void *p = NULL;
+
+    (void)state;
+    assert_int_equal(pthread_create(&id, NULL, zero_first, &p), 0);
+    assert_int_equal(pthread_join(id, NULL), 0);
+    assert_non_null(p);
+}
+
 static void test_threads(void **state)
 {
     struct th t[4];
@@ -359,7 +389,7 @@ int main(void)
         cmocka_unit_test(test_nested_scopes),       cmocka_unit_test(test_large_pieces_and_many),
         cmocka_unit_test(test_pieces_and_limit),
         cmocka_unit_test(test_dumps_text),          cmocka_unit_test(test_keep),          cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_read_in_scope),
+        cmocka_unit_test(test_read_in_scope),   cmocka_unit_test(test_zero_piece),
 #ifdef TEST_ASAN
         cmocka_unit_test(test_poisoned),
 #endif

@@ -984,12 +984,17 @@ static enum MHD_Result not_found(struct MHD_Connection *c, const char *url, cons
     return reply_json(c, 404, "not found", "endpoints: /healthz /readyz /metrics /notify");
 }
 
+/* 503 with Retry-After: 1, so that an engine's queue sends it again. */
+static enum MHD_Result reply_retry(struct MHD_Connection *c, const char *json_text)
+{
+    return (enum MHD_Result)server_reply(c, 503, "application/json", json_text,
+                                         "dnmbc-adapter", 1);
+}
+
 static enum MHD_Result reply_stopping(struct MHD_Connection *c)
 {
-    return (enum MHD_Result)server_reply(c, 503, "application/json",
-                                         "{\"status\":\"stopping\",\"detail\":"
-                                         "\"the listener is stopping: retry later\"}\n",
-                                         "dnmbc-adapter", 1);
+    return reply_retry(c, "{\"status\":\"stopping\",\"detail\":"
+                          "\"the listener is stopping: retry later\"}\n");
 }
 
 /* Hand the complete request up to the workers: its connection is suspended
@@ -1007,7 +1012,8 @@ static enum MHD_Result queue_job(struct server *s, struct MHD_Connection *c, con
     up->url = strdup(url);
     up->method = strdup(method);
     if (up->url == NULL || up->method == NULL)
-        return reply_json(c, 503, "busy", "out of memory: retry later");
+        return reply_retry(c, "{\"status\":\"busy\",\"detail\":"
+                              "\"out of memory: retry later\"}\n");
     up->conn = c;
     up->inflight = inflight;
     up->next = NULL;

@@ -1,5 +1,5 @@
 /*
- * test_jsonarena.c - the per-thread arena behind jansson (issue 7): values
+ * test_jsonarena.c - the per-thread arena behind jansson: values
  * made in a scope come from the thread's chunks and are all gone at its end;
  * large ones too; values made outside a scope (or past the tests' limit)
  * come from malloc and are freed as usual; scopes nest;

@@ -1,6 +1,6 @@
 /*
  * test_strjoin.c - the snprintf replacements of the per-patient paths
- * (issue 7) write what snprintf writes, including when the buffer is short.
+ * write what snprintf writes, including when the buffer is short.
  */
 #include <setjmp.h>
 #include <stdarg.h>

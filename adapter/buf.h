@@ -32,7 +32,9 @@ int buf_addn(struct buf *b, const void *t, size_t n);
 /* The string s (NULL adds nothing).  0 or -1, as buf_addn. */
 int buf_add(struct buf *b, const char *s);
 
-/* printf-formatted text.  0 or -1. */
+/* printf-formatted text.  0 or -1.  A format whose only conversions are
+ * %s, %d and %% (nearly every text the outputs carry) is written by buf.c
+ * itself, byte for byte as vsnprintf would; any other goes to vsnprintf. */
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Empty the text, keeping the memory (and a failure). */
@@ -45,7 +47,8 @@ char *buf_take(struct buf *b);
 /* Release the memory; b is empty again. */
 void buf_free(struct buf *b);
 
-/* A new printf-formatted string (free()), NULL when out of memory. */
+/* A new printf-formatted string (free()), NULL when out of memory.  The
+ * same formats as buf_printf are written without vsnprintf. */
 char *buf_strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

@@ -1,11 +1,14 @@
 /*
  * test_buf.c - the growable text buffer (buf.h): text and NUL after every
  * add, growth across many sizes, printf longer than the free space, the
- * limit (max) and the sticky failure, take and clear.
+ * limit (max) and the sticky failure, take and clear; the formats buf.c
+ * writes itself (%s, %d, %%) give what snprintf gives, and every other one
+ * goes to snprintf unchanged.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,6 +137,79 @@ static void test_strf_lengths(void **state)
     }
 }
 
+/* buf_strf and buf_printf (after text already in the buffer) against
+ * snprintf for one format and its arguments. */
+#define SAME_AS_SNPRINTF(...)                                                                  \
+    do {                                                                                       \
+        char want_[1024];                                                                      \
+        char *got_;                                                                            \
+        struct buf b_ = {0};                                                                   \
+                                                                                               \
+        snprintf(want_, sizeof(want_), __VA_ARGS__);                                           \
+        got_ = buf_strf(__VA_ARGS__);                                                          \
+        assert_non_null(got_);                                                                 \
+        assert_string_equal(got_, want_);                                                      \
+        free(got_);                                                                            \
+        assert_int_equal(buf_add(&b_, "head:"), 0);                                            \
+        assert_int_equal(buf_printf(&b_, __VA_ARGS__), 0);                                     \
+        assert_string_equal(b_.p + 5, want_);                                                  \
+        assert_int_equal(b_.len, 5 + strlen(want_));                                           \
+        buf_free(&b_);                                                                         \
+    } while (0)
+
+static void test_plain_formats_as_snprintf(void **state)
+{
+    /* volatile: the compiler may not see the NULL and warn about it */
+    const char *volatile nul = NULL;
+    const char *volatile empty = "";
+    char big[300];
+
+    (void)state;
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    /* written by buf.c */
+    SAME_AS_SNPRINTF("%s", "");
+    SAME_AS_SNPRINTF("plain text, no conversion");
+    SAME_AS_SNPRINTF("%s", empty);
+    SAME_AS_SNPRINTF("%%");
+    SAME_AS_SNPRINTF("100%% of %s%%", "it");
+    SAME_AS_SNPRINTF("[%s]", nul);
+    SAME_AS_SNPRINTF("%s%s%s", "a", nul, "c");
+    SAME_AS_SNPRINTF("%d|%d|%d|%d|%d", 0, 7, -7, INT_MAX, INT_MIN);
+    SAME_AS_SNPRINTF("%d-%d months after %s", 3, 6, "the start");
+    SAME_AS_SNPRINTF("<%s>%d</%s>", big, -42, big);
+    /* anything else goes to snprintf, also after a written part */
+    SAME_AS_SNPRINTF("%5d|%-4s|%.2f", 3, "ab", 2.345);
+    SAME_AS_SNPRINTF("%s, SHR %.2f vs M1a%s", "M1b", 1.5, "");
+    SAME_AS_SNPRINTF("%zu %ld %lld %u %x %c", (size_t)9, -5L, (long long)LLONG_MIN, 4u, 255, 'q');
+    SAME_AS_SNPRINTF("%.*s>%d", 3, "abcdef", 1);
+    SAME_AS_SNPRINTF("%s %.1f%%", nul, 12.25);
+}
+
+static void test_plain_formats_limit(void **state)
+{
+    struct buf b = {0};
+
+    (void)state;
+    /* past max while writing a %s: the failure sticks and the text is as it was */
+    b.max = 6;
+    assert_int_equal(buf_add(&b, "ab"), 0);
+    assert_int_equal(buf_printf(&b, "%s%d", "cd", 12345), -1);
+    assert_int_equal(b.oom, 1);
+    assert_int_equal(b.len, 2);
+    assert_string_equal(b.p, "ab");
+    buf_free(&b);
+    /* exactly up to max is allowed */
+    b.max = 6;
+    assert_int_equal(buf_printf(&b, "%s%d%%", "ab", 12), 0);
+    assert_string_equal(b.p, "ab12%");
+    assert_int_equal(buf_printf(&b, "%d", 1), 0);
+    assert_string_equal(b.p, "ab12%1");
+    assert_int_equal(buf_printf(&b, "%s", ""), 0);
+    assert_int_equal(buf_printf(&b, "%d", 1), -1);
+    buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -142,6 +218,8 @@ int main(void)
         cmocka_unit_test(test_max_sticks),
         cmocka_unit_test(test_strf),
         cmocka_unit_test(test_strf_lengths),
+        cmocka_unit_test(test_plain_formats_as_snprintf),
+        cmocka_unit_test(test_plain_formats_limit),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -110,6 +110,7 @@ void features_init(struct features *f)
 
 void fsrc_add(struct fsrc *s, const char *ref)
 {
+    size_t n;
     int i;
 
     if (ref == NULL || ref[0] == '\0')
@@ -119,7 +120,9 @@ void fsrc_add(struct fsrc *s, const char *ref)
             return;
     if (s->nsrc >= FEAT_MAX_SRC)
         return;
-    snprintf(s->src[s->nsrc], FEAT_REF_LEN, "%s", ref);
+    n = strnlen(ref, FEAT_REF_LEN - 1); /* cut as snprintf would, without its cost */
+    memcpy(s->src[s->nsrc], ref, n);
+    s->src[s->nsrc][n] = '\0';
     s->nsrc++;
 }
 

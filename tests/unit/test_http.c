@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <curl/curl.h>
 #include <microhttpd.h>
 
 #include "http.h"
@@ -91,6 +92,40 @@ static void escape(void **state)
     assert_string_equal(e, "");
     free(e);
     assert_null(http_escape(NULL));
+}
+
+/* The same text as libcurl's own curl_easy_escape: every byte alone and in
+ * the middle of text, and 20,000 random strings. */
+static void escape_as_curl(void **state)
+{
+    char in[64];
+    unsigned seed = 12345;
+    int c, k;
+
+    (void)state;
+    for (k = 0; k < 20256; k++) {
+        char *mine, *theirs;
+        size_t n, i;
+
+        if (k < 256) {
+            c = k == 0 ? 'x' : k;
+            snprintf(in, sizeof(in), "a%cb", c);
+        } else {
+            n = (size_t)(seed % (sizeof(in) - 1));
+            for (i = 0; i < n; i++) {
+                seed = seed * 1103515245u + 12345u;
+                in[i] = (char)(1 + (seed >> 16) % 255);
+            }
+            in[n] = '\0';
+        }
+        mine = http_escape(in);
+        theirs = curl_easy_escape(NULL, in, (int)strlen(in));
+        assert_non_null(mine);
+        assert_non_null(theirs);
+        assert_string_equal(mine, theirs);
+        free(mine);
+        curl_free(theirs);
+    }
 }
 
 static void client_life_cycle(void **state)
@@ -483,6 +518,7 @@ int main(void)
         cmocka_unit_test(retry_after_http_date),
         cmocka_unit_test(retry_after_invalid),
         cmocka_unit_test(escape),
+        cmocka_unit_test(escape_as_curl),
         cmocka_unit_test(client_life_cycle),
         cmocka_unit_test(do_closed_port_is_enet),
         cmocka_unit_test(do_bad_scheme_and_method),

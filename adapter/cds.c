@@ -1137,7 +1137,7 @@ enum adp_err cds_new(const struct config *cfg, struct metrics *m, struct cds **o
         so.client_key = x->srv_client_key;
         so.pinned_public_key = x->srv_pin;
         so.proxy = x->fetch_proxy;
-        so.fresh_connection_writes = 0; /* it only reads */
+        so.no_resend_writes = 0; /* it only reads */
         ao.http = so;
         rc = auth_new(&ao, &x->auth, err);
         if (rc != ADP_OK)

@@ -50,8 +50,10 @@ struct http_req {
     CURL *easy;
     struct curl_slist *headers;
     char *body; /* request body copy; libcurl does not copy POSTFIELDS */
+    size_t body_len, body_off; /* a guarded write's body: length, bytes given to libcurl */
     char method[16];
     int replay_safe; /* http_do_read: the body changes nothing on the server */
+    int resend_refused; /* libcurl asked to send this write's body again: refused */
     struct http_response resp;
     struct buf rbody; /* the response body as it arrives; resp.body at the end */
     int too_big;      /* write callback refused data over max_body */
@@ -94,7 +96,7 @@ struct http_client {
     void (*observe)(void *ud, long status); /* http_client_observe; NULL: none */
     void *observe_ud;
     int insecure;
-    int fresh_writes; /* http_opts.fresh_connection_writes */
+    int guard_writes; /* http_opts.no_resend_writes */
     struct http_req *reqs; /* every submitted request not yet completed */
     /* Easy handles of finished requests, reset to libcurl's defaults and
      * out of the multi handle; owned, cleaned up by http_client_free. */
@@ -263,6 +265,39 @@ static size_t write_cb(char *data, size_t size, size_t nmemb, void *ud)
         return 0;
     }
     return n;
+}
+
+/* A guarded write's body, handed to libcurl as it asks for it. */
+static size_t body_read_cb(char *dst, size_t size, size_t nmemb, void *ud)
+{
+    struct http_req *q = ud;
+    size_t n = size * nmemb, left = q->body_len - q->body_off;
+
+    if (n > left)
+        n = left;
+    if (n > 0)
+        memcpy(dst, q->body + q->body_off, n);
+    q->body_off += n;
+    return n;
+}
+
+/* libcurl rewinds a body only to send it again: after a kept-alive
+ * connection closed before any answer (it then sends the request once more
+ * on a new connection, unasked), or for a multi-pass authentication or a
+ * redirect, which are not used here.  For a write the server may have
+ * carried out, that would be a second write nobody reads back for, so the
+ * rewind is refused and the request fails (curl's CURLE_SEND_FAIL_REWIND):
+ * the write path then reads back what the server holds before it writes
+ * again, as after any answer that was lost.  A rewind to the start before
+ * any byte was handed out changes nothing and is allowed. */
+static int body_seek_cb(void *ud, curl_off_t offset, int origin)
+{
+    struct http_req *q = ud;
+
+    if (q->body_off == 0 && offset == 0 && origin == SEEK_SET)
+        return CURL_SEEKFUNC_OK;
+    q->resend_refused = 1;
+    return CURL_SEEKFUNC_FAIL;
 }
 
 static int is_tls_error(CURLcode cc)
@@ -435,6 +470,12 @@ static void req_complete(struct http_client *c, struct http_req *q, CURLcode cc)
     } else if (q->alloc_failed) {
         rc = adp_error_set(&e, ADP_ENOMEM, "%s: out of memory reading response",
                            q->method);
+    } else if (q->resend_refused) {
+        rc = adp_error_set(&e, ADP_ENET,
+                           "%s: the connection closed after the request was sent and before "
+                           "any answer; not sent again, since the server may have carried it "
+                           "out (curl %d)",
+                           q->method, (int)cc);
     } else if (cc != CURLE_OK) {
         enum adp_err cls = error_class(cc, q->errbuf);
 
@@ -571,16 +612,26 @@ static enum adp_err configure_easy(struct http_client *c, struct http_req *q,
     } else if (strcmp(q->method, "DELETE") == 0) {
         SETOPT(CURLOPT_CUSTOMREQUEST, "DELETE");
     } else {
-        /* POST, PUT, PATCH: body from memory (a copy owned by q). */
-        SETOPT(CURLOPT_POSTFIELDSIZE_LARGE,
-               (curl_off_t)(q->body != NULL ? strlen(q->body) : 0));
-        SETOPT(CURLOPT_POSTFIELDS, q->body != NULL ? q->body : "");
+        /* POST, PUT, PATCH: body from memory (a copy owned by q).  A write
+         * is given through the read callback, so that libcurl cannot send
+         * it twice (body_seek_cb); it may then go on a kept-alive
+         * connection like any request.  A read (http_do_read) is given as
+         * POSTFIELDS, which libcurl may send again: that changes nothing. */
+        q->body_len = q->body != NULL ? strlen(q->body) : 0;
+        q->body_off = 0;
+        SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
+        if (c->guard_writes && !q->replay_safe) {
+            SETOPT(CURLOPT_POST, 1L);
+            SETOPT(CURLOPT_READFUNCTION, body_read_cb);
+            SETOPT(CURLOPT_READDATA, (void *)q);
+            SETOPT(CURLOPT_SEEKFUNCTION, body_seek_cb);
+            SETOPT(CURLOPT_SEEKDATA, (void *)q);
+        } else {
+            SETOPT(CURLOPT_POSTFIELDS, q->body != NULL ? q->body : "");
+        }
         if (strcmp(q->method, "POST") != 0)
             SETOPT(CURLOPT_CUSTOMREQUEST, q->method);
     }
-    if (c->fresh_writes && !q->replay_safe && strcmp(q->method, "GET") != 0 &&
-        strcmp(q->method, "HEAD") != 0)
-        SETOPT(CURLOPT_FRESH_CONNECT, 1L);
     return ADP_OK;
 setopt_failed:
     return adp_error_set(err, ADP_ECONFIG, "http: %s: %s", optname,
@@ -859,7 +910,7 @@ enum adp_err http_client_new(const struct http_opts *o, struct http_client **out
     c->low_speed_limit = o->low_speed_limit > 0 ? o->low_speed_limit : 1L;
     c->low_speed_time_s = o->low_speed_time_s > 0 ? o->low_speed_time_s : HTTP_LOW_SPEED_TIME_S;
     c->insecure = o->insecure;
-    c->fresh_writes = o->fresh_connection_writes;
+    c->guard_writes = o->no_resend_writes;
     snprintf(ua, sizeof(ua), "%s",
              o->user_agent != NULL ? o->user_agent : HTTP_DEFAULT_UA);
     c->user_agent = str_dup_opt(ua, &failed);

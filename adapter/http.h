@@ -42,12 +42,13 @@ struct http_opts {
      * waits for its slot before it is sent, and its status is reported so
      * that a 429 slows the pace (ratelimit.h). */
     struct ratelimit *pace;
-    /* 1: a request other than GET and HEAD (and http_do_read's) goes on a
-     * new connection.
-     * libcurl silently sends a request again when the kept-alive connection
-     * it went on closes before any answer; for a write the server may have
-     * carried out, that is a second write nobody read back for. */
-    int fresh_connection_writes;
+    /* 1: a request other than GET and HEAD (and http_do_read's) is never
+     * sent twice by libcurl.  libcurl silently sends a request again when
+     * the kept-alive connection it went on closes before any answer; for a
+     * write the server may have carried out, that is a second write nobody
+     * read back for.  Such a write's body goes through a read callback
+     * whose rewind is refused, so the request fails instead (ADP_ENET). */
+    int no_resend_writes;
 };
 
 struct http_response {
@@ -111,7 +112,7 @@ enum adp_err http_do(struct http_client *c, const char *method, const char *url,
 /* http_do for a request whose body changes nothing on the server (a batch
  * of reads, a search by POST): it may go on a kept-alive connection like a
  * GET, although libcurl sends it again, unasked, when that connection turns
- * out to have closed before any answer (fresh_connection_writes). */
+ * out to have closed before any answer (no_resend_writes). */
 enum adp_err http_do_read(struct http_client *c, const char *method, const char *url,
                           const char *const *extra_headers, const char *body,
                           const char *content_type, struct http_response *resp,

@@ -21,7 +21,7 @@ void netopts_fill(const struct config *cfg, const char *base_url, struct http_op
     ho->proxy = cfg->proxy;
     /* a write whose answer is lost is read back before anything is sent
      * again (request.c), never repeated by the transport behind our back */
-    ho->fresh_connection_writes = 1;
+    ho->no_resend_writes = 1;
     memset(ao, 0, sizeof(*ao));
     ao->mode = cfg->auth_mode;
     ao->base_url = base_url;

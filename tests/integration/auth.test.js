@@ -21,7 +21,8 @@ let work;
 let synth;
 let keys;
 let patients; // [{id, names: [...]}]
-const oauths = [];
+const oauths = []; // the OAuth servers that came up
+const children = []; // every OAuth server process started
 
 // fetch for the test-control endpoints, once more when a kept-alive socket
 // was closed by the server while a long sync ran (a stale socket, not a
@@ -45,14 +46,19 @@ async function startOauth(args) {
     stdio: ['ignore', 'ignore', fs.openSync(path.join(dir, 'log'), 'a')],
   });
   const o = { child, dir };
-  oauths.push(o);
-  for (let i = 0; i < 600 && !fs.existsSync(path.join(dir, 'port')); i++) {
+  // Killed at the end whether or not it came up; listed in `oauths` (which
+  // later tests walk) only once it is up, so that one slow start fails only
+  // the test that started it.  The wait is long: under the ASan stage of CI
+  // a start has taken more than 30 s.
+  children.push(child);
+  for (let i = 0; i < 1800 && !fs.existsSync(path.join(dir, 'port')); i++) {
     if (child.exitCode !== null) break;
     await sleep(50);
   }
   assert.ok(fs.existsSync(path.join(dir, 'port')),
     `oauth server started (exit ${child.exitCode}): ${fs.readFileSync(path.join(dir, 'log'), 'utf8')}`);
   o.url = `http://127.0.0.1:${fs.readFileSync(path.join(dir, 'port'), 'utf8').trim()}`;
+  oauths.push(o);
   return o;
 }
 
@@ -122,7 +128,7 @@ before(async () => {
 });
 
 after(() => {
-  for (const o of oauths) o.child.kill('SIGTERM');
+  for (const c of children) c.kill('SIGTERM');
   stopServer(srv);
 });
 

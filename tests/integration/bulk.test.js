@@ -277,7 +277,7 @@ test('requiresAccessToken: with SMART backend auth the token goes with the statu
   const oauth = spawn('node', [path.join(h.ROOT, 'tests/oauth-server/server.mjs'), '--port-file', path.join(dir, 'port'),
     '--resource', srv.base, '--client', `bulk-client=${path.join(work, 'k')}/jwks.json`], { stdio: 'ignore' });
   try {
-    for (let i = 0; i < 600 && !fs.existsSync(path.join(dir, 'port')); i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 1800 && !fs.existsSync(path.join(dir, 'port')); i++) await new Promise((r) => setTimeout(r, 50));
     const issuer = `http://127.0.0.1:${fs.readFileSync(path.join(dir, 'port'), 'utf8').trim()}`;
     await admin('POST', '/$test/auth', { issuer, resetCounters: true });
     const r = sync(newState(), ['--bulk', '--auth', 'smart', '--client-id', 'bulk-client',

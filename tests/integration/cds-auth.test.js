@@ -24,7 +24,7 @@ async function startOauth(args) {
   const child = spawn('node', [OAUTH, '--port-file', path.join(dir, 'port'), ...args], {
     stdio: ['ignore', 'ignore', fs.openSync(path.join(dir, 'log'), 'a')],
   });
-  for (let i = 0; i < 600 && !fs.existsSync(path.join(dir, 'port')); i++) {
+  for (let i = 0; i < 1800 && !fs.existsSync(path.join(dir, 'port')); i++) {
     if (child.exitCode !== null) break;
     await new Promise((r) => setTimeout(r, 50));
   }

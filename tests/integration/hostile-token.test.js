@@ -30,7 +30,7 @@ async function startOauth(args) {
   const child = spawn('node', [path.join(h.ROOT, 'tests/oauth-server/server.mjs'), '--port-file',
     path.join(dir, 'port'), ...args], { stdio: ['ignore', 'ignore', 'ignore'] });
   // bounded wait for the port file (not a timing assertion)
-  for (let i = 0; i < 600 && !fs.existsSync(path.join(dir, 'port')); i++) {
+  for (let i = 0; i < 1800 && !fs.existsSync(path.join(dir, 'port')); i++) {
     await new Promise((r) => setTimeout(r, 50));
   }
   return { child, url: `http://127.0.0.1:${fs.readFileSync(path.join(dir, 'port'), 'utf8').trim()}` };

@@ -49,7 +49,7 @@ async function startOauth(args) {
   });
   const o = { child, dir };
   oauths.push(o);
-  for (let i = 0; i < 600 && !fs.existsSync(path.join(dir, 'port')); i++) {
+  for (let i = 0; i < 1800 && !fs.existsSync(path.join(dir, 'port')); i++) {
     if (child.exitCode !== null) break;
     await sleep(50);
   }

@@ -130,7 +130,7 @@ void server_free_refs(char **refs, int n);
 /* Sleep until something is queued or timeout_ms passed. */
 void server_wait(struct server *s, long timeout_ms);
 
-/* What a notification body says (for tests and for the listener). */
+/* What a notification body says (notify.c; for tests and for the listener). */
 enum notify_kind { NOTIFY_HANDSHAKE = 0, NOTIFY_HEARTBEAT, NOTIFY_EMPTY, NOTIFY_ID_ONLY,
                    NOTIFY_FULL_RESOURCE };
 
@@ -145,6 +145,10 @@ struct notify_info {
                                * and the listener refuses the notification (413) */
 };
 
+/* The largest request body the listener takes (a notification, a CDS Hooks
+ * or $apply request); a larger one is refused with 413. */
+#define SERVER_MAX_BODY (1024 * 1024)
+
 /* The most patients or resources one notification may name; a server
  * with more to say sends several notifications or lets the poll catch up. */
 #define SERVER_MAX_NOTIFY_REFS 1000
@@ -152,6 +156,10 @@ struct notify_info {
 /* Parse a notification body (len 0: an empty R4 notification); path_ref
  * is "Type/id" from PUT /notify/Type/id or NULL.  On success fill *out
  * (free out->refs with json_decref). */
+/* "Type/id" from a reference or URL ("http://x/fhir/Observation/1/_history/2",
+ * a PUT path "Observation/1"), into out[len]: 0, or -1 when there is none. */
+int notify_ref_from_url(const char *url, char *out, size_t len);
+
 enum adp_err server_parse_notification(const char *body, size_t len, const char *path_ref,
                                        struct notify_info *out, struct adp_error *err);
 

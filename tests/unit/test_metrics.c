@@ -1,5 +1,5 @@
 /* Unit tests for metrics.c: exposition format, labels, histogram buckets,
- * thread safety; and server.c's notification parser (pure part). */
+ * thread safety; and the notification parser (notify.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -372,46 +372,77 @@ static json_t *read_json(const char *name, const char *buf, size_t len,
     return NULL;
 }
 
+/* One patient's Bundle for an offline command, read from a->file ("-":
+ * stdin) and mapped.  Release with offline_release. */
+struct offline_input {
+    const char *name; /* the file, or "stdin", for messages */
+    char *buf;
+    json_t *doc, *resources, *report;
+    const char *patient_id; /* in doc, or NULL */
+    struct features f;
+};
+
+/* 0 when mapped; 1 when it failed with the reason in *err; -1 when the
+ * input could not be read (read_input has said why).  empty_is_error: an
+ * empty input is refused by name before parsing. */
+static int offline_load(struct adapter *ad, const struct args *a, int empty_is_error,
+                        struct offline_input *in, struct adp_error *err)
+{
+    size_t len = 0;
+
+    memset(in, 0, sizeof(*in));
+    in->name = a->file && strcmp(a->file, "-") != 0 ? a->file : "stdin";
+    adp_error_clear(err);
+    in->buf = read_input(a->file, &len);
+    if (in->buf == NULL)
+        return -1;
+    if (empty_is_error && len == 0) {
+        adp_error_set(err, ADP_EPARSE, "%s: empty input, expected a FHIR Bundle", in->name);
+        return 1;
+    }
+    in->doc = read_json(in->name, in->buf, len, err);
+    if (in->doc == NULL)
+        return 1;
+    if (bundle_resources(in->doc, &in->resources, &in->patient_id, err) != ADP_OK ||
+        mapping_extract(ad->map, in->resources, &in->f, &in->report, err) != ADP_OK)
+        return 1;
+    return 0;
+}
+
+static void offline_release(struct offline_input *in)
+{
+    free(in->buf);
+    json_decref(in->doc);
+    json_decref(in->resources);
+    json_decref(in->report);
+}
+
 /* Offline evaluate / explain. */
 static int cmd_offline(struct adapter *ad, const struct args *a, int explain)
 {
-    char *buf;
-    size_t len = 0;
-    json_t *doc = NULL, *resources = NULL, *report = NULL, *outdoc = NULL;
-    const char *patient_id = NULL;
+    struct offline_input in;
+    json_t *outdoc = NULL;
     struct adp_error err;
-    struct features f;
     struct decision d;
     struct emit_ctx ctx;
     char now[32];
     int status = EXIT_USAGE;
-    const char *name = a->file && strcmp(a->file, "-") != 0 ? a->file : "stdin";
+    int rc = offline_load(ad, a, 1, &in, &err);
 
-    adp_error_clear(&err);
-    buf = read_input(a->file, &len);
-    if (buf == NULL)
+    if (rc < 0)
         return EXIT_USAGE;
-    if (len == 0) {
-        adp_error_set(&err, ADP_EPARSE, "%s: empty input, expected a FHIR Bundle", name);
+    if (rc > 0)
         goto fail;
-    }
-    doc = read_json(name, buf, len, &err);
-    if (doc == NULL)
-        goto fail;
-    if (bundle_resources(doc, &resources, &patient_id, &err) != ADP_OK)
-        goto fail;
-    if (mapping_extract(ad->map, resources, &f, &report, &err) != ADP_OK)
-        goto fail;
-    engine_run(&f, &ad->params, &d);
+    engine_run(&in.f, &ad->params, &d);
     sync_now(now, sizeof(now));
     memset(&ctx, 0, sizeof(ctx));
     ctx.canonical_base = ad->cfg->canonical_base;
-    ctx.patient_id = patient_id ? patient_id : "unknown";
+    ctx.patient_id = in.patient_id ? in.patient_id : "unknown";
     ctx.now = now;
     ctx.software_version = DNMBC_VERSION;
     ctx.params = &ad->params;
     if (explain) {
-        char *text = emit_explain(&ctx, &f, &d, report);
+        char *text = emit_explain(&ctx, &in.f, &d, in.report);
 
         if (text == NULL) {
             adp_error_set(&err, ADP_ENOMEM, "out of memory");
@@ -420,7 +451,7 @@ static int cmd_offline(struct adapter *ad, const struct args *a, int explain)
         fputs(text, stdout);
         free(text);
     } else {
-        outdoc = emit_evaluate_bundle(&ctx, &f, &d, report);
+        outdoc = emit_evaluate_bundle(&ctx, &in.f, &d, in.report);
         if (outdoc == NULL || json_dumpf(outdoc, stdout, JSON_INDENT(2)) != 0) {
             adp_error_set(&err, ADP_ENOMEM, "cannot write the output Bundle");
             goto fail;
@@ -442,10 +473,7 @@ fail:
         json_decref(oo);
     }
 out:
-    free(buf);
-    json_decref(doc);
-    json_decref(resources);
-    json_decref(report);
+    offline_release(&in);
     json_decref(outdoc);
     return status;
 }
@@ -453,36 +481,29 @@ out:
 /* Offline map: the coverage report of one Bundle (text, or JSON with --json). */
 static int cmd_map(struct adapter *ad, const struct args *a)
 {
-    char *buf, *text = NULL;
-    size_t len = 0;
-    json_t *doc = NULL, *resources = NULL, *report = NULL, *cov = NULL;
-    const char *patient_id = NULL;
+    char *text = NULL;
+    json_t *cov = NULL;
+    struct offline_input in;
     struct adp_error err;
-    struct features f;
     int status = EXIT_USAGE;
-    const char *name = a->file && strcmp(a->file, "-") != 0 ? a->file : "stdin";
+    /* an empty input is left to the JSON reader's own message */
+    int rc = offline_load(ad, a, 0, &in, &err);
 
-    adp_error_clear(&err);
-    buf = read_input(a->file, &len);
-    if (buf == NULL)
+    if (rc < 0)
         return EXIT_USAGE;
-    doc = read_json(name, buf, len, &err);
-    if (doc == NULL)
-        goto fail;
-    if (bundle_resources(doc, &resources, &patient_id, &err) != ADP_OK ||
-        mapping_extract(ad->map, resources, &f, &report, &err) != ADP_OK)
+    if (rc > 0)
         goto fail;
     /* unknown codes asked of terminology.base_url */
-    if (terminology_map_report(ad->cfg, report, &err) != ADP_OK)
+    if (terminology_map_report(ad->cfg, in.report, &err) != ADP_OK)
         goto fail;
     cov = mapping_coverage_new();
     if (cov == NULL) {
         adp_error_set(&err, ADP_ENOMEM, "out of memory");
         goto fail;
     }
-    if (mapping_coverage_add(cov, patient_id ? patient_id : "unknown", report, &err) !=
-            ADP_OK ||
-        terminology_attach(cov, report, &err) != ADP_OK)
+    if (mapping_coverage_add(cov, in.patient_id ? in.patient_id : "unknown", in.report,
+                             &err) != ADP_OK ||
+        terminology_attach(cov, in.report, &err) != ADP_OK)
         goto fail;
     /* the text report quotes codings from the input: no raw control bytes */
     if (!a->json && text_escape_tree(cov) != 0) {
@@ -505,10 +526,7 @@ fail:
     log_fatal("%s", err.msg);
 out:
     free(text);
-    free(buf);
-    json_decref(doc);
-    json_decref(resources);
-    json_decref(report);
+    offline_release(&in);
     json_decref(cov);
     return status;
 }

@@ -42,7 +42,7 @@ struct adapter {
     struct server *server;        /* borrowed; NULL without a listener (server.h) */
     int no_conditional_update;    /* preflight: the server lacks conditional update, so
                                    * write by identifier search + update by id / create */
-    /* Issue 7 (throughput): */
+    /* throughput: what the pool's workers (pool.h) share or copy */
     struct ratelimit *pace;       /* shared request pace; owned unless worker */
     int worker;                   /* 1: a pool worker's copy (adapter_open_worker):
                                    * only http and fhir are its own */

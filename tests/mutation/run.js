@@ -16,6 +16,11 @@
 //   MUTATION_LIST=file       another list (e.g. while writing new lines)
 //   MUTATION_REUSE_BUILD=0   build the copy from scratch instead of starting
 //                            from this tree's build outputs
+//   MUTATION_CHECK=1         only check the whole list against this tree
+//                            (each original found once, each named test
+//                            file, case and unit suite present, each name
+//                            pattern matching a test): no copy, no build;
+//                            make test runs it (mutation-list.test.js)
 //
 // The list format and how to add a line are in docs/testing.md.
 'use strict';
@@ -224,9 +229,50 @@ function pad(s, n) {
   return s.length >= n ? s : s + ' '.repeat(n - s.length);
 }
 
+// The titles of the test() calls of a node:test file, for a name pattern.
+function testTitles(file) {
+  const text = fs.readFileSync(file, 'utf8');
+  const re = /\btest\(\s*(['"`])((?:\\.|(?!\1).)*)\1/g;
+  const titles = [];
+  let m;
+  while ((m = re.exec(text)) !== null) titles.push(m[2].replace(/\\(.)/g, '$1'));
+  return titles;
+}
+
+// MUTATION_CHECK=1: the list against this tree, without running anything.
+function check(all) {
+  for (const mut of all) {
+    mutate(mut, ROOT);
+    for (const spec of mut.tests) {
+      const p = plan(spec);
+      let m;
+      if ((m = /^unit:(test_\w+)$/.exec(spec)) && !fs.existsSync(path.join(ROOT, 'tests/unit', `${m[1]}.c`))) {
+        die(2, `${mut.id}: ${spec}: tests/unit/${m[1]}.c does not exist`);
+      }
+      if ((m = /^case:([\w.+-]+)$/.exec(spec))) {
+        for (const c of m[1].split('+')) {
+          if (!fs.existsSync(path.join(ROOT, 'tests/cases', c))) die(2, `${mut.id}: ${spec}: no golden case ${c}`);
+        }
+      }
+      if (p.file) {
+        if (!fs.existsSync(path.join(ROOT, p.file))) die(2, `${mut.id}: ${spec}: ${p.file} does not exist`);
+        const pattern = /#(.+)$/.exec(spec);
+        if (pattern && !testTitles(path.join(ROOT, p.file)).some((t) => new RegExp(pattern[1]).test(t))) {
+          die(2, `${mut.id}: ${spec}: no test of ${p.file} matches "${pattern[1]}" (stale name pattern)`);
+        }
+      }
+    }
+  }
+  process.stdout.write(`mutation list: ${all.length} mutations, every original found once, every named test present\n`);
+}
+
 function main() {
   if (!fs.existsSync(LIST)) die(2, `${LIST} is missing`);
   const all = parseList(fs.readFileSync(LIST, 'utf8'));
+  if (process.env.MUTATION_CHECK === '1') {
+    check(all);
+    return;
+  }
   const muts = select(all);
   if (muts.length === 0) die(2, 'no mutation selected');
   process.stdout.write(`mutation: ${muts.length} of ${all.length} mutations, scratch tree ${path.relative(ROOT, TREE)}\n`);

@@ -53,7 +53,8 @@ struct http_req {
     size_t body_len, body_off; /* a guarded write's body: length, bytes given to libcurl */
     char method[16];
     int replay_safe; /* http_do_read: the body changes nothing on the server */
-    int resend_refused; /* libcurl asked to send this write's body again: refused */
+    int resend_refused; /* libcurl was about to send this write again: refused */
+    int sends;          /* a guarded write: times libcurl was about to send it */
     struct http_response resp;
     struct buf rbody; /* the response body as it arrives; resp.body at the end */
     int too_big;      /* write callback refused data over max_body */
@@ -300,6 +301,32 @@ static int body_seek_cb(void *ud, curl_off_t offset, int origin)
     return CURL_SEEKFUNC_FAIL;
 }
 
+/* libcurl calls this before it sends a request on a connection, and again
+ * before each copy it sends on its own: after a kept-alive connection closed
+ * before any answer, an HTTP/2 stream refused, or a server that asked for
+ * HTTP/1.1.  Some of those copies go out without a rewind (a request with no
+ * body, or a body libcurl had read but not yet sent), so body_seek_cb alone
+ * does not see them.  A second send of a guarded write is refused once any
+ * of it may have reached the server (a byte of its body handed out, or no
+ * body at all, when the head alone is the whole request): the request fails
+ * and the write path reads back what the server holds.  A copy before any
+ * byte of a body left cannot have been carried out, and is allowed. */
+static int guard_prereq_cb(void *ud, char *conn_primary_ip, char *conn_local_ip,
+                           int conn_primary_port, int conn_local_port)
+{
+    struct http_req *q = ud;
+
+    (void)conn_primary_ip;
+    (void)conn_local_ip;
+    (void)conn_primary_port;
+    (void)conn_local_port;
+    if (q->sends++ > 0 && (q->body_off > 0 || q->body_len == 0)) {
+        q->resend_refused = 1;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
+}
+
 static int is_tls_error(CURLcode cc)
 {
     switch (cc) {
@@ -472,9 +499,9 @@ static void req_complete(struct http_client *c, struct http_req *q, CURLcode cc)
                            q->method);
     } else if (q->resend_refused) {
         rc = adp_error_set(&e, ADP_ENET,
-                           "%s: the connection closed after the request was sent and before "
-                           "any answer; not sent again, since the server may have carried it "
-                           "out (curl %d)",
+                           "%s: no answer, and libcurl was about to send the request again "
+                           "(its connection closed or refused it after it was sent); not sent "
+                           "again, since the server may have carried it out (curl %d)",
                            q->method, (int)cc);
     } else if (cc != CURLE_OK) {
         enum adp_err cls = error_class(cc, q->errbuf);
@@ -611,6 +638,13 @@ static enum adp_err configure_easy(struct http_client *c, struct http_req *q,
         SETOPT(CURLOPT_NOBODY, 1L);
     } else if (strcmp(q->method, "DELETE") == 0) {
         SETOPT(CURLOPT_CUSTOMREQUEST, "DELETE");
+        if (c->guard_writes && !q->replay_safe) {
+            q->body_len = q->body_off = 0;
+            q->sends = 0;
+            SETOPT(CURLOPT_PREREQFUNCTION, guard_prereq_cb);
+            SETOPT(CURLOPT_PREREQDATA, (void *)q);
+            SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+        }
     } else {
         /* POST, PUT, PATCH: body from memory (a copy owned by q).  A write
          * is given through the read callback, so that libcurl cannot send
@@ -621,11 +655,19 @@ static enum adp_err configure_easy(struct http_client *c, struct http_req *q,
         q->body_off = 0;
         SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
         if (c->guard_writes && !q->replay_safe) {
+            q->sends = 0;
             SETOPT(CURLOPT_POST, 1L);
             SETOPT(CURLOPT_READFUNCTION, body_read_cb);
             SETOPT(CURLOPT_READDATA, (void *)q);
             SETOPT(CURLOPT_SEEKFUNCTION, body_seek_cb);
             SETOPT(CURLOPT_SEEKDATA, (void *)q);
+            SETOPT(CURLOPT_PREREQFUNCTION, guard_prereq_cb);
+            SETOPT(CURLOPT_PREREQDATA, (void *)q);
+            /* HTTP/1.1, where a lost answer means one thing: an HTTP/2
+             * server that asks for HTTP/1.1 (HTTP_1_1_REQUIRED) would get
+             * the copy refused above on every attempt, and the write would
+             * never land; reads still use HTTP/2 where it is offered */
+            SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
         } else {
             SETOPT(CURLOPT_POSTFIELDS, q->body != NULL ? q->body : "");
         }

@@ -44,10 +44,13 @@ struct http_opts {
     struct ratelimit *pace;
     /* 1: a request other than GET and HEAD (and http_do_read's) is never
      * sent twice by libcurl.  libcurl silently sends a request again when
-     * the kept-alive connection it went on closes before any answer; for a
+     * the kept-alive connection it went on closes before any answer (and
+     * on HTTP/2 when a stream is refused or HTTP/1.1 is asked for); for a
      * write the server may have carried out, that is a second write nobody
      * read back for.  Such a write's body goes through a read callback
-     * whose rewind is refused, so the request fails instead (ADP_ENET). */
+     * whose rewind is refused, a second send is refused before it starts
+     * (guard_prereq_cb), and the write goes on HTTP/1.1: the request fails
+     * instead (ADP_ENET, "not sent again"). */
     int no_resend_writes;
 };
 

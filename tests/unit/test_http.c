@@ -14,9 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -125,6 +128,152 @@ static void escape_as_curl(void **state)
         assert_string_equal(mine, theirs);
         free(mine);
         curl_free(theirs);
+    }
+}
+
+/* A server that loses the answer to a write: on a kept-alive connection it
+ * answers a GET, then reads the first write whole (head and body) and
+ * closes without a word, as a server that carried it out and lost the
+ * answer.  A later write gets 200.  It counts the writes it reads, on any
+ * connection, so a second copy sent by libcurl is seen. */
+struct lossy {
+    int lfd, port;
+    atomic_int writes, stop;
+    pthread_t th;
+};
+
+/* One request from fd (head and Content-Length body): 1, or 0 at EOF. */
+static int lossy_read(int fd, char *head, size_t hlen)
+{
+    size_t n = 0;
+    long want;
+    const char *cl;
+    char *end = NULL;
+
+    while (end == NULL) {
+        ssize_t k;
+
+        if (n + 1 >= hlen)
+            return 0;
+        k = read(fd, head + n, 1);
+        if (k <= 0)
+            return 0;
+        n += (size_t)k;
+        head[n] = '\0';
+        end = strstr(head, "\r\n\r\n");
+    }
+    want = 0;
+    for (cl = strstr(head, "\r\n"); cl != NULL && cl < end; cl = strstr(cl + 2, "\r\n"))
+        if (strncasecmp(cl + 2, "content-length:", 15) == 0)
+            want = strtol(cl + 17, NULL, 10);
+    while (want > 0) {
+        char b[4096];
+        ssize_t k = read(fd, b, want < (long)sizeof(b) ? (size_t)want : sizeof(b));
+
+        if (k <= 0)
+            return 0;
+        want -= k;
+    }
+    return 1;
+}
+
+static void *lossy_main(void *arg)
+{
+    struct lossy *L = arg;
+    static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             "Content-Length: 2\r\n\r\n{}";
+
+    while (!atomic_load(&L->stop)) {
+        struct pollfd p = {L->lfd, POLLIN, 0};
+        char head[8192];
+        int fd;
+
+        if (poll(&p, 1, 50) <= 0)
+            continue;
+        fd = accept(L->lfd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        while (lossy_read(fd, head, sizeof(head))) {
+            if (strncmp(head, "GET ", 4) != 0 && atomic_fetch_add(&L->writes, 1) == 0)
+                break; /* carried out; the answer is lost */
+            if (write(fd, ok, sizeof(ok) - 1) != (ssize_t)(sizeof(ok) - 1))
+                break;
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+static void lossy_start(struct lossy *L)
+{
+    struct sockaddr_in a;
+    socklen_t al = sizeof(a);
+
+    memset(L, 0, sizeof(*L));
+    L->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(L->lfd >= 0);
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(L->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(L->lfd, 8), 0);
+    assert_int_equal(getsockname(L->lfd, (struct sockaddr *)&a, &al), 0);
+    L->port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&L->th, NULL, lossy_main, L), 0);
+}
+
+static void lossy_stop(struct lossy *L)
+{
+    atomic_store(&L->stop, 1);
+    pthread_join(L->th, NULL);
+    close(L->lfd);
+}
+
+/* A write whose answer is lost on a kept-alive connection is not sent a
+ * second time by libcurl, whatever its body: a transaction (a body libcurl
+ * would rewind), an empty body and a DELETE (nothing to rewind, so libcurl
+ * used to send them again without asking). */
+static void write_with_lost_answer_not_sent_twice(void **state)
+{
+    static const struct {
+        const char *method, *body;
+    } cases[] = {{"POST", "{\"resourceType\":\"Bundle\",\"type\":\"transaction\"}"},
+                 {"POST", ""},
+                 {"PUT", ""},
+                 {"DELETE", NULL}};
+    size_t i;
+    (void)state;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct lossy L;
+        struct http_client *c = NULL;
+        struct http_opts o;
+        struct http_response r;
+        struct adp_error err;
+        char url[64];
+        enum adp_err rc;
+
+        lossy_start(&L);
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d/fhir", L.port);
+        memset(&o, 0, sizeof(o));
+        o.no_resend_writes = 1;
+        adp_error_clear(&err);
+        assert_int_equal(http_client_new(&o, &c, &err), ADP_OK);
+        /* the connection is kept alive after this */
+        assert_int_equal(http_do(c, "GET", url, NULL, NULL, NULL, &r, &err), ADP_OK);
+        assert_int_equal(r.status, 200);
+        http_response_free(&r);
+        rc = http_do(c, cases[i].method, url, NULL, cases[i].body, "application/fhir+json",
+                     &r, &err);
+        http_response_free(&r);
+        http_client_free(c);
+        lossy_stop(&L);
+        if (atomic_load(&L.writes) != 1 || rc != ADP_ENET)
+            fail_msg("%s with %s body: the server read it %d times; http_do %d: %s",
+                     cases[i].method,
+                     cases[i].body == NULL ? "no" : cases[i].body[0] ? "a" : "an empty",
+                     atomic_load(&L.writes), (int)rc, err.msg);
+        assert_non_null(strstr(err.msg, "not sent again"));
     }
 }
 
@@ -520,6 +669,7 @@ int main(void)
         cmocka_unit_test(escape),
         cmocka_unit_test(escape_as_curl),
         cmocka_unit_test(client_life_cycle),
+        cmocka_unit_test(write_with_lost_answer_not_sent_twice),
         cmocka_unit_test(do_closed_port_is_enet),
         cmocka_unit_test(do_bad_scheme_and_method),
         cmocka_unit_test(multi_each_request_completes_once),
